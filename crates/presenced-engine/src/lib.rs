@@ -4,16 +4,48 @@
 //! no networking, no storage and never reads the clock: every input carries
 //! `now`, and the engine answers with outputs the driver must act on (whom to
 //! wake, what to persist, which presence to send to which server) plus the
-//! time of its next timer. quinn-proto is the model.
+//! time of its next timer. quinn-proto is the model; [`Engine`] documents
+//! the driving contract.
 //!
 //! # Layout
 //! - [`time`]: [`Timestamp`], the only notion of time.
 //! - [`presence`]: presence values and the user-level record.
+//! - [`machine`]: the state machine as pure functions (update, notify,
+//!   device timeouts, next deadline).
+//! - `engine`: the [`Engine`] and its client, federation, clock and module inputs.
+//! - `fanout`: batches, router answers, wake-ups and federation sends.
+//! - `joins`: membership changes and the presence they release.
+//! - `sync_view`: what a syncing user sees; `GET` visibility; explanations.
+//! - `audience`: the one rule deciding who sees whom.
+//! - `users`, `rooms`, `timers`, `stream`: the tables behind it.
 //! - [`routing`]: the shapes of presence-router answers (inputs).
-pub mod presence;
-pub mod routing;
-pub mod time;
+//! - [`sim`]: a deterministic simulator of one or two homeservers, for tests.
 
+mod audience;
+mod config;
+mod engine;
+mod fanout;
+mod joins;
+pub mod machine;
+mod output;
+pub mod presence;
+mod rooms;
+pub mod routing;
+pub mod sim;
+mod stats;
+mod stream;
+mod sync_view;
+pub mod time;
+mod timers;
+mod users;
+
+pub use config::{EngineConfig, Tracking};
+pub use engine::{Engine, RemotePresence};
+pub use joins::Membership;
+pub use output::{BatchId, Output};
 pub use presence::{Presence, PresenceState};
 pub use routing::{Interest, UsersForStates};
+pub use stats::EngineStats;
+pub use stream::StreamPos;
+pub use sync_view::{SyncView, Visibility};
 pub use time::Timestamp;

@@ -1,0 +1,126 @@
+//! The membership index: rooms per user (kept in the user slots), members
+//! per room and remote servers per room. Only joins count.
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use ruma_common::{OwnedRoomId, OwnedServerName, RoomId, ServerName};
+use smallvec::SmallVec;
+
+use crate::users::{RoomIdx, UserIdx};
+
+/// One room as presence sees it.
+#[derive(Debug)]
+pub(crate) struct Room {
+    pub(crate) id: OwnedRoomId,
+    /// Joined members, local and remote, in join order.
+    pub(crate) members: SmallVec<[UserIdx; 4]>,
+    /// Remote servers with at least one joined member, with their count.
+    /// Boxed because most rooms have none.
+    pub(crate) servers: Option<Box<Vec<(OwnedServerName, u32)>>>,
+    /// Listed in `exclude_rooms_from_presence`.
+    pub(crate) excluded: bool,
+}
+
+impl Room {
+    /// Remote servers in this room.
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &ServerName> {
+        self.servers
+            .iter()
+            .flat_map(|s| s.iter().map(|(n, _)| &**n))
+    }
+
+    pub(crate) fn has_server(&self, server: &ServerName) -> bool {
+        self.servers().any(|s| s == server)
+    }
+
+    pub(crate) fn add_server(&mut self, server: &ServerName) -> bool {
+        let servers = self.servers.get_or_insert_with(Default::default);
+        if let Some(entry) = servers.iter_mut().find(|(s, _)| s == server) {
+            entry.1 += 1;
+            false
+        } else {
+            servers.push((server.to_owned(), 1));
+            true
+        }
+    }
+
+    pub(crate) fn remove_server(&mut self, server: &ServerName) {
+        if let Some(servers) = &mut self.servers {
+            if let Some(pos) = servers.iter().position(|(s, _)| s == server) {
+                servers[pos].1 -= 1;
+                if servers[pos].1 == 0 {
+                    servers.swap_remove(pos);
+                }
+            }
+            if servers.is_empty() {
+                self.servers = None;
+            }
+        }
+    }
+}
+
+/// All rooms by index, with a hash index from room id.
+#[derive(Debug, Default)]
+pub(crate) struct RoomTable {
+    rooms: Vec<Room>,
+    index: HashTable<RoomIdx>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl RoomTable {
+    pub(crate) fn find(&self, room: &RoomId) -> Option<RoomIdx> {
+        let hash = self.hasher.hash_one(room.as_str());
+        self.index
+            .find(hash, |&i| self.rooms[i as usize].id == room)
+            .copied()
+    }
+
+    pub(crate) fn intern(&mut self, room: &RoomId, excluded: &HashSet<OwnedRoomId>) -> RoomIdx {
+        if let Some(idx) = self.find(room) {
+            return idx;
+        }
+        let idx = self.rooms.len() as RoomIdx;
+        self.rooms.push(Room {
+            id: room.to_owned(),
+            members: SmallVec::new(),
+            servers: None,
+            excluded: excluded.contains(room),
+        });
+        let hash = self.hasher.hash_one(room.as_str());
+        let rooms = &self.rooms;
+        let hasher = &self.hasher;
+        self.index.insert_unique(hash, idx, |&i| {
+            hasher.hash_one(rooms[i as usize].id.as_str())
+        });
+        idx
+    }
+
+    pub(crate) fn get(&self, idx: RoomIdx) -> &Room {
+        &self.rooms[idx as usize]
+    }
+
+    pub(crate) fn get_mut(&mut self, idx: RoomIdx) -> &mut Room {
+        &mut self.rooms[idx as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Approximate heap bytes held by the table (for the memory benchmark).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let mut bytes = self.rooms.capacity() * size_of::<Room>() + self.index.capacity() * 5;
+        for room in &self.rooms {
+            bytes += room.id.as_str().len();
+            if room.members.spilled() {
+                bytes += room.members.capacity() * 4;
+            }
+            if let Some(s) = &room.servers {
+                bytes += s.capacity() * 40;
+            }
+        }
+        bytes
+    }
+}

@@ -1,0 +1,32 @@
+//! Counters the server turns into metrics; pulled, never pushed.
+
+use crate::stream::StreamPos;
+
+/// A snapshot of the engine's size and activity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Users with a slot (local and remote).
+    pub users_tracked: usize,
+    /// Local users among them.
+    pub local_users: usize,
+    /// Users whose presence is not offline.
+    pub users_not_offline: usize,
+    /// Rooms in the membership index.
+    pub rooms: usize,
+    /// Users filed in the timer queue.
+    pub timers: usize,
+    /// Current presence stream position.
+    pub stream_position: StreamPos,
+    /// Notifiable changes written to the stream since start.
+    pub notified_changes: u64,
+    /// Waiting syncs woken since start.
+    pub wakes: u64,
+    /// Per-destination sends emitted since start (states counted).
+    pub federation_states_sent: u64,
+    /// Remote presence entries accepted since start.
+    pub remote_accepted: u64,
+    /// Remote presence entries dropped (wrong origin, local user) since start.
+    pub remote_dropped: u64,
+    /// Batches waiting for a router answer.
+    pub batches_in_flight: usize,
+}
