@@ -81,16 +81,6 @@ impl Audience<'_> {
             .flat_map(|&r| self.rooms.get(r).members.iter().copied())
     }
 
-    /// An upper bound on [`Self::co_members`]' length, cheap to compute.
-    pub(crate) fn co_member_estimate(&self, user: UserIdx) -> usize {
-        self.users
-            .get(user)
-            .rooms
-            .iter()
-            .map(|&r| self.rooms.get(r).members.len())
-            .sum()
-    }
-
     /// Whether `server` shares an eligible room other than `except` with `user`.
     pub(crate) fn server_shares_room(
         &self,

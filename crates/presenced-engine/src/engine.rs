@@ -10,7 +10,7 @@ use crate::machine::{self, DeviceState};
 use crate::output::{BatchId, Output};
 use crate::rooms::RoomTable;
 use crate::stats::EngineStats;
-use crate::stream::{ChangeLog, StreamPos};
+use crate::stream::{ChangeLog, RecentLog, StreamPos};
 use crate::timers::TimerQueue;
 use crate::users::{Pending, RoomIdx, UserIdx, UserTable};
 use crate::{EngineConfig, Presence, PresenceState, Timestamp, Tracking};
@@ -50,10 +50,16 @@ pub struct Engine {
     /// Batches waiting for the router's answer.
     pub(crate) in_flight: HashMap<BatchId, crate::fanout::InFlight>,
     pub(crate) next_batch: u64,
+    /// Recent joins (position, room, user), so syncs can add the presence
+    /// of newly shared users (spec §10.4).
+    pub(crate) joins: RecentLog<(RoomIdx, UserIdx)>,
     /// Waiting syncs per room, as (user, wait generation).
     pub(crate) room_waiters: HashMap<RoomIdx, Vec<(UserIdx, u32)>>,
     pub(crate) counters: EngineStats,
 }
+
+/// Joins remembered for incremental syncs; older tokens get every co-member.
+const JOIN_LOG_CAPACITY: usize = 65_536;
 
 /// What an explicit set does to the status message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +85,7 @@ impl Engine {
             outputs: VecDeque::new(),
             in_flight: HashMap::new(),
             next_batch: 0,
+            joins: RecentLog::new(JOIN_LOG_CAPACITY, position),
             room_waiters: HashMap::new(),
             counters: EngineStats::default(),
         }
@@ -155,6 +162,7 @@ impl Engine {
             + self.rooms.heap_bytes()
             + self.timers.len() * 48
             + self.log_bytes()
+            + self.joins.capacity_bytes()
             + self
                 .room_waiters
                 .values()
@@ -343,7 +351,7 @@ impl Engine {
                 }];
             }
             slot.state = state;
-            slot.last_change = pos;
+            self.users.set_last_change(u, pos);
             self.reschedule(u);
         }
     }
@@ -472,9 +480,9 @@ impl Engine {
         slot.state = outcome.state;
         if outcome.notify || force {
             let pos = self.log.push(u);
-            let slot = self.users.get_mut(u);
-            slot.last_change = pos;
-            self.persist.push((pos, slot.state.clone()));
+            self.users.set_last_change(u, pos);
+            self.record_in_room_logs(u, pos);
+            self.persist.push((pos, self.users.get(u).state.clone()));
             self.counters.notified_changes += 1;
             self.enqueue(u, Pending::Notify);
         } else if outcome.federation_ping && slot.is_local {
@@ -489,6 +497,15 @@ impl Engine {
             self.batch.push(u);
         }
         slot.pending = slot.pending.max(how);
+    }
+
+    /// Adds a change to the logs of the user's large rooms.
+    fn record_in_room_logs(&mut self, u: UserIdx, pos: StreamPos) {
+        for &r in &self.users.get(u).rooms {
+            if let Some(log) = &mut self.rooms.get_mut(r).log {
+                log.push(pos, u);
+            }
+        }
     }
 
     /// Files the user under its earliest deadline (none when untracked).

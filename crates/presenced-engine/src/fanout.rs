@@ -235,7 +235,7 @@ impl Engine {
         }
     }
 
-    fn wake_room(&mut self, room: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
+    pub(crate) fn wake_room(&mut self, room: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
         let Some(waiters) = self.room_waiters.get_mut(&room) else {
             return;
         };

@@ -55,37 +55,16 @@ impl Engine {
             return;
         }
 
-        // Local users who newly share a room with the joiner, both ways.
-        let mut pairs = Vec::new();
-        {
-            let audience = self.audience();
-            for &m in &self.rooms.get(r).members {
-                if m == u || !(is_local || self.users.get(m).is_local) {
-                    continue;
-                }
-                if !audience.shared_rooms(u, m).any(|shared| shared != r) {
-                    pairs.push(m);
-                }
-            }
-        }
-        if !pairs.is_empty() {
-            let at = self.log.mark();
-            let mut woken = Vec::new();
-            for &m in &pairs {
-                if self.users.get(m).is_local {
-                    self.users.get_mut(m).catch_up.push((at, u));
-                    self.wake(m, &mut woken);
-                }
-                if is_local {
-                    self.users.get_mut(u).catch_up.push((at, m));
-                }
-            }
-            if is_local {
-                self.wake(u, &mut woken);
-            }
-            self.prune_catch_up(&pairs, u);
-            self.push_wakes(woken);
-        }
+        // Syncs show the joiner to the room and the room to the joiner
+        // (spec §10.4); the marker moves tokens past the join, and the
+        // room's waiting syncs (and the joiner's) are woken.
+        let at = self.log.mark();
+        self.joins.push(at, (r, u));
+        self.rooms.get_mut(r).grow_log(at);
+        let mut woken = Vec::new();
+        self.wake(u, &mut woken);
+        self.wake_room(r, &mut woken);
+        self.push_wakes(woken);
 
         if self.config.tracking != Tracking::Enabled {
             return;
@@ -146,21 +125,6 @@ impl Engine {
         }
         if !is_local {
             room_entry.remove_server(user.server_name());
-        }
-    }
-
-    /// Drops catch-up entries too old for any sync token still in use (the
-    /// change log's horizon), so the lists stay bounded.
-    fn prune_catch_up(&mut self, pairs: &[UserIdx], joiner: UserIdx) {
-        let horizon = self
-            .log
-            .current()
-            .saturating_sub(self.config.change_log_capacity as u64);
-        for &m in pairs.iter().chain(std::iter::once(&joiner)) {
-            let list = &mut self.users.get_mut(m).catch_up;
-            if list.first().is_some_and(|&(p, _)| p < horizon) {
-                list.retain(|&(p, _)| p >= horizon);
-            }
         }
     }
 }

@@ -8,6 +8,7 @@ use hashbrown::HashTable;
 use ruma_common::{OwnedRoomId, OwnedServerName, RoomId, ServerName};
 use smallvec::SmallVec;
 
+use crate::stream::{RecentLog, StreamPos};
 use crate::users::{RoomIdx, UserIdx};
 
 /// One room as presence sees it.
@@ -21,7 +22,15 @@ pub(crate) struct Room {
     pub(crate) servers: Option<Box<Vec<(OwnedServerName, u32)>>>,
     /// Listed in `exclude_rooms_from_presence`.
     pub(crate) excluded: bool,
+    /// Recent presence changes of members, kept only for large rooms so a
+    /// sync costs what changed there rather than the member count.
+    pub(crate) log: Option<Box<RecentLog<UserIdx>>>,
 }
+
+/// Rooms with more members than this keep their own change log.
+pub(crate) const LARGE_ROOM: usize = 64;
+/// Changes a large room remembers; older tokens scan the members instead.
+const ROOM_LOG_CAPACITY: usize = 16_384;
 
 impl Room {
     /// Remote servers in this room.
@@ -43,6 +52,14 @@ impl Room {
         } else {
             servers.push((server.to_owned(), 1));
             true
+        }
+    }
+
+    /// Starts the room's change log once it is large; it is complete only
+    /// for changes from `now_pos` on.
+    pub(crate) fn grow_log(&mut self, now_pos: StreamPos) {
+        if self.log.is_none() && self.members.len() > LARGE_ROOM {
+            self.log = Some(Box::new(RecentLog::new(ROOM_LOG_CAPACITY, now_pos)));
         }
     }
 
@@ -87,6 +104,7 @@ impl RoomTable {
             members: SmallVec::new(),
             servers: None,
             excluded: excluded.contains(room),
+            log: None,
         });
         let hash = self.hasher.hash_one(room.as_str());
         let rooms = &self.rooms;
@@ -119,6 +137,9 @@ impl RoomTable {
             }
             if let Some(s) = &room.servers {
                 bytes += s.capacity() * 40;
+            }
+            if let Some(log) = &room.log {
+                bytes += log.capacity_bytes();
             }
         }
         bytes

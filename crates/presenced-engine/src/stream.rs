@@ -72,3 +72,49 @@ impl ChangeLog {
         self.current.saturating_sub(since)
     }
 }
+
+/// A bounded log of recent (position, item) records that knows how far back
+/// it is complete. Used per large room and for joins.
+#[derive(Debug)]
+pub(crate) struct RecentLog<T> {
+    entries: VecDeque<(StreamPos, T)>,
+    capacity: usize,
+    /// Records at or before this position may be missing.
+    complete_after: StreamPos,
+}
+
+impl<T: Copy> RecentLog<T> {
+    /// A log that is complete only for positions after `complete_after`.
+    pub(crate) fn new(capacity: usize, complete_after: StreamPos) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+            complete_after,
+        }
+    }
+
+    pub(crate) fn push(&mut self, pos: StreamPos, item: T) {
+        if self.entries.len() == self.capacity {
+            if let Some((dropped, _)) = self.entries.pop_front() {
+                self.complete_after = self.complete_after.max(dropped);
+            }
+        }
+        self.entries.push_back((pos, item));
+    }
+
+    /// Records after `since`, or `None` if some may be missing.
+    pub(crate) fn since(
+        &self,
+        since: StreamPos,
+    ) -> Option<impl Iterator<Item = (StreamPos, T)> + '_> {
+        if since < self.complete_after {
+            return None;
+        }
+        let start = self.entries.partition_point(|e| e.0 <= since);
+        Some(self.entries.range(start..).copied())
+    }
+
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<(StreamPos, T)>()
+    }
+}

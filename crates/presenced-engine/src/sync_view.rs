@@ -69,31 +69,12 @@ impl Engine {
             Some(p) => self.changed_since(me, p, interest),
             None => self.snapshot(me, interest),
         };
-        if let (Some(p), Some(u)) = (since, me) {
-            // Users newly sharing a room with this user since the token.
-            picked.extend(
-                self.users
-                    .get(u)
-                    .catch_up
-                    .iter()
-                    .filter(|&&(at, _)| at > p)
-                    .map(|&(_, m)| m),
-            );
-        }
         picked.sort_unstable();
         picked.dedup();
-        let catch_up_ok = |m: UserIdx| {
-            since.is_some()
-                && me.is_some_and(|u| self.users.get(u).catch_up.iter().any(|&(_, c)| c == m))
-        };
         let states = picked
             .into_iter()
-            .filter(|&m| {
-                include_offline
-                    || self.users.get(m).state.presence != Presence::Offline
-                    || catch_up_ok(m)
-            })
             .map(|m| &self.users.get(m).state)
+            .filter(|s| include_offline || s.presence != Presence::Offline)
             .collect();
         SyncView { states, next }
     }
@@ -114,49 +95,70 @@ impl Engine {
         picked
     }
 
-    /// Users the syncing user may see whose presence changed after `since`.
-    /// Picks the cheaper of walking the change log and walking the user's
-    /// candidates, so the cost follows min(updates since, audience size).
+    /// Users the syncing user may see whose presence changed after `since`,
+    /// plus users who newly share a room with them (spec §10.4).
+    ///
+    /// Small rooms are scanned member by member; large rooms answer from
+    /// their own change log, so the cost follows what changed, not the
+    /// member count. `Interest::All` walks the server-wide change log.
     fn changed_since(
         &self,
         me: Option<UserIdx>,
         since: StreamPos,
         interest: &Interest,
     ) -> Vec<UserIdx> {
-        let latest = |&(pos, u): &(StreamPos, UserIdx)| self.users.get(u).last_change == pos;
+        let users = &self.users;
+        let latest = |&(pos, u): &(StreamPos, UserIdx)| users.last_change(u) == pos;
         if *interest == Interest::All {
             return match self.log.since(since) {
                 Some(changes) => changes.filter(latest).map(|(_, u)| u).collect(),
                 // Older than the log: slower but exact.
-                None => self
-                    .users
-                    .iter()
-                    .filter(|(_, s)| s.last_change > since)
-                    .map(|(u, _)| u)
+                None => (0..users.len() as UserIdx)
+                    .filter(|&u| users.last_change(u) > since)
                     .collect(),
             };
         }
+        let mut picked = self.extra_changed(interest, since);
         let Some(me) = me else {
             // No slot: no rooms; only router-named users can be visible.
-            return self.extra_changed(interest, since);
+            return picked;
         };
         let audience = self.audience();
-        let candidates = audience.co_member_estimate(me);
-        if (self.log.distance(since) as usize) < candidates {
-            if let Some(changes) = self.log.since(since) {
-                return changes
-                    .filter(latest)
-                    .map(|(_, u)| u)
-                    .filter(|&u| audience.sees(me, u, interest))
-                    .collect();
+        if users.last_change(me) > since {
+            picked.push(me);
+        }
+        for &r in &users.get(me).rooms {
+            if !audience.eligible(r) {
+                continue;
+            }
+            let room = self.rooms.get(r);
+            match room.log.as_ref().and_then(|log| log.since(since)) {
+                Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
+                None => picked.extend(
+                    room.members
+                        .iter()
+                        .copied()
+                        .filter(|&m| users.last_change(m) > since),
+                ),
             }
         }
-        let mut picked: Vec<UserIdx> = audience
-            .co_members(me)
-            .chain(std::iter::once(me))
-            .filter(|&u| self.users.get(u).last_change > since)
-            .collect();
-        picked.extend(self.extra_changed(interest, since));
+        match self.joins.since(since) {
+            Some(joins) => {
+                for (_, (r, joiner)) in joins {
+                    let mine = users.get(me).rooms.binary_search(&r).is_ok();
+                    if !mine || !audience.eligible(r) {
+                        continue;
+                    }
+                    if joiner == me {
+                        picked.extend(self.rooms.get(r).members.iter().copied());
+                    } else {
+                        picked.push(joiner);
+                    }
+                }
+            }
+            // Joins older than we remember: show every co-member.
+            None => picked.extend(audience.co_members(me)),
+        }
         picked
     }
 
@@ -165,7 +167,7 @@ impl Engine {
             Interest::Users(extra) => extra
                 .iter()
                 .filter_map(|e| self.users.find(e))
-                .filter(|&u| self.users.get(u).last_change > since)
+                .filter(|&u| self.users.last_change(u) > since)
                 .collect(),
             _ => Vec::new(),
         }

@@ -35,8 +35,6 @@ pub(crate) struct UserSlot {
     pub(crate) state: PresenceState,
     /// Whether the user belongs to this server.
     pub(crate) is_local: bool,
-    /// Stream position of the user's last notifiable change (0: never).
-    pub(crate) last_change: StreamPos,
     /// Joined rooms, sorted, so two users' lists intersect by merging.
     pub(crate) rooms: SmallVec<[RoomIdx; 4]>,
     /// Device records (local users only; usually zero to two).
@@ -50,10 +48,6 @@ pub(crate) struct UserSlot {
     pub(crate) wait_gen: u32,
     /// How this user takes part in the batch being collected for fan-out.
     pub(crate) pending: Pending,
-    /// Users whose presence this user must be shown once (newly shared
-    /// rooms, full-presence resends), with the stream position that
-    /// introduced them.
-    pub(crate) catch_up: Vec<(StreamPos, UserIdx)>,
     /// A full-presence snapshot is owed to syncs from tokens at or before this.
     pub(crate) full_presence_at: Option<StreamPos>,
 }
@@ -62,6 +56,10 @@ pub(crate) struct UserSlot {
 #[derive(Debug, Default)]
 pub(crate) struct UserTable {
     slots: Vec<UserSlot>,
+    /// Stream position of each user's last notifiable change (0: never),
+    /// apart from the slots so the sync view's "changed since" checks
+    /// stay in cache.
+    changes: Vec<StreamPos>,
     index: HashTable<UserIdx>,
     hasher: foldhash::fast::FixedState,
 }
@@ -85,17 +83,16 @@ impl UserTable {
             return idx;
         }
         let idx = self.slots.len() as UserIdx;
+        self.changes.push(0);
         self.slots.push(UserSlot {
             state: PresenceState::new(user.to_owned()),
             is_local,
-            last_change: 0,
             rooms: SmallVec::new(),
             devices: Vec::new(),
             deadline: None,
             waiting: false,
             wait_gen: 0,
             pending: Pending::None,
-            catch_up: Vec::new(),
             full_presence_at: None,
         });
         let hash = self.hash(user);
@@ -115,6 +112,15 @@ impl UserTable {
         &mut self.slots[idx as usize]
     }
 
+    /// Stream position of the user's last notifiable change (0: never).
+    pub(crate) fn last_change(&self, idx: UserIdx) -> StreamPos {
+        self.changes[idx as usize]
+    }
+
+    pub(crate) fn set_last_change(&mut self, idx: UserIdx, pos: StreamPos) {
+        self.changes[idx as usize] = pos;
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
@@ -129,7 +135,9 @@ impl UserTable {
     /// Approximate heap bytes held by the table (for the memory benchmark).
     pub(crate) fn heap_bytes(&self) -> usize {
         let per_slot = size_of::<UserSlot>();
-        let mut bytes = self.slots.capacity() * per_slot + self.index.capacity() * 5;
+        let mut bytes = self.slots.capacity() * per_slot
+            + self.index.capacity() * 5
+            + self.changes.capacity() * 8;
         for slot in &self.slots {
             bytes += slot.state.user_id.as_str().len();
             bytes += slot.state.status_msg.as_ref().map_or(0, |m| m.len() + 16);
@@ -137,7 +145,6 @@ impl UserTable {
                 bytes += slot.rooms.capacity() * 4;
             }
             bytes += slot.devices.capacity() * size_of::<DeviceState>();
-            bytes += slot.catch_up.capacity() * 16;
         }
         bytes
     }
