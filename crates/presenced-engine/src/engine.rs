@@ -53,8 +53,6 @@ pub struct Engine {
     /// Recent joins (position, room, user), so syncs can add the presence
     /// of newly shared users (spec §10.4).
     pub(crate) joins: RecentLog<(RoomIdx, UserIdx)>,
-    /// Waiting syncs per room, as (user, wait generation).
-    pub(crate) room_waiters: HashMap<RoomIdx, Vec<(UserIdx, u32)>>,
     pub(crate) counters: EngineStats,
 }
 
@@ -86,7 +84,6 @@ impl Engine {
             in_flight: HashMap::new(),
             next_batch: 0,
             joins: RecentLog::new(JOIN_LOG_CAPACITY, position),
-            room_waiters: HashMap::new(),
             counters: EngineStats::default(),
         }
     }
@@ -163,11 +160,6 @@ impl Engine {
             + self.timers.len() * 48
             + self.log_bytes()
             + self.joins.capacity_bytes()
-            + self
-                .room_waiters
-                .values()
-                .map(|w| w.capacity() * 8 + 48)
-                .sum::<usize>()
     }
 
     fn log_bytes(&self) -> usize {
@@ -509,6 +501,11 @@ impl Engine {
     }
 
     /// Files the user under its earliest deadline (none when untracked).
+    ///
+    /// An entry that is already filed earlier than the new deadline stays:
+    /// when it fires, the user is re-evaluated from current data (a no-op
+    /// if nothing is due) and refiled. This keeps the timer queue out of
+    /// the hot write path, where deadlines mostly move later.
     pub(crate) fn reschedule(&mut self, u: UserIdx) {
         let slot = self.users.get_mut(u);
         let next = match self.config.tracking {
@@ -517,6 +514,11 @@ impl Engine {
             }
             Tracking::Untracked | Tracking::Disabled => None,
         };
+        let filed_earlier = matches!((slot.deadline, next), (Some(filed), Some(next)) if filed <= next)
+            || (slot.deadline.is_some() && next.is_none());
+        if filed_earlier {
+            return;
+        }
         self.timers.refile(u, slot.deadline, next);
         slot.deadline = next;
     }

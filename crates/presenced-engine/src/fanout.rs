@@ -33,8 +33,9 @@ impl Engine {
             if !self.audience().eligible(room) {
                 continue;
             }
-            let members = self.rooms.get(room).members.len();
-            let waiters = self.room_waiters.entry(room).or_default();
+            let room = self.rooms.get_mut(room);
+            let members = room.members.len();
+            let waiters = room.waiters.get_or_insert_with(Default::default);
             waiters.push(entry);
             // Entries of earlier registrations pile up in quiet rooms; live
             // ones are at most one per member, so compacting at twice that
@@ -236,7 +237,7 @@ impl Engine {
     }
 
     pub(crate) fn wake_room(&mut self, room: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
-        let Some(waiters) = self.room_waiters.get_mut(&room) else {
+        let Some(waiters) = self.rooms.get_mut(room).waiters.as_mut() else {
             return;
         };
         for (u, generation) in waiters.drain(..) {

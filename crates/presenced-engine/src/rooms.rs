@@ -14,7 +14,6 @@ use crate::users::{RoomIdx, UserIdx};
 /// One room as presence sees it.
 #[derive(Debug)]
 pub(crate) struct Room {
-    pub(crate) id: OwnedRoomId,
     /// Joined members, local and remote, in join order.
     pub(crate) members: SmallVec<[UserIdx; 4]>,
     /// Remote servers with at least one joined member, with their count.
@@ -25,6 +24,9 @@ pub(crate) struct Room {
     /// Recent presence changes of members, kept only for large rooms so a
     /// sync costs what changed there rather than the member count.
     pub(crate) log: Option<Box<RecentLog<UserIdx>>>,
+    /// Syncs of members waiting to be woken, as (user, wait generation);
+    /// entries of earlier registrations are skipped when drained.
+    pub(crate) waiters: Option<Box<Vec<(UserIdx, u32)>>>,
 }
 
 /// Rooms with more members than this keep their own change log.
@@ -82,6 +84,8 @@ impl Room {
 #[derive(Debug, Default)]
 pub(crate) struct RoomTable {
     rooms: Vec<Room>,
+    /// Room ids, apart from the hot per-room data.
+    ids: Vec<OwnedRoomId>,
     index: HashTable<RoomIdx>,
     hasher: foldhash::fast::FixedState,
 }
@@ -90,7 +94,7 @@ impl RoomTable {
     pub(crate) fn find(&self, room: &RoomId) -> Option<RoomIdx> {
         let hash = self.hasher.hash_one(room.as_str());
         self.index
-            .find(hash, |&i| self.rooms[i as usize].id == room)
+            .find(hash, |&i| self.ids[i as usize] == room)
             .copied()
     }
 
@@ -99,24 +103,29 @@ impl RoomTable {
             return idx;
         }
         let idx = self.rooms.len() as RoomIdx;
+        self.ids.push(room.to_owned());
         self.rooms.push(Room {
-            id: room.to_owned(),
             members: SmallVec::new(),
             servers: None,
             excluded: excluded.contains(room),
             log: None,
+            waiters: None,
         });
         let hash = self.hasher.hash_one(room.as_str());
-        let rooms = &self.rooms;
+        let ids = &self.ids;
         let hasher = &self.hasher;
-        self.index.insert_unique(hash, idx, |&i| {
-            hasher.hash_one(rooms[i as usize].id.as_str())
-        });
+        self.index
+            .insert_unique(hash, idx, |&i| hasher.hash_one(ids[i as usize].as_str()));
         idx
     }
 
     pub(crate) fn get(&self, idx: RoomIdx) -> &Room {
         &self.rooms[idx as usize]
+    }
+
+    /// A room's id.
+    pub(crate) fn id(&self, idx: RoomIdx) -> &OwnedRoomId {
+        &self.ids[idx as usize]
     }
 
     pub(crate) fn get_mut(&mut self, idx: RoomIdx) -> &mut Room {
@@ -130,8 +139,12 @@ impl RoomTable {
     /// Approximate heap bytes held by the table (for the memory benchmark).
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut bytes = self.rooms.capacity() * size_of::<Room>() + self.index.capacity() * 5;
-        for room in &self.rooms {
-            bytes += room.id.as_str().len();
+        bytes += self.ids.capacity() * size_of::<OwnedRoomId>();
+        for (room, id) in self.rooms.iter().zip(&self.ids) {
+            bytes += id.as_str().len();
+            if let Some(w) = &room.waiters {
+                bytes += w.capacity() * 8 + 24;
+            }
             if room.members.spilled() {
                 bytes += room.members.capacity() * 4;
             }

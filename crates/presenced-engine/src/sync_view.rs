@@ -198,7 +198,7 @@ impl Engine {
             visibility.ineligible_shared_rooms = a
                 .iter()
                 .filter(|r| b.contains(r) && !audience.eligible(**r))
-                .map(|&r| self.rooms.get(r).id.clone())
+                .map(|&r| self.rooms.id(r).clone())
                 .collect();
         }
         visibility

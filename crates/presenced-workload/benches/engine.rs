@@ -1,13 +1,14 @@
 //! Engine benchmark: the whole write path, the sync view and memory per user
 //! on the realistic layout (100,000 users, ~10 rooms each, 10 observers routed
-//! everyone's presence, 10% of users with a sync waiting).
+//! everyone's presence, 10% of users with a sync waiting; a woken sync's
+//! client syncs again 1 s later).
 //!
 //! Run: `cargo bench -p presenced-workload --bench engine`
 //! (`BENCH_USERS=20000` for a quicker run). Prints figures; asserts nothing
 //! about speed.
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,11 @@ struct Bench {
     rng: u64,
     flip: Vec<bool>,
     wakes: u64,
+    /// Woken syncs come back this long after their wake-up.
+    resync_after: Duration,
+    /// Simulated time one batch takes at the offered rate.
+    batch_time: Duration,
+    resyncs: VecDeque<(Timestamp, OwnedUserId)>,
 }
 
 impl Bench {
@@ -79,14 +85,22 @@ impl Bench {
             for _ in 0..n {
                 let u = self.next_user();
                 self.flip[u] = !self.flip[u];
-                let presence = if self.flip[u] { Presence::Online } else { Presence::Unavailable };
+                let presence = if self.flip[u] {
+                    Presence::Online
+                } else {
+                    Presence::Unavailable
+                };
                 let user = &self.users[u];
                 self.engine
                     .handle_set_presence(self.now, user, Some(&self.device), presence, None);
             }
             self.drain();
             done += n;
-            self.now = self.now + Duration::from_millis(1);
+            self.now = self.now + self.batch_time;
+            while self.resyncs.front().is_some_and(|(at, _)| *at <= self.now) {
+                let (_, user) = self.resyncs.pop_front().unwrap();
+                self.engine.wait_for_presence(&user);
+            }
         }
     }
 
@@ -99,10 +113,9 @@ impl Bench {
                 }
                 Output::Wake(users) => {
                     self.wakes += users.len() as u64;
-                    // The woken syncs come back and wait again.
-                    for user in users {
-                        self.engine.wait_for_presence(&user);
-                    }
+                    // The woken syncs answer, and their clients sync again later.
+                    let at = self.now + self.resync_after;
+                    self.resyncs.extend(users.into_iter().map(|u| (at, u)));
                 }
                 Output::Persist(_) | Output::Send { .. } => {}
             }
@@ -115,11 +128,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    // The simulated clock runs at this rate; it decides how often a woken
+    // sync (which comes back 1 s later) can be woken again.
+    let offered_rate: f64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500_000.0);
     let layout = Layout::generate(&LayoutSpec::realistic(n));
-    let users: Vec<OwnedUserId> = layout.users.iter().map(|u| u.as_str().try_into().unwrap()).collect();
-    let observers: Vec<OwnedUserId> =
-        layout.observers.iter().map(|u| u.as_str().try_into().unwrap()).collect();
+    let users: Vec<OwnedUserId> = layout
+        .users
+        .iter()
+        .map(|u| u.as_str().try_into().unwrap())
+        .collect();
+    let observers: Vec<OwnedUserId> = layout
+        .observers
+        .iter()
+        .map(|u| u.as_str().try_into().unwrap())
+        .collect();
     let rooms: Vec<(OwnedRoomId, Vec<u32>)> = layout
         .rooms
         .iter()
@@ -131,12 +160,20 @@ fn main() {
         rooms.len(),
         layout.memberships(),
         observers.len(),
-        layout.rooms.iter().map(|r| r.members.len()).max().unwrap_or(0)
+        layout
+            .rooms
+            .iter()
+            .map(|r| r.members.len())
+            .max()
+            .unwrap_or(0)
     );
     drop(layout);
 
     let before = LIVE.load(Ordering::Relaxed);
-    let config = EngineConfig { routing: true, ..EngineConfig::default() };
+    let config = EngineConfig {
+        routing: true,
+        ..EngineConfig::default()
+    };
     let mut engine = Engine::new(config, "bench.example".try_into().unwrap(), 0);
     let mut now = Timestamp(1_800_000_000_000);
     let started = Instant::now();
@@ -146,7 +183,11 @@ fn main() {
         }
     }
     while engine.poll_output().is_some() {}
-    println!("setup: {} joins in {:.2?}", rooms.iter().map(|r| r.1.len()).sum::<usize>(), started.elapsed());
+    println!(
+        "setup: {} joins in {:.2?}",
+        rooms.iter().map(|r| r.1.len()).sum::<usize>(),
+        started.elapsed()
+    );
     now = now + Duration::from_secs(1);
 
     let mut bench = Bench {
@@ -158,11 +199,20 @@ fn main() {
         now,
         rng: 0x9e37_79b9_7f4a_7c15,
         wakes: 0,
+        resync_after: Duration::from_secs(1),
+        batch_time: Duration::from_secs_f64(BATCH as f64 / offered_rate),
+        resyncs: VecDeque::new(),
     };
     // Everyone gets a presence state first, so memory covers tracked users.
     for u in 0..bench.users.len() {
         let user = bench.users[u].clone();
-        bench.engine.handle_set_presence(bench.now, &user, Some(&bench.device), Presence::Online, None);
+        bench.engine.handle_set_presence(
+            bench.now,
+            &user,
+            Some(&bench.device),
+            Presence::Online,
+            None,
+        );
         bench.flip[u] = true;
         if u % BATCH == 0 {
             bench.drain();
@@ -193,11 +243,12 @@ fn main() {
     bench.updates(total);
     let elapsed = started.elapsed();
     println!(
-        "write path: {total} updates in {:.2?} = {:.0} updates/s ({} wake-ups, batches of {BATCH})",
+        "write path: {total} updates in {:.2?} = {:.0} updates/s ({} wake-ups, batches of {BATCH}, simulated {offered_rate}/s, syncs return 1 s after a wake-up)",
         elapsed,
         total as f64 / elapsed.as_secs_f64(),
         bench.wakes
     );
+    bench.batch_time = Duration::from_secs_f64(BATCH as f64 / 10_000.0);
 
     // Sync view at 10,000 updates/s server-wide, 1 s between syncs.
     let mut typical = Vec::new();
@@ -206,12 +257,13 @@ fn main() {
     for _round in 0..20 {
         let since = bench.engine.position();
         bench.updates(10_000);
-        bench.now = bench.now + Duration::from_secs(1);
         for _ in 0..500 {
             let u = bench.next_user();
             let user = &bench.users[u];
             let t = Instant::now();
-            let view = bench.engine.sync_view(user, Some(since), true, &Interest::None);
+            let view = bench
+                .engine
+                .sync_view(user, Some(since), true, &Interest::None);
             typical.push(t.elapsed());
             *returned.entry("typical").or_default() += view.states.len();
         }

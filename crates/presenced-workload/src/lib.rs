@@ -102,7 +102,11 @@ impl Layout {
             rooms.push(Room { id, members });
         };
         if n == 0 {
-            return Self { users, observers, rooms };
+            return Self {
+                users,
+                observers,
+                rooms,
+            };
         }
         let total = n * spec.rooms_per_user;
         let mut large_total = 0;
@@ -120,7 +124,11 @@ impl Layout {
             for chunk in (0..n as u32).collect::<Vec<_>>().chunks(size) {
                 room(chunk.to_vec(), &mut rooms);
             }
-            return Self { users, observers, rooms };
+            return Self {
+                users,
+                observers,
+                rooms,
+            };
         }
         while group_memberships > 0 {
             let size = rng
@@ -139,7 +147,11 @@ impl Layout {
             }
             room(vec![a, b], &mut rooms);
         }
-        Self { users, observers, rooms }
+        Self {
+            users,
+            observers,
+            rooms,
+        }
     }
 
     /// Total memberships.
@@ -164,7 +176,10 @@ mod tests {
     fn realistic_layout_has_the_promised_shape() {
         let layout = Layout::generate(&LayoutSpec::realistic(20_000));
         let per_user = layout.memberships() as f64 / 20_000.0;
-        assert!((9.0..=11.0).contains(&per_user), "rooms per user {per_user}");
+        assert!(
+            (9.0..=11.0).contains(&per_user),
+            "rooms per user {per_user}"
+        );
         let dms = layout.rooms.iter().filter(|r| r.members.len() == 2).count();
         assert!(dms * 2 > layout.rooms.len(), "mostly DMs");
         assert!(layout.rooms.iter().any(|r| r.members.len() >= 1_000));
