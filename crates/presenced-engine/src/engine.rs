@@ -494,7 +494,7 @@ impl Engine {
     /// Adds a change to the logs of the user's large rooms.
     fn record_in_room_logs(&mut self, u: UserIdx, pos: StreamPos) {
         for &r in &self.users.get(u).rooms {
-            if let Some(log) = &mut self.rooms.get_mut(r).log {
+            if let Some(log) = self.rooms.get_mut(r).log_mut() {
                 log.push(pos, u);
             }
         }

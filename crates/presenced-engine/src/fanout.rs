@@ -24,25 +24,23 @@ impl Engine {
     pub fn wait_for_presence(&mut self, user: &UserId) {
         let is_local = self.is_local(user);
         let u = self.users.intern(user, is_local);
+        self.users.set_waiting(u, true);
         let slot = self.users.get_mut(u);
-        slot.waiting = true;
         slot.wait_gen = slot.wait_gen.wrapping_add(1);
         let entry = (u, slot.wait_gen);
-        let rooms: Vec<_> = slot.rooms.iter().copied().collect();
-        for room in rooms {
-            if !self.audience().eligible(room) {
-                continue;
-            }
-            let room = self.rooms.get_mut(room);
+        for i in 0..self.users.get(u).rooms.len() {
+            let room = self.rooms.get_mut(self.users.get(u).rooms[i]);
             let members = room.members.len();
-            let waiters = room.waiters.get_or_insert_with(Default::default);
+            let Some(waiters) = room.waiters_mut() else {
+                continue; // small rooms check their members' waiting bits
+            };
             waiters.push(entry);
             // Entries of earlier registrations pile up in quiet rooms; live
             // ones are at most one per member, so compacting at twice that
             // keeps the list bounded at amortised constant cost.
             if waiters.len() > 2 * members + 8 {
                 let users = &self.users;
-                waiters.retain(|&(w, g)| users.get(w).waiting && users.get(w).wait_gen == g);
+                waiters.retain(|&(w, g)| users.is_waiting(w) && users.get(w).wait_gen == g);
             }
         }
     }
@@ -50,7 +48,7 @@ impl Engine {
     /// The waiting sync of `user` ended without being woken.
     pub fn cancel_wait(&mut self, user: &UserId) {
         if let Some(u) = self.users.find(user) {
-            self.users.get_mut(u).waiting = false;
+            self.users.set_waiting(u, false);
         }
     }
 
@@ -229,22 +227,25 @@ impl Engine {
     }
 
     pub(crate) fn wake(&mut self, u: UserIdx, woken: &mut Vec<UserIdx>) {
-        let slot = self.users.get_mut(u);
-        if slot.waiting {
-            slot.waiting = false;
+        if self.users.set_waiting(u, false) {
             woken.push(u);
         }
     }
 
-    pub(crate) fn wake_room(&mut self, room: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
-        let Some(waiters) = self.rooms.get_mut(room).waiters.as_mut() else {
-            return;
-        };
-        for (u, generation) in waiters.drain(..) {
-            let slot = self.users.get_mut(u);
-            if slot.waiting && slot.wait_gen == generation {
-                slot.waiting = false;
-                woken.push(u);
+    /// Wakes the waiting syncs of a room's members.
+    pub(crate) fn wake_room(&mut self, r: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
+        let room = self.rooms.get_mut(r);
+        if let Some(waiters) = room.waiters_mut() {
+            for (u, generation) in waiters.drain(..) {
+                if self.users.get(u).wait_gen == generation && self.users.set_waiting(u, false) {
+                    woken.push(u);
+                }
+            }
+        } else {
+            for &m in &room.members {
+                if self.users.set_waiting(m, false) {
+                    woken.push(m);
+                }
             }
         }
     }

@@ -60,7 +60,16 @@ impl Engine {
         // room's waiting syncs (and the joiner's) are woken.
         let at = self.log.mark();
         self.joins.push(at, (r, u));
-        self.rooms.get_mut(r).grow_log(at);
+        if self.rooms.get_mut(r).grow_log(at) {
+            // Members already waiting move to the new waiter list.
+            let waiting: Vec<_> = (self.rooms.get(r).members.iter())
+                .filter(|&&m| self.users.is_waiting(m))
+                .map(|&m| (m, self.users.get(m).wait_gen))
+                .collect();
+            if let Some(list) = self.rooms.get_mut(r).waiters_mut() {
+                list.extend(waiting);
+            }
+        }
         let mut woken = Vec::new();
         self.wake(u, &mut woken);
         self.wake_room(r, &mut woken);

@@ -11,22 +11,29 @@ use smallvec::SmallVec;
 use crate::stream::{RecentLog, StreamPos};
 use crate::users::{RoomIdx, UserIdx};
 
-/// One room as presence sees it.
+/// One room as presence sees it. Kept small: most rooms are DMs with only
+/// local members, so everything else lives in a box that most rooms lack.
 #[derive(Debug)]
 pub(crate) struct Room {
     /// Joined members, local and remote, in join order.
     pub(crate) members: SmallVec<[UserIdx; 4]>,
-    /// Remote servers with at least one joined member, with their count.
-    /// Boxed because most rooms have none.
-    pub(crate) servers: Option<Box<Vec<(OwnedServerName, u32)>>>,
     /// Listed in `exclude_rooms_from_presence`.
     pub(crate) excluded: bool,
+    extra: Option<Box<RoomExtra>>,
+}
+
+/// What only rooms with remote members or many members need.
+#[derive(Debug, Default)]
+struct RoomExtra {
+    /// Remote servers with at least one joined member, with their count.
+    servers: Vec<(OwnedServerName, u32)>,
     /// Recent presence changes of members, kept only for large rooms so a
     /// sync costs what changed there rather than the member count.
-    pub(crate) log: Option<Box<RecentLog<UserIdx>>>,
-    /// Syncs of members waiting to be woken, as (user, wait generation);
-    /// entries of earlier registrations are skipped when drained.
-    pub(crate) waiters: Option<Box<Vec<(UserIdx, u32)>>>,
+    log: Option<RecentLog<UserIdx>>,
+    /// Large rooms: syncs of members waiting to be woken, as (user, wait
+    /// generation); entries of earlier registrations are skipped. Small
+    /// rooms scan their members' waiting bits instead.
+    waiters: Vec<(UserIdx, u32)>,
 }
 
 /// Rooms with more members than this keep their own change log.
@@ -37,9 +44,9 @@ const ROOM_LOG_CAPACITY: usize = 16_384;
 impl Room {
     /// Remote servers in this room.
     pub(crate) fn servers(&self) -> impl Iterator<Item = &ServerName> {
-        self.servers
+        self.extra
             .iter()
-            .flat_map(|s| s.iter().map(|(n, _)| &**n))
+            .flat_map(|e| e.servers.iter().map(|(n, _)| &**n))
     }
 
     pub(crate) fn has_server(&self, server: &ServerName) -> bool {
@@ -47,7 +54,7 @@ impl Room {
     }
 
     pub(crate) fn add_server(&mut self, server: &ServerName) -> bool {
-        let servers = self.servers.get_or_insert_with(Default::default);
+        let servers = &mut self.extra.get_or_insert_with(Default::default).servers;
         if let Some(entry) = servers.iter_mut().find(|(s, _)| s == server) {
             entry.1 += 1;
             false
@@ -57,26 +64,57 @@ impl Room {
         }
     }
 
-    /// Starts the room's change log once it is large; it is complete only
-    /// for changes from `now_pos` on.
-    pub(crate) fn grow_log(&mut self, now_pos: StreamPos) {
-        if self.log.is_none() && self.members.len() > LARGE_ROOM {
-            self.log = Some(Box::new(RecentLog::new(ROOM_LOG_CAPACITY, now_pos)));
+    pub(crate) fn remove_server(&mut self, server: &ServerName) {
+        if let Some(extra) = &mut self.extra {
+            if let Some(pos) = extra.servers.iter().position(|(s, _)| s == server) {
+                extra.servers[pos].1 -= 1;
+                if extra.servers[pos].1 == 0 {
+                    extra.servers.swap_remove(pos);
+                }
+            }
         }
     }
 
-    pub(crate) fn remove_server(&mut self, server: &ServerName) {
-        if let Some(servers) = &mut self.servers {
-            if let Some(pos) = servers.iter().position(|(s, _)| s == server) {
-                servers[pos].1 -= 1;
-                if servers[pos].1 == 0 {
-                    servers.swap_remove(pos);
-                }
-            }
-            if servers.is_empty() {
-                self.servers = None;
-            }
+    /// Whether the room keeps its own change log and waiter list.
+    pub(crate) fn is_large(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.log.is_some())
+    }
+
+    /// Starts the room's change log once it is large; it is complete only
+    /// for changes after `now_pos`. Returns whether it just became large.
+    pub(crate) fn grow_log(&mut self, now_pos: StreamPos) -> bool {
+        if !self.is_large() && self.members.len() > LARGE_ROOM {
+            self.extra.get_or_insert_with(Default::default).log =
+                Some(RecentLog::new(ROOM_LOG_CAPACITY, now_pos));
+            return true;
         }
+        false
+    }
+
+    /// The large room's change log.
+    pub(crate) fn log(&self) -> Option<&RecentLog<UserIdx>> {
+        self.extra.as_ref().and_then(|e| e.log.as_ref())
+    }
+
+    pub(crate) fn log_mut(&mut self) -> Option<&mut RecentLog<UserIdx>> {
+        self.extra.as_mut().and_then(|e| e.log.as_mut())
+    }
+
+    /// The large room's waiter list.
+    pub(crate) fn waiters_mut(&mut self) -> Option<&mut Vec<(UserIdx, u32)>> {
+        self.extra
+            .as_mut()
+            .filter(|e| e.log.is_some())
+            .map(|e| &mut e.waiters)
+    }
+
+    fn extra_bytes(&self) -> usize {
+        self.extra.as_ref().map_or(0, |e| {
+            size_of::<RoomExtra>()
+                + e.servers.capacity() * 40
+                + e.log.as_ref().map_or(0, RecentLog::capacity_bytes)
+                + e.waiters.capacity() * 8
+        })
     }
 }
 
@@ -106,10 +144,8 @@ impl RoomTable {
         self.ids.push(room.to_owned());
         self.rooms.push(Room {
             members: SmallVec::new(),
-            servers: None,
             excluded: excluded.contains(room),
-            log: None,
-            waiters: None,
+            extra: None,
         });
         let hash = self.hasher.hash_one(room.as_str());
         let ids = &self.ids;
@@ -142,18 +178,10 @@ impl RoomTable {
         bytes += self.ids.capacity() * size_of::<OwnedRoomId>();
         for (room, id) in self.rooms.iter().zip(&self.ids) {
             bytes += id.as_str().len();
-            if let Some(w) = &room.waiters {
-                bytes += w.capacity() * 8 + 24;
-            }
             if room.members.spilled() {
                 bytes += room.members.capacity() * 4;
             }
-            if let Some(s) = &room.servers {
-                bytes += s.capacity() * 40;
-            }
-            if let Some(log) = &room.log {
-                bytes += log.capacity_bytes();
-            }
+            bytes += room.extra_bytes();
         }
         bytes
     }

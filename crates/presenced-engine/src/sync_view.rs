@@ -132,7 +132,7 @@ impl Engine {
                 continue;
             }
             let room = self.rooms.get(r);
-            match room.log.as_ref().and_then(|log| log.since(since)) {
+            match room.log().and_then(|log| log.since(since)) {
                 Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
                 None => picked.extend(
                     room.members

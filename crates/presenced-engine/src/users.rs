@@ -41,8 +41,6 @@ pub(crate) struct UserSlot {
     pub(crate) devices: Vec<DeviceState>,
     /// The deadline this user is filed under in the timer queue.
     pub(crate) deadline: Option<Timestamp>,
-    /// A sync of this user is waiting to be woken.
-    pub(crate) waiting: bool,
     /// Bumped on every wait registration, so stale room-waiter entries
     /// from earlier registrations are recognised and skipped.
     pub(crate) wait_gen: u32,
@@ -60,6 +58,9 @@ pub(crate) struct UserTable {
     /// apart from the slots so the sync view's "changed since" checks
     /// stay in cache.
     changes: Vec<StreamPos>,
+    /// One bit per user: a sync is waiting to be woken. Dense so that
+    /// fan-out can test a small room's members without touching their slots.
+    waiting: Vec<u64>,
     index: HashTable<UserIdx>,
     hasher: foldhash::fast::FixedState,
 }
@@ -84,13 +85,15 @@ impl UserTable {
         }
         let idx = self.slots.len() as UserIdx;
         self.changes.push(0);
+        if idx as usize % 64 == 0 {
+            self.waiting.push(0);
+        }
         self.slots.push(UserSlot {
             state: PresenceState::new(user.to_owned()),
             is_local,
             rooms: SmallVec::new(),
             devices: Vec::new(),
             deadline: None,
-            waiting: false,
             wait_gen: 0,
             pending: Pending::None,
             full_presence_at: None,
@@ -119,6 +122,23 @@ impl UserTable {
 
     pub(crate) fn set_last_change(&mut self, idx: UserIdx, pos: StreamPos) {
         self.changes[idx as usize] = pos;
+    }
+
+    pub(crate) fn is_waiting(&self, idx: UserIdx) -> bool {
+        self.waiting[idx as usize / 64] & (1 << (idx % 64)) != 0
+    }
+
+    /// Sets the waiting bit; returns whether it was set before.
+    pub(crate) fn set_waiting(&mut self, idx: UserIdx, waiting: bool) -> bool {
+        let word = &mut self.waiting[idx as usize / 64];
+        let bit = 1 << (idx % 64);
+        let was = *word & bit != 0;
+        if waiting {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        was
     }
 
     pub(crate) fn len(&self) -> usize {
