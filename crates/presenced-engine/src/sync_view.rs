@@ -133,7 +133,14 @@ impl Engine {
             }
             let room = self.rooms.get(r);
             match room.log().and_then(|log| log.since(since)) {
-                Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
+                // The log also holds changes of members who left since:
+                // only current members are visible (as in the scan below).
+                Some(changes) => picked.extend(
+                    changes
+                        .filter(latest)
+                        .map(|(_, u)| u)
+                        .filter(|&u| users.get(u).rooms.binary_search(&r).is_ok()),
+                ),
                 None => picked.extend(
                     room.members
                         .iter()
@@ -149,9 +156,18 @@ impl Engine {
                     if !mine || !audience.eligible(r) {
                         continue;
                     }
+                    // The syncing user is not a new co-member of themself
+                    // (spec §10.4), and a joiner who left since is not one.
                     if joiner == me {
-                        picked.extend(self.rooms.get(r).members.iter().copied());
-                    } else {
+                        picked.extend(
+                            self.rooms
+                                .get(r)
+                                .members
+                                .iter()
+                                .copied()
+                                .filter(|&m| m != me),
+                        );
+                    } else if users.get(joiner).rooms.binary_search(&r).is_ok() {
                         picked.push(joiner);
                     }
                 }
