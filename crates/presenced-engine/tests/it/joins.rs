@@ -124,3 +124,4 @@ fn join_shows_presence_of_new_co_members() {
     assert_eq!(states[0].status_msg.as_deref(), Some("hello"));
     assert!(t.sync_ids("@b:server", Some(next)).is_empty());
 }
+

@@ -142,12 +142,14 @@ fn change_log_fallback_is_exact() {
         );
         let last = t.position() - 1;
         assert_eq!(ids(&t.sync(U2, Some(last), &Interest::All).0), names(&[U1]));
-        // A token from before anything happened.
+        // A token from just before m0's change.
         assert_eq!(
-            t.sync_ids(U2, Some(0)),
+            t.sync_ids(U2, Some(p0 - 1)),
             names(&[U1, "@m0:test", "@m5:test"]),
             "capacity {capacity}"
         );
+        // A token from before the joins: every co-member (not U2 itself) is new to U2.
+        assert_eq!(t.sync_ids(U2, Some(0)).len(), 21, "capacity {capacity}");
     }
 }
 

@@ -176,3 +176,94 @@ fn offline_in_snapshots_and_increments() {
     let got: Vec<_> = view.states.iter().map(|s| s.user_id.to_string()).collect();
     assert_eq!(names(&got.iter().map(String::as_str).collect::<Vec<_>>()), names(&[A, B]));
 }
+
+/// Large rooms (over 64 members) keep their own change log and waiter
+/// list; the answers must be the same as for small rooms.
+mod large_rooms {
+    use super::*;
+
+    const BIG: &str = "!big:test";
+    const N: usize = 70;
+
+    fn member(i: usize) -> String {
+        format!("@m{i}:test")
+    }
+
+    fn big_room(t: &mut T) {
+        for i in 0..N {
+            t.join(BIG, &member(i));
+        }
+    }
+
+    /// A sync registered while the room was small is still woken once
+    /// after the room grew large; strangers wake nobody.
+    #[test]
+    fn wake_registered_before_growth() {
+        let mut t = T::new(EngineConfig::default());
+        t.join(BIG, A);
+        t.wait(A);
+        big_room(&mut t);
+        // Joins wake the room's waiting syncs (new co-members to show).
+        t.clear();
+        t.wait(A);
+        t.put(STRANGER, Some("d"), Presence::Online, None);
+        assert!(t.woken().is_empty());
+        t.put(&member(3), Some("d"), Presence::Online, None);
+        assert_eq!(t.woken(), vec![A.to_owned()]);
+        t.clear();
+        t.put(&member(4), Some("d"), Presence::Online, None);
+        assert!(t.woken().is_empty());
+        t.wait(A);
+        t.put(&member(5), Some("d"), Presence::Online, None);
+        assert_eq!(t.woken(), vec![A.to_owned()]);
+    }
+
+    #[test]
+    fn incremental_sync_in_large_room() {
+        let mut t = T::new(EngineConfig::default());
+        big_room(&mut t);
+        t.join(BIG, A);
+        t.join("!other:test", STRANGER);
+        let p = t.position();
+        t.put(&member(1), Some("d"), Presence::Online, None);
+        t.put(STRANGER, Some("d"), Presence::Online, None);
+        let q = t.position();
+        t.put(&member(2), Some("d"), Presence::Unavailable, None);
+        t.put(&member(1), Some("d"), Presence::Online, Some("x"));
+        assert_eq!(t.sync_ids(A, Some(p)), names(&["@m1:test", "@m2:test"]));
+        assert_eq!(t.sync_ids(A, Some(q)), names(&["@m1:test", "@m2:test"]));
+        // A token from before the room grew large: members are scanned (A
+        // itself is unchanged and not a new co-member of itself).
+        assert_eq!(t.sync_ids(A, Some(3)).len(), N);
+    }
+
+    /// A member who left is no longer visible, even through the room's log
+    /// of changes made while they were a member.
+    #[test]
+    fn leaver_not_visible_through_room_log() {
+        let mut t = T::new(EngineConfig::default());
+        big_room(&mut t);
+        t.join(BIG, A);
+        let p = t.position();
+        t.put(B, Some("d"), Presence::Online, None);
+        t.join(BIG, B);
+        t.put(B, Some("d"), Presence::Unavailable, None);
+        t.put(&member(1), Some("d"), Presence::Online, None);
+        t.leave(BIG, B);
+        assert!(!t.can_see(A, B));
+        assert_eq!(t.sync_ids(A, Some(p)), names(&["@m1:test"]));
+    }
+
+    /// Same for small rooms (the member scan), for comparison.
+    #[test]
+    fn leaver_not_visible_small_room() {
+        let mut t = T::new(EngineConfig::default());
+        t.join("!small:test", A);
+        let p = t.position();
+        t.join("!small:test", B);
+        t.put(B, Some("d"), Presence::Unavailable, None);
+        t.leave("!small:test", B);
+        assert!(!t.can_see(A, B));
+        assert!(t.sync_ids(A, Some(p)).is_empty());
+    }
+}
