@@ -24,7 +24,7 @@ impl Engine {
     pub fn wait_for_presence(&mut self, user: &UserId) {
         let is_local = self.is_local(user);
         let u = self.users.intern(user, is_local);
-        self.users.set_waiting(u, true);
+        self.set_waiting(u, true);
         let slot = self.users.get_mut(u);
         slot.wait_gen = slot.wait_gen.wrapping_add(1);
         let entry = (u, slot.wait_gen);
@@ -48,7 +48,7 @@ impl Engine {
     /// The waiting sync of `user` ended without being woken.
     pub fn cancel_wait(&mut self, user: &UserId) {
         if let Some(u) = self.users.find(user) {
-            self.users.set_waiting(u, false);
+            self.set_waiting(u, false);
         }
     }
 
@@ -226,8 +226,21 @@ impl Engine {
         }
     }
 
+    /// Sets a user's waiting bit, keeping their rooms' waiting counts
+    /// true. Returns whether the bit was set before.
+    pub(crate) fn set_waiting(&mut self, u: UserIdx, waiting: bool) -> bool {
+        let was = self.users.set_waiting(u, waiting);
+        if was != waiting {
+            for &r in &self.users.get(u).rooms {
+                let count = &mut self.rooms.get_mut(r).waiting_members;
+                *count = if waiting { *count + 1 } else { count.saturating_sub(1) };
+            }
+        }
+        was
+    }
+
     pub(crate) fn wake(&mut self, u: UserIdx, woken: &mut Vec<UserIdx>) {
-        if self.users.set_waiting(u, false) {
+        if self.set_waiting(u, false) {
             woken.push(u);
         }
     }
@@ -235,18 +248,22 @@ impl Engine {
     /// Wakes the waiting syncs of a room's members.
     pub(crate) fn wake_room(&mut self, r: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
         let room = self.rooms.get_mut(r);
-        if let Some(waiters) = room.waiters_mut() {
-            for (u, generation) in waiters.drain(..) {
-                if self.users.get(u).wait_gen == generation && self.users.set_waiting(u, false) {
-                    woken.push(u);
-                }
+        if room.waiting_members == 0 {
+            return;
+        }
+        let candidates: Vec<UserIdx> = match room.waiters_mut() {
+            Some(waiters) => {
+                let users = &self.users;
+                waiters
+                    .drain(..)
+                    .filter(|&(u, generation)| users.get(u).wait_gen == generation)
+                    .map(|(u, _)| u)
+                    .collect()
             }
-        } else {
-            for &m in &room.members {
-                if self.users.set_waiting(m, false) {
-                    woken.push(m);
-                }
-            }
+            None => room.members.iter().copied().collect(),
+        };
+        for u in candidates {
+            self.wake(u, woken);
         }
     }
 

@@ -48,7 +48,9 @@ impl Engine {
             return; // already joined
         };
         slot.rooms.insert(at, r);
+        let waiting = u32::from(self.users.is_waiting(u));
         let room_entry = self.rooms.get_mut(r);
+        room_entry.waiting_members += waiting;
         room_entry.members.push(u);
         let new_server = !is_local && room_entry.add_server(user.server_name());
         if !self.audience().eligible(r) {
@@ -128,7 +130,9 @@ impl Engine {
         };
         slot.rooms.remove(at);
         let is_local = slot.is_local;
+        let waiting = u32::from(self.users.is_waiting(u));
         let room_entry = self.rooms.get_mut(r);
+        room_entry.waiting_members = room_entry.waiting_members.saturating_sub(waiting);
         if let Some(pos) = room_entry.members.iter().position(|&m| m == u) {
             room_entry.members.remove(pos);
         }

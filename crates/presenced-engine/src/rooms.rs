@@ -19,6 +19,9 @@ pub(crate) struct Room {
     pub(crate) members: SmallVec<[UserIdx; 4]>,
     /// Listed in `exclude_rooms_from_presence`.
     pub(crate) excluded: bool,
+    /// Members with a sync waiting; fan-out skips rooms where it is zero
+    /// without reading their member lists.
+    pub(crate) waiting_members: u32,
     extra: Option<Box<RoomExtra>>,
 }
 
@@ -145,6 +148,7 @@ impl RoomTable {
         self.rooms.push(Room {
             members: SmallVec::new(),
             excluded: excluded.contains(room),
+            waiting_members: 0,
             extra: None,
         });
         let hash = self.hasher.hash_one(room.as_str());
