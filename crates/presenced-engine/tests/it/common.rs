@@ -185,7 +185,13 @@ impl T {
     }
 
     /// Presence pushed by `origin` over federation for one remote user.
-    pub(crate) fn remote(&mut self, origin: &str, u: &str, p: Presence, msg: Option<&str>) -> usize {
+    pub(crate) fn remote(
+        &mut self,
+        origin: &str,
+        u: &str,
+        p: Presence,
+        msg: Option<&str>,
+    ) -> usize {
         let now = self.sim.now;
         let entry = presenced_engine::RemotePresence {
             user_id: user(u),

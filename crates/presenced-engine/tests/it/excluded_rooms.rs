@@ -38,7 +38,10 @@ fn j1_excluded_rooms_not_routed() {
     t.wait(U1);
     t.wait(U2);
     t.put(U1, Some("d"), Presence::Unavailable, None);
-    assert_eq!(names(&t.woken().iter().map(String::as_str).collect::<Vec<_>>()), names(&[U1, U2]));
+    assert_eq!(
+        names(&t.woken().iter().map(String::as_str).collect::<Vec<_>>()),
+        names(&[U1, U2])
+    );
     assert_eq!(t.sync_ids(U2, Some(token)), names(&[U1]));
 }
 

@@ -39,7 +39,10 @@ fn i1_remote_joins() {
     // filtered out.
     let test2 = t.state("@test2:server");
     assert_eq!(test2.presence, Presence::Online);
-    assert_eq!(sends_of(&t), vec![("server2".to_owned(), vec![test2.clone()])]);
+    assert_eq!(
+        sends_of(&t),
+        vec![("server2".to_owned(), vec![test2.clone()])]
+    );
 
     t.clear();
     t.join(ROOM, "@bob:server3");
@@ -78,7 +81,12 @@ fn join_staleness_filter() {
     t.join(ROOM, "@stale:server");
     t.join(ROOM, "@msg:server");
     t.join(ROOM, "@recent:server");
-    t.put("@msg:server", Some("d"), Presence::Offline, Some("gone fishing"));
+    t.put(
+        "@msg:server",
+        Some("d"),
+        Presence::Offline,
+        Some("gone fishing"),
+    );
     t.put("@recent:server", Some("d"), Presence::Online, None);
     t.put("@recent:server", Some("d"), Presence::Offline, None);
     t.clear();
@@ -125,3 +133,27 @@ fn join_shows_presence_of_new_co_members() {
     assert!(t.sync_ids("@b:server", Some(next)).is_empty());
 }
 
+/// When a server's last member leaves, it gets no more presence.
+#[test]
+fn server_left_gets_nothing() {
+    let mut t = harness();
+    t.join(ROOM, "@test:server");
+    t.join(ROOM, "@alice:server2");
+    t.join(ROOM, "@carol:server2");
+    t.put("@test:server", Some("d"), Presence::Online, None);
+    assert_eq!(
+        t.sends(),
+        vec![("server2".to_owned(), names(&["@test:server"]))]
+    );
+    t.leave(ROOM, "@alice:server2");
+    t.clear();
+    t.put("@test:server", Some("d"), Presence::Unavailable, None);
+    assert_eq!(
+        t.sends(),
+        vec![("server2".to_owned(), names(&["@test:server"]))]
+    );
+    t.leave(ROOM, "@carol:server2");
+    t.clear();
+    t.put("@test:server", Some("d"), Presence::Online, None);
+    assert!(t.sends().is_empty());
+}

@@ -44,7 +44,12 @@ fn n1_send_local_online_presence_to() {
     let (states, t4) = t.sync(RECEIVER, Some(t3), &Interest::None);
     assert!(states.is_empty());
 
-    t.put(SENDER, Some("d"), Presence::Offline, Some("I slink back into the darkness."));
+    t.put(
+        SENDER,
+        Some("d"),
+        Presence::Offline,
+        Some("I slink back into the darkness."),
+    );
     let (states, t5) = t.sync(RECEIVER, Some(t4), &Interest::None);
     assert_eq!(ids(&states), names(&[SENDER]));
     assert_eq!(states[0].presence, Presence::Offline);
@@ -78,10 +83,20 @@ fn n2_send_local_online_presence_to_federation() {
     const FAR: &str = "@far_away_person:island";
     let mut t = T::new(EngineConfig::default());
     t.join("!room:test", "@presence_sender1:test");
-    t.put("@presence_sender1:test", Some("d"), Presence::Online, Some("I'm online!"));
+    t.put(
+        "@presence_sender1:test",
+        Some("d"),
+        Presence::Online,
+        Some("I'm online!"),
+    );
     t.join("!room:test", "@offline:test");
     t.join("!room:test", "@other:elsewhere.org");
-    t.remote("elsewhere.org", "@other:elsewhere.org", Presence::Online, None);
+    t.remote(
+        "elsewhere.org",
+        "@other:elsewhere.org",
+        Presence::Online,
+        None,
+    );
     t.join("!room:test", FAR);
     // The join itself already pushed the sender's presence to island.
     assert!(t

@@ -16,14 +16,12 @@ fn presence() -> impl Strategy<Value = Presence> {
 }
 
 fn device() -> impl Strategy<Value = DeviceState> {
-    (presence(), 0u64..10_000_000, 0u64..10_000_000, 0u32..3).prop_map(|(p, a, s, n)| {
-        DeviceState {
-            device_id: None,
-            presence: p,
-            last_active_ts: Timestamp(a),
-            last_sync_ts: Timestamp(s),
-            syncing: n,
-        }
+    (presence(), 0u64..10_000_000, 0u64..10_000_000, 0u32..3).prop_map(|(p, a, s, n)| DeviceState {
+        device_id: None,
+        presence: p,
+        last_active_ts: Timestamp(a),
+        last_sync_ts: Timestamp(s),
+        syncing: n,
     })
 }
 

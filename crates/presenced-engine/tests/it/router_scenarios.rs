@@ -19,7 +19,10 @@ fn route_all_to(listed: &[&str]) -> impl FnMut(&[PresenceState]) -> UsersForStat
     let listed: Vec<_> = listed.iter().map(|u| user(u)).collect();
     move |states| {
         let set: HashSet<PresenceState> = states.iter().cloned().collect();
-        listed.iter().map(|u| (u.clone(), set.clone())).collect::<HashMap<_, _>>()
+        listed
+            .iter()
+            .map(|u| (u.clone(), set.clone()))
+            .collect::<HashMap<_, _>>()
     }
 }
 
@@ -57,7 +60,12 @@ fn m1_m2_receiving_all_presence() {
     // The router's answer woke the gobbler, who shares no room.
     assert_eq!(t.woken(), vec![GOBBLER.to_owned()]);
     t.put(TWO, Some("d"), Presence::Online, Some("user_two"));
-    t.put(GOBBLER, Some("d"), Presence::Online, Some("presence_gobbler"));
+    t.put(
+        GOBBLER,
+        Some("d"),
+        Presence::Online,
+        Some("presence_gobbler"),
+    );
     let (states, _) = t.sync(GOBBLER, Some(token), &interest(&listed, GOBBLER));
     // Three states, the gobbler's own included.
     assert_eq!(ids(&states), names(&[ONE, TWO, GOBBLER]));
@@ -100,9 +108,19 @@ fn m3_m4_send_local_online_presence_to_with_module() {
     });
     t.put(OTHER, Some("d"), Presence::Online, Some("I'm online!"));
     t.put(G1, Some("d"), Presence::Online, Some("I'm also online!"));
-    t.put(G2, Some("d"), Presence::Unavailable, Some("I'm in a meeting!"));
+    t.put(
+        G2,
+        Some("d"),
+        Presence::Unavailable,
+        Some("I'm in a meeting!"),
+    );
     // A remote user the router also hands to everyone, and a local offline one.
-    t.remote("elsewhere.org", "@remote:elsewhere.org", Presence::Online, None);
+    t.remote(
+        "elsewhere.org",
+        "@remote:elsewhere.org",
+        Presence::Online,
+        None,
+    );
     t.put("@gone:test", Some("d"), Presence::Online, None);
     t.put("@gone:test", Some("d"), Presence::Offline, None);
     let messages_before: Vec<_> = [OTHER, G1, G2].iter().map(|u| t.status(u)).collect();
@@ -156,7 +174,10 @@ fn router_answer_without_entry() {
     t.wait(TWO);
     t.put(ONE, Some("d"), Presence::Online, None);
     assert_eq!(t.woken(), vec![TWO.to_owned()]);
-    assert_eq!(ids(&t.sync(GOBBLER, Some(p), &Interest::All).0), names(&[ONE]));
+    assert_eq!(
+        ids(&t.sync(GOBBLER, Some(p), &Interest::All).0),
+        names(&[ONE])
+    );
     assert_eq!(t.sync_ids(TWO, Some(p)), names(&[ONE]));
 }
 
@@ -195,7 +216,10 @@ fn fan_out_waits_for_router_answer() {
     while let Some(out) = t.engine().poll_output() {
         match out {
             Output::Wake(users) => woken.extend(users.into_iter().map(|u| u.to_string())),
-            Output::Send { destination, states } => sent.push((destination.to_string(), ids(&states))),
+            Output::Send {
+                destination,
+                states,
+            } => sent.push((destination.to_string(), ids(&states))),
             other => panic!("unexpected: {other:?}"),
         }
     }

@@ -89,7 +89,10 @@ fn interest_all_incremental_sees_every_update() {
     assert_eq!(b.presence, Presence::Offline);
     assert_eq!(next, t.position());
     // Without the router's ALL, the observer sees only themself.
-    assert_eq!(t.sync_ids("@observer:test", Some(p)), names(&["@observer:test"]));
+    assert_eq!(
+        t.sync_ids("@observer:test", Some(p)),
+        names(&["@observer:test"])
+    );
     // A user with no slot at all.
     let (states, _) = t.sync("@nobody:test", Some(p), &Interest::All);
     assert_eq!(states.len(), 4);
@@ -128,7 +131,11 @@ fn change_log_fallback_is_exact() {
             names(&[U1, "@m5:test"]),
             "capacity {capacity}"
         );
-        assert_eq!(t.sync_ids(U3, Some(p0)), names(&[U3]), "capacity {capacity}");
+        assert_eq!(
+            t.sync_ids(U3, Some(p0)),
+            names(&[U3]),
+            "capacity {capacity}"
+        );
         let all = |since| ids(&t.sync(U2, Some(since), &Interest::All).0);
         assert_eq!(
             all(p0),
@@ -160,13 +167,20 @@ fn persisted_in_stream_order() {
     let mut t = T::new(EngineConfig::default());
     let p = t.position();
     for i in 0..5 {
-        t.put(&format!("@user_{i}:test"), Some("d"), Presence::Online, Some("I'm online!"));
+        t.put(
+            &format!("@user_{i}:test"),
+            Some("d"),
+            Presence::Online,
+            Some("I'm online!"),
+        );
     }
     let rows: Vec<(u64, String)> = t
         .persisted()
         .iter()
         .map(|(pos, s)| (*pos, s.user_id.to_string()))
         .collect();
-    let expected: Vec<(u64, String)> = (0..5).map(|i| (p + 1 + i, format!("@user_{i}:test"))).collect();
+    let expected: Vec<(u64, String)> = (0..5)
+        .map(|i| (p + 1 + i, format!("@user_{i}:test")))
+        .collect();
     assert_eq!(rows, expected);
 }

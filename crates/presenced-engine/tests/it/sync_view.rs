@@ -174,7 +174,10 @@ fn offline_in_snapshots_and_increments() {
     // include_offline_users_on_sync: offline users in snapshots too.
     let view = t.eng().sync_view(&user(A), None, true, &Interest::None);
     let got: Vec<_> = view.states.iter().map(|s| s.user_id.to_string()).collect();
-    assert_eq!(names(&got.iter().map(String::as_str).collect::<Vec<_>>()), names(&[A, B]));
+    assert_eq!(
+        names(&got.iter().map(String::as_str).collect::<Vec<_>>()),
+        names(&[A, B])
+    );
 }
 
 /// Large rooms (over 64 members) keep their own change log and waiter

@@ -11,7 +11,12 @@ use crate::common::*;
 const NOW: Timestamp = Timestamp(5_000_000);
 const U: &str = "@foo:test";
 
-fn dev(presence: Presence, last_active: Timestamp, last_sync: Timestamp, syncing: u32) -> DeviceState {
+fn dev(
+    presence: Presence,
+    last_active: Timestamp,
+    last_sync: Timestamp,
+    syncing: u32,
+) -> DeviceState {
     DeviceState {
         device_id: Some("dev-1".into()),
         presence,
@@ -189,7 +194,12 @@ fn b6_no_timeout() {
 fn b7_federation_timeout() {
     let mut t = T::new(EngineConfig::default());
     assert_eq!(
-        t.remote("other.org", "@r:other.org", Presence::Online, Some("I'm here!")),
+        t.remote(
+            "other.org",
+            "@r:other.org",
+            Presence::Online,
+            Some("I'm here!")
+        ),
         1
     );
     t.advance(F);
@@ -282,4 +292,24 @@ fn sync_end_is_not_notified() {
     t.sync_end(U, "dev-1");
     assert_eq!(t.position(), position);
     assert_eq!(t.state(U).last_user_sync_ts, t.now());
+}
+
+/// A deadline that moved later (a second PUT) is honoured: the earlier,
+/// stale timer entry re-evaluates the user without taking them offline.
+#[test]
+fn moved_deadline_is_honoured() {
+    let mut t = T::new(EngineConfig::default());
+    let t0 = t.now();
+    t.put(U, Some("dev-1"), Presence::Online, None);
+    t.advance(secs(20));
+    t.put(U, Some("dev-1"), Presence::Online, Some("still here"));
+    let position = t.position();
+    t.advance(S - secs(20) + MS);
+    assert_eq!(t.presence(U), Presence::Online);
+    assert_eq!(t.position(), position);
+    t.advance(millis((t0 + secs(20) + S).0 - t.now().0));
+    assert_eq!(t.presence(U), Presence::Online);
+    t.advance(MS);
+    assert_eq!(t.presence(U), Presence::Offline);
+    assert_eq!(t.eng().poll_timeout(), None);
 }

@@ -19,7 +19,10 @@ fn untracked_ignores_clients_but_module_works() {
     t.put(U, Some("d"), Presence::Online, Some("hi"));
     assert!(!t.sync_start(U, "d", Presence::Online));
     t.activity(U, "d");
-    assert_eq!(t.remote("other.org", "@far:other.org", Presence::Online, None), 0);
+    assert_eq!(
+        t.remote("other.org", "@far:other.org", Presence::Online, None),
+        0
+    );
     assert_eq!(t.presence(U), Presence::Offline);
     assert_eq!(t.presence("@far:other.org"), Presence::Offline);
     assert_eq!(t.position(), position);
@@ -47,7 +50,10 @@ fn disabled_ignores_everything() {
     t.put(U, Some("d"), Presence::Online, Some("hi"));
     assert!(!t.sync_start(U, "d", Presence::Online));
     t.activity(U, "d");
-    assert_eq!(t.remote("other.org", "@far:other.org", Presence::Online, None), 0);
+    assert_eq!(
+        t.remote("other.org", "@far:other.org", Presence::Online, None),
+        0
+    );
     t.module_set(U, Presence::Online, Some("module"));
     t.module_set("@far:other.org", Presence::Online, None);
     assert_eq!(t.presence(U), Presence::Offline);
@@ -107,7 +113,11 @@ fn remote_presence_from_wrong_origin_dropped() {
     let accepted = t.engine().handle_remote_presence(
         now,
         &server("evil.org"),
-        [entry("@victim:good.org"), entry(U), entry("@mallory:evil.org")],
+        [
+            entry("@victim:good.org"),
+            entry(U),
+            entry("@mallory:evil.org"),
+        ],
     );
     t.sim.step();
     assert_eq!(accepted, 1);

@@ -21,7 +21,12 @@ fn foo() -> PresenceState {
     PresenceState::new(user("@foo:bar"))
 }
 
-fn dev(presence: Presence, last_active: Timestamp, last_sync: Timestamp, syncing: u32) -> DeviceState {
+fn dev(
+    presence: Presence,
+    last_active: Timestamp,
+    last_sync: Timestamp,
+    syncing: u32,
+) -> DeviceState {
     DeviceState {
         device_id: Some("dev-1".into()),
         presence,
