@@ -91,9 +91,8 @@ proptest! {
         prop_assert_eq!(second.state, first.state);
     }
 
-    /// The next deadline is never in the past relative to the devices'
-    /// last signs of life, and expiring devices at it changes something or
-    /// the deadline was a user-level one.
+    /// No device changes before the user's next deadline: timers are never
+    /// late.
     #[test]
     fn expiry_never_before_deadline(devices in proptest::collection::vec(device(), 1..4), now in 0u64..10_000_000) {
         let cfg = EngineConfig::default();

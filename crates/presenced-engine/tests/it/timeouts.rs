@@ -313,3 +313,15 @@ fn moved_deadline_is_honoured() {
     assert_eq!(t.presence(U), Presence::Offline);
     assert_eq!(t.eng().poll_timeout(), None);
 }
+
+/// A busy device that stops syncing survives for B (1 h), exactly.
+#[test]
+fn busy_keepalive_is_one_hour() {
+    let mut t = T::new(EngineConfig::default());
+    t.put(U, Some("dev-1"), Presence::Busy, Some("dnd"));
+    t.advance(B);
+    assert_eq!(t.presence(U), Presence::Busy);
+    t.advance(MS);
+    assert_eq!(t.presence(U), Presence::Offline);
+    assert_eq!(t.status(U).as_deref(), Some("dnd"));
+}
