@@ -233,7 +233,11 @@ impl Engine {
         if was != waiting {
             for &r in &self.users.get(u).rooms {
                 let count = &mut self.rooms.get_mut(r).waiting_members;
-                *count = if waiting { *count + 1 } else { count.saturating_sub(1) };
+                *count = if waiting {
+                    *count + 1
+                } else {
+                    count.saturating_sub(1)
+                };
             }
         }
         was

@@ -85,7 +85,7 @@ impl UserTable {
         }
         let idx = self.slots.len() as UserIdx;
         self.changes.push(0);
-        if idx as usize % 64 == 0 {
+        if (idx as usize).is_multiple_of(64) {
             self.waiting.push(0);
         }
         self.slots.push(UserSlot {
