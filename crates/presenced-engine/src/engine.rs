@@ -535,6 +535,8 @@ fn device_mut<'a>(
     {
         Some(pos) => pos,
         None => {
+            // Most users have one device: grow one record at a time.
+            devices.reserve_exact(1);
             devices.push(DeviceState::new(device.map(ToOwned::to_owned)));
             devices.len() - 1
         }

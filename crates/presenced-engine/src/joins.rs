@@ -139,5 +139,8 @@ impl Engine {
         if !is_local {
             room_entry.remove_server(user.server_name());
         }
+        if let Some(log) = room_entry.log_mut() {
+            log.forget(u);
+        }
     }
 }

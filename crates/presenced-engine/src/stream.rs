@@ -114,6 +114,14 @@ impl<T: Copy> RecentLog<T> {
         Some(self.entries.range(start..).copied())
     }
 
+    /// Forgets every record of `item` (a member leaving a large room).
+    pub(crate) fn forget(&mut self, item: T)
+    where
+        T: PartialEq,
+    {
+        self.entries.retain(|&(_, i)| i != item);
+    }
+
     pub(crate) fn capacity_bytes(&self) -> usize {
         self.entries.capacity() * size_of::<(StreamPos, T)>()
     }

@@ -133,14 +133,9 @@ impl Engine {
             }
             let room = self.rooms.get(r);
             match room.log().and_then(|log| log.since(since)) {
-                // The log also holds changes of members who left since:
-                // only current members are visible (as in the scan below).
-                Some(changes) => picked.extend(
-                    changes
-                        .filter(latest)
-                        .map(|(_, u)| u)
-                        .filter(|&u| users.get(u).rooms.binary_search(&r).is_ok()),
-                ),
+                // Leavers' records are dropped from the log when they
+                // leave, so every record is of a current member.
+                Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
                 None => picked.extend(
                     room.members
                         .iter()
