@@ -1,0 +1,74 @@
+//! `presenced.routers.ServerWide`: every local user sees every other local
+//! user (organisation-wide presence without a giant room). It needs the
+//! server's local user directory; its cost grows with the number of local
+//! users, so it suits organisations rather than public servers.
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use presenced_engine::{Interest, PresenceState, UsersForStates};
+use ruma_common::OwnedUserId;
+use serde::Deserialize;
+
+use crate::callbacks::{GetInterestedUsers, GetUsersForStates};
+use crate::config::{parse_config, ConstructError};
+use crate::module_api::ModuleApi;
+
+/// The module name.
+pub const SERVER_WIDE: &str = "presenced.routers.ServerWide";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {}
+
+pub(crate) fn construct(
+    config: serde_json::Value,
+    api: &mut ModuleApi,
+) -> Result<(), ConstructError> {
+    let _: Config = parse_config(config)?;
+    let Some(directory) = api.local_users() else {
+        return Err(ConstructError::Config(
+            "this server provides no local user directory to ServerWide".to_owned(),
+        ));
+    };
+    let server = api.server_name().clone();
+    let for_states = directory.clone();
+    let server_for_states = server.clone();
+    let get_users_for_states: GetUsersForStates = Arc::new(move |states: Arc<[PresenceState]>| {
+        let mut answer = UsersForStates::new();
+        let local: Vec<&PresenceState> = states
+            .iter()
+            .filter(|s| s.user_id.server_name() == server_for_states)
+            .collect();
+        if !local.is_empty() {
+            for user in for_states.local_users() {
+                let set = answer.entry(user.clone()).or_default();
+                set.extend(
+                    local
+                        .iter()
+                        .filter(|s| s.user_id != user)
+                        .map(|s| (*s).clone()),
+                );
+            }
+        }
+        futures::future::ready(Ok(answer)).boxed()
+    });
+    let get_interested_users: GetInterestedUsers = Arc::new(move |user: OwnedUserId| {
+        let interest = if user.server_name() == server {
+            Interest::Users(
+                directory
+                    .local_users()
+                    .into_iter()
+                    .filter(|u| *u != user)
+                    .collect(),
+            )
+        } else {
+            Interest::None
+        };
+        futures::future::ready(Ok(interest)).boxed()
+    });
+    Ok(api.register_presence_router_callbacks(
+        Some(get_users_for_states),
+        Some(get_interested_users),
+    )?)
+}

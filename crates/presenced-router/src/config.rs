@@ -1,0 +1,164 @@
+//! Loading modules from configuration (`modules:` entries, then the legacy
+//! `presence.presence_router`). Module configs arrive as JSON values: the
+//! server converts from YAML, so this crate knows no file format.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ruma_common::OwnedServerName;
+use serde::de::DeserializeOwned;
+
+use crate::module_api::{
+    LocalUsers, ModuleApi, ModuleCommand, RegistrationError, DEFAULT_DEADLINE,
+};
+use crate::router::{Counters, LoadedModule, PresenceRouter};
+
+/// One `modules:` entry (or the legacy `presence_router`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleEntry {
+    /// The module's name, e.g. `presenced.routers.Observers`.
+    pub module: String,
+    /// Its configuration (`null` is treated as `{}`).
+    pub config: serde_json::Value,
+    /// Deadline of each callback call (default 1 s).
+    pub deadline: Option<Duration>,
+}
+
+impl ModuleEntry {
+    /// An entry with the default deadline.
+    pub fn new(module: impl Into<String>, config: serde_json::Value) -> Self {
+        Self {
+            module: module.into(),
+            config,
+            deadline: None,
+        }
+    }
+}
+
+/// Why the modules could not be loaded; presenced refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No module of that name is known.
+    #[error("unknown module `{name}`; known modules: {}", known.join(", "))]
+    UnknownModule {
+        /// The name in the config.
+        name: String,
+        /// Every known name.
+        known: Vec<String>,
+    },
+    /// The module rejected its configuration.
+    #[error("bad config for module `{module}`: {message}")]
+    BadConfig {
+        /// The module's name.
+        module: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The module registered only one of the paired callbacks.
+    #[error("module `{module}`: {source}")]
+    Registration {
+        /// The module's name.
+        module: String,
+        /// The pairing error.
+        source: RegistrationError,
+    },
+}
+
+/// Constructs a module: reads its config and registers its callbacks.
+/// Return [`LoadError::BadConfig`]-worthy messages as `Err(String)`.
+pub type ModuleConstructor =
+    fn(config: serde_json::Value, api: &mut ModuleApi) -> Result<(), ConstructError>;
+
+/// A module constructor's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConstructError {
+    /// The configuration is invalid (the message names the field).
+    #[error("{0}")]
+    Config(String),
+    /// A registration was refused.
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+}
+
+/// Parses a module config into its typed form; serde's message names the
+/// unknown, missing or mistyped field.
+pub fn parse_config<T: DeserializeOwned>(config: serde_json::Value) -> Result<T, ConstructError> {
+    let config = if config.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        config
+    };
+    serde_json::from_value(config).map_err(|e| ConstructError::Config(e.to_string()))
+}
+
+/// Known modules by name. Starts with the built-in routers; Rust module
+/// authors add theirs with [`ModuleRegistry::register`] before loading.
+#[derive(Clone)]
+pub struct ModuleRegistry {
+    constructors: BTreeMap<String, ModuleConstructor>,
+}
+
+impl Default for ModuleRegistry {
+    fn default() -> Self {
+        let mut registry = Self {
+            constructors: BTreeMap::new(),
+        };
+        crate::builtin::register_all(&mut registry);
+        registry
+    }
+}
+
+impl ModuleRegistry {
+    /// Adds (or replaces) a module constructor.
+    pub fn register(&mut self, name: impl Into<String>, constructor: ModuleConstructor) {
+        self.constructors.insert(name.into(), constructor);
+    }
+
+    /// Every known module name.
+    pub fn names(&self) -> Vec<String> {
+        self.constructors.keys().cloned().collect()
+    }
+
+    /// Constructs the modules of `entries` in order (the `modules:` list in
+    /// file order, then the legacy router) and returns the router.
+    pub fn load(
+        &self,
+        entries: &[ModuleEntry],
+        server_name: OwnedServerName,
+        commands: tokio::sync::mpsc::UnboundedSender<ModuleCommand>,
+        local_users: Option<Arc<dyn LocalUsers>>,
+    ) -> Result<PresenceRouter, LoadError> {
+        let mut modules = Vec::new();
+        for entry in entries {
+            let Some(constructor) = self.constructors.get(&entry.module) else {
+                return Err(LoadError::UnknownModule {
+                    name: entry.module.clone(),
+                    known: self.names(),
+                });
+            };
+            let mut api = ModuleApi::new(server_name.clone(), commands.clone());
+            if let Some(directory) = &local_users {
+                api = api.with_local_users(directory.clone());
+            }
+            let deadline = entry.deadline.unwrap_or(DEFAULT_DEADLINE);
+            constructor(entry.config.clone(), &mut api).map_err(|e| match e {
+                ConstructError::Config(message) => LoadError::BadConfig {
+                    module: entry.module.clone(),
+                    message,
+                },
+                ConstructError::Registration(source) => LoadError::Registration {
+                    module: entry.module.clone(),
+                    source,
+                },
+            })?;
+            modules.push(LoadedModule {
+                name: entry.module.clone(),
+                deadline,
+                callbacks: std::mem::take(&mut api.registered),
+                counters: Counters::default(),
+            });
+        }
+        Ok(PresenceRouter::from_modules(modules))
+    }
+}

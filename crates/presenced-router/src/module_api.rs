@@ -1,0 +1,182 @@
+//! The object a module receives at construction: registration of callbacks
+//! and the module API calls that act on presence.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use presenced_engine::Presence;
+use ruma_common::{OwnedServerName, OwnedUserId};
+use tokio::sync::mpsc;
+
+use crate::callbacks::{Callbacks, GetInterestedUsers, GetUsersForStates};
+
+/// Registering only one of the two callbacks; presenced refuses to start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "presence router callbacks `get_users_for_states` and `get_interested_users` \
+     must be registered together (got only `{registered}`)"
+)]
+pub struct RegistrationError {
+    /// The callback that was registered alone.
+    pub registered: &'static str,
+}
+
+/// A module API call that changes presence, for the driver to apply to the
+/// engine (modules never touch the engine themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleCommand {
+    /// `send_local_online_presence_to(users)`.
+    SendLocalOnlinePresenceTo(Vec<OwnedUserId>),
+    /// `set_presence_for_users({user: (state, status_msg)})`.
+    SetPresenceForUsers(Vec<(OwnedUserId, Presence, Option<String>)>),
+}
+
+/// An unknown presence value given to `set_presence_for_users_raw`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid presence state `{value}` for {user}")]
+pub struct InvalidPresence {
+    /// The user it was given for.
+    pub user: OwnedUserId,
+    /// The rejected value.
+    pub value: String,
+}
+
+/// Lists local users, for routers such as `ServerWide`. Provided by the server.
+pub trait LocalUsers: Send + Sync {
+    /// Every local user.
+    fn local_users(&self) -> Vec<OwnedUserId>;
+}
+
+/// What a module is given when it is constructed.
+pub struct ModuleApi {
+    handle: ModuleHandle,
+    pub(crate) registered: Vec<Callbacks>,
+}
+
+/// The module API calls a module may keep and use after construction
+/// (cheap to clone).
+#[derive(Clone)]
+pub struct ModuleHandle {
+    server_name: OwnedServerName,
+    commands: mpsc::UnboundedSender<ModuleCommand>,
+    local_users: Option<Arc<dyn LocalUsers>>,
+}
+
+/// The default deadline of every callback call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
+
+impl ModuleApi {
+    /// A module API for `server_name`; module commands go to `commands`.
+    pub fn new(
+        server_name: OwnedServerName,
+        commands: mpsc::UnboundedSender<ModuleCommand>,
+    ) -> Self {
+        Self {
+            handle: ModuleHandle {
+                server_name,
+                commands,
+                local_users: None,
+            },
+            registered: Vec::new(),
+        }
+    }
+
+    /// Gives modules a directory of local users.
+    pub fn with_local_users(mut self, directory: Arc<dyn LocalUsers>) -> Self {
+        self.handle.local_users = Some(directory);
+        self
+    }
+
+    /// The module API calls, to keep for later use.
+    pub fn handle(&self) -> ModuleHandle {
+        self.handle.clone()
+    }
+
+    /// This server's name.
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.handle.server_name
+    }
+
+    /// The local user directory, if the server provided one.
+    pub fn local_users(&self) -> Option<Arc<dyn LocalUsers>> {
+        self.handle.local_users.clone()
+    }
+
+    /// Registers the two presence router callbacks. Exactly one of them is
+    /// an error; neither registers nothing.
+    pub fn register_presence_router_callbacks(
+        &mut self,
+        get_users_for_states: Option<GetUsersForStates>,
+        get_interested_users: Option<GetInterestedUsers>,
+    ) -> Result<(), RegistrationError> {
+        match (get_users_for_states, get_interested_users) {
+            (Some(get_users_for_states), Some(get_interested_users)) => {
+                self.registered.push(Callbacks {
+                    get_users_for_states,
+                    get_interested_users,
+                });
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(RegistrationError {
+                registered: "get_users_for_states",
+            }),
+            (None, Some(_)) => Err(RegistrationError {
+                registered: "get_interested_users",
+            }),
+        }
+    }
+}
+
+impl ModuleHandle {
+    /// This server's name.
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    /// Module API `send_local_online_presence_to`: local users get a full
+    /// presence snapshot at their next sync; remote users' servers get the
+    /// presence of the online local users those users may see.
+    pub fn send_local_online_presence_to(&self, users: Vec<OwnedUserId>) {
+        self.send(ModuleCommand::SendLocalOnlinePresenceTo(users));
+    }
+
+    /// Module API `set_presence_for_users` with typed presence values.
+    pub fn set_presence_for_users(&self, users: HashMap<OwnedUserId, (Presence, Option<String>)>) {
+        let users = users.into_iter().map(|(u, (p, m))| (u, p, m)).collect();
+        self.send(ModuleCommand::SetPresenceForUsers(users));
+    }
+
+    /// `set_presence_for_users` with wire strings: an unknown presence value
+    /// rejects the whole call (W8) and changes nothing.
+    pub fn set_presence_for_users_raw(
+        &self,
+        users: HashMap<OwnedUserId, (String, Option<String>)>,
+    ) -> Result<(), InvalidPresence> {
+        let mut typed = Vec::with_capacity(users.len());
+        for (user, (value, msg)) in users {
+            let Some(presence) = Presence::parse(&value) else {
+                return Err(InvalidPresence { user, value });
+            };
+            typed.push((user, presence, msg));
+        }
+        self.send(ModuleCommand::SetPresenceForUsers(typed));
+        Ok(())
+    }
+
+    fn send(&self, command: ModuleCommand) {
+        if self.commands.send(command).is_err() {
+            tracing::warn!("module API call after the presence driver stopped; ignored");
+        }
+    }
+}
+
+/// A channel for module commands: the sender goes into every `ModuleApi`,
+/// the receiver to the driver.
+pub fn command_channel() -> (
+    mpsc::UnboundedSender<ModuleCommand>,
+    mpsc::UnboundedReceiver<ModuleCommand>,
+) {
+    mpsc::unbounded_channel()
+}

@@ -1,0 +1,237 @@
+//! Aggregation of every module's answers, with isolation.
+//!
+//! Semantics follow Synapse: `get_users_for_states` answers are merged, the
+//! sets of one user united; `get_interested_users` answers are united in
+//! registration order and the first `PRESENCE_ALL_USERS` wins (later
+//! modules are not called); no modules means empty answers. Beyond Synapse,
+//! every call has a deadline, and an error, a panic or a missed deadline is
+//! logged with the module's name, counted, and treated as an empty answer.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use presenced_engine::{Interest, PresenceState, UsersForStates};
+use ruma_common::{OwnedUserId, UserId};
+
+use crate::callbacks::{Callbacks, ModuleError};
+
+/// One loaded module's registrations and counters.
+pub(crate) struct LoadedModule {
+    pub(crate) name: String,
+    pub(crate) deadline: Duration,
+    pub(crate) callbacks: Vec<Callbacks>,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    timeouts: AtomicU64,
+    latency_micros: AtomicU64,
+}
+
+/// Counters of one module, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleStats {
+    /// The module's name (`module:` in the config).
+    pub name: String,
+    /// Callback calls made.
+    pub calls: u64,
+    /// Calls that returned an error.
+    pub errors: u64,
+    /// Calls that panicked.
+    pub panics: u64,
+    /// Calls that missed their deadline.
+    pub timeouts: u64,
+    /// Time spent in calls.
+    pub total_latency: Duration,
+}
+
+/// A module that lets an observer see a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleReason {
+    /// The module's name.
+    pub module: String,
+    /// It answered `PRESENCE_ALL_USERS` for the observer (rather than
+    /// naming the target).
+    pub all_users: bool,
+}
+
+/// Every loaded presence router module, in registration order.
+#[derive(Clone, Default)]
+pub struct PresenceRouter {
+    modules: Arc<Vec<LoadedModule>>,
+}
+
+enum Failure {
+    Error(ModuleError),
+    Panic,
+    Timeout,
+}
+
+impl PresenceRouter {
+    pub(crate) fn from_modules(modules: Vec<LoadedModule>) -> Self {
+        Self {
+            modules: Arc::new(modules),
+        }
+    }
+
+    /// Whether any module registered callbacks. When not, the driver can
+    /// skip routing altogether (answers would be empty).
+    pub fn has_modules(&self) -> bool {
+        self.modules.iter().any(|m| !m.callbacks.is_empty())
+    }
+
+    /// Names of the loaded modules, in order.
+    pub fn module_names(&self) -> impl Iterator<Item = &str> {
+        self.modules.iter().map(|m| m.name.as_str())
+    }
+
+    /// Merged `get_users_for_states` answer of every module.
+    pub async fn get_users_for_states(&self, states: &[PresenceState]) -> UsersForStates {
+        let mut merged = UsersForStates::new();
+        if !self.has_modules() {
+            return merged;
+        }
+        let states: Arc<[PresenceState]> = states.into();
+        for module in self.modules.iter() {
+            for callbacks in &module.callbacks {
+                let call = (callbacks.get_users_for_states)(states.clone());
+                let Some(answer) = module.guard("get_users_for_states", call).await else {
+                    continue;
+                };
+                for (user, set) in answer {
+                    match merged.get_mut(&user) {
+                        Some(existing) => existing.extend(set),
+                        None => {
+                            merged.insert(user, set);
+                        }
+                    }
+                }
+            }
+        }
+        merged
+    }
+
+    /// United `get_interested_users` answer: the first `All` wins.
+    pub async fn get_interested_users(&self, user: &UserId) -> Interest {
+        let mut union: HashSet<OwnedUserId> = HashSet::new();
+        for module in self.modules.iter() {
+            for callbacks in &module.callbacks {
+                let call = (callbacks.get_interested_users)(user.to_owned());
+                match module.guard("get_interested_users", call).await {
+                    Some(Interest::All) => return Interest::All,
+                    Some(Interest::Users(users)) => union.extend(users),
+                    Some(Interest::None) | None => {}
+                }
+            }
+        }
+        if union.is_empty() {
+            Interest::None
+        } else {
+            Interest::Users(union)
+        }
+    }
+
+    /// Each module's `get_interested_users` answer on its own, for the
+    /// operators' explanation query.
+    pub async fn interest_per_module(&self, user: &UserId) -> Vec<(String, Interest)> {
+        let mut answers = Vec::new();
+        for module in self.modules.iter() {
+            for callbacks in &module.callbacks {
+                let call = (callbacks.get_interested_users)(user.to_owned());
+                let answer = module.guard("get_interested_users", call).await;
+                answers.push((module.name.clone(), answer.unwrap_or_default()));
+            }
+        }
+        answers
+    }
+
+    /// Which modules let `observer` see `target` (operators' explanation
+    /// query; room reasons come from the engine's `explain`). The modules
+    /// are asked on their own, without the ALL short-circuit, so every
+    /// module that grants visibility is named.
+    pub async fn explain(&self, observer: &UserId, target: &UserId) -> Vec<ModuleReason> {
+        self.interest_per_module(observer)
+            .await
+            .into_iter()
+            .filter_map(|(module, interest)| match interest {
+                Interest::All => Some(ModuleReason {
+                    module,
+                    all_users: true,
+                }),
+                Interest::Users(users) if users.contains(target) => Some(ModuleReason {
+                    module,
+                    all_users: false,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Counters of every module.
+    pub fn stats(&self) -> Vec<ModuleStats> {
+        self.modules.iter().map(LoadedModule::stats).collect()
+    }
+}
+
+impl LoadedModule {
+    /// Runs one callback call under the module's deadline, catching panics.
+    async fn guard<T>(
+        &self,
+        callback: &'static str,
+        call: impl Future<Output = Result<T, ModuleError>>,
+    ) -> Option<T> {
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(
+            self.deadline,
+            AssertUnwindSafe(call).catch_unwind(),
+        )
+        .await
+        {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(error))) => Err(Failure::Error(error)),
+            Ok(Err(_panic)) => Err(Failure::Panic),
+            Err(_elapsed) => Err(Failure::Timeout),
+        };
+        let c = &self.counters;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        c.latency_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match outcome {
+            Ok(answer) => Some(answer),
+            Err(failure) => {
+                let (counter, what) = match &failure {
+                    Failure::Error(e) => (&c.errors, format!("failed: {e}")),
+                    Failure::Panic => (&c.panics, "panicked".to_owned()),
+                    Failure::Timeout => (
+                        &c.timeouts,
+                        format!("missed its {:?} deadline", self.deadline),
+                    ),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(module = %self.name, callback, "presence router module {what}; its answer counts as empty");
+                None
+            }
+        }
+    }
+
+    fn stats(&self) -> ModuleStats {
+        let c = &self.counters;
+        ModuleStats {
+            name: self.name.clone(),
+            calls: c.calls.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            panics: c.panics.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            total_latency: Duration::from_micros(c.latency_micros.load(Ordering::Relaxed)),
+        }
+    }
+}
