@@ -184,9 +184,10 @@ fn main() {
     }
     while engine.poll_output().is_some() {}
     println!(
-        "setup: {} joins in {:.2?}",
+        "setup: {} joins in {:.2?}; membership index {} bytes/user",
         rooms.iter().map(|r| r.1.len()).sum::<usize>(),
-        started.elapsed()
+        started.elapsed(),
+        (LIVE.load(Ordering::Relaxed) - before) / users.len()
     );
     now = now + Duration::from_secs(1);
 
