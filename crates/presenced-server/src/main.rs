@@ -1,1 +1,247 @@
-fn main(){}
+//! The `presenced` binary.
+//!
+//! - `presenced [--config FILE]`: run the server (embedded default config
+//!   without `--config`).
+//! - `presenced generate-config [--output FILE]`: the commented example.
+//! - `presenced register-user --user NAME [--password PW] [--admin]`:
+//!   create an account, like Synapse's `register_new_matrix_user`. It
+//!   writes to the database named by the config directly (no running
+//!   server needed; SQLite lets it share the file with a running one).
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use presenced_server::config::{Config, EXAMPLE_CONFIG};
+use presenced_server::startup::{self, SecretOrigin};
+use presenced_server::{accounts, telemetry, StateReceivers};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "presenced",
+    version,
+    about = "A Matrix homeserver focused on presence"
+)]
+struct Cli {
+    /// YAML config file (Synapse key names). Without it, the embedded
+    /// default: localhost:8008, SQLite in ./presenced-data.
+    #[arg(long, short = 'c', global = true, env = "PRESENCED_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print (or write) a commented example config.
+    GenerateConfig {
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Create a user in the configured database.
+    RegisterUser {
+        /// Localpart (alice) or full user ID (@alice:server).
+        #[arg(long, short = 'u')]
+        user: String,
+        /// Password; read from standard input when absent.
+        #[arg(long, short = 'p')]
+        password: Option<String>,
+        /// Make the user a server admin.
+        #[arg(long, short = 'a')]
+        admin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::GenerateConfig { output }) => generate_config(output),
+        Some(Command::RegisterUser {
+            user,
+            password,
+            admin,
+        }) => load(cli.config).and_then(|c| register_user(&c, &user, password, admin)),
+        None => load(cli.config).and_then(serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("presenced: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, String> {
+    Config::load(path.as_deref()).map_err(|e| e.to_string())
+}
+
+fn generate_config(output: Option<PathBuf>) -> Result<(), String> {
+    match output {
+        Some(path) => std::fs::write(&path, EXAMPLE_CONFIG)
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            print!("{EXAMPLE_CONFIG}");
+            Ok(())
+        }
+    }
+}
+
+fn register_user(
+    config: &Config,
+    user: &str,
+    password: Option<String>,
+    admin: bool,
+) -> Result<(), String> {
+    let localpart = match user.strip_prefix('@') {
+        Some(full) => {
+            let (local, server) = full.split_once(':').ok_or("invalid user ID")?;
+            if server != config.server_name.as_str() {
+                return Err(format!(
+                    "{user} is not on this server ({})",
+                    config.server_name
+                ));
+            }
+            local
+        }
+        None => user,
+    };
+    let user_id =
+        accounts::new_user_id(localpart, &config.server_name).map_err(|e| e.to_string())?;
+    let password = match password {
+        Some(p) => p,
+        None => {
+            eprint!("Password for {user_id}: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        return Err("the password must not be empty".to_owned());
+    }
+    let store = startup::open_store(config).map_err(|e| e.to_string())?;
+    accounts::create_account(
+        &store,
+        &user_id,
+        Some(&password),
+        admin,
+        &config.password_hashing,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    telemetry::install(telemetry::subscriber(&config.log, std::io::stderr));
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(serve_async(config))
+}
+
+async fn serve_async(config: Config) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = config
+        .listeners
+        .iter()
+        .flat_map(|l| {
+            l.bind_addresses
+                .iter()
+                .map(move |ip| SocketAddr::new(*ip, l.port))
+        })
+        .collect();
+    let (state, receivers, origin) = startup::build_state(config).map_err(|e| e.to_string())?;
+    match origin {
+        SecretOrigin::Generated(path) => {
+            let secret = state
+                .registration_shared_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default();
+            println!(
+                "Generated a registration shared secret (stored in {}):",
+                path.display()
+            );
+            println!("    {secret}");
+            println!(
+                "Use it with `presenced register-user` or Synapse's register_new_matrix_user."
+            );
+        }
+        SecretOrigin::Stored(path) => {
+            tracing::info!(path = %path.display(), "registration shared secret loaded");
+        }
+        SecretOrigin::Configured => {}
+    }
+    drain(receivers);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        servers.spawn(presenced_server::run(listener, state.clone(), shutdown));
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    while let Some(done) = servers.join_next().await {
+        done.map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    // Every store write is committed before its request answers, so there
+    // is nothing left to flush here.
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Until the presence engine driver consumes the channels, empty them so
+/// they do not grow without bound.
+fn drain(receivers: StateReceivers) {
+    let StateReceivers {
+        mut membership_rx,
+        mut activity_rx,
+    } = receivers;
+    tokio::spawn(async move {
+        while let Some(change) = membership_rx.recv().await {
+            tracing::debug!(room_id = %change.room_id, user_id = %change.user_id, membership = %change.membership, "membership change");
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(activity) = activity_rx.recv().await {
+            tracing::trace!(user_id = %activity.user, device_id = %activity.device, "user activity");
+        }
+    });
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,55 @@
+//! The HTTP API: routing, middleware, errors and extractors.
+//!
+//! - `error`: [`error::ApiError`], the only mapping to Matrix errors.
+//! - `extract`: body, path and auth extractors that fail with `ApiError`.
+//! - `client`: the client-server API, one file per endpoint group.
+//! - `synapse_admin`: Synapse's shared-secret registration.
+//! - `health`: `/health`.
+
+pub mod client;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod synapse_admin;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use self::error::ApiError;
+use crate::state::AppState;
+
+/// Largest accepted request body. Matrix events are capped at 64 KiB; key
+/// uploads and filters stay well below this.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole HTTP application.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(client::routes())
+        .merge(synapse_admin::routes())
+        .route("/health", get(health::get_health))
+        .route("/_presenced/health", get(health::get_health))
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+        // axum's own limit (not tower-http's) so an oversized body is
+        // refused by the extractor, through ApiError, as M_TOO_LARGE.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn unknown_endpoint() -> ApiError {
+    ApiError::Unrecognized {
+        method_not_allowed: false,
+    }
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::Unrecognized {
+        method_not_allowed: true,
+    }
+}

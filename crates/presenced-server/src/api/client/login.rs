@@ -1,0 +1,103 @@
+//! `GET /login`, `POST /login` (password login).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use ruma_common::OwnedDeviceId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::accounts;
+use crate::api::error::ApiError;
+use crate::api::extract::MatrixJson;
+use crate::state::AppState;
+
+/// GET /_matrix/client/v3/login
+pub(crate) async fn get_login_flows() -> Json<Value> {
+    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginRequest {
+    #[serde(rename = "type")]
+    kind: String,
+    identifier: Option<Identifier>,
+    /// Deprecated top-level user name, still sent by older clients.
+    user: Option<String>,
+    password: Option<String>,
+    device_id: Option<OwnedDeviceId>,
+    initial_device_display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    #[serde(rename = "type")]
+    kind: String,
+    user: Option<String>,
+}
+
+/// POST /_matrix/client/v3/login
+///
+/// `m.login.password` with an `m.id.user` identifier or the legacy `user`
+/// field. Wrong user and wrong password give the same 403, so the answer
+/// does not reveal which accounts exist.
+pub(crate) async fn post_login(
+    State(state): State<Arc<AppState>>,
+    MatrixJson(req): MatrixJson<LoginRequest>,
+) -> Result<Json<Value>, ApiError> {
+    if req.kind != "m.login.password" {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown login type {}",
+            req.kind
+        )));
+    }
+    let user = match (&req.identifier, &req.user) {
+        (Some(id), _) if id.kind == "m.id.user" => id.user.clone(),
+        (Some(id), _) => {
+            return Err(ApiError::BadRequest(format!(
+                "Unknown login identifier type {}",
+                id.kind
+            )))
+        }
+        (None, legacy) => legacy.clone(),
+    }
+    .ok_or_else(|| ApiError::BadJson("missing user in identifier".to_owned()))?;
+    let password = req
+        .password
+        .ok_or_else(|| ApiError::BadJson("missing password".to_owned()))?;
+    let invalid = || ApiError::Forbidden("Invalid username or password".to_owned());
+    let user_id = accounts::login_user_id(&user, &state.server_name).ok_or_else(invalid)?;
+
+    let lookup = user_id.clone();
+    let record = state
+        .db(move |s| s.user(&lookup))
+        .await?
+        .ok_or_else(invalid)?;
+    let hash = record.password_hash.clone().ok_or_else(invalid)?;
+    // argon2 is slow on purpose: keep it off the async workers.
+    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        return Err(invalid());
+    }
+    if record.deactivated {
+        return Err(ApiError::UserDeactivated);
+    }
+    let (uid, device, name) = (
+        user_id.clone(),
+        req.device_id,
+        req.initial_device_display_name,
+    );
+    let session = state
+        .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
+        .await?;
+    tracing::info!(user_id = %user_id, device_id = %session.device_id, "logged in");
+    Ok(Json(json!({
+        "user_id": user_id,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+        "home_server": state.server_name,
+    })))
+}

@@ -1,0 +1,67 @@
+//! `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use ruma_common::OwnedRoomId;
+use serde_json::{json, Map, Value};
+
+use crate::activity::ActivityEvent;
+use crate::api::error::ApiError;
+use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
+use crate::ids;
+use crate::rooms;
+use crate::state::AppState;
+use crate::store::{NewEvent, TxnKey};
+
+/// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+///
+/// Any event type is accepted, encrypted ones included: the content is
+/// stored as given in the room timeline. Idempotent per (user, device,
+/// txnId): a retry gets the first event's ID back. Counts as activity.
+pub(crate) async fn put_send(
+    State(state): State<Arc<AppState>>,
+    auth: AuthUser,
+    MatrixPath((room_id, event_type, txn_id)): MatrixPath<(OwnedRoomId, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    let (user, device, txn) = (auth.user_id.clone(), auth.device_id.clone(), txn_id.clone());
+    let earlier = state
+        .db(move |s| s.event_for_txn(&user, &device, &txn))
+        .await?;
+    let event_id = match earlier {
+        Some(id) => id,
+        None => {
+            rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+            let event = NewEvent {
+                event_id: ids::new_event_id(),
+                room_id,
+                sender: auth.user_id.clone(),
+                event_type,
+                state_key: None,
+                content: Value::Object(content),
+                origin_server_ts: ids::now_ms(),
+                txn: Some(TxnKey {
+                    device_id: auth.device_id.clone(),
+                    txn_id: txn_id.clone(),
+                }),
+            };
+            let event_id = event.event_id.clone();
+            let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
+            state
+                .db(move |s| match s.append_events(&[event]) {
+                    Ok(_) => Ok(event_id),
+                    // A concurrent retry of the same transaction won the
+                    // unique index; answer with its event.
+                    Err(e) => s.event_for_txn(&user, &device, &txn_id)?.ok_or(e),
+                })
+                .await?
+        }
+    };
+    state.emit_activity(ActivityEvent {
+        user: auth.user_id,
+        device: auth.device_id,
+    });
+    Ok(Json(json!({ "event_id": event_id })))
+}

@@ -1,0 +1,38 @@
+//! Stored events in the client-server wire format (`ClientEvent`).
+
+use ruma_common::{DeviceId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::ids;
+use crate::store::StoredEvent;
+
+impl StoredEvent {
+    /// The event as a client sees it. `viewer` is the requesting user and
+    /// device: the sender's own device also gets `unsigned.transaction_id`,
+    /// which is how clients match their local echo.
+    pub fn to_client_event(&self, viewer: Option<(&UserId, &DeviceId)>) -> Value {
+        let mut unsigned = Map::new();
+        unsigned.insert(
+            "age".to_owned(),
+            json!(ids::now_ms().saturating_sub(self.origin_server_ts)),
+        );
+        if let (Some(txn), Some((user, device))) = (&self.txn, viewer) {
+            if *self.sender == *user && *txn.device_id == *device {
+                unsigned.insert("transaction_id".to_owned(), json!(txn.txn_id));
+            }
+        }
+        let mut event = json!({
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "sender": self.sender,
+            "room_id": self.room_id,
+            "origin_server_ts": self.origin_server_ts,
+            "content": self.content,
+            "unsigned": unsigned,
+        });
+        if let Some(state_key) = &self.state_key {
+            event["state_key"] = json!(state_key);
+        }
+        event
+    }
+}

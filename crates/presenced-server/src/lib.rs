@@ -1,0 +1,78 @@
+//! presenced-server: the presenced homeserver around the presence engine.
+//!
+//! It speaks the Matrix client-server API over HTTP (axum), keeps accounts,
+//! devices, rooms and a simple per-room timeline in SQLite, and reads a
+//! Synapse-shaped YAML config. It is the only presenced crate that knows
+//! HTTP, JSON wire formats, SQL and YAML.
+//!
+//! The entry point has the mini-redis / zero2prod shape: build an
+//! [`AppState`] ([`startup::build_state`]), bind a listener, then
+//! [`run`]`(listener, state, shutdown)` until the shutdown future resolves.
+//! [`app`] gives the bare [`axum::Router`] for tests without a socket.
+//!
+//! # Layout
+//!
+//! - `config` (+ `config/duration`, `config/env`, `config/presence`): the
+//!   YAML config, Synapse key names, `PRESENCED_…` overrides.
+//! - `startup`: config → open store + registration secret → `AppState`.
+//! - `state`: [`AppState`], shared by handlers; its channels report
+//!   membership changes and user activity to the presence engine driver.
+//! - `membership`, `activity`: the messages on those channels.
+//! - `store` (+ `store/sqlite`): the storage trait and the SQLite backend
+//!   with embedded migrations.
+//! - `accounts`: user-ID rules, argon2 password hashes, sessions.
+//! - `rooms`: room creation and membership rules.
+//! - `client_event`: stored events in the client wire format.
+//! - `ids`: minting IDs, tokens, timestamps.
+//! - `api`: routing, `ApiError`, extractors, and the endpoints
+//!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/health.rs`).
+//! - `telemetry`: tracing subscriber (human or JSON).
+//!
+//! Handlers use their own serde request types with ruma identifiers rather
+//! than ruma-client-api's request types: those need ruma's HTTP glue, which
+//! does not plug into axum's extractors, and the server must answer every
+//! parse failure with its own Matrix error codes anyway.
+
+pub mod accounts;
+pub mod activity;
+pub mod api;
+pub mod client_event;
+pub mod config;
+pub mod ids;
+pub mod membership;
+pub mod rooms;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use crate::activity::ActivityEvent;
+pub use crate::config::Config;
+pub use crate::membership::{Membership, MembershipChange};
+pub use crate::state::{AppState, StateReceivers};
+
+/// The HTTP application for a state.
+pub fn app(state: Arc<AppState>) -> Router {
+    api::router(state)
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, server_name = %state.server_name, "listening");
+    }
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,289 @@
+//! Local rooms: creation and membership rules.
+//!
+//! Rooms are local only (no federation), and membership is the only state
+//! that has rules: join needs an invite or a public join rule, invite needs
+//! the inviter to be joined, leave needs the user to be joined or invited.
+//! Every stored change is reported on `AppState::membership_tx`.
+
+use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{json, Map, Value};
+
+use crate::api::error::ApiError;
+use crate::ids;
+use crate::membership::{Membership, MembershipChange};
+use crate::state::AppState;
+use crate::store::NewEvent;
+
+/// The room presets of `POST /createRoom`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// Join rule `invite`.
+    PrivateChat,
+    /// Join rule `invite`, and invitees get the creator's power level.
+    TrustedPrivateChat,
+    /// Join rule `public`.
+    PublicChat,
+}
+
+/// What the creator asked for.
+#[derive(Clone, Debug)]
+pub struct NewRoom {
+    /// The creator, who joins at once.
+    pub creator: OwnedUserId,
+    /// Preset (already defaulted from `visibility`).
+    pub preset: Preset,
+    /// Marks the invites as direct-chat invites.
+    pub is_direct: bool,
+    /// `m.room.name`.
+    pub name: Option<String>,
+    /// `m.room.topic`.
+    pub topic: Option<String>,
+    /// Users to invite.
+    pub invite: Vec<OwnedUserId>,
+}
+
+/// The room version presenced stamps on new rooms.
+pub const ROOM_VERSION: &str = "10";
+
+/// Creates a room with its initial state and invites.
+pub async fn create_room(state: &AppState, req: NewRoom) -> Result<OwnedRoomId, ApiError> {
+    for invitee in &req.invite {
+        check_invitee(state, invitee).await?;
+    }
+    let room_id = ids::new_room_id(&state.server_name);
+    let events = initial_events(&room_id, &req);
+    let _guard = state.membership_lock.lock().await;
+    let (room, creator) = (room_id.clone(), req.creator.clone());
+    let streams = state
+        .db(move |s| s.create_room(&room, &creator, ids::now_ms(), &events))
+        .await?;
+    // The creator's join is the second event; invites are the last ones.
+    let members = std::iter::once((req.creator.clone(), Membership::Join))
+        .chain(req.invite.iter().map(|u| (u.clone(), Membership::Invite)));
+    let member_streams = std::iter::once(streams[1])
+        .chain(streams[streams.len() - req.invite.len()..].iter().copied());
+    for ((user_id, membership), stream) in members.zip(member_streams) {
+        state.emit_membership(MembershipChange {
+            room_id: room_id.clone(),
+            user_id,
+            membership,
+            stream,
+        });
+    }
+    Ok(room_id)
+}
+
+fn initial_events(room_id: &RoomId, req: &NewRoom) -> Vec<NewEvent> {
+    let creator = &req.creator;
+    let mut users = Map::new();
+    users.insert(creator.to_string(), json!(100));
+    if req.preset == Preset::TrustedPrivateChat {
+        for u in &req.invite {
+            users.insert(u.to_string(), json!(100));
+        }
+    }
+    let join_rule = match req.preset {
+        Preset::PublicChat => "public",
+        Preset::PrivateChat | Preset::TrustedPrivateChat => "invite",
+    };
+    let mut state: Vec<(&str, String, Value)> = vec![
+        (
+            "m.room.create",
+            String::new(),
+            json!({ "creator": creator, "room_version": ROOM_VERSION }),
+        ),
+        (
+            "m.room.member",
+            creator.to_string(),
+            json!({ "membership": "join" }),
+        ),
+        (
+            "m.room.power_levels",
+            String::new(),
+            json!({
+                "users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+                "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+                "events": {
+                    "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                    "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                    "m.room.server_acl": 100, "m.room.encryption": 100
+                },
+            }),
+        ),
+        (
+            "m.room.join_rules",
+            String::new(),
+            json!({ "join_rule": join_rule }),
+        ),
+        (
+            "m.room.history_visibility",
+            String::new(),
+            json!({ "history_visibility": "shared" }),
+        ),
+    ];
+    if req.preset != Preset::PublicChat {
+        state.push((
+            "m.room.guest_access",
+            String::new(),
+            json!({ "guest_access": "can_join" }),
+        ));
+    }
+    if let Some(name) = &req.name {
+        state.push(("m.room.name", String::new(), json!({ "name": name })));
+    }
+    if let Some(topic) = &req.topic {
+        state.push(("m.room.topic", String::new(), json!({ "topic": topic })));
+    }
+    for invitee in &req.invite {
+        let mut content = json!({ "membership": "invite" });
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        state.push(("m.room.member", invitee.to_string(), content));
+    }
+    let now = ids::now_ms();
+    state
+        .into_iter()
+        .map(|(event_type, state_key, content)| NewEvent {
+            event_id: ids::new_event_id(),
+            room_id: room_id.to_owned(),
+            sender: creator.clone(),
+            event_type: event_type.to_owned(),
+            state_key: Some(state_key),
+            content,
+            origin_server_ts: now,
+            txn: None,
+        })
+        .collect()
+}
+
+/// Invites can only go to existing local users: presenced does not federate.
+async fn check_invitee(state: &AppState, invitee: &UserId) -> Result<(), ApiError> {
+    if invitee.server_name() != state.server_name {
+        return Err(ApiError::Forbidden(format!(
+            "Cannot invite {invitee}: presenced does not federate"
+        )));
+    }
+    let id = invitee.to_owned();
+    match state.db(move |s| s.user(&id)).await? {
+        Some(u) if !u.deactivated => Ok(()),
+        _ => Err(ApiError::NotFound(format!("Unknown user {invitee}"))),
+    }
+}
+
+/// Changes `target`'s membership of `room_id` on `sender`'s behalf.
+///
+/// Returns the new membership event, or `None` when nothing changed (joining
+/// a room one is in, re-inviting an invited user): clients retry these
+/// calls, so they are idempotent.
+pub async fn set_membership(
+    state: &AppState,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &UserId,
+    new: Membership,
+    extra_content: Map<String, Value>,
+) -> Result<Option<OwnedEventId>, ApiError> {
+    if new == Membership::Invite {
+        check_invitee(state, target).await?;
+    }
+    // Held from the checks to the write, so two requests cannot both see
+    // the old membership.
+    let _guard = state.membership_lock.lock().await;
+    let (room, snd, tgt) = (room_id.to_owned(), sender.to_owned(), target.to_owned());
+    let (exists, sender_membership, target_membership, join_rule) = state
+        .db(move |s| {
+            let exists = s.room_exists(&room)?;
+            let sender_m = s.membership(&room, &snd)?;
+            let target_m = s.membership(&room, &tgt)?;
+            let rule = s.state_event(&room, "m.room.join_rules", "")?;
+            Ok::<_, crate::store::StoreError>((exists, sender_m, target_m, rule))
+        })
+        .await?;
+    if !exists {
+        return Err(ApiError::NotFound(format!("Unknown room {room_id}")));
+    }
+    let public = join_rule
+        .as_ref()
+        .and_then(|e| e.content.get("join_rule"))
+        .and_then(Value::as_str)
+        == Some("public");
+
+    match new {
+        Membership::Join => match target_membership {
+            Some(Membership::Join) => return Ok(None),
+            Some(Membership::Invite) => {}
+            _ if public => {}
+            _ => {
+                return Err(ApiError::Forbidden(
+                    "You are not invited to this room.".to_owned(),
+                ))
+            }
+        },
+        Membership::Invite => {
+            if sender_membership != Some(Membership::Join) {
+                return Err(ApiError::Forbidden(format!(
+                    "{sender} is not in room {room_id}."
+                )));
+            }
+            match target_membership {
+                Some(Membership::Join) => {
+                    return Err(ApiError::Forbidden(format!(
+                        "{target} is already in the room."
+                    )))
+                }
+                Some(Membership::Invite) => return Ok(None),
+                _ => {}
+            }
+        }
+        Membership::Leave => {
+            if !matches!(
+                target_membership,
+                Some(Membership::Join | Membership::Invite)
+            ) {
+                return Err(ApiError::Forbidden(format!(
+                    "{target} is not in room {room_id}."
+                )));
+            }
+        }
+    }
+
+    let mut content = extra_content;
+    content.insert("membership".to_owned(), json!(new.as_str()));
+    let event = NewEvent {
+        event_id: ids::new_event_id(),
+        room_id: room_id.to_owned(),
+        sender: sender.to_owned(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some(target.to_string()),
+        content: Value::Object(content),
+        origin_server_ts: ids::now_ms(),
+        txn: None,
+    };
+    let event_id = event.event_id.clone();
+    let streams = state.db(move |s| s.append_events(&[event])).await?;
+    state.emit_membership(MembershipChange {
+        room_id: room_id.to_owned(),
+        user_id: target.to_owned(),
+        membership: new,
+        stream: streams[0],
+    });
+    Ok(Some(event_id))
+}
+
+/// Fails with 403 unless `user` is joined to `room_id`. An unknown room
+/// gives the same answer, as in Synapse, so room IDs cannot be probed.
+pub async fn require_joined(
+    state: &AppState,
+    room_id: &RoomId,
+    user: &UserId,
+) -> Result<(), ApiError> {
+    let (room, u) = (room_id.to_owned(), user.to_owned());
+    if state.db(move |s| s.membership(&room, &u)).await? != Some(Membership::Join) {
+        return Err(ApiError::Forbidden(format!(
+            "{user} is not in room {room_id}."
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Turning a [`Config`] into a ready [`AppState`]: open the store, settle
+//! the registration secret.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, Secret};
+use crate::ids;
+use crate::state::{AppState, StateReceivers};
+use crate::store::sqlite::SqliteStore;
+use crate::store::StoreError;
+
+/// Name of the generated secret's file inside `data_dir`.
+pub const SECRET_FILE: &str = "registration_shared_secret";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database {path}: {source}")]
+    Database {
+        /// The SQLite file.
+        path: PathBuf,
+        /// The cause.
+        source: StoreError,
+    },
+    /// The generated secret could not be read or written.
+    #[error("registration secret file {path}: {source}")]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Where the registration secret came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// `registration_shared_secret` in the config.
+    Configured,
+    /// Read from the file generated at an earlier start.
+    Stored(PathBuf),
+    /// Generated now and written to this file; the caller shows it once.
+    Generated(PathBuf),
+}
+
+/// Opens the store named by the config.
+pub fn open_store(config: &Config) -> Result<SqliteStore, StartupError> {
+    let path = config.database_path();
+    SqliteStore::open(&path).map_err(|source| StartupError::Database { path, source })
+}
+
+/// The configured secret, or the one kept in `data_dir` (made on first use).
+pub fn registration_secret(config: &Config) -> Result<(Secret, SecretOrigin), StartupError> {
+    if let Some(s) = &config.registration_shared_secret {
+        return Ok((s.clone(), SecretOrigin::Configured));
+    }
+    let path = config.data_dir.join(SECRET_FILE);
+    let err = |source| StartupError::Secret {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            Ok((Secret::new(text.trim()), SecretOrigin::Stored(path.clone())))
+        }
+        Ok(_) => generate_secret(&path).map_err(err),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate_secret(&path).map_err(err),
+        Err(e) => Err(err(e)),
+    }
+}
+
+fn generate_secret(path: &Path) -> std::io::Result<(Secret, SecretOrigin)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = ids::new_secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        // Only the server's user may read it: it lets anyone make admins.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "{secret}")?;
+    Ok((
+        Secret::new(secret),
+        SecretOrigin::Generated(path.to_owned()),
+    ))
+}
+
+/// Opens the store, settles the secret and builds the shared state.
+pub fn build_state(
+    config: Config,
+) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    let store = open_store(&config)?;
+    let (secret, origin) = registration_secret(&config)?;
+    let (state, receivers) = AppState::new(config, Arc::new(store), Some(secret));
+    Ok((state, receivers, origin))
+}

@@ -1,0 +1,134 @@
+//! `AppState`: what every handler shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ruma_common::OwnedServerName;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::activity::ActivityEvent;
+use crate::api::error::ApiError;
+use crate::config::{Config, Secret};
+use crate::membership::MembershipChange;
+use crate::store::Store;
+#[cfg(doc)]
+use crate::store::StoreError;
+
+/// Shared state, handed to handlers as `State<Arc<AppState>>`.
+///
+/// The presence wiring adds its own field (the engine driver's handle)
+/// here; the room and activity code already reports through the two
+/// channels below.
+pub struct AppState {
+    /// The loaded configuration.
+    pub config: Arc<Config>,
+    /// `config.server_name`, the domain of local IDs.
+    pub server_name: OwnedServerName,
+    /// Storage. Call it through [`AppState::db`].
+    pub store: Arc<dyn Store>,
+    /// Every stored membership change (invite, join, leave), in commit order.
+    pub membership_tx: UnboundedSender<MembershipChange>,
+    /// User activity: sends, typing, receipts, read markers.
+    pub activity_tx: UnboundedSender<ActivityEvent>,
+    /// The effective shared secret (configured, or generated at first start).
+    pub registration_shared_secret: Option<Secret>,
+    /// Nonces handed out by `GET /_synapse/admin/v1/register`.
+    pub(crate) nonces: NonceCache,
+    /// Serialises membership changes, so "check the current membership, then
+    /// write the new one" cannot interleave between two requests. One lock
+    /// for all rooms is simple and plenty for membership traffic.
+    pub(crate) membership_lock: tokio::sync::Mutex<()>,
+}
+
+/// The receiving ends of [`AppState`]'s channels. Whoever builds the state
+/// must consume them (the engine driver, a test, or a drain task), or the
+/// unbounded queues grow forever.
+pub struct StateReceivers {
+    /// Membership changes.
+    pub membership_rx: UnboundedReceiver<MembershipChange>,
+    /// Activity notices.
+    pub activity_rx: UnboundedReceiver<ActivityEvent>,
+}
+
+impl AppState {
+    /// Builds the shared state around a config and an open store.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        registration_shared_secret: Option<Secret>,
+    ) -> (Arc<Self>, StateReceivers) {
+        let (membership_tx, membership_rx) = unbounded_channel();
+        let (activity_tx, activity_rx) = unbounded_channel();
+        let state = Self {
+            server_name: config.server_name.clone(),
+            config: Arc::new(config),
+            store,
+            membership_tx,
+            activity_tx,
+            registration_shared_secret,
+            nonces: NonceCache::default(),
+            membership_lock: tokio::sync::Mutex::new(()),
+        };
+        (
+            Arc::new(state),
+            StateReceivers {
+                membership_rx,
+                activity_rx,
+            },
+        )
+    }
+
+    /// Runs a store call on the blocking pool (SQLite calls block).
+    /// The closure may fail with any error that maps to an [`ApiError`]
+    /// (usually [`StoreError`]).
+    pub async fn db<T, E, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        E: Into<ApiError> + Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(Into::into)
+    }
+
+    /// Reports a stored membership change. A closed channel means nobody
+    /// listens any more (shutdown), which is not the request's problem.
+    pub(crate) fn emit_membership(&self, change: MembershipChange) {
+        let _ = self.membership_tx.send(change);
+    }
+
+    /// Reports user activity; see [`AppState::emit_membership`].
+    pub(crate) fn emit_activity(&self, event: ActivityEvent) {
+        let _ = self.activity_tx.send(event);
+    }
+}
+
+/// Single-use registration nonces, each valid for a minute (as in Synapse).
+#[derive(Default)]
+pub(crate) struct NonceCache {
+    issued: Mutex<HashMap<String, Instant>>,
+}
+
+impl NonceCache {
+    const LIFETIME: Duration = Duration::from_secs(60);
+
+    /// Remembers a fresh nonce.
+    pub(crate) fn insert(&self, nonce: String, now: Instant) {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired nonces go when new ones come, so the map stays small.
+        issued.retain(|_, at| now.duration_since(*at) < Self::LIFETIME);
+        issued.insert(nonce, now);
+    }
+
+    /// Consumes a nonce; false if unknown, used or expired.
+    pub(crate) fn take(&self, nonce: &str, now: Instant) -> bool {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        issued
+            .remove(nonce)
+            .is_some_and(|at| now.duration_since(at) < Self::LIFETIME)
+    }
+}

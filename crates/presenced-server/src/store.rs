@@ -1,0 +1,248 @@
+//! The storage interface and its types.
+//!
+//! [`Store`] is a plain synchronous trait: the SQLite backend
+//! (`store::sqlite`) answers from a connection held behind a mutex, and the
+//! async code calls it through `AppState::db`, which runs the call on
+//! tokio's blocking pool. A PostgreSQL backend can implement the same trait
+//! later. The store holds no policy (who may join, which token is valid for
+//! how long) and reads no clock: callers pass timestamps in.
+
+pub mod sqlite;
+
+use ruma_common::{
+    DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
+use serde_json::Value;
+
+use crate::membership::Membership;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `create_user` found the user ID taken.
+    #[error("user id already taken")]
+    UserInUse,
+    /// The backend failed (I/O, SQL, a poisoned lock).
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The full user ID.
+    pub user_id: OwnedUserId,
+    /// PHC-format password hash; `None` for password-less accounts.
+    pub password_hash: Option<String>,
+    /// Server admin.
+    pub admin: bool,
+    /// Creation time, ms since the epoch.
+    pub created_ts: u64,
+}
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The full user ID.
+    pub user_id: OwnedUserId,
+    /// PHC-format password hash.
+    pub password_hash: Option<String>,
+    /// Server admin.
+    pub admin: bool,
+    /// Deactivated accounts cannot log in and have no tokens.
+    pub deactivated: bool,
+}
+
+/// Who an access token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The user.
+    pub user_id: OwnedUserId,
+    /// The device the token was issued to.
+    pub device_id: OwnedDeviceId,
+    /// Whether the user is a server admin.
+    pub admin: bool,
+}
+
+/// Identifies a client transaction for idempotent sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnKey {
+    /// The sending device.
+    pub device_id: OwnedDeviceId,
+    /// The client's transaction ID.
+    pub txn_id: String,
+}
+
+/// An event to append to a room's timeline.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Globally unique event ID.
+    pub event_id: OwnedEventId,
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// The sender.
+    pub sender: OwnedUserId,
+    /// `m.room.message`, `m.room.member`, ...
+    pub event_type: String,
+    /// Present for state events.
+    pub state_key: Option<String>,
+    /// The event content.
+    pub content: Value,
+    /// Creation time, ms since the epoch.
+    pub origin_server_ts: u64,
+    /// The client transaction this event answers, if any.
+    pub txn: Option<TxnKey>,
+}
+
+/// An event read back from the timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Stream position.
+    pub stream: i64,
+    /// Event ID.
+    pub event_id: OwnedEventId,
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// The sender.
+    pub sender: OwnedUserId,
+    /// Event type.
+    pub event_type: String,
+    /// Present for state events.
+    pub state_key: Option<String>,
+    /// The content.
+    pub content: Value,
+    /// Creation time, ms since the epoch.
+    pub origin_server_ts: u64,
+    /// The transaction it was sent with, if any.
+    pub txn: Option<TxnKey>,
+}
+
+/// A user's current membership of one room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipRow {
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// The member.
+    pub user_id: OwnedUserId,
+    /// Current membership.
+    pub membership: Membership,
+    /// Stream position of the membership event.
+    pub stream: i64,
+}
+
+/// A slice of a room's timeline.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// Events in stream order, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// True when older events in the range were left out by the limit.
+    pub limited: bool,
+}
+
+/// Everything presenced stores, minus presence (added by the engine wiring).
+///
+/// Writes that belong together are one method, so each is one transaction.
+pub trait Store: Send + Sync + 'static {
+    // --- accounts -------------------------------------------------------
+
+    /// Creates a user; `StoreError::UserInUse` when the ID exists.
+    fn create_user(&self, user: &NewUser) -> StoreResult<()>;
+    /// Reads a user.
+    fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
+    /// Marks a user deactivated and deletes their devices and tokens.
+    fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+
+    // --- devices and tokens ---------------------------------------------
+
+    /// Creates or refreshes a device and gives it a new token, replacing any
+    /// token the device had (a login with an existing device ID logs the old
+    /// session out, as the spec says).
+    fn issue_token(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<&str>,
+        token_hash: &str,
+        now_ms: u64,
+    ) -> StoreResult<()>;
+    /// Who holds the token with this hash (deactivated users hold none).
+    fn token_owner(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>>;
+    /// Deletes a device and its tokens.
+    fn delete_device(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<()>;
+    /// Deletes every device and token of a user; returns the device IDs.
+    fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<Vec<OwnedDeviceId>>;
+
+    // --- rooms and timeline ---------------------------------------------
+
+    /// Creates a room and appends its initial events, in one transaction.
+    fn create_room(
+        &self,
+        room_id: &RoomId,
+        creator: &UserId,
+        now_ms: u64,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<i64>>;
+    /// Whether the room exists.
+    fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool>;
+    /// Appends events in one transaction and returns their stream positions.
+    /// `m.room.member` events also update the current membership.
+    fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>>;
+    /// The event a transaction already produced, if it was sent before.
+    fn event_for_txn(
+        &self,
+        sender: &UserId,
+        device_id: &DeviceId,
+        txn_id: &str,
+    ) -> StoreResult<Option<OwnedEventId>>;
+    /// The current state event of a type and state key.
+    fn state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<StoredEvent>>;
+    /// A user's current membership of a room.
+    fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>>;
+    /// Every current membership row of a room.
+    fn room_memberships(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRow>>;
+    /// The current `m.room.member` events of a room.
+    fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
+    /// Every current membership row of a user (any membership).
+    fn user_memberships(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRow>>;
+
+    // --- what /sync needs ---------------------------------------------------
+
+    /// The highest stream position written so far (0 when empty).
+    fn max_stream(&self) -> StoreResult<i64>;
+    /// Rooms whose membership for this user changed in `(since, upto]`,
+    /// with the membership as it stands now: joins, invites and leaves
+    /// for an incremental sync.
+    fn membership_changes(
+        &self,
+        user_id: &UserId,
+        since: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<MembershipRow>>;
+    /// A room's events in `(since, upto]` (`since = None`: from the start),
+    /// the newest `limit` of them.
+    fn timeline(
+        &self,
+        room_id: &RoomId,
+        since: Option<i64>,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Timeline>;
+    /// The room state as of stream position `at`: the latest event of each
+    /// `(type, state_key)` at or before it.
+    fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<StoredEvent>>;
+
+    // --- filters ------------------------------------------------------------
+
+    /// Stores a filter and returns its ID.
+    fn create_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<String>;
+    /// Reads a filter back.
+    fn filter(&self, user_id: &UserId, filter_id: &str) -> StoreResult<Option<Value>>;
+}

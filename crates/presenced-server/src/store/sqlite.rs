@@ -1,0 +1,606 @@
+//! The embedded SQLite backend.
+//!
+//! One connection behind a mutex: SQLite serialises writers anyway, and a
+//! single connection means a reader never sees stream position N+1 before
+//! N is committed, so `/sync` tokens need no gap tracking. Calls arrive on
+//! tokio's blocking pool (`AppState::db`), never on a runtime thread.
+//!
+//! The database runs in WAL mode with `synchronous = NORMAL`: a committed
+//! transaction survives the process being killed (the WAL is in the OS page
+//! cache); only a power cut can lose the last moments. Another process —
+//! `presenced register-user` — may write while the server runs; the busy
+//! timeout makes the two take turns.
+//!
+//! Migrations are the numbered files in `sqlite/migrations/`, applied in
+//! order and tracked with `PRAGMA user_version`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use ruma_common::{
+    DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde_json::Value;
+
+use super::{
+    MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, Timeline,
+    TokenOwner, TxnKey, UserRecord,
+};
+use crate::membership::Membership;
+
+/// Schema migrations, in order; `user_version` counts how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("sqlite/migrations/0001_initial.sql")];
+
+/// The columns `event_from_row` reads, in order.
+const EVENT_COLUMNS: &str = "stream, event_id, room_id, sender, event_type, state_key, content, \
+                             origin_server_ts, txn_device_id, txn_id";
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        Self::with_connection(conn)
+    }
+
+    /// An in-memory database, for unit tests.
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::with_connection(Connection::open_in_memory()?)
+    }
+
+    fn with_connection(mut conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        // A panic while holding the lock leaves no half-done transaction
+        // (rusqlite rolls back on drop), so a poisoned lock is safe to reuse.
+        Ok(self.conn.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+/// A row that no longer parses (hand-edited DB, older bug) is logged and
+/// skipped rather than failing the whole request.
+fn parse_or_skip<T: FromStr>(what: &str, raw: &str) -> Option<T> {
+    match raw.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!(what, raw, "skipping unparsable database row");
+            None
+        }
+    }
+}
+
+/// Raw event columns, parsed into typed IDs by [`RawEvent::parse`].
+struct RawEvent {
+    stream: i64,
+    event_id: String,
+    room_id: String,
+    sender: String,
+    event_type: String,
+    state_key: Option<String>,
+    content: String,
+    origin_server_ts: i64,
+    txn_device_id: Option<String>,
+    txn_id: Option<String>,
+}
+
+impl RawEvent {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            stream: r.get(0)?,
+            event_id: r.get(1)?,
+            room_id: r.get(2)?,
+            sender: r.get(3)?,
+            event_type: r.get(4)?,
+            state_key: r.get(5)?,
+            content: r.get(6)?,
+            origin_server_ts: r.get(7)?,
+            txn_device_id: r.get(8)?,
+            txn_id: r.get(9)?,
+        })
+    }
+
+    fn parse(self) -> Option<StoredEvent> {
+        let event_id: OwnedEventId = parse_or_skip("event_id", &self.event_id)?;
+        let room_id: OwnedRoomId = parse_or_skip("room_id", &self.room_id)?;
+        let sender: OwnedUserId = parse_or_skip("sender", &self.sender)?;
+        let content: Value = match serde_json::from_str(&self.content) {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::warn!(event_id = %event_id, "skipping event with unparsable content");
+                return None;
+            }
+        };
+        let txn = match (self.txn_device_id, self.txn_id) {
+            (Some(d), Some(t)) => Some(TxnKey {
+                device_id: OwnedDeviceId::from(d),
+                txn_id: t,
+            }),
+            _ => None,
+        };
+        Some(StoredEvent {
+            stream: self.stream,
+            event_id,
+            room_id,
+            sender,
+            event_type: self.event_type,
+            state_key: self.state_key,
+            content,
+            origin_server_ts: u64::try_from(self.origin_server_ts).unwrap_or(0),
+            txn,
+        })
+    }
+}
+
+fn query_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raws = stmt
+        .query_map(params, RawEvent::from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(raws.into_iter().filter_map(RawEvent::parse).collect())
+}
+
+fn query_memberships(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<MembershipRow>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raws = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(raws
+        .into_iter()
+        .filter_map(|(room, user, membership, stream)| {
+            Some(MembershipRow {
+                room_id: parse_or_skip("room_id", &room)?,
+                user_id: parse_or_skip("user_id", &user)?,
+                membership: parse_or_skip("membership", &membership)?,
+                stream,
+            })
+        })
+        .collect())
+}
+
+/// Appends events inside an open transaction; membership events also
+/// update `roomid_userid_membership`.
+fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+    let mut streams = Vec::with_capacity(events.len());
+    for e in events {
+        let content =
+            serde_json::to_string(&e.content).map_err(|err| StoreError::Backend(Box::new(err)))?;
+        tx.prepare_cached(
+            "INSERT INTO events (event_id, room_id, sender, event_type, state_key, content, \
+             origin_server_ts, txn_device_id, txn_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            e.event_id.as_str(),
+            e.room_id.as_str(),
+            e.sender.as_str(),
+            e.event_type,
+            e.state_key,
+            content,
+            i64::try_from(e.origin_server_ts).unwrap_or(i64::MAX),
+            e.txn.as_ref().map(|t| t.device_id.as_str()),
+            e.txn.as_ref().map(|t| t.txn_id.as_str()),
+        ])?;
+        let stream = tx.last_insert_rowid();
+        if e.event_type == "m.room.member" {
+            let membership = e
+                .content
+                .get("membership")
+                .and_then(Value::as_str)
+                .and_then(|m| Membership::from_str(m).ok());
+            if let (Some(state_key), Some(membership)) = (&e.state_key, membership) {
+                tx.prepare_cached(
+                    "INSERT INTO roomid_userid_membership (room_id, user_id, membership, stream) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (room_id, user_id) \
+                     DO UPDATE SET membership = excluded.membership, stream = excluded.stream",
+                )?
+                .execute(params![
+                    e.room_id.as_str(),
+                    state_key,
+                    membership.as_str(),
+                    stream
+                ])?;
+            }
+        }
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, user: &NewUser) -> StoreResult<()> {
+        let conn = self.conn()?;
+        let result = conn.execute(
+            "INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                user.user_id.as_str(),
+                user.password_hash,
+                user.admin,
+                i64::try_from(user.created_ts).unwrap_or(i64::MAX)
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::UserInUse)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
+        let conn = self.conn()?;
+        let row = conn
+            .query_row(
+                "SELECT password_hash, admin, deactivated FROM users WHERE user_id = ?1",
+                [user_id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(password_hash, admin, deactivated)| UserRecord {
+            user_id: user_id.to_owned(),
+            password_hash,
+            admin,
+            deactivated,
+        }))
+    }
+
+    fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE users SET deactivated = 1 WHERE user_id = ?1",
+            [user_id.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM access_tokens WHERE user_id = ?1",
+            [user_id.as_str()],
+        )?;
+        tx.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn issue_token(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<&str>,
+        token_hash: &str,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, device_id) DO UPDATE SET \
+             display_name = COALESCE(excluded.display_name, devices.display_name), \
+             last_seen_ts = excluded.last_seen_ts",
+            params![user_id.as_str(), device_id.as_str(), display_name, now],
+        )?;
+        tx.execute(
+            "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
+            params![user_id.as_str(), device_id.as_str()],
+        )?;
+        tx.execute(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash, user_id.as_str(), device_id.as_str(), now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn token_owner(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>> {
+        let conn = self.conn()?;
+        let row: Option<(String, String, bool)> = conn
+            .prepare_cached(
+                "SELECT t.user_id, t.device_id, u.admin FROM access_tokens t \
+                 JOIN users u ON u.user_id = t.user_id \
+                 WHERE t.token_hash = ?1 AND u.deactivated = 0",
+            )?
+            .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(row.and_then(|(user, device, admin)| {
+            Some(TokenOwner {
+                user_id: parse_or_skip("user_id", &user)?,
+                device_id: OwnedDeviceId::from(device),
+                admin,
+            })
+        }))
+    }
+
+    fn delete_device(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for sql in [
+            "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
+            "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
+        ] {
+            tx.execute(sql, params![user_id.as_str(), device_id.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<Vec<OwnedDeviceId>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let devices = tx
+            .prepare("SELECT device_id FROM devices WHERE user_id = ?1")?
+            .query_map([user_id.as_str()], |r| r.get::<_, String>(0))?
+            .map(|d| d.map(OwnedDeviceId::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.execute(
+            "DELETE FROM access_tokens WHERE user_id = ?1",
+            [user_id.as_str()],
+        )?;
+        tx.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
+        tx.commit()?;
+        Ok(devices)
+    }
+
+    fn create_room(
+        &self,
+        room_id: &RoomId,
+        creator: &UserId,
+        now_ms: u64,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO rooms (room_id, creator, created_ts) VALUES (?1, ?2, ?3)",
+            params![
+                room_id.as_str(),
+                creator.as_str(),
+                i64::try_from(now_ms).unwrap_or(i64::MAX)
+            ],
+        )?;
+        let streams = insert_events(&tx, events)?;
+        tx.commit()?;
+        Ok(streams)
+    }
+
+    fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool> {
+        let conn = self.conn()?;
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM rooms WHERE room_id = ?1")?
+            .exists([room_id.as_str()])?;
+        Ok(exists)
+    }
+
+    fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let streams = insert_events(&tx, events)?;
+        tx.commit()?;
+        Ok(streams)
+    }
+
+    fn event_for_txn(
+        &self,
+        sender: &UserId,
+        device_id: &DeviceId,
+        txn_id: &str,
+    ) -> StoreResult<Option<OwnedEventId>> {
+        let conn = self.conn()?;
+        let raw: Option<String> = conn
+            .prepare_cached(
+                "SELECT event_id FROM events \
+                 WHERE sender = ?1 AND txn_device_id = ?2 AND txn_id = ?3",
+            )?
+            .query_row(params![sender.as_str(), device_id.as_str(), txn_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(raw.and_then(|r| parse_or_skip("event_id", &r)))
+    }
+
+    fn state_event(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND event_type = ?2 \
+             AND state_key = ?3 ORDER BY stream DESC LIMIT 1"
+        );
+        Ok(query_events(
+            &conn,
+            &sql,
+            params![room_id.as_str(), event_type, state_key],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>> {
+        let conn = self.conn()?;
+        let raw: Option<String> = conn
+            .prepare_cached(
+                "SELECT membership FROM roomid_userid_membership \
+                 WHERE room_id = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![room_id.as_str(), user_id.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(raw.and_then(|m| parse_or_skip("membership", &m)))
+    }
+
+    fn room_memberships(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRow>> {
+        let conn = self.conn()?;
+        query_memberships(
+            &conn,
+            "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
+             WHERE room_id = ?1 ORDER BY stream",
+            [room_id.as_str()],
+        )
+    }
+
+    fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream IN \
+             (SELECT stream FROM roomid_userid_membership WHERE room_id = ?1) ORDER BY stream"
+        );
+        query_events(&conn, &sql, [room_id.as_str()])
+    }
+
+    fn user_memberships(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRow>> {
+        let conn = self.conn()?;
+        query_memberships(
+            &conn,
+            "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
+             WHERE user_id = ?1 ORDER BY stream",
+            [user_id.as_str()],
+        )
+    }
+
+    fn max_stream(&self) -> StoreResult<i64> {
+        let conn = self.conn()?;
+        Ok(
+            conn.query_row("SELECT COALESCE(MAX(stream), 0) FROM events", [], |r| {
+                r.get(0)
+            })?,
+        )
+    }
+
+    fn membership_changes(
+        &self,
+        user_id: &UserId,
+        since: i64,
+        upto: i64,
+    ) -> StoreResult<Vec<MembershipRow>> {
+        let conn = self.conn()?;
+        query_memberships(
+            &conn,
+            "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
+             WHERE user_id = ?1 AND stream > ?2 AND stream <= ?3 ORDER BY stream",
+            params![user_id.as_str(), since, upto],
+        )
+    }
+
+    fn timeline(
+        &self,
+        room_id: &RoomId,
+        since: Option<i64>,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Timeline> {
+        let conn = self.conn()?;
+        // Fetch one more than asked for: its presence means "limited".
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND stream > ?2 \
+             AND stream <= ?3 ORDER BY stream DESC LIMIT ?4"
+        );
+        let mut events = query_events(
+            &conn,
+            &sql,
+            params![room_id.as_str(), since.unwrap_or(0), upto, fetch],
+        )?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        Ok(Timeline { events, limited })
+    }
+
+    fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<StoredEvent>> {
+        let conn = self.conn()?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE room_id = ?1 AND state_key IS NOT NULL \
+             AND stream = (SELECT MAX(stream) FROM events e2 WHERE e2.room_id = e.room_id \
+             AND e2.event_type = e.event_type AND e2.state_key = e.state_key \
+             AND e2.stream <= ?2) ORDER BY stream"
+        );
+        query_events(&conn, &sql, params![room_id.as_str(), at])
+    }
+
+    fn create_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<String> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let next: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM userid_filterid_filter WHERE user_id = ?1",
+            [user_id.as_str()],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO userid_filterid_filter (user_id, filter_id, filter_json) VALUES (?1, ?2, ?3)",
+            params![user_id.as_str(), next, filter.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(next.to_string())
+    }
+
+    fn filter(&self, user_id: &UserId, filter_id: &str) -> StoreResult<Option<Value>> {
+        let Ok(id) = filter_id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let conn = self.conn()?;
+        let raw: Option<String> = conn
+            .query_row(
+                "SELECT filter_json FROM userid_filterid_filter WHERE user_id = ?1 AND filter_id = ?2",
+                params![user_id.as_str(), id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+}
