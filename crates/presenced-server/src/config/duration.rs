@@ -21,19 +21,20 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let number: u64 = number
         .parse()
         .map_err(|_| format!("invalid duration {text:?}: expected an integer and an optional unit (ms, s, m, h, d, w, y)"))?;
-    let unit_ms: u64 =
-        match unit {
-            "" | "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            other => return Err(format!(
+    let unit_ms: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "y" => 365 * 86_400_000,
+        other => {
+            return Err(format!(
                 "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d, w or y)"
-            )),
-        };
+            ))
+        }
+    };
     number
         .checked_mul(unit_ms)
         .map(Duration::from_millis)
@@ -50,7 +51,7 @@ pub fn format(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms != 0 && ms % size == 0 {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

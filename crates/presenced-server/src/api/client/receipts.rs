@@ -50,9 +50,9 @@ pub(crate) async fn post_read_markers(
 ) -> Result<Json<Value>, ApiError> {
     for (key, value) in &body {
         if RECEIPT_TYPES.contains(&key.as_str())
-            && !value
+            && value
                 .as_str()
-                .is_some_and(|v| OwnedEventId::try_from(v).is_ok())
+                .is_none_or(|v| OwnedEventId::try_from(v).is_err())
         {
             return Err(ApiError::BadJson(format!("{key} must be an event ID")));
         }

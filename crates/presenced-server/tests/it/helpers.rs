@@ -1,0 +1,180 @@
+//! `spawn_app()` and small HTTP helpers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use presenced_server::config::{Config, PasswordHashing, Secret};
+use presenced_server::{startup, ActivityEvent, AppState, MembershipChange};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The shared secret every test server is configured with.
+pub const SECRET: &str = "test-shared-secret";
+
+/// A running server and what a test needs to poke at it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub membership_rx: UnboundedReceiver<MembershipChange>,
+    pub activity_rx: UnboundedReceiver<ActivityEvent>,
+    /// Kept so the directory lives as long as the server.
+    pub _dir: TempDir,
+}
+
+/// Config for tests: a temp data dir, a known secret, cheap password hashes.
+pub fn test_config(dir: &TempDir) -> Config {
+    Config {
+        server_name: "test.local".try_into().unwrap(),
+        data_dir: dir.path().to_owned(),
+        registration_shared_secret: Some(Secret::new(SECRET)),
+        password_hashing: PasswordHashing {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let log = presenced_server::config::LogConfig {
+            level: "debug".to_owned(),
+            ..Default::default()
+        };
+        presenced_server::telemetry::install(presenced_server::telemetry::subscriber(
+            &log,
+            std::io::stderr,
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    tweak(&mut config);
+    let (state, receivers, _) = startup::build_state(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(presenced_server::run(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        state,
+        membership_rx: receivers.membership_rx,
+        activity_rx: receivers.activity_rx,
+        _dir: dir,
+    }
+}
+
+/// A logged-in test user.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub user_id: String,
+    pub token: String,
+    pub device_id: String,
+}
+
+impl TestApp {
+    /// Sends a request; `body` is sent as JSON when given.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: response is not JSON: {text:?}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// Registers through the shared-secret admin API.
+    pub async fn register(&self, localpart: &str) -> User {
+        let (_, nonce) = self.get("/_synapse/admin/v1/register", None).await;
+        let nonce = nonce["nonce"].as_str().unwrap();
+        let mac = presenced_server::api::synapse_admin::registration_mac(
+            SECRET, nonce, localpart, "password", false, None,
+        );
+        let (status, body) = self
+            .post(
+                "/_synapse/admin/v1/register",
+                None,
+                json!({ "nonce": nonce, "username": localpart, "password": "password", "admin": false, "mac": mac }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        User {
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+            device_id: body["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The next membership change, failing the test if none comes.
+    pub async fn next_membership(&mut self) -> MembershipChange {
+        tokio::time::timeout(Duration::from_secs(5), self.membership_rx.recv())
+            .await
+            .expect("a membership change")
+            .expect("channel open")
+    }
+
+    /// The next activity notice.
+    pub async fn next_activity(&mut self) -> ActivityEvent {
+        tokio::time::timeout(Duration::from_secs(5), self.activity_rx.recv())
+            .await
+            .expect("an activity event")
+            .expect("channel open")
+    }
+}
+
+/// Asserts a Matrix error response.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) {
+    assert_eq!(resp.0.as_u16(), status, "{}", resp.1);
+    assert_eq!(resp.1["errcode"], errcode, "{}", resp.1);
+}
+
+/// Percent-encodes a path segment (room and user IDs hold `!`, `@`, `:`).
+pub fn enc(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
