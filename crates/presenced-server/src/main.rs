@@ -141,7 +141,8 @@ fn register_user(
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    telemetry::install(telemetry::subscriber(&config.log, std::io::stderr));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    telemetry::install(telemetry::subscriber(&config.log, std::io::stderr, ansi));
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(serve_async(config))
 }

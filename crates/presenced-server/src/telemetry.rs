@@ -9,8 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Builds the subscriber the config describes, writing to `writer`.
-pub fn subscriber<W>(log: &LogConfig, writer: W) -> Box<dyn Subscriber + Send + Sync>
+/// Builds the subscriber the config describes, writing to `writer`;
+/// `ansi` colours human-format lines (for terminals, not log files).
+pub fn subscriber<W>(log: &LogConfig, writer: W, ansi: bool) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -19,7 +20,8 @@ where
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(ansi);
     match log.format {
         LogFormat::Human => Box::new(builder.finish()),
         LogFormat::Json => Box::new(builder.json().finish()),

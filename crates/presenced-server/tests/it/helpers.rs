@@ -53,6 +53,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         presenced_server::telemetry::install(presenced_server::telemetry::subscriber(
             &log,
             std::io::stderr,
+            false,
         ));
     }
     let dir = tempfile::tempdir().unwrap();

@@ -15,12 +15,11 @@ use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub(crate) struct CreateRoomRequest {
-    #[serde(default)]
-    invite: Vec<OwnedUserId>,
+    /// `null` is read as "no invites" (some clients send it).
+    invite: Option<Vec<OwnedUserId>>,
     preset: Option<Preset>,
     visibility: Option<String>,
-    #[serde(default)]
-    is_direct: bool,
+    is_direct: Option<bool>,
     name: Option<String>,
     topic: Option<String>,
     room_alias_name: Option<String>,
@@ -47,15 +46,15 @@ pub(crate) async fn post_create_room(
         Some("public") => Preset::PublicChat,
         _ => Preset::PrivateChat,
     });
-    let mut invite = req.invite;
-    invite.retain(|u| *u != auth.user_id);
-    invite.dedup();
+    let mut invite = req.invite.unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    invite.retain(|u| *u != auth.user_id && seen.insert(u.clone()));
     let room_id = rooms::create_room(
         &state,
         NewRoom {
             creator: auth.user_id.clone(),
             preset,
-            is_direct: req.is_direct,
+            is_direct: req.is_direct.unwrap_or(false),
             name: req.name,
             topic: req.topic,
             invite,
