@@ -86,6 +86,19 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MatrixP
     }
 }
 
+/// Query parameters; a malformed query string is `M_INVALID_PARAM`.
+pub struct MatrixQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for MatrixQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(t)| Self(t))
+            .map_err(|rejection| ApiError::InvalidParam(rejection.body_text()))
+    }
+}
+
 /// The authenticated caller, from `Authorization: Bearer …` or the
 /// deprecated `access_token` query parameter.
 #[derive(Clone, Debug)]

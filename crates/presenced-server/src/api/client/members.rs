@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use ruma_common::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
-use crate::api::extract::{AuthUser, MatrixPath};
+use crate::api::extract::{AuthUser, MatrixPath, MatrixQuery};
 use crate::membership::Membership;
 use crate::rooms;
 use crate::state::AppState;
@@ -58,7 +58,7 @@ pub(crate) async fn get_members(
     State(state): State<Arc<AppState>>,
     auth: AuthUser,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
-    Query(query): Query<HashMap<String, String>>,
+    MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     rooms::require_joined(&state, &room_id, &auth.user_id).await?;
     let events = state.db(move |s| s.member_events(&room_id)).await?;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::accounts;
 use crate::api::error::ApiError;
-use crate::api::extract::MatrixJson;
+use crate::api::extract::{MatrixJson, MatrixQuery};
 use crate::ids;
 use crate::state::AppState;
 
@@ -43,7 +43,7 @@ struct AuthData {
 /// there is nothing to carry between the two requests.
 pub(crate) async fn post_register(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
+    MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
     MatrixJson(req): MatrixJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     if query.get("kind").is_some_and(|k| k == "guest") {
@@ -107,7 +107,7 @@ pub(crate) async fn post_register(
 /// GET /_matrix/client/v3/register/available
 pub(crate) async fn get_register_available(
     State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
+    MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let name = query
         .get("username")
