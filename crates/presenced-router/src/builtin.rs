@@ -31,7 +31,8 @@ pub(crate) fn register_all(registry: &mut ModuleRegistry) {
 /// A router defined by two plain functions over a fixed table: who receives
 /// a sender's presence, and whom a user may see.
 trait Table: Send + Sync + 'static {
-    fn receivers(&self, sender: &UserId) -> Vec<OwnedUserId>;
+    /// Borrowed, so routing a batch allocates nothing per state.
+    fn receivers(&self, sender: &UserId) -> &[OwnedUserId];
     fn interest(&self, user: &UserId) -> Interest;
 }
 
@@ -44,7 +45,10 @@ fn register_table(api: &mut ModuleApi, table: impl Table) -> Result<(), Registra
         let mut answer: HashMap<OwnedUserId, HashSet<PresenceState>> = UsersForStates::new();
         for state in states.iter() {
             for receiver in for_states.receivers(&state.user_id) {
-                answer.entry(receiver).or_default().insert(state.clone());
+                answer
+                    .entry(receiver.clone())
+                    .or_default()
+                    .insert(state.clone());
             }
         }
         futures::future::ready(Ok(answer)).boxed()

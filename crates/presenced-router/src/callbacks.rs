@@ -36,6 +36,11 @@ pub type GetInterestedUsers =
 /// its terms; it is [`Interest::All`].
 pub const PRESENCE_ALL_USERS: Interest = Interest::All;
 
+/// The wire form of `PRESENCE_ALL_USERS` in Synapse: the plain string
+/// `"ALL"`. A host running Python modules maps an answer equal to it to
+/// [`Interest::All`].
+pub const PRESENCE_ALL_USERS_STR: &str = "ALL";
+
 /// Both callbacks of one registration.
 #[derive(Clone)]
 pub(crate) struct Callbacks {

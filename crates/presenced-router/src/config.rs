@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ruma_common::OwnedServerName;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::module_api::{
     LocalUsers, ModuleApi, ModuleCommand, RegistrationError, DEFAULT_DEADLINE,
@@ -15,14 +16,49 @@ use crate::module_api::{
 use crate::router::{Counters, LoadedModule, PresenceRouter};
 
 /// One `modules:` entry (or the legacy `presence_router`).
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Deserializes from Synapse's shape, `{module: .., config: ..}`, plus one
+/// presenced extension beside them, `deadline_ms`, the deadline of each
+/// callback call in milliseconds. It sits in the entry rather than inside
+/// `config` so that module configs stay exactly what the module defines
+/// (and Synapse configs keep working unchanged).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RawEntry")]
 pub struct ModuleEntry {
     /// The module's name, e.g. `presenced.routers.Observers`.
     pub module: String,
     /// Its configuration (`null` is treated as `{}`).
     pub config: serde_json::Value,
-    /// Deadline of each callback call (default 1 s).
+    /// Deadline of each callback call: the operator's `deadline_ms`, else
+    /// what the module set with [`ModuleApi::set_deadline`], else
+    /// [`DEFAULT_DEADLINE`].
     pub deadline: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    module: String,
+    #[serde(default)]
+    config: serde_json::Value,
+    #[serde(default)]
+    deadline_ms: Option<u64>,
+}
+
+impl TryFrom<RawEntry> for ModuleEntry {
+    type Error = String;
+
+    fn try_from(raw: RawEntry) -> Result<Self, String> {
+        if raw.deadline_ms == Some(0) {
+            // Every call would time out: almost certainly a mistake.
+            return Err(format!("module `{}`: deadline_ms must be > 0", raw.module));
+        }
+        Ok(Self {
+            module: raw.module,
+            config: raw.config,
+            deadline: raw.deadline_ms.map(Duration::from_millis),
+        })
+    }
 }
 
 impl ModuleEntry {
@@ -34,10 +70,19 @@ impl ModuleEntry {
             deadline: None,
         }
     }
+
+    /// Entries in the order Synapse loads them: the `modules:` list in file
+    /// order, then the legacy `presence.presence_router` last.
+    pub fn load_order(modules: Vec<Self>, legacy_presence_router: Option<Self>) -> Vec<Self> {
+        let mut entries = modules;
+        entries.extend(legacy_presence_router);
+        entries
+    }
 }
 
 /// Why the modules could not be loaded; presenced refuses to start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// No module of that name is known.
     #[error("unknown module `{name}`; known modules: {}", known.join(", "))]
@@ -66,7 +111,8 @@ pub enum LoadError {
 }
 
 /// Constructs a module: reads its config and registers its callbacks.
-/// Return [`LoadError::BadConfig`]-worthy messages as `Err(String)`.
+/// Config problems are returned as [`ConstructError::Config`] ([`parse_config`]
+/// does this); the loader adds the module's name.
 pub type ModuleConstructor =
     fn(config: serde_json::Value, api: &mut ModuleApi) -> Result<(), ConstructError>;
 
@@ -141,7 +187,6 @@ impl ModuleRegistry {
             if let Some(directory) = &local_users {
                 api = api.with_local_users(directory.clone());
             }
-            let deadline = entry.deadline.unwrap_or(DEFAULT_DEADLINE);
             constructor(entry.config.clone(), &mut api).map_err(|e| match e {
                 ConstructError::Config(message) => LoadError::BadConfig {
                     module: entry.module.clone(),
@@ -152,6 +197,7 @@ impl ModuleRegistry {
                     source,
                 },
             })?;
+            let deadline = entry.deadline.or(api.deadline).unwrap_or(DEFAULT_DEADLINE);
             modules.push(LoadedModule {
                 name: entry.module.clone(),
                 deadline,

@@ -12,34 +12,74 @@
 //! presence.
 //!
 //! # Layout
-//! - [`callbacks`]: the callback types and [`ModuleError`].
-//! - [`module_api`]: [`ModuleApi`] (registration) and [`ModuleHandle`]
-//!   (`send_local_online_presence_to`, `set_presence_for_users`).
-//! - [`router`]: [`PresenceRouter`], aggregation and per-module counters.
-//! - [`config`]: [`ModuleRegistry`], loading `modules:` entries.
-//! - [`builtin`]: `StaticRoutes`, `Observers`, `Groups`, `ServerWide`.
+//! - [`callbacks`]: the two callback types, [`ModuleError`],
+//!   [`PRESENCE_ALL_USERS`].
+//! - [`module_api`]: [`ModuleApi`] (registration, deadline, server name,
+//!   local user directory) and [`ModuleHandle`]
+//!   (`send_local_online_presence_to`, `set_presence_for_users`), which
+//!   push [`ModuleCommand`]s to the server's driver.
+//! - [`router`]: [`PresenceRouter`], Synapse's aggregation with isolation,
+//!   and per-module counters ([`ModuleStats`]).
+//! - [`explain`]: which modules let one user see another.
+//! - [`config`]: [`ModuleEntry`] and [`ModuleRegistry`], loading `modules:`
+//!   then the legacy `presence.presence_router`.
+//! - [`ids`]: [`ConfigUserId`], user ids in module configs.
+//! - [`builtin`]: `presenced.routers.StaticRoutes`, `.Observers`,
+//!   `.Groups`, `.ServerWide`.
+//!
+//! # Using it from the server
+//! Make a [`command_channel`], give [`ModuleRegistry::load`] the entries
+//! (in [`ModuleEntry::load_order`]), the server name, the command sender
+//! and optionally a [`LocalUsers`] directory; a load error refuses
+//! start-up. Drain the command receiver in the driver. Skip routing when
+//! [`PresenceRouter::is_empty`]; read [`PresenceRouter::stats`] for metrics.
 //!
 //! # Writing a module
-//! A module is a constructor `fn(serde_json::Value, &mut ModuleApi) ->
-//! Result<(), ConstructError>` that parses its config (use [`parse_config`]
-//! with a `#[serde(deny_unknown_fields)]` struct) and registers both
-//! callbacks. Add it to a [`ModuleRegistry`] under the name operators write
-//! in `modules:`, then build presenced with that registry. See
-//! `examples/custom_router.rs`.
+//! A module is a constructor, `fn(serde_json::Value, &mut ModuleApi) ->
+//! Result<(), ConstructError>` (a [`ModuleConstructor`]), the Rust form of
+//! Synapse's `Class(config, module_api)`:
+//! 1. Parse the config with [`parse_config`] into a
+//!    `#[serde(deny_unknown_fields)]` struct, with user ids as
+//!    [`ConfigUserId`]: a typo then fails start-up with a message naming
+//!    the module, the field or the bad value.
+//! 2. Register both callbacks with
+//!    [`ModuleApi::register_presence_router_callbacks`] (registering only
+//!    one is an error naming both, as in Synapse). Each returns a boxed
+//!    `'static` future, so capture `Arc`s of the module's data.
+//! 3. Optionally keep [`ModuleApi::handle`] to call
+//!    `send_local_online_presence_to` / `set_presence_for_users` later, and
+//!    set a deadline other than one second with [`ModuleApi::set_deadline`].
+//!
+//! Callbacks may do I/O but must not block the thread: the deadline can
+//! only abandon a future at an `.await`. An error, a panic or a missed
+//! deadline is logged with the module's name and counted, and that call's
+//! answer is empty; the other modules keep routing.
+//!
+//! Add the constructor to a [`ModuleRegistry`] under the name operators
+//! write in `modules:` before loading. `examples/custom_router.rs` is the
+//! module API docs' example (alice receives bob's and charlie's presence)
+//! written this way.
 
 pub mod builtin;
 pub mod callbacks;
 pub mod config;
+pub mod explain;
+pub mod ids;
 pub mod module_api;
 pub mod router;
 
-pub use callbacks::{GetInterestedUsers, GetUsersForStates, ModuleError, PRESENCE_ALL_USERS};
+pub use callbacks::{
+    GetInterestedUsers, GetUsersForStates, ModuleError, PRESENCE_ALL_USERS, PRESENCE_ALL_USERS_STR,
+};
 pub use config::{
     parse_config, ConstructError, LoadError, ModuleConstructor, ModuleEntry, ModuleRegistry,
 };
+pub use explain::{ModuleReason, RouteReason};
+pub use ids::ConfigUserId;
 pub use module_api::{
     command_channel, InvalidPresence, LocalUsers, ModuleApi, ModuleCommand, ModuleHandle,
-    RegistrationError,
+    RegistrationError, DEFAULT_DEADLINE,
 };
-pub use presenced_engine::{Interest, PresenceState, UsersForStates};
-pub use router::{ModuleReason, ModuleStats, PresenceRouter};
+/// Engine types that appear in the module API, re-exported for module authors.
+pub use presenced_engine::{Interest, Presence, PresenceState, UsersForStates};
+pub use router::{ModuleStats, PresenceRouter};

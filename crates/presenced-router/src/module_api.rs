@@ -52,6 +52,9 @@ pub trait LocalUsers: Send + Sync {
 pub struct ModuleApi {
     handle: ModuleHandle,
     pub(crate) registered: Vec<Callbacks>,
+    /// The deadline the module asked for, if any (the operator's
+    /// `deadline_ms` in the config entry overrides it).
+    pub(crate) deadline: Option<Duration>,
 }
 
 /// The module API calls a module may keep and use after construction
@@ -79,6 +82,7 @@ impl ModuleApi {
                 local_users: None,
             },
             registered: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -101,6 +105,35 @@ impl ModuleApi {
     /// The local user directory, if the server provided one.
     pub fn local_users(&self) -> Option<Arc<dyn LocalUsers>> {
         self.handle.local_users.clone()
+    }
+
+    /// Sets the deadline of each of this module's callback calls (default
+    /// [`DEFAULT_DEADLINE`]), e.g. for a module that queries a slow
+    /// directory. An operator's `deadline_ms` in the module's config entry
+    /// takes precedence.
+    pub fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = Some(deadline);
+    }
+
+    /// Module API `send_local_online_presence_to` (see
+    /// [`ModuleHandle::send_local_online_presence_to`]).
+    pub fn send_local_online_presence_to(&self, users: Vec<OwnedUserId>) {
+        self.handle.send_local_online_presence_to(users);
+    }
+
+    /// Module API `set_presence_for_users` (see
+    /// [`ModuleHandle::set_presence_for_users`]).
+    pub fn set_presence_for_users(&self, users: HashMap<OwnedUserId, (Presence, Option<String>)>) {
+        self.handle.set_presence_for_users(users);
+    }
+
+    /// `set_presence_for_users` with wire strings (see
+    /// [`ModuleHandle::set_presence_for_users_raw`]).
+    pub fn set_presence_for_users_raw(
+        &self,
+        users: HashMap<OwnedUserId, (String, Option<String>)>,
+    ) -> Result<(), InvalidPresence> {
+        self.handle.set_presence_for_users_raw(users)
     }
 
     /// Registers the two presence router callbacks. Exactly one of them is

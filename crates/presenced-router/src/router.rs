@@ -54,16 +54,6 @@ pub struct ModuleStats {
     pub total_latency: Duration,
 }
 
-/// A module that lets an observer see a target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModuleReason {
-    /// The module's name.
-    pub module: String,
-    /// It answered `PRESENCE_ALL_USERS` for the observer (rather than
-    /// naming the target).
-    pub all_users: bool,
-}
-
 /// Every loaded presence router module, in registration order.
 #[derive(Clone, Default)]
 pub struct PresenceRouter {
@@ -81,6 +71,12 @@ impl PresenceRouter {
         Self {
             modules: Arc::new(modules),
         }
+    }
+
+    /// Whether no module registered callbacks: every answer is empty, so
+    /// the driver may skip routing.
+    pub fn is_empty(&self) -> bool {
+        !self.has_modules()
     }
 
     /// Whether any module registered callbacks. When not, the driver can
@@ -103,7 +99,7 @@ impl PresenceRouter {
         let states: Arc<[PresenceState]> = states.into();
         for module in self.modules.iter() {
             for callbacks in &module.callbacks {
-                let call = (callbacks.get_users_for_states)(states.clone());
+                let call = || (callbacks.get_users_for_states)(states.clone());
                 let Some(answer) = module.guard("get_users_for_states", call).await else {
                     continue;
                 };
@@ -125,7 +121,7 @@ impl PresenceRouter {
         let mut union: HashSet<OwnedUserId> = HashSet::new();
         for module in self.modules.iter() {
             for callbacks in &module.callbacks {
-                let call = (callbacks.get_interested_users)(user.to_owned());
+                let call = || (callbacks.get_interested_users)(user.to_owned());
                 match module.guard("get_interested_users", call).await {
                     Some(Interest::All) => return Interest::All,
                     Some(Interest::Users(users)) => union.extend(users),
@@ -140,40 +136,18 @@ impl PresenceRouter {
         }
     }
 
-    /// Each module's `get_interested_users` answer on its own, for the
-    /// operators' explanation query.
-    pub async fn interest_per_module(&self, user: &UserId) -> Vec<(String, Interest)> {
+    /// Each module's `get_interested_users` answer on its own, in order and
+    /// without the ALL short-circuit (for the explanation query).
+    pub(crate) async fn interest_per_module(&self, user: &UserId) -> Vec<(String, Interest)> {
         let mut answers = Vec::new();
         for module in self.modules.iter() {
             for callbacks in &module.callbacks {
-                let call = (callbacks.get_interested_users)(user.to_owned());
+                let call = || (callbacks.get_interested_users)(user.to_owned());
                 let answer = module.guard("get_interested_users", call).await;
                 answers.push((module.name.clone(), answer.unwrap_or_default()));
             }
         }
         answers
-    }
-
-    /// Which modules let `observer` see `target` (operators' explanation
-    /// query; room reasons come from the engine's `explain`). The modules
-    /// are asked on their own, without the ALL short-circuit, so every
-    /// module that grants visibility is named.
-    pub async fn explain(&self, observer: &UserId, target: &UserId) -> Vec<ModuleReason> {
-        self.interest_per_module(observer)
-            .await
-            .into_iter()
-            .filter_map(|(module, interest)| match interest {
-                Interest::All => Some(ModuleReason {
-                    module,
-                    all_users: true,
-                }),
-                Interest::Users(users) if users.contains(target) => Some(ModuleReason {
-                    module,
-                    all_users: false,
-                }),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Counters of every module.
@@ -184,22 +158,28 @@ impl PresenceRouter {
 
 impl LoadedModule {
     /// Runs one callback call under the module's deadline, catching panics.
-    async fn guard<T>(
-        &self,
-        callback: &'static str,
-        call: impl Future<Output = Result<T, ModuleError>>,
-    ) -> Option<T> {
+    /// `call` makes the future: a panic while making it (a synchronous bug
+    /// in the callback) is caught as well as one while polling it.
+    async fn guard<T, F>(&self, callback: &'static str, call: impl FnOnce() -> F) -> Option<T>
+    where
+        F: Future<Output = Result<T, ModuleError>>,
+    {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(
-            self.deadline,
-            AssertUnwindSafe(call).catch_unwind(),
-        )
-        .await
-        {
-            Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(error))) => Err(Failure::Error(error)),
-            Ok(Err(_panic)) => Err(Failure::Panic),
-            Err(_elapsed) => Err(Failure::Timeout),
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Err(_panic) => Err(Failure::Panic),
+            // The deadline bounds the wait, not the work: a callback stuck in
+            // blocking code cannot be pre-empted, which is why modules must
+            // stay async (documented in the crate docs).
+            Ok(future) => {
+                match tokio::time::timeout(self.deadline, AssertUnwindSafe(future).catch_unwind())
+                    .await
+                {
+                    Ok(Ok(Ok(answer))) => Ok(answer),
+                    Ok(Ok(Err(error))) => Err(Failure::Error(error)),
+                    Ok(Err(_panic)) => Err(Failure::Panic),
+                    Err(_elapsed) => Err(Failure::Timeout),
+                }
+            }
         };
         let c = &self.counters;
         c.calls.fetch_add(1, Ordering::Relaxed);

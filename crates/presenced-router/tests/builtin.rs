@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use presenced_engine::{Interest, Presence, PresenceState};
-use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry, PresenceRouter};
+use presenced_router::{
+    command_channel, LocalUsers, ModuleEntry, ModuleRegistry, PresenceRouter, RouteReason,
+};
 use ruma_common::{OwnedUserId, UserId};
 use serde_json::json;
 
@@ -156,24 +158,6 @@ async fn server_wide_links_local_users_only() {
 }
 
 #[tokio::test]
-async fn legacy_entry_loaded_last_keeps_order() {
-    // The server appends `presence.presence_router` after `modules:`; the
-    // router keeps that order (names in order).
-    let r = router(
-        &[
-            ("presenced.routers.Observers", json!({"observers": []})),
-            ("presenced.routers.Groups", json!({"groups": {}})),
-        ],
-        None,
-    );
-    let names: Vec<_> = r.module_names().collect();
-    assert_eq!(
-        names,
-        ["presenced.routers.Observers", "presenced.routers.Groups"]
-    );
-}
-
-#[tokio::test]
 async fn explain_names_the_modules_that_grant_visibility() {
     let r = router(
         &[
@@ -197,13 +181,13 @@ async fn explain_names_the_modules_that_grant_visibility() {
         .await;
     let names: Vec<_> = reasons
         .iter()
-        .map(|m| (m.module.as_str(), m.all_users))
+        .map(|m| (m.module.as_str(), m.reason))
         .collect();
     assert_eq!(
         names,
         [
-            ("presenced.routers.StaticRoutes", false),
-            ("presenced.routers.Observers", true)
+            ("presenced.routers.StaticRoutes", RouteReason::Listed),
+            ("presenced.routers.Observers", RouteReason::AllUsers)
         ]
     );
     assert!(r

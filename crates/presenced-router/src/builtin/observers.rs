@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::callbacks::{GetInterestedUsers, GetUsersForStates};
 use crate::config::{parse_config, ConstructError};
+use crate::ids::{user_ids, ConfigUserId};
 use crate::module_api::ModuleApi;
 
 /// The module name.
@@ -26,7 +27,7 @@ pub const OBSERVERS: &str = "presenced.routers.Observers";
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
-    observers: Vec<OwnedUserId>,
+    observers: Vec<ConfigUserId>,
 }
 
 pub(crate) fn construct(
@@ -34,16 +35,25 @@ pub(crate) fn construct(
     api: &mut ModuleApi,
 ) -> Result<(), ConstructError> {
     let config: Config = parse_config(config)?;
-    let observers: Arc<[OwnedUserId]> = config.observers.into();
-    let set: Arc<HashSet<OwnedUserId>> = Arc::new(observers.iter().cloned().collect());
-    // On the hot write path: the batch's set is built once and cloned per
-    // observer (ids are reference-counted, so clones do not allocate strings).
+    let set: HashSet<OwnedUserId> = user_ids(config.observers).collect();
+    // Deduplicated, so a twice-listed observer does not double the work.
+    let observers: Arc<[OwnedUserId]> = set.iter().cloned().collect();
+    let set = Arc::new(set);
+    // On the hot write path (batches of ~1000 states, a handful of
+    // observers): the batch's set is hashed once and then cloned per
+    // observer; a clone copies the table without rehashing, and ids and
+    // status messages are reference-counted (the workspace builds ruma with
+    // `Arc` storage), so no string is copied. The last observer takes the
+    // set itself.
     let get_users_for_states: GetUsersForStates = Arc::new(move |states: Arc<[PresenceState]>| {
-        let batch: HashSet<PresenceState> = states.iter().cloned().collect();
-        let answer: UsersForStates = observers
-            .iter()
-            .map(|o| (o.clone(), batch.clone()))
-            .collect();
+        let mut answer = UsersForStates::with_capacity(observers.len());
+        if let Some((last, rest)) = observers.split_last().filter(|_| !states.is_empty()) {
+            let batch: HashSet<PresenceState> = states.iter().cloned().collect();
+            for observer in rest {
+                answer.insert(observer.clone(), batch.clone());
+            }
+            answer.insert(last.clone(), batch);
+        }
         futures::future::ready(Ok(answer)).boxed()
     });
     let get_interested_users: GetInterestedUsers = Arc::new(move |user: OwnedUserId| {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{register_table, Table};
 use crate::config::{parse_config, ConstructError};
+use crate::ids::{user_ids, ConfigUserId};
 use crate::module_api::ModuleApi;
 
 /// The module name.
@@ -32,8 +33,8 @@ struct Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Route {
-    receiver: OwnedUserId,
-    senders: Vec<OwnedUserId>,
+    receiver: ConfigUserId,
+    senders: Vec<ConfigUserId>,
 }
 
 struct StaticRoutes {
@@ -42,8 +43,8 @@ struct StaticRoutes {
 }
 
 impl Table for StaticRoutes {
-    fn receivers(&self, sender: &UserId) -> Vec<OwnedUserId> {
-        self.receivers_of.get(sender).cloned().unwrap_or_default()
+    fn receivers(&self, sender: &UserId) -> &[OwnedUserId] {
+        self.receivers_of.get(sender).map_or(&[], Vec::as_slice)
     }
 
     fn interest(&self, user: &UserId) -> Interest {
@@ -63,14 +64,15 @@ pub(crate) fn construct(
         senders_of: HashMap::new(),
     };
     for route in config.routes {
-        for sender in route.senders {
+        let receiver = route.receiver.into_inner();
+        for sender in user_ids(route.senders) {
             let receivers = table.receivers_of.entry(sender.clone()).or_default();
-            if !receivers.contains(&route.receiver) {
-                receivers.push(route.receiver.clone());
+            if !receivers.contains(&receiver) {
+                receivers.push(receiver.clone());
             }
             table
                 .senders_of
-                .entry(route.receiver.clone())
+                .entry(receiver.clone())
                 .or_default()
                 .insert(sender);
         }
