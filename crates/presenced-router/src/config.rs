@@ -208,3 +208,29 @@ impl ModuleRegistry {
         Ok(PresenceRouter::from_modules(modules))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::{parse_config, ConstructError};
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Opts {
+        #[serde(default)]
+        n: u32,
+    }
+
+    #[test]
+    fn null_is_an_empty_config_and_unknown_fields_are_named() {
+        let opts: Opts = parse_config(serde_json::Value::Null).unwrap();
+        assert_eq!(opts.n, 0);
+        let Err(ConstructError::Config(message)) =
+            parse_config::<Opts>(serde_json::json!({"m": 1}))
+        else {
+            panic!("an unknown field is a config error");
+        };
+        assert!(message.contains("`m`"), "{message}");
+    }
+}

@@ -38,3 +38,16 @@ impl<'de> Deserialize<'de> for ConfigUserId {
 pub(crate) fn user_ids(ids: Vec<ConfigUserId>) -> impl Iterator<Item = OwnedUserId> {
     ids.into_iter().map(ConfigUserId::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigUserId;
+
+    #[test]
+    fn a_valid_id_parses_and_a_bad_one_is_quoted() {
+        let ok: ConfigUserId = serde_json::from_str(r#""@a:example.com""#).unwrap();
+        assert_eq!(ok.to_string(), "@a:example.com");
+        let err = serde_json::from_str::<ConfigUserId>(r#""a:example.com""#).unwrap_err();
+        assert!(err.to_string().contains("`a:example.com`"), "{err}");
+    }
+}

@@ -213,3 +213,39 @@ pub fn command_channel() -> (
 ) {
     mpsc::unbounded_channel()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use presenced_engine::{Interest, UsersForStates};
+
+    use super::{command_channel, ModuleApi};
+
+    #[test]
+    fn pairs_are_appended_in_registration_order_and_one_alone_adds_nothing() {
+        let (tx, _rx) = command_channel();
+        let mut api = ModuleApi::new("test".try_into().unwrap(), tx);
+        for _ in 0..2 {
+            api.register_presence_router_callbacks(
+                Some(Arc::new(|_| {
+                    futures::future::ready(Ok(UsersForStates::new())).boxed()
+                })),
+                Some(Arc::new(|_| {
+                    futures::future::ready(Ok(Interest::All)).boxed()
+                })),
+            )
+            .unwrap();
+        }
+        let alone = api.register_presence_router_callbacks(
+            None,
+            Some(Arc::new(|_| {
+                futures::future::ready(Ok(Interest::None)).boxed()
+            })),
+        );
+        assert_eq!(alone.unwrap_err().registered, "get_interested_users");
+        assert_eq!(api.registered.len(), 2);
+        assert_eq!(api.deadline, None, "the default applies unless set");
+    }
+}

@@ -1,7 +1,7 @@
 //! The built-in routers' answers, configured as an operator would.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use presenced_engine::{Interest, Presence, PresenceState};
 use presenced_router::{
@@ -70,30 +70,113 @@ async fn static_routes_follow_the_callbacks_doc_example() {
     );
 }
 
-/// Synapse catalogue M: every listed user gets every state of the batch;
-/// listed users are interested in ALL, others in nobody.
+#[tokio::test]
+async fn static_routes_combine_overlapping_routes() {
+    let r = router(
+        &[(
+            "presenced.routers.StaticRoutes",
+            json!({"routes": [
+                {"receiver": "@alice:example.com", "senders": ["@bob:example.com"]},
+                {"receiver": "@eve:remote.org", "senders": ["@bob:example.com", "@carol:example.com"]},
+                {"receiver": "@alice:example.com", "senders": ["@carol:example.com", "@bob:example.com"]},
+            ]}),
+        )],
+        None,
+    );
+    let (bob, carol) = (state("@bob:example.com"), state("@carol:example.com"));
+    let answer = r.get_users_for_states(&[bob.clone(), carol.clone()]).await;
+    let both = HashSet::from([bob, carol]);
+    assert_eq!(answer.len(), 2);
+    assert_eq!(answer[&uid("@alice:example.com")], both);
+    assert_eq!(answer[&uid("@eve:remote.org")], both);
+    assert_eq!(
+        r.get_interested_users(&uid("@alice:example.com")).await,
+        Interest::Users(set(&["@bob:example.com", "@carol:example.com"]))
+    );
+}
+
+/// Synapse catalogue M1/M2: the observer (L = [gobbler]) shares no room
+/// yet receives every state of the batch, its own included, and is
+/// interested in ALL; others gain nothing.
 #[tokio::test]
 async fn observers_receive_everything_and_see_all() {
     let r = router(
         &[(
             "presenced.routers.Observers",
-            json!({"observers": ["@gobbler:example.com", "@far:island"]}),
+            json!({"observers": ["@presence_gobbler:test"]}),
         )],
         None,
     );
-    let states = [state("@one:example.com"), state("@two:example.com")];
+    let states = [
+        state("@other_user_one:test"),
+        state("@other_user_two:test"),
+        state("@presence_gobbler:test"),
+    ];
     let answer = r.get_users_for_states(&states).await;
-    let all: HashSet<_> = states.iter().cloned().collect();
-    assert_eq!(answer[&uid("@gobbler:example.com")], all);
-    assert_eq!(answer[&uid("@far:island")], all);
+    assert_eq!(answer.len(), 1);
     assert_eq!(
-        r.get_interested_users(&uid("@gobbler:example.com")).await,
+        answer[&uid("@presence_gobbler:test")],
+        states.iter().cloned().collect::<HashSet<_>>(),
+        "all three states, the observer's own included"
+    );
+    assert_eq!(
+        r.get_interested_users(&uid("@presence_gobbler:test")).await,
         Interest::All
     );
     assert_eq!(
-        r.get_interested_users(&uid("@one:example.com")).await,
+        r.get_interested_users(&uid("@other_user_one:test")).await,
         Interest::None
     );
+}
+
+/// Synapse catalogue M3/M4: L holds two local users and a remote one; each
+/// gets every state and is interested in ALL.
+#[tokio::test]
+async fn observers_may_be_remote() {
+    let listed = [
+        "@presence_gobbler1:test",
+        "@presence_gobbler2:test",
+        "@far_away_person:island",
+    ];
+    let r = router(
+        &[(
+            "presenced.routers.Observers",
+            json!({ "observers": listed }),
+        )],
+        None,
+    );
+    let states = [state("@other_user:test"), state("@presence_gobbler2:test")];
+    let all: HashSet<_> = states.iter().cloned().collect();
+    let answer = r.get_users_for_states(&states).await;
+    assert_eq!(answer.len(), 3);
+    for user in listed {
+        assert_eq!(answer[&uid(user)], all, "{user}");
+        assert_eq!(r.get_interested_users(&uid(user)).await, Interest::All);
+    }
+}
+
+/// The hot-path shape: a batch of 1000 states, 10 observers (listed twice
+/// for good measure: duplicates collapse).
+#[tokio::test]
+async fn observers_handle_a_large_batch() {
+    let observers: Vec<String> = (0..10).map(|i| format!("@obs{i}:example.com")).collect();
+    let mut listed = observers.clone();
+    listed.extend(observers.iter().cloned());
+    let r = router(
+        &[(
+            "presenced.routers.Observers",
+            json!({ "observers": listed }),
+        )],
+        None,
+    );
+    let states: Vec<_> = (0..1000)
+        .map(|i| state(&format!("@user{i}:example.com")))
+        .collect();
+    let answer = r.get_users_for_states(&states).await;
+    assert_eq!(answer.len(), 10);
+    assert!(answer.values().all(|set| set.len() == 1000));
+    assert!(r.get_users_for_states(&[]).await.is_empty());
+    assert_eq!(r.stats()[0].calls, 2);
 }
 
 #[tokio::test]
@@ -113,29 +196,43 @@ async fn group_members_see_each_other() {
         r.get_interested_users(&uid("@d:example.com")).await,
         Interest::Users(set(&["@a:example.com"]))
     );
-    let answer = r.get_users_for_states(&[state("@c:partner.org")]).await;
+    let c = state("@c:partner.org");
+    let answer = r
+        .get_users_for_states(&[c.clone(), state("@stranger:example.com")])
+        .await;
     assert_eq!(
-        answer.keys().cloned().collect::<HashSet<_>>(),
-        set(&["@a:example.com", "@b:example.com"])
+        answer,
+        [
+            (uid("@a:example.com"), HashSet::from([c.clone()])),
+            (uid("@b:example.com"), HashSet::from([c])),
+        ]
+        .into_iter()
+        .collect(),
+        "a remote member's state goes to the other members only"
+    );
+    assert_eq!(
+        r.get_interested_users(&uid("@stranger:example.com")).await,
+        Interest::None
     );
 }
 
-struct Directory(Vec<OwnedUserId>);
+/// The server's user directory; users may register after start-up.
+struct Directory(Mutex<Vec<OwnedUserId>>);
 impl LocalUsers for Directory {
     fn local_users(&self) -> Vec<OwnedUserId> {
-        self.0.clone()
+        self.0.lock().unwrap().clone()
     }
 }
 
 #[tokio::test]
 async fn server_wide_links_local_users_only() {
-    let directory = Arc::new(Directory(vec![
+    let directory = Arc::new(Directory(Mutex::new(vec![
         uid("@a:example.com"),
         uid("@b:example.com"),
-    ]));
+    ])));
     let r = router(
         &[("presenced.routers.ServerWide", json!({}))],
-        Some(directory),
+        Some(directory.clone()),
     );
     assert_eq!(
         r.get_interested_users(&uid("@a:example.com")).await,
@@ -152,9 +249,23 @@ async fn server_wide_links_local_users_only() {
         answer[&uid("@b:example.com")],
         HashSet::from([state("@a:example.com")])
     );
-    assert!(answer
-        .get(&uid("@a:example.com"))
-        .is_none_or(|s| s.is_empty()));
+    assert_eq!(
+        answer.len(),
+        1,
+        "a's own state is not routed back to a: {answer:?}"
+    );
+
+    directory.0.lock().unwrap().push(uid("@new:example.com"));
+    assert_eq!(
+        r.get_interested_users(&uid("@a:example.com")).await,
+        Interest::Users(set(&["@b:example.com", "@new:example.com"])),
+        "a user registered after start-up is included"
+    );
+    let answer = r.get_users_for_states(&[state("@new:example.com")]).await;
+    assert_eq!(
+        answer.keys().cloned().collect::<HashSet<_>>(),
+        set(&["@a:example.com", "@b:example.com"])
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,17 @@
-//! Property tests: module order changes nothing (but the ALL short-circuit)
-//! and merging is a union.
+//! Property tests over random module answers: the merged
+//! `get_users_for_states` answer is exactly the union of the modules'
+//! answers, in any module order; the united interest is the union, or ALL
+//! if any module says ALL, in any order; and modules after the first ALL
+//! are never called (the only thing order changes).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
-use presenced_engine::{Interest, Presence, PresenceState, UsersForStates};
 use presenced_router::{
-    command_channel, ConstructError, ModuleApi, ModuleEntry, ModuleRegistry, PresenceRouter,
+    command_channel, ConstructError, Interest, ModuleApi, ModuleEntry, ModuleRegistry, Presence,
+    PresenceRouter, PresenceState, UsersForStates,
 };
 use proptest::prelude::*;
 use ruma_common::{OwnedUserId, UserId};
@@ -16,9 +20,14 @@ fn uid(i: u8) -> OwnedUserId {
     UserId::parse(format!("@u{i}:test")).unwrap()
 }
 
+/// States differ by user and presence, so sets of them can overlap partly.
 fn st(i: u8) -> PresenceState {
-    let mut s = PresenceState::new(uid(i));
-    s.presence = Presence::Online;
+    let mut s = PresenceState::new(uid(i % 6));
+    s.presence = if i < 6 {
+        Presence::Online
+    } else {
+        Presence::Unavailable
+    };
     s
 }
 
@@ -48,25 +57,33 @@ fn to_interest(a: &Answers) -> Interest {
 }
 
 thread_local! {
-    static MODULES: std::cell::RefCell<Vec<Answers>> = const { std::cell::RefCell::new(Vec::new()) };
+    // Constructors are `fn`s; they find their module's answers here.
+    static MODULES: std::cell::RefCell<Vec<(Answers, Arc<AtomicUsize>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn construct(config: serde_json::Value, api: &mut ModuleApi) -> Result<(), ConstructError> {
     let i = config["i"].as_u64().unwrap() as usize;
-    let a = MODULES.with(|m| m.borrow()[i].clone());
+    let (a, calls) = MODULES.with(|m| m.borrow()[i].clone());
     let (map, interest) = (to_map(&a), to_interest(&a));
     Ok(api.register_presence_router_callbacks(
         Some(Arc::new(move |_| {
             futures::future::ready(Ok(map.clone())).boxed()
         })),
         Some(Arc::new(move |_| {
+            calls.fetch_add(1, Ordering::Relaxed);
             futures::future::ready(Ok(interest.clone())).boxed()
         })),
     )?)
 }
 
-fn load(modules: &[Answers]) -> PresenceRouter {
-    MODULES.with(|m| *m.borrow_mut() = modules.to_vec());
+/// Loads the modules; returns the router and each module's call counter of
+/// `get_interested_users`.
+fn load(modules: &[Answers]) -> (PresenceRouter, Vec<Arc<AtomicUsize>>) {
+    let counters: Vec<_> = modules.iter().map(|_| Arc::default()).collect();
+    MODULES.with(|m| {
+        *m.borrow_mut() = modules.iter().cloned().zip(counters.clone()).collect();
+    });
     let mut registry = ModuleRegistry::default();
     let entries: Vec<_> = (0..modules.len())
         .map(|i| {
@@ -75,17 +92,24 @@ fn load(modules: &[Answers]) -> PresenceRouter {
         })
         .collect();
     let (tx, _rx) = command_channel();
-    registry
+    let router = registry
         .load(&entries, "test".try_into().unwrap(), tx, None)
-        .unwrap()
+        .unwrap();
+    (router, counters)
 }
 
 fn answers() -> impl Strategy<Value = Answers> {
     (
-        prop::collection::vec((0u8..6, prop::collection::vec(0u8..6, 0..4)), 0..4),
+        prop::collection::vec((0u8..6, prop::collection::vec(0u8..12, 0..4)), 0..4),
         prop::option::weighted(0.8, prop::collection::vec(0u8..6, 0..4)),
     )
         .prop_map(|(routes, interest)| Answers { routes, interest })
+}
+
+/// A list of modules and a permutation of it.
+fn modules_and_permutation() -> impl Strategy<Value = (Vec<Answers>, Vec<Answers>)> {
+    prop::collection::vec(answers(), 0..6)
+        .prop_flat_map(|modules| (Just(modules.clone()), Just(modules).prop_shuffle()))
 }
 
 fn block<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -98,30 +122,46 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 
 proptest! {
     #[test]
-    fn merge_is_the_union_whatever_the_order(modules in prop::collection::vec(answers(), 0..5), seed in any::<u64>()) {
+    fn merged_users_for_states_is_exactly_the_union_in_any_order(
+        (modules, permuted) in modules_and_permutation(),
+    ) {
         let mut expected: HashMap<OwnedUserId, HashSet<PresenceState>> = HashMap::new();
         for a in &modules {
             for (user, set) in to_map(a) {
                 expected.entry(user).or_default().extend(set);
             }
         }
-        let mut shuffled = modules.clone();
-        let n = shuffled.len().max(1);
-        shuffled.rotate_left((seed as usize) % n);
         let states = [st(0)];
-        prop_assert_eq!(&block(load(&modules).get_users_for_states(&states)), &expected);
-        prop_assert_eq!(&block(load(&shuffled).get_users_for_states(&states)), &expected);
+        prop_assert_eq!(&block(load(&modules).0.get_users_for_states(&states)), &expected);
+        prop_assert_eq!(&block(load(&permuted).0.get_users_for_states(&states)), &expected);
     }
 
     #[test]
-    fn interest_is_order_independent_union_or_all(modules in prop::collection::vec(answers(), 0..5), seed in any::<u64>()) {
+    fn united_interest_is_the_union_or_all_in_any_order(
+        (modules, permuted) in modules_and_permutation(),
+    ) {
         let any_all = modules.iter().any(|a| a.interest.is_none());
-        let union: HashSet<OwnedUserId> = modules.iter().filter_map(|a| a.interest.clone()).flatten().map(uid).collect();
-        let expected = if any_all { Interest::All } else if union.is_empty() { Interest::None } else { Interest::Users(union) };
-        let mut shuffled = modules.clone();
-        let n = shuffled.len().max(1);
-        shuffled.rotate_left((seed as usize) % n);
-        prop_assert_eq!(block(load(&modules).get_interested_users(&uid(0))), expected.clone());
-        prop_assert_eq!(block(load(&shuffled).get_interested_users(&uid(0))), expected);
+        let union: HashSet<OwnedUserId> =
+            modules.iter().filter_map(|a| a.interest.clone()).flatten().map(uid).collect();
+        let expected = if any_all {
+            Interest::All
+        } else if union.is_empty() {
+            Interest::None
+        } else {
+            Interest::Users(union)
+        };
+        prop_assert_eq!(block(load(&modules).0.get_interested_users(&uid(0))), expected.clone());
+        prop_assert_eq!(block(load(&permuted).0.get_interested_users(&uid(0))), expected);
+    }
+
+    #[test]
+    fn modules_after_the_first_all_are_not_called(modules in prop::collection::vec(answers(), 0..6)) {
+        let (router, calls) = load(&modules);
+        block(router.get_interested_users(&uid(0)));
+        let first_all = modules.iter().position(|a| a.interest.is_none());
+        for (i, calls) in calls.iter().enumerate() {
+            let expected = usize::from(first_all.is_none_or(|f| i <= f));
+            prop_assert_eq!(calls.load(Ordering::Relaxed), expected, "module {}", i);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! server's local user directory; its cost grows with the number of local
 //! users, so it suits organisations rather than public servers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -41,14 +42,19 @@ pub(crate) fn construct(
             .filter(|s| s.user_id.server_name() == server_for_states)
             .collect();
         if !local.is_empty() {
+            // The directory is read per call, so users registered since
+            // start-up are included.
             for user in for_states.local_users() {
-                let set = answer.entry(user.clone()).or_default();
-                set.extend(
-                    local
-                        .iter()
-                        .filter(|s| s.user_id != user)
-                        .map(|s| (*s).clone()),
-                );
+                // A user's own state is not routed back to them (they see it
+                // anyway), and nobody gets an empty entry.
+                let others: HashSet<PresenceState> = local
+                    .iter()
+                    .filter(|s| s.user_id != user)
+                    .map(|s| (*s).clone())
+                    .collect();
+                if !others.is_empty() {
+                    answer.insert(user, others);
+                }
             }
         }
         futures::future::ready(Ok(answer)).boxed()
