@@ -42,9 +42,12 @@ pub struct InvalidPresence {
     pub value: String,
 }
 
-/// Lists local users, for routers such as `ServerWide`. Provided by the server.
+/// Lists local users, for routers such as `ServerWide` that must enumerate
+/// them (the module API has no user directory otherwise). Provided by the
+/// server; optional, and a module needing it refuses to load without it.
 pub trait LocalUsers: Send + Sync {
-    /// Every local user.
+    /// Every local user (called on the routing path: keep it a cheap
+    /// snapshot, not a database query).
     fn local_users(&self) -> Vec<OwnedUserId>;
 }
 

@@ -54,6 +54,13 @@ pub struct ModuleStats {
     pub total_latency: Duration,
 }
 
+impl ModuleStats {
+    /// Calls that failed by error or panic (timeouts are counted apart).
+    pub fn failures(&self) -> u64 {
+        self.errors + self.panics
+    }
+}
+
 /// Every loaded presence router module, in registration order.
 #[derive(Clone, Default)]
 pub struct PresenceRouter {

@@ -97,6 +97,11 @@ async fn failing_modules_are_logged_counted_and_empty() {
         ]
     );
     assert!(stats[3].total_latency >= Duration::from_millis(100));
+    assert_eq!(
+        stats.iter().map(|s| s.failures()).collect::<Vec<_>>(),
+        [2, 2, 2, 0, 0],
+        "failures are errors and panics; timeouts are apart"
+    );
 
     let lines = warnings.lines();
     for (module, what) in [

@@ -1,7 +1,21 @@
 //! `presenced.routers.ServerWide`: every local user sees every other local
-//! user (organisation-wide presence without a giant room). It needs the
-//! server's local user directory; its cost grows with the number of local
-//! users, so it suits organisations rather than public servers.
+//! user (organisation-wide presence without a giant room).
+//!
+//! ```yaml
+//! modules:
+//!   - module: presenced.routers.ServerWide
+//! ```
+//!
+//! Why a directory: the interest of a local user must be "all local users",
+//! which `Interest::All` would overshoot (it includes remote users) and a
+//! module cannot list on its own. So the server hands a [`LocalUsers`]
+//! directory to the [`ModuleApi`]; this router reads it on every call (new
+//! registrations count at once) and refuses to load without one. States of
+//! remote users are not routed; a user's own state is not routed back to
+//! them. Cost grows with the number of local users per batch, so it suits
+//! organisations rather than large public servers.
+//!
+//! [`LocalUsers`]: crate::LocalUsers
 
 use std::collections::HashSet;
 use std::sync::Arc;
