@@ -5,7 +5,9 @@
 //! registration order and the first `PRESENCE_ALL_USERS` wins (later
 //! modules are not called); no modules means empty answers. Beyond Synapse,
 //! every call has a deadline, and an error, a panic or a missed deadline is
-//! logged with the module's name, counted, and treated as an empty answer.
+//! logged with the module's name, counted, and treated as an empty answer;
+//! and `get_users_for_states` asks the modules concurrently (the union is
+//! the same in any order).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -97,25 +99,36 @@ impl PresenceRouter {
         self.modules.iter().map(|m| m.name.as_str())
     }
 
-    /// Merged `get_users_for_states` answer of every module.
+    /// Merged `get_users_for_states` answer of every module: per user, the
+    /// union of every module's set.
+    ///
+    /// The modules are asked concurrently (Synapse asks them one by one):
+    /// a union does not depend on order, and this way a slow module costs
+    /// the batch at most its own deadline, not the sum of everyone's.
     pub async fn get_users_for_states(&self, states: &[PresenceState]) -> UsersForStates {
-        let mut merged = UsersForStates::new();
         if !self.has_modules() {
-            return merged;
+            return UsersForStates::new();
         }
         let states: Arc<[PresenceState]> = states.into();
-        for module in self.modules.iter() {
-            for callbacks in &module.callbacks {
+        let calls = self.modules.iter().flat_map(|module| {
+            module.callbacks.iter().map(|callbacks| {
                 let call = || (callbacks.get_users_for_states)(states.clone());
-                let Some(answer) = module.guard("get_users_for_states", call).await else {
-                    continue;
-                };
-                for (user, set) in answer {
-                    match merged.get_mut(&user) {
-                        Some(existing) => existing.extend(set),
-                        None => {
-                            merged.insert(user, set);
-                        }
+                module.guard("get_users_for_states", call)
+            })
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut merged = UsersForStates::new();
+        for answer in answers.into_iter().flatten() {
+            if merged.is_empty() {
+                // The common single-module case: take the answer whole.
+                merged = answer;
+                continue;
+            }
+            for (user, set) in answer {
+                match merged.get_mut(&user) {
+                    Some(existing) => existing.extend(set),
+                    None => {
+                        merged.insert(user, set);
                     }
                 }
             }
@@ -123,7 +136,9 @@ impl PresenceRouter {
         merged
     }
 
-    /// United `get_interested_users` answer: the first `All` wins.
+    /// United `get_interested_users` answer. Modules are asked one by one in
+    /// registration order; the first `All` wins and later modules are not
+    /// called (Synapse's rule, which is why this one is not concurrent).
     pub async fn get_interested_users(&self, user: &UserId) -> Interest {
         let mut union: HashSet<OwnedUserId> = HashSet::new();
         for module in self.modules.iter() {

@@ -169,3 +169,31 @@ fn a_module_registering_one_callback_refuses_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn slow_modules_are_asked_concurrently_for_states() {
+    fn slow(user: &'static str) -> Behaviour {
+        (
+            Arc::new(move |states: Arc<[PresenceState]>| {
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    Ok(HashMap::from([(
+                        uid(user),
+                        states.iter().cloned().collect(),
+                    )]))
+                }
+                .boxed()
+            }),
+            Arc::new(|_| futures::future::ready(Ok(Interest::None)).boxed()),
+        )
+    }
+    let router = load(vec![slow("@x:test"), slow("@y:test"), slow("@z:test")]);
+    let started = std::time::Instant::now();
+    let merged = router
+        .get_users_for_states(&[state("@a:test", Presence::Online)])
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(merged.len(), 3, "every answer arrives");
+    // One after another would take 900 ms.
+    assert!(waited < std::time::Duration::from_millis(800), "{waited:?}");
+}
