@@ -18,6 +18,9 @@
 //! - `state`: [`AppState`], shared by handlers; its channels report
 //!   membership changes and user activity to the presence engine driver.
 //! - `membership`, `activity`: the messages on those channels.
+//! - `presence` (+ `presence/*`): the driver around the presence engine
+//!   and router (locking, wake-ups, persistence, timers), presence storage,
+//!   the wire format and `rc_presence`.
 //! - `store` (+ `store/sqlite`): the storage trait and the SQLite backend
 //!   with embedded migrations.
 //! - `accounts`: user-ID rules, argon2 password hashes, sessions.
@@ -40,10 +43,12 @@ pub mod client_event;
 pub mod config;
 pub mod ids;
 pub mod membership;
+pub mod presence;
 pub mod rooms;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sync_rooms;
 pub mod telemetry;
 
 use std::future::Future;

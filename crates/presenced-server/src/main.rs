@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use presenced_server::config::{Config, EXAMPLE_CONFIG};
 use presenced_server::startup::{self, SecretOrigin};
-use presenced_server::{accounts, telemetry, StateReceivers};
+use presenced_server::{accounts, telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -179,7 +179,8 @@ async fn serve_async(config: Config) -> Result<(), String> {
         }
         SecretOrigin::Configured => {}
     }
-    drain(receivers);
+    // Membership changes and activity feed the presence driver.
+    drop(presenced_server::presence::feeds::spawn(&state, receivers));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -200,29 +201,16 @@ async fn serve_async(config: Config) -> Result<(), String> {
         done.map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
-    // Every store write is committed before its request answers, so there
-    // is nothing left to flush here.
+    // Every store write is committed before its request answers; presence
+    // timestamps that changed without a notification are written now.
+    match presenced_server::presence::store::SqlitePresenceStore::open(
+        &state.config.database_path(),
+    ) {
+        Ok(store) => state.presence.flush(&store),
+        Err(e) => tracing::error!("cannot flush presence: {e}"),
+    }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Until the presence engine driver consumes the channels, empty them so
-/// they do not grow without bound.
-fn drain(receivers: StateReceivers) {
-    let StateReceivers {
-        mut membership_rx,
-        mut activity_rx,
-    } = receivers;
-    tokio::spawn(async move {
-        while let Some(change) = membership_rx.recv().await {
-            tracing::debug!(room_id = %change.room_id, user_id = %change.user_id, membership = %change.membership, "membership change");
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(activity) = activity_rx.recv().await {
-            tracing::trace!(user_id = %activity.user, device_id = %activity.device, "user activity");
-        }
-    });
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

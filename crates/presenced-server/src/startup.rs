@@ -9,7 +9,7 @@ use crate::config::{Config, Secret};
 use crate::ids;
 use crate::state::{AppState, StateReceivers};
 use crate::store::sqlite::SqliteStore;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Name of the generated secret's file inside `data_dir`.
 pub const SECRET_FILE: &str = "registration_shared_secret";
@@ -25,6 +25,12 @@ pub enum StartupError {
         /// The cause.
         source: StoreError,
     },
+    /// A presence router module could not be loaded.
+    #[error("presence router modules: {0}")]
+    Modules(#[from] presenced_router::LoadError),
+    /// The presence store could not be opened.
+    #[error("presence store: {0}")]
+    PresenceStore(#[from] crate::presence::store::StoreFailure),
     /// The generated secret could not be read or written.
     #[error("registration secret file {path}: {source}")]
     Secret {
@@ -93,12 +99,24 @@ fn generate_secret(path: &Path) -> std::io::Result<(Secret, SecretOrigin)> {
     ))
 }
 
-/// Opens the store, settles the secret and builds the shared state.
+/// Opens the store, settles the secret, loads the presence router modules,
+/// starts the presence driver and builds the shared state. Must run inside
+/// a tokio runtime (the driver spawns its tasks).
 pub fn build_state(
     config: Config,
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
     let store = open_store(&config)?;
     let (secret, origin) = registration_secret(&config)?;
-    let (state, receivers) = AppState::new(config, Arc::new(store), Some(secret));
+    let joined = store
+        .joined_memberships()
+        .map_err(|source| StartupError::Database {
+            path: config.database_path(),
+            source,
+        })?
+        .into_iter()
+        .map(|row| (row.room_id, row.user_id))
+        .collect();
+    let presence = crate::presence::startup::start(&config, joined)?;
+    let (state, receivers) = AppState::new(config, Arc::new(store), Some(secret), presence);
     Ok((state, receivers, origin))
 }

@@ -11,6 +11,8 @@ use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
 use crate::membership::MembershipChange;
+use crate::presence::rate_limit::RateLimiter;
+use crate::presence::PresenceService;
 use crate::store::Store;
 #[cfg(doc)]
 use crate::store::StoreError;
@@ -35,6 +37,12 @@ pub struct AppState {
     pub registration_shared_secret: Option<Secret>,
     /// Nonces handed out by `GET /_synapse/admin/v1/register`.
     pub(crate) nonces: NonceCache,
+    /// The presence engine driver.
+    pub presence: PresenceService,
+    /// `rc_presence` for `PUT /presence`.
+    pub(crate) presence_put_limiter: RateLimiter,
+    /// `rc_presence` for presence-affecting syncs (its own bucket).
+    pub(crate) presence_sync_limiter: RateLimiter,
     /// Serialises membership changes, so "check the current membership, then
     /// write the new one" cannot interleave between two requests. One lock
     /// for all rooms is simple and plenty for membership traffic.
@@ -57,10 +65,16 @@ impl AppState {
         config: Config,
         store: Arc<dyn Store>,
         registration_shared_secret: Option<Secret>,
+        presence: PresenceService,
     ) -> (Arc<Self>, StateReceivers) {
         let (membership_tx, membership_rx) = unbounded_channel();
         let (activity_tx, activity_rx) = unbounded_channel();
+        let rc = &config.rc_presence.per_user;
+        let (per_second, burst) = (rc.per_second, rc.burst_count);
         let state = Self {
+            presence,
+            presence_put_limiter: RateLimiter::new(per_second, burst),
+            presence_sync_limiter: RateLimiter::new(per_second, burst),
             server_name: config.server_name.clone(),
             config: Arc::new(config),
             store,
@@ -77,6 +91,11 @@ impl AppState {
                 activity_rx,
             },
         )
+    }
+
+    /// `presence.enabled: false`: no presence at all.
+    pub fn presence_disabled(&self) -> bool {
+        self.config.presence_enabled() == crate::config::presence::PresenceEnabled::Disabled
     }
 
     /// Runs a store call on the blocking pool (SQLite calls block).

@@ -212,6 +212,8 @@ pub trait Store: Send + Sync + 'static {
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
     /// Every current membership row of a user (any membership).
     fn user_memberships(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRow>>;
+    /// Every current join of every room (to seed the presence engine).
+    fn joined_memberships(&self) -> StoreResult<Vec<MembershipRow>>;
 
     // --- what /sync needs ---------------------------------------------------
 

@@ -12,10 +12,12 @@ mod login;
 mod logout;
 mod members;
 mod membership;
+mod presence;
 mod push_rules;
 mod receipts;
 mod register;
 mod send;
+mod sync;
 mod typing;
 mod versions;
 
@@ -84,6 +86,11 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/user/{user_id}/filter/{filter_id}",
             get(filter::get_filter),
         ),
+        (
+            "/presence/{user_id}/status",
+            get(presence::get_status).put(presence::put_status),
+        ),
+        ("/sync", get(sync::get_sync)),
         ("/capabilities", get(capabilities::get_capabilities)),
         ("/pushrules/", get(push_rules::get_push_rules)),
         ("/pushrules", get(push_rules::get_push_rules)),

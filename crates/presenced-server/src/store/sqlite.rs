@@ -513,6 +513,16 @@ impl Store for SqliteStore {
         )
     }
 
+    fn joined_memberships(&self) -> StoreResult<Vec<MembershipRow>> {
+        let conn = self.conn()?;
+        query_memberships(
+            &conn,
+            "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
+             WHERE membership = 'join' ORDER BY stream",
+            [],
+        )
+    }
+
     fn max_stream(&self) -> StoreResult<i64> {
         let conn = self.conn()?;
         Ok(

@@ -60,6 +60,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&dir);
     tweak(&mut config);
     let (state, receivers, _) = startup::build_state(config).unwrap();
+    let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(presenced_server::run(

@@ -1,0 +1,181 @@
+//! `GET /_matrix/client/v3/sync`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::Json;
+use presenced_engine::{Presence, StreamPos};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::api::error::ApiError;
+use crate::api::extract::{AuthUser, MatrixQuery};
+use crate::presence::filter::PresenceFilter;
+use crate::presence::{now, wire, SyncRequest};
+use crate::state::AppState;
+use crate::sync_rooms;
+
+/// Longest long-poll we honour.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Room events do not wake a waiting sync yet: it looks again this often.
+const ROOM_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Deserialize)]
+pub(crate) struct SyncQuery {
+    since: Option<String>,
+    #[serde(default)]
+    timeout: Option<u64>,
+    set_presence: Option<String>,
+    #[serde(default)]
+    full_state: Option<bool>,
+    filter: Option<String>,
+}
+
+/// A sync token: `s{event stream}_{presence position}`.
+fn parse_token(token: &str) -> Result<(i64, StreamPos), ApiError> {
+    let bad = || ApiError::InvalidParam(format!("Invalid since token: {token}"));
+    let rest = token.strip_prefix('s').ok_or_else(bad)?;
+    let (events, presence) = rest.split_once('_').ok_or_else(bad)?;
+    Ok((
+        events.parse().map_err(|_| bad())?,
+        presence.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// GET /_matrix/client/v3/sync
+pub(crate) async fn get_sync(
+    State(state): State<Arc<AppState>>,
+    auth: AuthUser,
+    MatrixQuery(query): MatrixQuery<SyncQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = query.since.as_deref().map(parse_token).transpose()?;
+    let full_state = query.full_state.unwrap_or(false);
+    let set_presence = match query.set_presence.as_deref() {
+        None | Some("online") => Presence::Online,
+        Some("unavailable") => Presence::Unavailable,
+        Some("offline") => Presence::Offline,
+        Some(other) => {
+            return Err(ApiError::InvalidParam(format!(
+                "Unknown set_presence: {other}"
+            )))
+        }
+    };
+    let filter = match query.filter.as_deref() {
+        None => PresenceFilter::default(),
+        Some(f) if f.trim_start().starts_with('{') => {
+            let value: Value = serde_json::from_str(f)
+                .map_err(|e| ApiError::InvalidParam(format!("filter: {e}")))?;
+            PresenceFilter::from_filter(&value)
+        }
+        Some(id) => {
+            let (user, id) = (auth.user_id.clone(), id.to_owned());
+            let value = state
+                .db(move |s| s.filter(&user, &id))
+                .await?
+                .ok_or_else(|| ApiError::NotFound("No such filter".to_owned()))?;
+            PresenceFilter::from_filter(&value)
+        }
+    };
+    let timeout = Duration::from_millis(query.timeout.unwrap_or(0)).min(MAX_TIMEOUT);
+    let deadline = Instant::now() + timeout;
+
+    // A rate-limited sync is served; it just does not count for presence.
+    let affects_presence = set_presence != Presence::Offline
+        && state
+            .presence_sync_limiter
+            .take(&auth.user_id, Instant::now())
+            .is_ok();
+    let presence_wanted = !filter.blocks_all() && !state.presence_disabled();
+    let (ev_since, presence_since) = match (since, full_state) {
+        (Some((e, p)), false) => (Some(e), Some(p)),
+        (Some((e, _)), true) => (Some(e).filter(|_| false), None),
+        (None, _) => (None, None),
+    };
+    let include_offline =
+        presence_since.is_some() || state.config.presence.include_offline_users_on_sync;
+
+    loop {
+        let upto = state.db(|s| s.max_stream()).await?;
+        let rooms_ready = match ev_since {
+            None => true,
+            Some(e) => {
+                let user = auth.user_id.clone();
+                state
+                    .db(move |s| sync_rooms::rooms_changed(s, &user, e, upto))
+                    .await?
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let wait = if rooms_ready {
+            Duration::ZERO
+        } else {
+            remaining.min(ROOM_POLL)
+        };
+        let presence = if presence_wanted {
+            state
+                .presence
+                .sync(SyncRequest {
+                    user: &auth.user_id,
+                    device: Some(&auth.device_id),
+                    since: presence_since,
+                    set_presence: affects_presence.then_some(set_presence),
+                    include_offline,
+                    timeout: wait,
+                })
+                .await
+        } else {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            crate::presence::SyncPresence {
+                states: Vec::new(),
+                next: presence_since.unwrap_or_else(|| state.presence.position()),
+            }
+        };
+        let states = filter.apply(presence.states);
+        let done = rooms_ready || !states.is_empty() || Instant::now() >= deadline;
+        if !done {
+            continue;
+        }
+        let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
+        let rooms = state
+            .db(move |s| sync_rooms::rooms_section(s, &user, &device, ev_since, upto))
+            .await?;
+        let mut body = Map::new();
+        body.insert(
+            "next_batch".to_owned(),
+            json!(format!("s{upto}_{}", presence.next)),
+        );
+        body.insert("rooms".to_owned(), rooms);
+        if !states.is_empty() {
+            let now = now();
+            let events: Vec<Value> = states.iter().map(|s| wire::sync_event(s, now)).collect();
+            body.insert("presence".to_owned(), json!({ "events": events }));
+        }
+        body.insert("account_data".to_owned(), json!({"events": []}));
+        body.insert("to_device".to_owned(), json!({"events": []}));
+        body.insert(
+            "device_lists".to_owned(),
+            json!({"changed": [], "left": []}),
+        );
+        body.insert("device_one_time_keys_count".to_owned(), json!({}));
+        return Ok(Json(Value::Object(body)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_invalid_params() {
+        assert_eq!(parse_token("s12_34").unwrap(), (12, 34));
+        for bad in ["", "12_34", "s12", "sx_1", "s1_y"] {
+            assert!(
+                matches!(parse_token(bad), Err(ApiError::InvalidParam(_))),
+                "{bad}"
+            );
+        }
+    }
+}

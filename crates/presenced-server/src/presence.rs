@@ -1,0 +1,400 @@
+//! The presence driver: the engine behind a lock, the router, wake-ups of
+//! waiting syncs, persistence and the timer task.
+//!
+//! Handlers call [`PresenceService`] methods; each takes the lock, feeds one
+//! input to the engine with the current time, drains the engine's outputs
+//! and carries them out after releasing the lock (wake syncs, persist,
+//! ask the router, queue federation sends). No presence rule lives here.
+
+pub mod feeds;
+pub mod filter;
+pub mod rate_limit;
+pub mod startup;
+pub mod store;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use presenced_engine::{
+    Engine, EngineConfig, EngineStats, Interest, Membership, Output, Presence, PresenceState,
+    StreamPos, Timestamp, Visibility,
+};
+use presenced_router::{ModuleCommand, ModuleReason, PresenceRouter};
+use ruma_common::{DeviceId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
+use tokio::sync::{mpsc, Notify};
+
+use self::store::PresenceStore;
+
+/// The wall clock, read only here (the engine never reads it).
+pub fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Presence for the whole server; cheap to clone.
+#[derive(Clone)]
+pub struct PresenceService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Mutex<Engine>,
+    router: PresenceRouter,
+    /// One notifier per user with a waiting sync (all their devices).
+    waiters: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+    /// Poked when the next timer may have moved earlier.
+    timers_moved: Notify,
+    persist_tx: mpsc::UnboundedSender<Vec<(StreamPos, PresenceState)>>,
+    outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
+}
+
+/// What the sync handler gets.
+pub struct SyncPresence {
+    /// States to return.
+    pub states: Vec<PresenceState>,
+    /// The presence position for `next_batch`.
+    pub next: StreamPos,
+}
+
+/// A sync's presence request.
+pub struct SyncRequest<'a> {
+    /// The syncing user.
+    pub user: &'a UserId,
+    /// Their device.
+    pub device: Option<&'a DeviceId>,
+    /// Presence position of the `since` token (`None`: initial/full state).
+    pub since: Option<StreamPos>,
+    /// `set_presence` (`None` or offline: the sync does not touch presence).
+    pub set_presence: Option<Presence>,
+    /// Include offline users.
+    pub include_offline: bool,
+    /// How long to wait for presence if there is none yet.
+    pub timeout: Duration,
+}
+
+impl PresenceService {
+    /// Builds the engine from stored presence and current joined
+    /// memberships, and starts the timer and persistence tasks. Returns the
+    /// service and the queue of outgoing federation presence.
+    pub fn start(
+        config: EngineConfig,
+        server_name: OwnedServerName,
+        router: PresenceRouter,
+        store: Arc<dyn PresenceStore>,
+        joined: Vec<(ruma_common::OwnedRoomId, OwnedUserId)>,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
+    ) {
+        let stored = store.load().unwrap_or_else(|e| {
+            tracing::error!("could not load stored presence: {e}");
+            Vec::new()
+        });
+        let position = stored.iter().map(|(p, _)| *p).max().unwrap_or(0);
+        let config = EngineConfig {
+            routing: router.has_modules(),
+            ..config
+        };
+        let mut engine = Engine::new(config, server_name, position);
+        engine.restore(stored);
+        let now = now();
+        for (room, user) in &joined {
+            engine.handle_membership(now, room, user, Membership::Join);
+        }
+        // Start-up joins produce nothing anyone is waiting for.
+        while engine.poll_output().is_some() {}
+        let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+        let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
+        let service = Self {
+            inner: Arc::new(Inner {
+                engine: Mutex::new(engine),
+                router,
+                waiters: Mutex::new(HashMap::new()),
+                timers_moved: Notify::new(),
+                persist_tx,
+                outbound_tx,
+            }),
+        };
+        tokio::spawn(persist_task(store, persist_rx));
+        tokio::spawn(service.clone().timer_task());
+        (service, outbound_rx)
+    }
+
+    /// Runs one engine input and carries out what it asks for.
+    fn drive<R>(&self, input: impl FnOnce(&mut Engine, Timestamp) -> R) -> R {
+        let (result, outputs) = {
+            let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let result = input(&mut engine, now());
+            let mut outputs = Vec::new();
+            while let Some(output) = engine.poll_output() {
+                outputs.push(output);
+            }
+            (result, outputs)
+        };
+        self.dispatch(outputs);
+        self.inner.timers_moved.notify_one();
+        result
+    }
+
+    fn dispatch(&self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Persist(states) => {
+                    let _ = self.inner.persist_tx.send(states);
+                }
+                Output::Wake(users) => {
+                    let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                    for user in users {
+                        if let Some(notify) = waiters.get(&user) {
+                            notify.notify_waiters();
+                        }
+                    }
+                }
+                Output::Route { batch, states } => {
+                    // Router answers arrive later; presence keeps flowing.
+                    let service = self.clone();
+                    tokio::spawn(async move {
+                        let answer = service.inner.router.get_users_for_states(&states).await;
+                        service.drive(|engine, now| engine.handle_route_answer(now, batch, answer));
+                    });
+                }
+                Output::Send {
+                    destination,
+                    states,
+                } => {
+                    let _ = self.inner.outbound_tx.send((destination, states));
+                }
+            }
+        }
+    }
+
+    async fn timer_task(self) {
+        loop {
+            let next = self
+                .inner
+                .engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .poll_timeout();
+            let sleep = match next {
+                Some(at) => Duration::from_millis(at.0.saturating_sub(now().0)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {
+                    // Read the clock again rather than trusting the sleep.
+                    self.drive(|engine, now| engine.handle_timeout(now));
+                }
+                () = self.inner.timers_moved.notified() => {}
+            }
+        }
+    }
+
+    /// The presence router.
+    pub fn router(&self) -> &PresenceRouter {
+        &self.inner.router
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub fn set_presence(
+        &self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        presence: Presence,
+        status_msg: Option<&str>,
+    ) {
+        self.drive(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
+    }
+
+    /// A user did something that counts as activity.
+    pub fn activity(&self, user: &UserId, device: Option<&DeviceId>) {
+        self.drive(|e, now| e.handle_activity(now, user, device));
+    }
+
+    /// A joined/left membership change (invites do not count).
+    pub fn membership(&self, room: &RoomId, user: &UserId, membership: Membership) {
+        self.drive(|e, now| e.handle_membership(now, room, user, membership));
+    }
+
+    /// The account was deactivated.
+    pub fn deactivate(&self, user: &UserId) {
+        self.drive(|e, now| e.handle_deactivate(now, user));
+    }
+
+    /// A module API call.
+    pub fn module_command(&self, command: ModuleCommand) {
+        match command {
+            ModuleCommand::SendLocalOnlinePresenceTo(users) => {
+                self.drive(|e, now| e.send_local_online_presence_to(now, &users));
+            }
+            ModuleCommand::SetPresenceForUsers(users) => {
+                self.drive(|e, now| e.set_presence_for_users(now, users));
+            }
+        }
+    }
+
+    /// Presence learnt from a remote server.
+    pub fn remote_presence(
+        &self,
+        origin: &ServerName,
+        entries: Vec<presenced_engine::RemotePresence>,
+    ) -> usize {
+        self.drive(|e, now| e.handle_remote_presence(now, origin, entries))
+    }
+
+    /// The router's interest for a local user (empty when no module).
+    pub async fn interest(&self, user: &UserId) -> Interest {
+        if self.inner.router.has_modules() {
+            self.inner.router.get_interested_users(user).await
+        } else {
+            Interest::None
+        }
+    }
+
+    /// `GET /presence/{userId}/status`: the target's state if the observer
+    /// may see it (routing counts, W4).
+    pub async fn get_presence(&self, observer: &UserId, target: &UserId) -> Option<PresenceState> {
+        let interest = if observer == target {
+            Interest::None
+        } else {
+            self.interest(observer).await
+        };
+        let engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+        engine
+            .can_see(observer, target, &interest)
+            .then(|| engine.presence(target))
+    }
+
+    /// Room reasons `observer` may see `target` (admin explanation).
+    pub fn explain_rooms(&self, observer: &UserId, target: &UserId) -> Visibility {
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .explain(observer, target)
+    }
+
+    /// Module reasons (admin explanation).
+    pub async fn explain_modules(&self, observer: &UserId, target: &UserId) -> Vec<ModuleReason> {
+        self.inner.router.explain(observer, target).await
+    }
+
+    /// The full engine state of a user (admin).
+    pub fn state_of(
+        &self,
+        user: &UserId,
+    ) -> (PresenceState, Vec<presenced_engine::machine::DeviceState>) {
+        let engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+        (engine.presence(user), engine.devices_of(user).to_vec())
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> EngineStats {
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats()
+    }
+
+    /// The current presence stream position.
+    pub fn position(&self) -> StreamPos {
+        self.inner
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .position()
+    }
+
+    /// The presence section of a sync: marks the device as syncing (if
+    /// `set_presence` says so), returns what the user may see, and waits up
+    /// to `timeout` for something if there is nothing yet.
+    pub async fn sync(&self, request: SyncRequest<'_>) -> SyncPresence {
+        let SyncRequest {
+            user,
+            device,
+            since,
+            set_presence,
+            include_offline,
+            timeout,
+        } = request;
+        let interest = self.interest(user).await;
+        let counted = match set_presence {
+            Some(p) => self.drive(|e, now| e.handle_sync_start(now, user, device, p)),
+            None => false,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let notify = {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            waiters.entry(user.to_owned()).or_default().clone()
+        };
+        let result = loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a wake-up between the look and
+            // the wait is not lost.
+            notified.as_mut().enable();
+            let view = {
+                let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+                let view = engine.sync_view(user, since, include_offline, &interest);
+                let found = SyncPresence {
+                    states: view.states.into_iter().cloned().collect(),
+                    next: view.next,
+                };
+                if found.states.is_empty() && tokio::time::Instant::now() < deadline {
+                    engine.wait_for_presence(user);
+                }
+                found
+            };
+            if !view.states.is_empty() || tokio::time::Instant::now() >= deadline {
+                break view;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.inner
+                    .engine
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cancel_wait(user);
+            }
+        };
+        if counted {
+            self.drive(|e, now| e.handle_sync_end(now, user, device));
+        }
+        result
+    }
+
+    /// Writes every state (timestamps that changed without a notification
+    /// included) before shutdown.
+    pub fn flush(&self, store: &dyn PresenceStore) {
+        let engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let states: Vec<_> = engine.states().cloned().collect();
+        drop(engine);
+        if let Err(e) = store.save_quiet(&states) {
+            tracing::error!("flushing presence at shutdown failed: {e}");
+        }
+    }
+}
+
+async fn persist_task(
+    store: Arc<dyn PresenceStore>,
+    mut rx: mpsc::UnboundedReceiver<Vec<(StreamPos, PresenceState)>>,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        // Whatever queued up meanwhile goes in the same transaction.
+        while let Ok(more) = rx.try_recv() {
+            batch.extend(more);
+        }
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.persist(&batch)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("persisting presence failed: {e}"),
+            Err(e) => tracing::error!("persisting presence panicked: {e}"),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Config → a running presence driver: engine settings, router modules,
+//! presence storage, and the tasks that apply module commands and carry
+//! outgoing federation presence.
+
+use std::sync::Arc;
+
+use presenced_engine::{EngineConfig, Tracking};
+use presenced_router::{command_channel, ModuleEntry, ModuleRegistry};
+use ruma_common::{OwnedRoomId, OwnedUserId};
+
+use super::store::SqlitePresenceStore;
+use super::PresenceService;
+use crate::config::presence::PresenceEnabled;
+use crate::config::Config;
+use crate::startup::StartupError;
+
+/// The engine's settings from the config file.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    let p = &config.presence;
+    EngineConfig {
+        tracking: match config.presence_enabled() {
+            PresenceEnabled::Enabled => Tracking::Enabled,
+            PresenceEnabled::Untracked => Tracking::Untracked,
+            PresenceEnabled::Disabled => Tracking::Disabled,
+        },
+        last_active_granularity: p.last_active_granularity,
+        sync_online_timeout: p.sync_online_timeout,
+        idle_timeout: p.idle_timeout,
+        max_room_size: p.max_room_size,
+        exclude_rooms_from_presence: config.exclude_rooms_from_presence.iter().cloned().collect(),
+        ..EngineConfig::default()
+    }
+}
+
+/// Loads the modules and starts the driver over the stored presence and
+/// the current joined memberships.
+pub fn start(
+    config: &Config,
+    joined: Vec<(OwnedRoomId, OwnedUserId)>,
+) -> Result<PresenceService, StartupError> {
+    let (commands_tx, mut commands_rx) = command_channel();
+    let entries: Vec<ModuleEntry> = config
+        .router_modules()
+        .into_iter()
+        .map(|m| ModuleEntry::new(m.module, m.config))
+        .collect();
+    let router =
+        ModuleRegistry::default().load(&entries, config.server_name.clone(), commands_tx, None)?;
+    let store = Arc::new(SqlitePresenceStore::open(&config.database_path())?);
+    let (service, mut outbound) = PresenceService::start(
+        engine_config(config),
+        config.server_name.clone(),
+        router,
+        store,
+        joined,
+    );
+    let for_commands = service.clone();
+    tokio::spawn(async move {
+        while let Some(command) = commands_rx.recv().await {
+            for_commands.module_command(command);
+        }
+    });
+    tokio::spawn(async move {
+        // Federation sending is not built yet: outgoing presence is logged.
+        while let Some((destination, states)) = outbound.recv().await {
+            tracing::debug!(%destination, states = states.len(), "presence for a remote server (federation not enabled)");
+        }
+    });
+    Ok(service)
+}

@@ -1,0 +1,170 @@
+//! Where presence is stored: the latest notified state of each user, with
+//! its stream position, so a restart resumes the stream and the states.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use presenced_engine::{Presence, PresenceState, StreamPos, Timestamp};
+use ruma_common::OwnedUserId;
+use rusqlite::{params, Connection};
+
+/// Storage for presence; the SQLite implementation is the default, a
+/// PostgreSQL one can implement the same trait.
+pub trait PresenceStore: Send + Sync {
+    /// Stores notified states at their positions (latest per user wins).
+    fn persist(&self, states: &[(StreamPos, PresenceState)]) -> Result<(), StoreFailure>;
+    /// Stores states that changed without a notification (timestamps), at
+    /// shutdown: their stream positions stay as they were.
+    fn save_quiet(&self, states: &[PresenceState]) -> Result<(), StoreFailure>;
+    /// Every stored state with its position.
+    fn load(&self) -> Result<Vec<(StreamPos, PresenceState)>, StoreFailure>;
+}
+
+/// A storage failure (logged by the driver; presence keeps flowing).
+#[derive(Debug, thiserror::Error)]
+#[error("presence store: {0}")]
+pub struct StoreFailure(String);
+
+/// Presence in an SQLite database (its own connection, its own table).
+pub struct SqlitePresenceStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqlitePresenceStore {
+    /// Opens (and creates if needed) the presence table in the database file.
+    pub fn open(path: &Path) -> Result<Self, StoreFailure> {
+        let conn = Connection::open(path).map_err(fail)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS presence_userid_state (
+                 user_id TEXT PRIMARY KEY,
+                 stream_pos INTEGER NOT NULL,
+                 presence TEXT NOT NULL,
+                 last_active_ts INTEGER NOT NULL,
+                 last_federation_update_ts INTEGER NOT NULL,
+                 last_user_sync_ts INTEGER NOT NULL,
+                 status_msg TEXT,
+                 currently_active INTEGER NOT NULL
+             );",
+        )
+        .map_err(fail)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> StoreFailure {
+    StoreFailure(e.to_string())
+}
+
+impl PresenceStore for SqlitePresenceStore {
+    fn persist(&self, states: &[(StreamPos, PresenceState)]) -> Result<(), StoreFailure> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(fail)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO presence_userid_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(user_id) DO UPDATE SET stream_pos = excluded.stream_pos,
+                       presence = excluded.presence, last_active_ts = excluded.last_active_ts,
+                       last_federation_update_ts = excluded.last_federation_update_ts,
+                       last_user_sync_ts = excluded.last_user_sync_ts,
+                       status_msg = excluded.status_msg, currently_active = excluded.currently_active
+                     WHERE excluded.stream_pos >= presence_userid_state.stream_pos",
+                )
+                .map_err(fail)?;
+            for (pos, s) in states {
+                upsert
+                    .execute(params![
+                        s.user_id.as_str(),
+                        *pos as i64,
+                        s.presence.as_str(),
+                        s.last_active_ts.0 as i64,
+                        s.last_federation_update_ts.0 as i64,
+                        s.last_user_sync_ts.0 as i64,
+                        s.status_msg.as_deref(),
+                        s.currently_active,
+                    ])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn save_quiet(&self, states: &[PresenceState]) -> Result<(), StoreFailure> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(fail)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO presence_userid_state VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(user_id) DO UPDATE SET
+                       presence = excluded.presence, last_active_ts = excluded.last_active_ts,
+                       last_federation_update_ts = excluded.last_federation_update_ts,
+                       last_user_sync_ts = excluded.last_user_sync_ts,
+                       status_msg = excluded.status_msg, currently_active = excluded.currently_active",
+                )
+                .map_err(fail)?;
+            for s in states {
+                upsert
+                    .execute(params![
+                        s.user_id.as_str(),
+                        s.presence.as_str(),
+                        s.last_active_ts.0 as i64,
+                        s.last_federation_update_ts.0 as i64,
+                        s.last_user_sync_ts.0 as i64,
+                        s.status_msg.as_deref(),
+                        s.currently_active,
+                    ])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn load(&self) -> Result<Vec<(StreamPos, PresenceState)>, StoreFailure> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut query = conn
+            .prepare("SELECT user_id, stream_pos, presence, last_active_ts, last_federation_update_ts, last_user_sync_ts, status_msg, currently_active FROM presence_userid_state ORDER BY stream_pos")
+            .map_err(fail)?;
+        let rows = query
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    [
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ],
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })
+            .map_err(fail)?;
+        let mut states = Vec::new();
+        for row in rows {
+            let (user, pos, presence, ts, msg, active) = row.map_err(fail)?;
+            // A bad row is logged and skipped, never a panic.
+            let (Ok(user_id), Some(presence)) = (
+                OwnedUserId::try_from(user.as_str()),
+                Presence::parse(&presence),
+            ) else {
+                tracing::warn!(%user, "skipping unreadable stored presence row");
+                continue;
+            };
+            let mut state = PresenceState::new(user_id);
+            state.presence = presence;
+            state.last_active_ts = Timestamp(ts[0] as u64);
+            state.last_federation_update_ts = Timestamp(ts[1] as u64);
+            state.last_user_sync_ts = Timestamp(ts[2] as u64);
+            state.status_msg = presenced_engine::presence::status_msg(msg.as_deref());
+            state.currently_active = active;
+            states.push((pos as StreamPos, state));
+        }
+        Ok(states)
+    }
+}
