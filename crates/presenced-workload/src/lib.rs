@@ -97,7 +97,7 @@ impl Layout {
             .map(|i| format!("@observer{i}:{server}"))
             .collect();
         let mut rooms = Vec::new();
-        let mut room = |members: Vec<u32>, rooms: &mut Vec<Room>| {
+        let room = |members: Vec<u32>, rooms: &mut Vec<Room>| {
             let id = format!("!r{}:{server}", rooms.len());
             rooms.push(Room { id, members });
         };
