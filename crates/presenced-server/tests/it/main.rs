@@ -8,5 +8,6 @@ mod cli;
 mod config;
 mod errors;
 mod helpers;
+mod presence;
 mod rooms;
 mod store;

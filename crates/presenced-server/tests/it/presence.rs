@@ -1,0 +1,378 @@
+//! Presence over HTTP: PUT/GET, visibility, `/sync` (initial, incremental,
+//! long-poll wake-ups), `rc_presence`, routing by a built-in router.
+
+use std::time::{Duration, Instant};
+
+use presenced_server::config::presence::ModuleConfig;
+use presenced_server::config::Config;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, enc, spawn_app_with, TestApp, User};
+
+fn generous(config: &mut Config) {
+    config.rc_presence.per_user.per_second = 1000.0;
+    config.rc_presence.per_user.burst_count = 1000.0;
+}
+
+async fn app() -> TestApp {
+    spawn_app_with(generous).await
+}
+
+async fn put_presence(app: &TestApp, user: &User, body: Value) -> (StatusCode, Value) {
+    app.put(
+        &format!("/_matrix/client/v3/presence/{}/status", enc(&user.user_id)),
+        Some(&user.token),
+        body,
+    )
+    .await
+}
+
+async fn get_presence(app: &TestApp, who: &User, target: &str) -> (StatusCode, Value) {
+    app.get(
+        &format!("/_matrix/client/v3/presence/{}/status", enc(target)),
+        Some(&who.token),
+    )
+    .await
+}
+
+async fn shared_room(app: &TestApp, a: &User, b: &User) -> String {
+    let (status, body) = app
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&a.token),
+            json!({"invite": [b.user_id]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+            Some(&b.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    room
+}
+
+async fn sync(app: &TestApp, user: &User, query: &str) -> Value {
+    let (status, body) = app
+        .get(
+            &format!("/_matrix/client/v3/sync?{query}"),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The presence events of a sync response, by sender.
+fn presence_of(body: &Value, sender: &str) -> Option<Value> {
+    body["presence"]["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["sender"] == sender)
+        .map(|e| e["content"].clone())
+}
+
+/// Waits (bounded) until a condition on fresh data holds.
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "condition not met within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn put_then_get_own_presence() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let resp = put_presence(
+        &app,
+        &alice,
+        json!({"presence": "online", "status_msg": "hello"}),
+    )
+    .await;
+    assert_eq!(resp.0, StatusCode::OK, "{}", resp.1);
+    let (status, body) = get_presence(&app, &alice, &alice.user_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["presence"], "online");
+    assert_eq!(body["status_msg"], "hello");
+    assert_eq!(body["currently_active"], true);
+    assert!(body["last_active_ago"].as_u64().unwrap() < 5_000);
+    assert!(body.get("user_id").is_none());
+
+    // An explicit null clears the message, like leaving it out.
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "org.matrix.msc3026.busy", "status_msg": null}),
+    )
+    .await;
+    let (_, body) = get_presence(&app, &alice, &alice.user_id).await;
+    assert_eq!(body["presence"], "org.matrix.msc3026.busy");
+    assert!(body.get("status_msg").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn bad_presence_requests_get_clear_errors_and_change_nothing() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "online", "status_msg": "kept"}),
+    )
+    .await;
+    assert_error(
+        &put_presence(&app, &alice, json!({"presence": "here"})).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &put_presence(&app, &alice, json!({"presence": "online", "mood": "x"})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &put_presence(&app, &alice, json!({"presence": "online", "status_msg": 3})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    assert_error(
+        &put_presence(&app, &alice, json!({"status_msg": "no state"})).await,
+        400,
+        "M_BAD_JSON",
+    );
+    let other = app
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id)),
+            Some(&alice.token),
+            json!({"presence": "offline"}),
+        )
+        .await;
+    assert_error(&other, 403, "M_FORBIDDEN");
+    let (_, body) = get_presence(&app, &alice, &alice.user_id).await;
+    assert_eq!(
+        (body["presence"].clone(), body["status_msg"].clone()),
+        (json!("online"), json!("kept"))
+    );
+}
+
+#[tokio::test]
+async fn get_visibility_follows_shared_rooms() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    put_presence(&app, &alice, json!({"presence": "unavailable"})).await;
+    assert_error(
+        &get_presence(&app, &bob, &alice.user_id).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert_error(
+        &get_presence(&app, &bob, "@nobody:test.local").await,
+        404,
+        "M_NOT_FOUND",
+    );
+    shared_room(&app, &alice, &bob).await;
+    eventually(|| async { get_presence(&app, &bob, &alice.user_id).await.0 == StatusCode::OK })
+        .await;
+    assert_eq!(
+        get_presence(&app, &bob, &alice.user_id).await.1["presence"],
+        "unavailable"
+    );
+    assert_error(
+        &get_presence(&app, &carol, &alice.user_id).await,
+        403,
+        "M_FORBIDDEN",
+    );
+}
+
+#[tokio::test]
+async fn sync_shows_co_members_presence_and_long_polls_wake_up() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    shared_room(&app, &alice, &bob).await;
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "online", "status_msg": "first"}),
+    )
+    .await;
+
+    // Initial sync (not touching bob's own presence) sees alice.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let next = loop {
+        let body = sync(&app, &bob, "set_presence=offline").await;
+        if presence_of(&body, &alice.user_id).is_some_and(|c| c["status_msg"] == "first") {
+            break body["next_batch"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "bob never saw alice: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let initial = sync(&app, &bob, "set_presence=offline").await;
+    assert!(
+        presence_of(&initial, &bob.user_id).is_none(),
+        "offline users are left out of initial syncs"
+    );
+
+    // Nothing new: an incremental sync with timeout 0 has no presence.
+    let body = sync(
+        &app,
+        &bob,
+        &format!("set_presence=offline&since={next}&timeout=0"),
+    )
+    .await;
+    assert!(body.get("presence").is_none(), "{body}");
+    let next = body["next_batch"].as_str().unwrap().to_owned();
+
+    // A long-poll is woken by alice's change, well before its timeout.
+    let waiter = {
+        let (base, token, next) = (app.base.clone(), bob.token.clone(), next.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let body: Value = reqwest::Client::new()
+                .get(format!(
+                    "{base}/_matrix/client/v3/sync?set_presence=offline&timeout=10000&since={next}"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (started.elapsed(), body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "unavailable", "status_msg": "second"}),
+    )
+    .await;
+    let (waited, body) = waiter.await.unwrap();
+    assert!(waited < Duration::from_secs(5), "woken after {waited:?}");
+    let alice_now = presence_of(&body, &alice.user_id).expect("alice's change");
+    assert_eq!(alice_now["presence"], "unavailable");
+    assert_eq!(alice_now["status_msg"], "second");
+    assert!(
+        alice_now.get("currently_active").is_none(),
+        "only shown for online users"
+    );
+}
+
+#[tokio::test]
+async fn syncing_sets_presence_and_filters_can_disable_it() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    shared_room(&app, &alice, &bob).await;
+    sync(&app, &alice, "set_presence=online&timeout=0").await;
+    let (_, body) = get_presence(&app, &bob, &alice.user_id).await;
+    assert_eq!(body["presence"], "online");
+    let filter = enc(r#"{"presence":{"not_types":["*"]}}"#);
+    eventually(|| async {
+        presence_of(
+            &sync(&app, &bob, "set_presence=offline").await,
+            &alice.user_id,
+        )
+        .is_some()
+    })
+    .await;
+    let body = sync(&app, &bob, &format!("set_presence=offline&filter={filter}")).await;
+    assert!(body.get("presence").is_none(), "{body}");
+    let bad = app
+        .get(
+            "/_matrix/client/v3/sync?set_presence=away",
+            Some(&bob.token),
+        )
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
+    let bad = app
+        .get("/_matrix/client/v3/sync?since=garbage", Some(&bob.token))
+        .await;
+    assert_error(&bad, 400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn rc_presence_limits_puts_with_retry_after() {
+    let app = spawn_app_with(|c| {
+        c.rc_presence.per_user.per_second = 0.1;
+        c.rc_presence.per_user.burst_count = 1.0;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    assert_eq!(
+        put_presence(&app, &alice, json!({"presence": "online"}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let limited = put_presence(&app, &alice, json!({"presence": "unavailable"})).await;
+    assert_error(&limited, 429, "M_LIMIT_EXCEEDED");
+    let retry = limited.1["retry_after_ms"].as_u64().unwrap();
+    assert!((9_000..=10_000).contains(&retry), "{retry}");
+    let (_, body) = get_presence(&app, &alice, &alice.user_id).await;
+    assert_eq!(
+        body["presence"], "online",
+        "the limited call changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn static_routes_show_presence_without_a_shared_room() {
+    let app = spawn_app_with(|c| {
+        generous(c);
+        c.modules.push(ModuleConfig {
+            module: "presenced.routers.StaticRoutes".to_owned(),
+            config: json!({"routes": [{"receiver": "@carol:test.local", "senders": ["@alice:test.local"]}]}),
+        });
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let carol = app.register("carol").await;
+    let dave = app.register("dave").await;
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "online", "status_msg": "routed"}),
+    )
+    .await;
+    // Carol may GET alice's presence (routing counts, W4) and sees it in sync.
+    assert_eq!(
+        get_presence(&app, &carol, &alice.user_id).await.1["status_msg"],
+        "routed"
+    );
+    eventually(|| async {
+        presence_of(
+            &sync(&app, &carol, "set_presence=offline").await,
+            &alice.user_id,
+        )
+        .is_some()
+    })
+    .await;
+    // Dave is not routed.
+    assert_error(
+        &get_presence(&app, &dave, &alice.user_id).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(presence_of(
+        &sync(&app, &dave, "set_presence=offline").await,
+        &alice.user_id
+    )
+    .is_none());
+}
