@@ -10,25 +10,19 @@ use ruma_common::{OwnedRoomId, ServerName};
 
 use crate::rooms::RoomTable;
 use crate::users::{RoomIdx, UserIdx, UserTable};
-use crate::{EngineConfig, Interest};
+use crate::Interest;
 
 /// A read-only view of the tables the rule needs.
 #[derive(Clone, Copy)]
 pub(crate) struct Audience<'a> {
     pub(crate) users: &'a UserTable,
     pub(crate) rooms: &'a RoomTable,
-    pub(crate) config: &'a EngineConfig,
 }
 
 impl Audience<'_> {
     /// Whether a room, on its own, makes its members see each other.
     pub(crate) fn eligible(&self, room: RoomIdx) -> bool {
-        let room = self.rooms.get(room);
-        !room.excluded
-            && self
-                .config
-                .max_room_size
-                .is_none_or(|max| room.members.len() <= max)
+        self.rooms.eligible(room)
     }
 
     /// Eligible rooms both users are joined to (room lists are sorted).
@@ -89,7 +83,10 @@ impl Audience<'_> {
         except: RoomIdx,
     ) -> bool {
         self.users.get(user).rooms.iter().any(|&room| {
-            room != except && self.eligible(room) && self.rooms.get(room).has_server(server)
+            room != except
+                && self.eligible(room)
+                && self.rooms.has_remote(room)
+                && self.rooms.get(room).has_server(server)
         })
     }
 

@@ -173,7 +173,6 @@ impl Engine {
         Audience {
             users: &self.users,
             rooms: &self.rooms,
-            config: &self.config,
         }
     }
 
@@ -494,8 +493,10 @@ impl Engine {
     /// Adds a change to the logs of the user's large rooms.
     fn record_in_room_logs(&mut self, u: UserIdx, pos: StreamPos) {
         for &r in &self.users.get(u).rooms {
-            if let Some(log) = self.rooms.get_mut(r).log_mut() {
-                log.push(pos, u);
+            if self.rooms.is_large(r) {
+                if let Some(log) = self.rooms.get_mut(r).log_mut() {
+                    log.push(pos, u);
+                }
             }
         }
     }

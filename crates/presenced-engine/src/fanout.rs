@@ -29,7 +29,11 @@ impl Engine {
         slot.wait_gen = slot.wait_gen.wrapping_add(1);
         let entry = (u, slot.wait_gen);
         for i in 0..self.users.get(u).rooms.len() {
-            let room = self.rooms.get_mut(self.users.get(u).rooms[i]);
+            let r = self.users.get(u).rooms[i];
+            if !self.rooms.is_large(r) {
+                continue; // small rooms check their members' waiting bits
+            }
+            let room = self.rooms.get_mut(r);
             let members = room.members.len();
             let Some(waiters) = room.waiters_mut() else {
                 continue; // small rooms check their members' waiting bits
@@ -145,10 +149,10 @@ impl Engine {
                 if !self.audience().eligible(room) {
                     continue;
                 }
-                if notify {
+                if notify && self.rooms.waiting(room) > 0 {
                     self.wake_room(room, &mut woken);
                 }
-                if is_local && federate {
+                if is_local && federate && self.rooms.has_remote(room) {
                     for server in self.rooms.get(room).servers() {
                         push_send(&mut sends, server, u);
                     }
@@ -232,12 +236,7 @@ impl Engine {
         let was = self.users.set_waiting(u, waiting);
         if was != waiting {
             for &r in &self.users.get(u).rooms {
-                let count = &mut self.rooms.get_mut(r).waiting_members;
-                *count = if waiting {
-                    *count + 1
-                } else {
-                    count.saturating_sub(1)
-                };
+                self.rooms.add_waiting(r, waiting);
             }
         }
         was
@@ -251,10 +250,10 @@ impl Engine {
 
     /// Wakes the waiting syncs of a room's members.
     pub(crate) fn wake_room(&mut self, r: crate::users::RoomIdx, woken: &mut Vec<UserIdx>) {
-        let room = self.rooms.get_mut(r);
-        if room.waiting_members == 0 {
+        if self.rooms.waiting(r) == 0 {
             return;
         }
+        let room = self.rooms.get_mut(r);
         let candidates: Vec<UserIdx> = match room.waiters_mut() {
             Some(waiters) => {
                 let users = &self.users;

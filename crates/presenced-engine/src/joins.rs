@@ -48,11 +48,13 @@ impl Engine {
             return; // already joined
         };
         slot.rooms.insert(at, r);
-        let waiting = u32::from(self.users.is_waiting(u));
-        let room_entry = self.rooms.get_mut(r);
-        room_entry.waiting_members += waiting;
-        room_entry.members.push(u);
-        let new_server = !is_local && room_entry.add_server(user.server_name());
+        let waiting = self.users.is_waiting(u);
+        self.rooms.get_mut(r).members.push(u);
+        if waiting {
+            self.rooms.add_waiting(r, true);
+        }
+        self.rooms.resized(r, self.config.max_room_size);
+        let new_server = !is_local && self.rooms.add_server(r, user.server_name());
         if !self.audience().eligible(r) {
             return;
         }
@@ -62,7 +64,7 @@ impl Engine {
         // room's waiting syncs (and the joiner's) are woken.
         let at = self.log.mark();
         self.joins.push(at, (r, u));
-        if self.rooms.get_mut(r).grow_log(at) {
+        if self.rooms.grow_log(r, at) {
             // Members already waiting move to the new waiter list.
             let waiting: Vec<_> = (self.rooms.get(r).members.iter())
                 .filter(|&&m| self.users.is_waiting(m))
@@ -130,17 +132,19 @@ impl Engine {
         };
         slot.rooms.remove(at);
         let is_local = slot.is_local;
-        let waiting = u32::from(self.users.is_waiting(u));
+        if self.users.is_waiting(u) {
+            self.rooms.add_waiting(r, false);
+        }
         let room_entry = self.rooms.get_mut(r);
-        room_entry.waiting_members = room_entry.waiting_members.saturating_sub(waiting);
         if let Some(pos) = room_entry.members.iter().position(|&m| m == u) {
             room_entry.members.remove(pos);
-        }
-        if !is_local {
-            room_entry.remove_server(user.server_name());
         }
         if let Some(log) = room_entry.log_mut() {
             log.forget(u);
         }
+        if !is_local {
+            self.rooms.remove_server(r, user.server_name());
+        }
+        self.rooms.resized(r, self.config.max_room_size);
     }
 }

@@ -17,11 +17,6 @@ use crate::users::{RoomIdx, UserIdx};
 pub(crate) struct Room {
     /// Joined members, local and remote, in join order.
     pub(crate) members: SmallVec<[UserIdx; 4]>,
-    /// Listed in `exclude_rooms_from_presence`.
-    pub(crate) excluded: bool,
-    /// Members with a sync waiting; fan-out skips rooms where it is zero
-    /// without reading their member lists.
-    pub(crate) waiting_members: u32,
     extra: Option<Box<RoomExtra>>,
 }
 
@@ -56,7 +51,7 @@ impl Room {
         self.servers().any(|s| s == server)
     }
 
-    pub(crate) fn add_server(&mut self, server: &ServerName) -> bool {
+    fn add_server(&mut self, server: &ServerName) -> bool {
         let servers = &mut self.extra.get_or_insert_with(Default::default).servers;
         if let Some(entry) = servers.iter_mut().find(|(s, _)| s == server) {
             entry.1 += 1;
@@ -67,7 +62,7 @@ impl Room {
         }
     }
 
-    pub(crate) fn remove_server(&mut self, server: &ServerName) {
+    fn remove_server(&mut self, server: &ServerName) {
         if let Some(extra) = &mut self.extra {
             if let Some(pos) = extra.servers.iter().position(|(s, _)| s == server) {
                 extra.servers[pos].1 -= 1;
@@ -85,7 +80,7 @@ impl Room {
 
     /// Starts the room's change log once it is large; it is complete only
     /// for changes after `now_pos`. Returns whether it just became large.
-    pub(crate) fn grow_log(&mut self, now_pos: StreamPos) -> bool {
+    fn grow_log(&mut self, now_pos: StreamPos) -> bool {
         if !self.is_large() && self.members.len() > LARGE_ROOM {
             self.extra.get_or_insert_with(Default::default).log =
                 Some(RecentLog::new(ROOM_LOG_CAPACITY, now_pos));
@@ -121,10 +116,31 @@ impl Room {
     }
 }
 
+/// The per-room facts on the hot path.
+#[derive(Clone, Copy, Debug, Default)]
+struct RoomHot {
+    /// Members with a sync waiting.
+    waiting: u32,
+    flags: u8,
+}
+
+/// Listed in `exclude_rooms_from_presence`.
+const EXCLUDED: u8 = 1;
+/// More joined members than `max_room_size`.
+const OVERSIZED: u8 = 2;
+/// Keeps its own change log and waiter list.
+const LARGE: u8 = 4;
+/// Has remote members.
+const REMOTE: u8 = 8;
+
 /// All rooms by index, with a hash index from room id.
 #[derive(Debug, Default)]
 pub(crate) struct RoomTable {
     rooms: Vec<Room>,
+    /// What fan-out asks of every room on every update, kept dense and
+    /// apart from the member lists so that rooms with nothing to do cost
+    /// one small read.
+    hot: Vec<RoomHot>,
     /// Room ids, apart from the hot per-room data.
     ids: Vec<OwnedRoomId>,
     index: HashTable<RoomIdx>,
@@ -147,10 +163,10 @@ impl RoomTable {
         self.ids.push(room.to_owned());
         self.rooms.push(Room {
             members: SmallVec::new(),
-            excluded: excluded.contains(room),
-            waiting_members: 0,
             extra: None,
         });
+        let flags = if excluded.contains(room) { EXCLUDED } else { 0 };
+        self.hot.push(RoomHot { waiting: 0, flags });
         let hash = self.hasher.hash_one(room.as_str());
         let ids = &self.ids;
         let hasher = &self.hasher;
@@ -161,6 +177,80 @@ impl RoomTable {
 
     pub(crate) fn get(&self, idx: RoomIdx) -> &Room {
         &self.rooms[idx as usize]
+    }
+
+    fn set_flag(&mut self, idx: RoomIdx, flag: u8, on: bool) {
+        let flags = &mut self.hot[idx as usize].flags;
+        *flags = if on { *flags | flag } else { *flags & !flag };
+    }
+
+    fn has_flag(&self, idx: RoomIdx, flag: u8) -> bool {
+        self.hot[idx as usize].flags & flag != 0
+    }
+
+    /// Whether the room, on its own, makes its members see each other:
+    /// not excluded and not above `max_room_size`.
+    pub(crate) fn eligible(&self, idx: RoomIdx) -> bool {
+        !self.has_flag(idx, EXCLUDED | OVERSIZED)
+    }
+
+    /// Whether the room keeps its own change log and waiter list.
+    pub(crate) fn is_large(&self, idx: RoomIdx) -> bool {
+        self.has_flag(idx, LARGE)
+    }
+
+    /// Whether the room has remote members.
+    pub(crate) fn has_remote(&self, idx: RoomIdx) -> bool {
+        self.has_flag(idx, REMOTE)
+    }
+
+    /// Members with a sync waiting.
+    pub(crate) fn waiting(&self, idx: RoomIdx) -> u32 {
+        self.hot[idx as usize].waiting
+    }
+
+    pub(crate) fn add_waiting(&mut self, idx: RoomIdx, waiting: bool) {
+        let count = &mut self.hot[idx as usize].waiting;
+        *count = if waiting {
+            *count + 1
+        } else {
+            count.saturating_sub(1)
+        };
+    }
+
+    /// Re-derives the size-dependent flags after a join or leave.
+    pub(crate) fn resized(&mut self, idx: RoomIdx, max_room_size: Option<usize>) {
+        let members = self.rooms[idx as usize].members.len();
+        self.set_flag(
+            idx,
+            OVERSIZED,
+            max_room_size.is_some_and(|max| members > max),
+        );
+    }
+
+    /// A remote server's member joined; returns whether the server is new here.
+    pub(crate) fn add_server(&mut self, idx: RoomIdx, server: &ServerName) -> bool {
+        let new = self.rooms[idx as usize].add_server(server);
+        self.set_flag(idx, REMOTE, true);
+        new
+    }
+
+    /// A remote server's member left.
+    pub(crate) fn remove_server(&mut self, idx: RoomIdx, server: &ServerName) {
+        let room = &mut self.rooms[idx as usize];
+        room.remove_server(server);
+        let any = room.servers().next().is_some();
+        self.set_flag(idx, REMOTE, any);
+    }
+
+    /// Starts the room's own change log once it is large; returns whether
+    /// it just became large.
+    pub(crate) fn grow_log(&mut self, idx: RoomIdx, now_pos: StreamPos) -> bool {
+        let grew = self.rooms[idx as usize].grow_log(now_pos);
+        if grew {
+            self.set_flag(idx, LARGE, true);
+        }
+        grew
     }
 
     /// A room's id.
