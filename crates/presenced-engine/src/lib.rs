@@ -22,6 +22,7 @@
 //! - [`sim`]: a deterministic simulator of one or two homeservers, for tests.
 
 mod audience;
+mod chunked;
 mod config;
 mod engine;
 mod fanout;

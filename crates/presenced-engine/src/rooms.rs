@@ -8,6 +8,7 @@ use hashbrown::HashTable;
 use ruma_common::{OwnedRoomId, OwnedServerName, RoomId, ServerName};
 use smallvec::SmallVec;
 
+use crate::chunked::ChunkedVec;
 use crate::stream::{RecentLog, StreamPos};
 use crate::users::{RoomIdx, UserIdx};
 
@@ -136,13 +137,13 @@ const REMOTE: u8 = 8;
 /// All rooms by index, with a hash index from room id.
 #[derive(Debug, Default)]
 pub(crate) struct RoomTable {
-    rooms: Vec<Room>,
+    rooms: ChunkedVec<Room>,
     /// What fan-out asks of every room on every update, kept dense and
     /// apart from the member lists so that rooms with nothing to do cost
     /// one small read.
-    hot: Vec<RoomHot>,
+    hot: ChunkedVec<RoomHot>,
     /// Room ids, apart from the hot per-room data.
-    ids: Vec<OwnedRoomId>,
+    ids: ChunkedVec<OwnedRoomId>,
     index: HashTable<RoomIdx>,
     hasher: foldhash::fast::FixedState,
 }
@@ -270,7 +271,7 @@ impl RoomTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut bytes = self.rooms.capacity() * size_of::<Room>() + self.index.capacity() * 5;
         bytes += self.ids.capacity() * size_of::<OwnedRoomId>();
-        for (room, id) in self.rooms.iter().zip(&self.ids) {
+        for (room, id) in self.rooms.iter().zip(self.ids.iter()) {
             bytes += id.as_str().len();
             if room.members.spilled() {
                 bytes += room.members.capacity() * 4;

@@ -8,6 +8,7 @@ use hashbrown::HashTable;
 use ruma_common::{OwnedUserId, UserId};
 use smallvec::SmallVec;
 
+use crate::chunked::ChunkedVec;
 use crate::machine::DeviceState;
 use crate::stream::StreamPos;
 use crate::{PresenceState, Timestamp};
@@ -53,7 +54,7 @@ pub(crate) struct UserSlot {
 /// Users by index, with a hash index from user id to slot.
 #[derive(Debug, Default)]
 pub(crate) struct UserTable {
-    slots: Vec<UserSlot>,
+    slots: ChunkedVec<UserSlot>,
     /// Stream position of each user's last notifiable change (0: never),
     /// apart from the slots so the sync view's "changed since" checks
     /// stay in cache.
@@ -158,7 +159,7 @@ impl UserTable {
         let mut bytes = self.slots.capacity() * per_slot
             + self.index.capacity() * 5
             + self.changes.capacity() * 8;
-        for slot in &self.slots {
+        for slot in self.slots.iter() {
             bytes += slot.state.user_id.as_str().len();
             bytes += slot.state.status_msg.as_ref().map_or(0, |m| m.len() + 16);
             if slot.rooms.spilled() {
