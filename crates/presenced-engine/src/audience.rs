@@ -93,7 +93,7 @@ impl Audience<'_> {
     /// The eligible rooms that make `target` visible to `observer`.
     pub(crate) fn explain_rooms(&self, observer: UserIdx, target: UserIdx) -> Vec<OwnedRoomId> {
         self.shared_rooms(observer, target)
-            .map(|r| self.rooms.id(r).clone())
+            .map(|r| self.rooms.id(r))
             .collect()
     }
 }

@@ -117,6 +117,17 @@ impl Room {
     }
 }
 
+/// Where a room id's text lies in the id blocks.
+#[derive(Clone, Copy, Debug)]
+struct IdRef {
+    block: u32,
+    start: u32,
+    len: u32,
+}
+
+/// Size of one block of room id text.
+const ID_BLOCK: usize = 1 << 16;
+
 /// The per-room facts on the hot path.
 #[derive(Clone, Copy, Debug, Default)]
 struct RoomHot {
@@ -142,17 +153,24 @@ pub(crate) struct RoomTable {
     /// apart from the member lists so that rooms with nothing to do cost
     /// one small read.
     hot: ChunkedVec<RoomHot>,
-    /// Room ids, apart from the hot per-room data.
-    ids: ChunkedVec<OwnedRoomId>,
+    /// Room ids, apart from the hot per-room data, as text in a few large
+    /// blocks (one small record per room instead of one allocation).
+    ids: ChunkedVec<IdRef>,
+    id_blocks: Vec<String>,
     index: HashTable<RoomIdx>,
     hasher: foldhash::fast::FixedState,
+}
+
+fn id_text<'a>(ids: &ChunkedVec<IdRef>, blocks: &'a [String], idx: RoomIdx) -> &'a str {
+    let r = ids[idx as usize];
+    &blocks[r.block as usize][r.start as usize..(r.start + r.len) as usize]
 }
 
 impl RoomTable {
     pub(crate) fn find(&self, room: &RoomId) -> Option<RoomIdx> {
         let hash = self.hasher.hash_one(room.as_str());
         self.index
-            .find(hash, |&i| self.ids[i as usize] == room)
+            .find(hash, |&i| self.name(i) == room.as_str())
             .copied()
     }
 
@@ -161,7 +179,22 @@ impl RoomTable {
             return idx;
         }
         let idx = self.rooms.len() as RoomIdx;
-        self.ids.push(room.to_owned());
+        let text = room.as_str();
+        if self
+            .id_blocks
+            .last()
+            .is_none_or(|b| b.len() + text.len() > b.capacity())
+        {
+            self.id_blocks.push(String::with_capacity(ID_BLOCK.max(text.len())));
+        }
+        let block = self.id_blocks.len() - 1;
+        let start = self.id_blocks[block].len();
+        self.id_blocks[block].push_str(text);
+        self.ids.push(IdRef {
+            block: block as u32,
+            start: start as u32,
+            len: text.len() as u32,
+        });
         self.rooms.push(Room {
             members: SmallVec::new(),
             extra: None,
@@ -169,10 +202,9 @@ impl RoomTable {
         let flags = if excluded.contains(room) { EXCLUDED } else { 0 };
         self.hot.push(RoomHot { waiting: 0, flags });
         let hash = self.hasher.hash_one(room.as_str());
-        let ids = &self.ids;
-        let hasher = &self.hasher;
+        let (ids, blocks, hasher) = (&self.ids, &self.id_blocks, &self.hasher);
         self.index
-            .insert_unique(hash, idx, |&i| hasher.hash_one(ids[i as usize].as_str()));
+            .insert_unique(hash, idx, |&i| hasher.hash_one(id_text(ids, blocks, i)));
         idx
     }
 
@@ -254,9 +286,16 @@ impl RoomTable {
         grew
     }
 
+    fn name(&self, idx: RoomIdx) -> &str {
+        id_text(&self.ids, &self.id_blocks, idx)
+    }
+
     /// A room's id.
-    pub(crate) fn id(&self, idx: RoomIdx) -> &OwnedRoomId {
-        &self.ids[idx as usize]
+    pub(crate) fn id(&self, idx: RoomIdx) -> OwnedRoomId {
+        // Validated when interned.
+        <&RoomId>::try_from(self.name(idx))
+            .expect("interned room ids are valid")
+            .to_owned()
     }
 
     pub(crate) fn get_mut(&mut self, idx: RoomIdx) -> &mut Room {
@@ -270,9 +309,9 @@ impl RoomTable {
     /// Approximate heap bytes held by the table (for the memory benchmark).
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut bytes = self.rooms.capacity() * size_of::<Room>() + self.index.capacity() * 5;
-        bytes += self.ids.capacity() * size_of::<OwnedRoomId>();
-        for (room, id) in self.rooms.iter().zip(self.ids.iter()) {
-            bytes += id.as_str().len();
+        bytes += self.ids.capacity() * size_of::<IdRef>();
+        bytes += self.id_blocks.iter().map(String::capacity).sum::<usize>();
+        for room in self.rooms.iter() {
             if room.members.spilled() {
                 bytes += room.members.capacity() * 4;
             }

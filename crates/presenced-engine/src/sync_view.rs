@@ -209,7 +209,7 @@ impl Engine {
             visibility.ineligible_shared_rooms = a
                 .iter()
                 .filter(|r| b.contains(r) && !audience.eligible(**r))
-                .map(|&r| self.rooms.id(r).clone())
+                .map(|&r| self.rooms.id(r))
                 .collect();
         }
         visibility
