@@ -185,7 +185,8 @@ impl RoomTable {
             .last()
             .is_none_or(|b| b.len() + text.len() > b.capacity())
         {
-            self.id_blocks.push(String::with_capacity(ID_BLOCK.max(text.len())));
+            self.id_blocks
+                .push(String::with_capacity(ID_BLOCK.max(text.len())));
         }
         let block = self.id_blocks.len() - 1;
         let start = self.id_blocks[block].len();
