@@ -60,6 +60,9 @@ pub struct Config {
     pub rc_presence: RcPresence,
     /// Modules (presence routers), in load order.
     pub modules: Vec<ModuleConfig>,
+    /// Serve Prometheus metrics at `GET /metrics` on the client listeners
+    /// (Synapse's key; Synapse serves them on a `metrics` listener).
+    pub enable_metrics: bool,
     /// Logging.
     pub log: LogConfig,
 }
@@ -80,6 +83,7 @@ impl Default for Config {
             exclude_rooms_from_presence: Vec::new(),
             rc_presence: RcPresence::default(),
             modules: Vec::new(),
+            enable_metrics: false,
             log: LogConfig::default(),
         }
     }
@@ -177,6 +181,22 @@ impl Config {
                 return Err(format!(
                     "listeners[{i}].tls: TLS is not supported; put a reverse proxy in front"
                 ));
+            }
+        }
+        for (key, m) in self
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("modules[{i}]"), m))
+            .chain(
+                self.presence
+                    .presence_router
+                    .iter()
+                    .map(|m| ("presence.presence_router".to_owned(), m)),
+            )
+        {
+            if m.deadline_ms == Some(0) {
+                return Err(format!("{key}.deadline_ms must be greater than 0"));
             }
         }
         let rl = &self.rc_presence.per_user;

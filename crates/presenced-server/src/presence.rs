@@ -6,6 +6,7 @@
 //! and carries them out after releasing the lock (wake syncs, persist,
 //! ask the router, queue federation sends). No presence rule lives here.
 
+pub mod directory;
 pub mod feeds;
 pub mod filter;
 pub mod rate_limit;

@@ -116,7 +116,8 @@ pub fn build_state(
         .into_iter()
         .map(|row| (row.room_id, row.user_id))
         .collect();
-    let presence = crate::presence::startup::start(&config, joined)?;
-    let (state, receivers) = AppState::new(config, Arc::new(store), Some(secret), presence);
+    let store: Arc<dyn Store> = Arc::new(store);
+    let presence = crate::presence::startup::start(&config, joined, store.clone())?;
+    let (state, receivers) = AppState::new(config, store, Some(secret), presence);
     Ok((state, receivers, origin))
 }

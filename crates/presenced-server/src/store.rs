@@ -154,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>>;
     /// Marks a user deactivated and deletes their devices and tokens.
     fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()>;
+    /// Every account that is not deactivated, in user-ID order (the
+    /// `ServerWide` router's directory of local users).
+    fn local_users(&self) -> StoreResult<Vec<OwnedUserId>>;
 
     // --- devices and tokens ---------------------------------------------
 

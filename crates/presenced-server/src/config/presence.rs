@@ -117,6 +117,22 @@ pub struct ModuleConfig {
     /// Module-specific settings, handed to the router crate as JSON.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// Deadline of each callback call in milliseconds (presenced addition;
+    /// absent = what the module asks for, else the router's default). A
+    /// module that misses it counts as having no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+impl ModuleConfig {
+    /// An entry with an empty config and the default deadline.
+    pub fn new(module: impl Into<String>) -> Self {
+        Self {
+            module: module.into(),
+            config: empty_object(),
+            deadline_ms: None,
+        }
+    }
 }
 
 fn empty_object() -> serde_json::Value {

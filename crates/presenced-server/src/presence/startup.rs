@@ -3,16 +3,19 @@
 //! outgoing federation presence.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use presenced_engine::{EngineConfig, Tracking};
-use presenced_router::{command_channel, ModuleEntry, ModuleRegistry};
+use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry};
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
+use super::directory::StoreDirectory;
 use super::store::SqlitePresenceStore;
 use super::PresenceService;
 use crate::config::presence::PresenceEnabled;
 use crate::config::Config;
 use crate::startup::StartupError;
+use crate::store::Store;
 
 /// The engine's settings from the config file.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -33,19 +36,29 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 }
 
 /// Loads the modules and starts the driver over the stored presence and
-/// the current joined memberships.
+/// the current joined memberships. `store` backs the local user directory
+/// that modules such as `presenced.routers.ServerWide` read.
 pub fn start(
     config: &Config,
     joined: Vec<(OwnedRoomId, OwnedUserId)>,
+    store: Arc<dyn Store>,
 ) -> Result<PresenceService, StartupError> {
     let (commands_tx, mut commands_rx) = command_channel();
     let entries: Vec<ModuleEntry> = config
         .router_modules()
         .into_iter()
-        .map(|m| ModuleEntry::new(m.module, m.config))
+        .map(|m| ModuleEntry {
+            deadline: m.deadline_ms.map(Duration::from_millis),
+            ..ModuleEntry::new(m.module, m.config)
+        })
         .collect();
-    let router =
-        ModuleRegistry::default().load(&entries, config.server_name.clone(), commands_tx, None)?;
+    let directory: Arc<dyn LocalUsers> = Arc::new(StoreDirectory::new(store));
+    let router = ModuleRegistry::default().load(
+        &entries,
+        config.server_name.clone(),
+        commands_tx,
+        Some(directory),
+    )?;
     let store = Arc::new(SqlitePresenceStore::open(&config.database_path())?);
     let (service, mut outbound) = PresenceService::start(
         engine_config(config),

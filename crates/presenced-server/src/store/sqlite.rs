@@ -315,6 +315,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn local_users(&self) -> StoreResult<Vec<OwnedUserId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT user_id FROM users WHERE deactivated = 0 ORDER BY user_id")?;
+        let raw = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(raw
+            .iter()
+            .filter_map(|id| parse_or_skip("user id", id))
+            .collect())
+    }
+
     fn issue_token(
         &self,
         user_id: &UserId,

@@ -8,6 +8,8 @@ mod cli;
 mod config;
 mod errors;
 mod helpers;
+mod ops;
 mod presence;
 mod rooms;
+mod server_wide;
 mod store;

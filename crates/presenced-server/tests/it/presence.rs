@@ -339,6 +339,7 @@ async fn static_routes_show_presence_without_a_shared_room() {
         c.modules.push(ModuleConfig {
             module: "presenced.routers.StaticRoutes".to_owned(),
             config: json!({"routes": [{"receiver": "@carol:test.local", "senders": ["@alice:test.local"]}]}),
+            deadline_ms: None,
         });
     })
     .await;

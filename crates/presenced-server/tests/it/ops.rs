@@ -1,0 +1,64 @@
+//! Helpers shared by the operator-facing tests (`admin`, `deactivate`,
+//! `metrics`, `server_wide`).
+
+use std::time::{Duration, Instant};
+
+use presenced_server::config::Config;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{enc, TestApp, User};
+
+/// Lifts `rc_presence` so tests can PUT and sync freely.
+pub fn generous(config: &mut Config) {
+    config.rc_presence.per_user.per_second = 1000.0;
+    config.rc_presence.per_user.burst_count = 1000.0;
+}
+
+pub fn presence_path(user_id: &str) -> String {
+    format!("/_matrix/client/v3/presence/{}/status", enc(user_id))
+}
+
+pub async fn put_presence(app: &TestApp, user: &User, body: Value) {
+    let (status, body) = app
+        .put(&presence_path(&user.user_id), Some(&user.token), body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+pub async fn get_presence(app: &TestApp, who: &User, target: &str) -> (StatusCode, Value) {
+    app.get(&presence_path(target), Some(&who.token)).await
+}
+
+pub async fn sync(app: &TestApp, user: &User, query: &str) -> Value {
+    let (status, body) = app
+        .get(
+            &format!("/_matrix/client/v3/sync?{query}"),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The content of `sender`'s presence event in a sync response.
+pub fn presence_of(body: &Value, sender: &str) -> Option<Value> {
+    body["presence"]["events"]
+        .as_array()?
+        .iter()
+        .find(|e| e["sender"] == sender)
+        .map(|e| e["content"].clone())
+}
+
+/// Waits (bounded) until a condition on fresh data holds.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "condition not met within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
