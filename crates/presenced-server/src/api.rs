@@ -4,12 +4,16 @@
 //! - `extract`: body, path and auth extractors that fail with `ApiError`.
 //! - `client`: the client-server API, one file per endpoint group.
 //! - `synapse_admin`: Synapse's shared-secret registration.
+//! - `admin`: presenced's admin API (`/_presenced/admin/v1`).
+//! - `metrics`: `/metrics` (Prometheus).
 //! - `health`: `/health`.
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod synapse_admin;
 
 use std::sync::Arc;
@@ -31,6 +35,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(client::routes())
         .merge(synapse_admin::routes())
+        .merge(admin::routes())
+        .route("/metrics", get(metrics::get_metrics))
         .route("/health", get(health::get_health))
         .route("/_presenced/health", get(health::get_health))
         .fallback(unknown_endpoint)

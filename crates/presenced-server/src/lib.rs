@@ -28,7 +28,10 @@
 //! - `client_event`: stored events in the client wire format.
 //! - `ids`: minting IDs, tokens, timestamps.
 //! - `api`: routing, `ApiError`, extractors, and the endpoints
-//!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/health.rs`).
+//!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/admin.rs` for
+//!   presenced's own admin API, `api/metrics.rs`, `api/health.rs`).
+//! - `uia`: user-interactive auth (`m.login.password`) for deactivation.
+//! - `metrics`: handler counters and the Prometheus text rendering.
 //! - `telemetry`: tracing subscriber (human or JSON).
 //!
 //! Handlers use their own serde request types with ruma identifiers rather
@@ -43,6 +46,7 @@ pub mod client_event;
 pub mod config;
 pub mod ids;
 pub mod membership;
+pub mod metrics;
 pub mod presence;
 pub mod rooms;
 pub mod startup;
@@ -50,6 +54,7 @@ pub mod state;
 pub mod store;
 pub mod sync_rooms;
 pub mod telemetry;
+pub mod uia;
 
 use std::future::Future;
 use std::sync::Arc;

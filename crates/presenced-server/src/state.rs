@@ -11,11 +11,13 @@ use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
 use crate::membership::MembershipChange;
+use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
 use crate::presence::PresenceService;
 use crate::store::Store;
 #[cfg(doc)]
 use crate::store::StoreError;
+use crate::uia::UiaSessions;
 
 /// Shared state, handed to handlers as `State<Arc<AppState>>`.
 ///
@@ -47,6 +49,10 @@ pub struct AppState {
     /// write the new one" cannot interleave between two requests. One lock
     /// for all rooms is simple and plenty for membership traffic.
     pub(crate) membership_lock: tokio::sync::Mutex<()>,
+    /// Handler counters for `GET /metrics`.
+    pub metrics: Metrics,
+    /// Open user-interactive auth sessions.
+    pub(crate) uia_sessions: UiaSessions,
 }
 
 /// The receiving ends of [`AppState`]'s channels. Whoever builds the state
@@ -83,6 +89,8 @@ impl AppState {
             registration_shared_secret,
             nonces: NonceCache::default(),
             membership_lock: tokio::sync::Mutex::new(()),
+            metrics: Metrics::default(),
+            uia_sessions: UiaSessions::default(),
         };
         (
             Arc::new(state),

@@ -6,6 +6,7 @@
 mod account;
 mod capabilities;
 mod create_room;
+mod deactivate;
 mod filter;
 mod keys;
 mod login;
@@ -52,6 +53,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         ("/logout", post(logout::post_logout)),
         ("/logout/all", post(logout::post_logout_all)),
         ("/account/whoami", get(account::get_whoami)),
+        ("/account/deactivate", post(deactivate::post_deactivate)),
         ("/register", post(register::post_register)),
         ("/register/available", get(register::get_register_available)),
         ("/createRoom", post(create_room::post_create_room)),

@@ -47,6 +47,16 @@ pub enum ApiError {
     /// 403 `M_USER_DEACTIVATED`.
     #[error("This account has been deactivated")]
     UserDeactivated,
+    /// 401 for user-interactive auth: the flows and the session, plus
+    /// `M_FORBIDDEN` when a stage was tried and failed (no `errcode` when
+    /// the client has just not authenticated yet).
+    #[error("{}", failure.as_deref().unwrap_or("Authentication required"))]
+    AuthRequired {
+        /// The UIA session to continue.
+        session: String,
+        /// Why the attempted stage failed, if one was attempted.
+        failure: Option<String>,
+    },
     /// 404 `M_NOT_FOUND`.
     #[error("{0}")]
     NotFound(String),
@@ -89,6 +99,7 @@ impl ApiError {
             Self::UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
+            Self::AuthRequired { .. } => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
             Self::Unrecognized {
                 method_not_allowed: false,
@@ -121,6 +132,19 @@ impl IntoResponse for ApiError {
                 "error": self.to_string(),
                 "retry_after_ms": retry_after_ms,
             }),
+            Self::AuthRequired { session, failure } => {
+                let mut body = json!({
+                    "flows": [{ "stages": [crate::uia::PASSWORD_STAGE] }],
+                    "params": {},
+                    "session": session,
+                    "completed": [],
+                });
+                if let Some(failure) = failure {
+                    body["errcode"] = json!(errcode);
+                    body["error"] = json!(failure);
+                }
+                body
+            }
             Self::Internal(cause) => {
                 // The only log line for this failure: the chain, once.
                 let mut chain = cause.to_string();

@@ -136,7 +136,8 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
     }
 }
 
-fn bearer_token(parts: &Parts) -> Option<String> {
+/// The access token of a request, if it carries one.
+pub(crate) fn bearer_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.split_once(' ')?;

@@ -54,6 +54,7 @@ pub(crate) async fn put_status(
         presence,
         body.status_msg.as_deref(),
     );
+    state.metrics.presence_put();
     Ok(Json(serde_json::json!({})))
 }
 

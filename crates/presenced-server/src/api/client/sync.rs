@@ -49,6 +49,7 @@ pub(crate) async fn get_sync(
     auth: AuthUser,
     MatrixQuery(query): MatrixQuery<SyncQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let _timer = state.metrics.sync_timer();
     let since = query.since.as_deref().map(parse_token).transpose()?;
     let full_state = query.full_state.unwrap_or(false);
     let set_presence = match query.set_presence.as_deref() {

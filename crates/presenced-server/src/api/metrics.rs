@@ -1,0 +1,28 @@
+//! `GET /metrics`, when `enable_metrics: true`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::error::ApiError;
+use crate::metrics::CONTENT_TYPE;
+use crate::state::AppState;
+
+/// GET /metrics: Prometheus text format. Unauthenticated, like Synapse's
+/// metrics listener; off by default (404 `M_UNRECOGNIZED`, as if the
+/// endpoint did not exist).
+pub(crate) async fn get_metrics(
+    State(state): State<Arc<AppState>>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !state.config.enable_metrics {
+        return Err(ApiError::Unrecognized {
+            method_not_allowed: false,
+        });
+    }
+    let engine = state.presence.stats();
+    let modules = state.presence.router().stats();
+    let text = state.metrics.render(&engine, &modules);
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
+}
