@@ -4,10 +4,13 @@
 //! `tests/it` layout) so the crate links once.
 
 mod accounts;
+mod admin;
 mod cli;
 mod config;
+mod deactivate;
 mod errors;
 mod helpers;
+mod metrics;
 mod ops;
 mod presence;
 mod rooms;

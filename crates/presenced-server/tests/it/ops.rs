@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use presenced_server::config::Config;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::helpers::{enc, TestApp, User};
+use crate::helpers::{enc, TestApp, User, SECRET};
 
 /// Lifts `rc_presence` so tests can PUT and sync freely.
 pub fn generous(config: &mut Config) {
@@ -60,5 +60,48 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "condition not met within 5 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+/// `a` creates a room, invites `b`, `b` joins; returns the room ID.
+pub async fn shared_room(app: &TestApp, a: &User, b: &User) -> String {
+    let (status, body) = app
+        .post(
+            "/_matrix/client/v3/createRoom",
+            Some(&a.token),
+            json!({"invite": [b.user_id]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+            Some(&b.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    room
+}
+
+/// Registers a server admin through the shared-secret admin API.
+pub async fn register_admin(app: &TestApp, localpart: &str) -> User {
+    let (_, nonce) = app.get("/_synapse/admin/v1/register", None).await;
+    let nonce = nonce["nonce"].as_str().unwrap();
+    let mac = presenced_server::api::synapse_admin::registration_mac(
+        SECRET, nonce, localpart, "password", true, None,
+    );
+    let (status, body) = app
+        .post(
+            "/_synapse/admin/v1/register",
+            None,
+            json!({ "nonce": nonce, "username": localpart, "password": "password", "admin": true, "mac": mac }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    User {
+        user_id: body["user_id"].as_str().unwrap().to_owned(),
+        token: body["access_token"].as_str().unwrap().to_owned(),
+        device_id: body["device_id"].as_str().unwrap().to_owned(),
     }
 }
