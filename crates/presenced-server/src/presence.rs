@@ -50,7 +50,7 @@ struct Inner {
     waiters: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
     /// Poked when the next timer may have moved earlier.
     timers_moved: Notify,
-    persist_tx: mpsc::UnboundedSender<Vec<(StreamPos, PresenceState)>>,
+    persist_tx: mpsc::UnboundedSender<PersistJob>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
 }
 
@@ -128,6 +128,15 @@ impl PresenceService {
 
     /// Runs one engine input and carries out what it asks for.
     fn drive<R>(&self, input: impl FnOnce(&mut Engine, Timestamp) -> R) -> R {
+        self.drive_durable(input).0
+    }
+
+    /// [`Self::drive`], also returning a receiver per persistence job the
+    /// input caused, answered once the states are committed (or failed).
+    fn drive_durable<R>(
+        &self,
+        input: impl FnOnce(&mut Engine, Timestamp) -> R,
+    ) -> (R, Vec<tokio::sync::oneshot::Receiver<bool>>) {
         let (result, outputs) = {
             let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
             let result = input(&mut engine, now());
@@ -137,16 +146,19 @@ impl PresenceService {
             }
             (result, outputs)
         };
-        self.dispatch(outputs);
+        let stored = self.dispatch(outputs);
         self.inner.timers_moved.notify_one();
-        result
+        (result, stored)
     }
 
-    fn dispatch(&self, outputs: Vec<Output>) {
+    fn dispatch(&self, outputs: Vec<Output>) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
+        let mut stored = Vec::new();
         for output in outputs {
             match output {
                 Output::Persist(states) => {
-                    let _ = self.inner.persist_tx.send(states);
+                    let (done, committed) = tokio::sync::oneshot::channel();
+                    stored.push(committed);
+                    let _ = self.inner.persist_tx.send(PersistJob { states, done });
                 }
                 Output::Wake(users) => {
                     let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,7 +173,9 @@ impl PresenceService {
                     let service = self.clone();
                     tokio::spawn(async move {
                         let answer = service.inner.router.get_users_for_states(&states).await;
-                        service.drive(|engine, now| engine.handle_route_answer(now, batch, answer));
+                        service.drive(|engine, now| {
+                            engine.handle_route_answer(now, batch, answer);
+                        });
                     });
                 }
                 Output::Send {
@@ -172,6 +186,7 @@ impl PresenceService {
                 }
             }
         }
+        stored
     }
 
     async fn timer_task(self) {
@@ -201,15 +216,24 @@ impl PresenceService {
         &self.inner.router
     }
 
-    /// `PUT /presence/{userId}/status`.
-    pub fn set_presence(
+    /// `PUT /presence/{userId}/status`. Returns once the change is stored
+    /// (commits are grouped), so an acknowledged change survives a crash;
+    /// `Err` if storing it failed.
+    pub async fn set_presence(
         &self,
         user: &UserId,
         device: Option<&DeviceId>,
         presence: Presence,
         status_msg: Option<&str>,
-    ) {
-        self.drive(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
+    ) -> Result<(), store::StoreFailure> {
+        let ((), stored) = self
+            .drive_durable(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
+        for committed in stored {
+            if committed.await != Ok(true) {
+                return Err(store::StoreFailure::new("presence change not stored"));
+            }
+        }
+        Ok(())
     }
 
     /// A user did something that counts as activity.
@@ -381,21 +405,36 @@ impl PresenceService {
     }
 }
 
-async fn persist_task(
-    store: Arc<dyn PresenceStore>,
-    mut rx: mpsc::UnboundedReceiver<Vec<(StreamPos, PresenceState)>>,
-) {
-    while let Some(mut batch) = rx.recv().await {
+/// Notified states to store, and who waits for the commit.
+struct PersistJob {
+    states: Vec<(StreamPos, PresenceState)>,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+async fn persist_task(store: Arc<dyn PresenceStore>, mut rx: mpsc::UnboundedReceiver<PersistJob>) {
+    while let Some(first) = rx.recv().await {
         // Whatever queued up meanwhile goes in the same transaction.
+        let mut batch = first.states;
+        let mut waiting = vec![first.done];
         while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+            batch.extend(more.states);
+            waiting.push(more.done);
         }
         let store = store.clone();
         let result = tokio::task::spawn_blocking(move || store.persist(&batch)).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("persisting presence failed: {e}"),
-            Err(e) => tracing::error!("persisting presence panicked: {e}"),
+        let ok = match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!("persisting presence failed: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("persisting presence panicked: {e}");
+                false
+            }
+        };
+        for done in waiting {
+            let _ = done.send(ok);
         }
     }
 }

@@ -25,6 +25,13 @@ pub trait PresenceStore: Send + Sync {
 #[error("presence store: {0}")]
 pub struct StoreFailure(String);
 
+impl StoreFailure {
+    /// A failure with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 /// Presence in an SQLite database (its own connection, its own table).
 pub struct SqlitePresenceStore {
     conn: Mutex<Connection>,

@@ -377,3 +377,32 @@ async fn static_routes_show_presence_without_a_shared_room() {
     )
     .is_none());
 }
+
+/// An acknowledged presence change is stored before the PUT answers: a
+/// second server started on the same database (as after `kill -9`) has it,
+/// and its stream continues past the stored positions.
+#[tokio::test]
+async fn acknowledged_presence_survives_a_restart() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let resp = put_presence(
+        &app,
+        &alice,
+        json!({"presence": "unavailable", "status_msg": "persisted"}),
+    )
+    .await;
+    assert_eq!(resp.0, StatusCode::OK);
+    let before = app.state.presence.position();
+
+    let config = (*app.state.config).clone();
+    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
+    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let user: ruma_common::OwnedUserId = alice.user_id.as_str().try_into().unwrap();
+    let (restarted, _) = state.presence.state_of(&user);
+    assert_eq!(restarted.presence.as_str(), "unavailable");
+    assert_eq!(restarted.status_msg.as_deref(), Some("persisted"));
+    assert!(
+        state.presence.position() >= before,
+        "the stream resumes where it was"
+    );
+}

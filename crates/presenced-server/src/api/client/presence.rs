@@ -48,12 +48,16 @@ pub(crate) async fn put_status(
             body.presence
         )));
     };
-    state.presence.set_presence(
-        &auth.user_id,
-        Some(&auth.device_id),
-        presence,
-        body.status_msg.as_deref(),
-    );
+    state
+        .presence
+        .set_presence(
+            &auth.user_id,
+            Some(&auth.device_id),
+            presence,
+            body.status_msg.as_deref(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
     state.metrics.presence_put();
     Ok(Json(serde_json::json!({})))
 }
