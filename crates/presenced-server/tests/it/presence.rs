@@ -406,3 +406,123 @@ async fn acknowledged_presence_survives_a_restart() {
         "the stream resumes where it was"
     );
 }
+
+/// Catalogue M1 (legacy config): an observer routed everyone's presence by
+/// `presence.presence_router` sees every update, its own included, with no
+/// shared room; a room member sees only co-members.
+#[tokio::test]
+async fn legacy_observers_router_sees_everything() {
+    let app = spawn_app_with(|c| {
+        generous(c);
+        let mut router = ModuleConfig::new("presenced.routers.Observers");
+        router.config = json!({"observers": ["@presence_gobbler:test.local"]});
+        c.presence.presence_router = Some(router);
+    })
+    .await;
+    let gobbler = app.register("presence_gobbler").await;
+    let one = app.register("other_user_one").await;
+    let two = app.register("other_user_two").await;
+    shared_room(&app, &one, &two).await;
+    put_presence(
+        &app,
+        &one,
+        json!({"presence": "online", "status_msg": "boop"}),
+    )
+    .await;
+    let first = sync(&app, &gobbler, "set_presence=offline").await;
+    assert_eq!(
+        presence_of(&first, &one.user_id).unwrap()["status_msg"],
+        "boop"
+    );
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+
+    put_presence(
+        &app,
+        &one,
+        json!({"presence": "online", "status_msg": "user_one"}),
+    )
+    .await;
+    put_presence(
+        &app,
+        &two,
+        json!({"presence": "online", "status_msg": "user_two"}),
+    )
+    .await;
+    put_presence(
+        &app,
+        &gobbler,
+        json!({"presence": "online", "status_msg": "presence_gobbler"}),
+    )
+    .await;
+    let body = sync(
+        &app,
+        &gobbler,
+        &format!("set_presence=offline&since={since}"),
+    )
+    .await;
+    let events = body["presence"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{body}");
+    for (user, msg) in [
+        (&one, "user_one"),
+        (&two, "user_two"),
+        (&gobbler, "presence_gobbler"),
+    ] {
+        assert_eq!(
+            presence_of(&body, &user.user_id).unwrap()["status_msg"],
+            msg
+        );
+    }
+    let body = sync(&app, &one, "set_presence=offline").await;
+    assert_eq!(
+        presence_of(&body, &two.user_id).unwrap()["status_msg"],
+        "user_two"
+    );
+    assert!(
+        presence_of(&body, &gobbler.user_id).is_none(),
+        "not routed the other way"
+    );
+}
+
+/// Catalogue J3 and K2: a room in `exclude_rooms_from_presence` does not
+/// make its members see each other; a second, ordinary room does.
+#[tokio::test]
+async fn excluded_rooms_do_not_share_presence() {
+    let app = app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = shared_room(&app, &alice, &bob).await;
+    // Restart on the same database with the room excluded.
+    let mut config = (*app.state.config).clone();
+    config.exclude_rooms_from_presence = vec![room.as_str().try_into().unwrap()];
+    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
+    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(presenced_server::run(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let second = TestApp {
+        base,
+        client: reqwest::Client::new(),
+        state,
+        membership_rx: tokio::sync::mpsc::unbounded_channel().1,
+        activity_rx: tokio::sync::mpsc::unbounded_channel().1,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    put_presence(&second, &alice, json!({"presence": "online"})).await;
+    assert_error(
+        &get_presence(&second, &bob, &alice.user_id).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    assert!(presence_of(
+        &sync(&second, &bob, "set_presence=offline").await,
+        &alice.user_id
+    )
+    .is_none());
+    shared_room(&second, &alice, &bob).await;
+    eventually(|| async { get_presence(&second, &bob, &alice.user_id).await.0 == StatusCode::OK })
+        .await;
+}
