@@ -1,0 +1,352 @@
+//! The few client-server API calls the load tool makes, against any
+//! homeserver.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha1::Sha1;
+
+/// An error of a setup call, as text for the operator.
+pub(crate) type Error = String;
+
+/// Longest a setup call may take (Synapse's createRoom with many invites is slow).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a presence PUT may take before it counts as an error.
+const PUT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a rate-limited setup call is retried.
+const SETUP_RETRIES: usize = 50;
+
+/// A logged-in user.
+#[derive(Clone, Debug)]
+pub(crate) struct Account {
+    pub(crate) user_id: String,
+    pub(crate) token: String,
+}
+
+/// The outcome of one presence PUT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PutOutcome {
+    Ok,
+    RateLimited,
+    Error,
+}
+
+/// The part of a `/sync` answer the observers read.
+#[derive(Deserialize)]
+pub(crate) struct SyncBody {
+    pub(crate) next_batch: String,
+    #[serde(default)]
+    pub(crate) presence: Option<PresenceSection>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PresenceSection {
+    #[serde(default)]
+    pub(crate) events: Vec<PresenceEvent>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PresenceEvent {
+    #[serde(default)]
+    pub(crate) content: PresenceContent,
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct PresenceContent {
+    #[serde(default)]
+    pub(crate) status_msg: Option<String>,
+}
+
+/// A homeserver reached over HTTP.
+#[derive(Clone)]
+pub(crate) struct Homeserver {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Percent-encodes one path segment (ids contain `!`, `@`, `:`).
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Synapse's shared-secret registration MAC, lowercase hex.
+pub(crate) fn registration_mac(secret: &str, nonce: &str, user: &str, password: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
+    for (i, part) in [nonce, user, password, "notadmin"].iter().enumerate() {
+        if i > 0 {
+            mac.update(b"\x00");
+        }
+        mac.update(part.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+impl Homeserver {
+    pub(crate) fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("reqwest client");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a setup request, retrying while the server answers 429.
+    async fn setup_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), Error> {
+        for _ in 0..SETUP_RETRIES {
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(path))
+                .timeout(SETUP_TIMEOUT);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| format!("{method} {path}: {e}"))?;
+            let status = resp.status();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let wait = value["retry_after_ms"].as_u64().unwrap_or(200).min(5_000);
+                tokio::time::sleep(Duration::from_millis(wait.max(10))).await;
+                continue;
+            }
+            return Ok((status, value));
+        }
+        Err(format!(
+            "{method} {path}: still rate-limited after {SETUP_RETRIES} tries"
+        ))
+    }
+
+    async fn setup_ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let (status, value) = self.setup_call(method.clone(), path, token, body).await?;
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(format!("{method} {path}: {status} {value}"))
+        }
+    }
+
+    /// Registers `localpart` through `/_synapse/admin/v1/register`; if the
+    /// name is taken (a fixed monitor name from an earlier run), logs in.
+    pub(crate) async fn register_or_login(
+        &self,
+        secret: &str,
+        localpart: &str,
+        password: &str,
+    ) -> Result<Account, Error> {
+        const PATH: &str = "/_synapse/admin/v1/register";
+        let nonce = self
+            .setup_ok(reqwest::Method::GET, PATH, None, None)
+            .await?;
+        let nonce = nonce["nonce"]
+            .as_str()
+            .ok_or_else(|| format!("GET {PATH}: no nonce"))?
+            .to_owned();
+        let body = json!({
+            "nonce": nonce,
+            "username": localpart,
+            "password": password,
+            "admin": false,
+            "mac": registration_mac(secret, &nonce, localpart, password),
+        });
+        let (status, value) = self
+            .setup_call(reqwest::Method::POST, PATH, None, Some(&body))
+            .await?;
+        if status.is_success() {
+            if let (Some(user_id), Some(token)) =
+                (value["user_id"].as_str(), value["access_token"].as_str())
+            {
+                return Ok(Account {
+                    user_id: user_id.to_owned(),
+                    token: token.to_owned(),
+                });
+            }
+        } else if value["errcode"] != "M_USER_IN_USE" {
+            return Err(format!("POST {PATH} ({localpart}): {status} {value}"));
+        }
+        self.login(localpart, password).await
+    }
+
+    /// Password login.
+    pub(crate) async fn login(&self, localpart: &str, password: &str) -> Result<Account, Error> {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+        });
+        let v = self
+            .setup_ok(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/login",
+                None,
+                Some(&body),
+            )
+            .await?;
+        match (v["user_id"].as_str(), v["access_token"].as_str()) {
+            (Some(u), Some(t)) => Ok(Account {
+                user_id: u.to_owned(),
+                token: t.to_owned(),
+            }),
+            _ => Err(format!("login {localpart}: unexpected answer {v}")),
+        }
+    }
+
+    /// Creates a private room inviting `invite`; returns its id.
+    pub(crate) async fn create_room(&self, token: &str, invite: &[&str]) -> Result<String, Error> {
+        let body = json!({"preset": "private_chat", "invite": invite});
+        let v = self
+            .setup_ok(
+                reqwest::Method::POST,
+                "/_matrix/client/v3/createRoom",
+                Some(token),
+                Some(&body),
+            )
+            .await?;
+        v["room_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("createRoom: no room_id in {v}"))
+    }
+
+    /// Joins a room the user was invited to.
+    pub(crate) async fn join(&self, token: &str, room_id: &str) -> Result<(), Error> {
+        let path = format!("/_matrix/client/v3/rooms/{}/join", segment(room_id));
+        self.setup_ok(reqwest::Method::POST, &path, Some(token), Some(&json!({})))
+            .await
+            .map(drop)
+    }
+
+    /// One presence PUT, as the load sends it (no retry).
+    pub(crate) async fn put_presence(
+        &self,
+        account: &Account,
+        presence: &str,
+        status_msg: &str,
+    ) -> PutOutcome {
+        let path = format!(
+            "/_matrix/client/v3/presence/{}/status",
+            segment(&account.user_id)
+        );
+        let body = json!({"presence": presence, "status_msg": status_msg});
+        let resp = self
+            .http
+            .put(self.url(&path))
+            .bearer_auth(&account.token)
+            .timeout(PUT_TIMEOUT)
+            .json(&body)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => {
+                let status = r.status();
+                // Read the body so the connection goes back to the pool.
+                let _ = r.bytes().await;
+                if status.is_success() {
+                    PutOutcome::Ok
+                } else if status == StatusCode::TOO_MANY_REQUESTS {
+                    PutOutcome::RateLimited
+                } else {
+                    PutOutcome::Error
+                }
+            }
+            Err(_) => PutOutcome::Error,
+        }
+    }
+
+    /// One `/sync?set_presence=offline` call with a filter that leaves out
+    /// room data (the load is presence only).
+    pub(crate) async fn sync(
+        &self,
+        token: &str,
+        since: Option<&str>,
+        timeout_ms: u64,
+    ) -> Result<SyncBody, Error> {
+        const FILTER: &str = r#"{"room":{"rooms":[],"account_data":{"not_types":["*"]}},"account_data":{"not_types":["*"]}}"#;
+        let timeout = timeout_ms.to_string();
+        let mut query: Vec<(&str, &str)> = vec![
+            ("set_presence", "offline"),
+            ("timeout", &timeout),
+            ("filter", FILTER),
+        ];
+        if let Some(s) = since {
+            query.push(("since", s));
+        }
+        let resp = self
+            .http
+            .get(self.url("/_matrix/client/v3/sync"))
+            .bearer_auth(token)
+            .query(&query)
+            .timeout(Duration::from_millis(timeout_ms) + Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| format!("sync: {e}"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| format!("sync: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "sync: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("sync: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("!a:b.c"), "%21a%3Ab.c");
+        assert_eq!(segment("@u_1:localhost"), "%40u_1%3Alocalhost");
+    }
+
+    #[test]
+    fn mac_covers_every_field() {
+        let a = registration_mac("s", "n", "u", "p");
+        assert_eq!(a.len(), 40);
+        assert_ne!(a, registration_mac("s", "n", "u", "q"));
+        assert_ne!(a, registration_mac("t", "n", "u", "p"));
+        // What Python's hmac.new(b"secret", b"nonce\0alice\0pw\0notadmin", sha1) gives.
+        assert_eq!(
+            registration_mac("secret", "nonce", "alice", "pw"),
+            "f9b5e1dbfecb7b1d1b89cbd7a2fd60853cf609f4"
+        );
+    }
+}

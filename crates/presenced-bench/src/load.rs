@@ -1,0 +1,410 @@
+//! The load: open-loop presence PUTs at a fixed rate while observers
+//! long-poll `/sync` and note when each update first shows up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::client::{Account, Homeserver, PutOutcome};
+use crate::procfs;
+use crate::setup::World;
+
+/// How long an observer's `/sync` waits for news.
+const SYNC_TIMEOUT_MS: u64 = 10_000;
+
+/// One update seen by one observer.
+struct Sighting {
+    observer: u32,
+    user: u32,
+    seq: u64,
+    at: Instant,
+}
+
+/// The status message carrying a run id, the sender's layout index and a
+/// sequence number, so an observer can match what it sees.
+fn status_msg(run: &str, user: u32, seq: u64) -> String {
+    format!("bench {run} {user} {seq}")
+}
+
+fn parse_status(msg: &str, run: &str) -> Option<(u32, u64)> {
+    let mut parts = msg.strip_prefix("bench ")?.split(' ');
+    if parts.next()? != run {
+        return None;
+    }
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The observers, long-polling in the background for the whole run.
+pub(crate) struct Observers {
+    sightings: Arc<Mutex<Vec<Sighting>>>,
+    sync_errors: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Observers {
+    /// Starts every observer and returns once each has done its first sync.
+    pub(crate) async fn start(hs: &Homeserver, observers: &[Account], run: &str) -> Self {
+        let sightings = Arc::new(Mutex::new(Vec::new()));
+        let sync_errors = Arc::new(AtomicU64::new(0));
+        let ready = Arc::new(Semaphore::new(0));
+        let tasks = observers
+            .iter()
+            .enumerate()
+            .map(|(i, account)| {
+                let (hs, account, run) = (hs.clone(), account.clone(), run.to_owned());
+                let (sightings, errors, ready) =
+                    (sightings.clone(), sync_errors.clone(), ready.clone());
+                tokio::spawn(async move {
+                    observe(hs, i as u32, account, run, sightings, errors, ready).await;
+                })
+            })
+            .collect();
+        let _ = ready
+            .acquire_many(observers.len() as u32)
+            .await
+            .expect("open semaphore");
+        Self {
+            sightings,
+            sync_errors,
+            tasks,
+        }
+    }
+
+    fn take(&self) -> Vec<Sighting> {
+        std::mem::take(&mut *self.sightings.lock().expect("not poisoned"))
+    }
+
+    pub(crate) fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn observe(
+    hs: Homeserver,
+    index: u32,
+    account: Account,
+    run: String,
+    sightings: Arc<Mutex<Vec<Sighting>>>,
+    errors: Arc<AtomicU64>,
+    ready: Arc<Semaphore>,
+) {
+    let mut since: Option<String> = None;
+    loop {
+        let timeout = if since.is_some() { SYNC_TIMEOUT_MS } else { 0 };
+        match hs.sync(&account.token, since.as_deref(), timeout).await {
+            Ok(body) => {
+                let at = Instant::now();
+                let seen: Vec<Sighting> = body
+                    .presence
+                    .iter()
+                    .flat_map(|p| &p.events)
+                    .filter_map(|e| parse_status(e.content.status_msg.as_deref()?, &run))
+                    .map(|(user, seq)| Sighting {
+                        observer: index,
+                        user,
+                        seq,
+                        at,
+                    })
+                    .collect();
+                if !seen.is_empty() {
+                    sightings.lock().expect("not poisoned").extend(seen);
+                }
+                if since.is_none() {
+                    ready.add_permits(1);
+                }
+                since = Some(body.next_batch);
+            }
+            Err(e) => {
+                if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("observer {index}: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Settings of one load step.
+pub(crate) struct Step {
+    pub(crate) rate: f64,
+    pub(crate) duration: Duration,
+    pub(crate) drain: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+/// What one PUT did.
+struct Put {
+    seq: u64,
+    user: u32,
+    sent: Instant,
+    latency: Duration,
+    outcome: PutOutcome,
+}
+
+/// The figures of one load step.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct StepResult {
+    pub(crate) label: String,
+    pub(crate) workload: String,
+    pub(crate) users: usize,
+    pub(crate) observers: usize,
+    pub(crate) target_put_per_s: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) puts_sent: u64,
+    pub(crate) accepted_put_per_s: f64,
+    pub(crate) puts_ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) rate_limited: u64,
+    /// PUTs not sent because `max_in_flight` were outstanding.
+    pub(crate) skipped: u64,
+    pub(crate) put_p50_ms: f64,
+    pub(crate) put_p99_ms: f64,
+    pub(crate) delivery_p50_ms: f64,
+    pub(crate) delivery_p99_ms: f64,
+    pub(crate) delivery_max_ms: f64,
+    pub(crate) deliveries_seen: u64,
+    pub(crate) deliveries_expected: u64,
+    /// Sightings by an observer that was not meant to see the sender.
+    pub(crate) unexpected: u64,
+    pub(crate) sync_errors: u64,
+    pub(crate) server_cpu_ms_per_update: Option<f64>,
+    pub(crate) server_cpu_percent: Option<f64>,
+    pub(crate) server_peak_rss_mib: Option<f64>,
+    /// CPU of this tool during the step (100 = one core).
+    pub(crate) client_cpu_percent: Option<f64>,
+}
+
+impl StepResult {
+    /// Whether the server kept up at this rate with PUT→sync p99 ≤ `bound`:
+    /// (nearly) every PUT sent and accepted, (nearly) every delivery seen.
+    pub(crate) fn sustained(&self, bound: Duration) -> bool {
+        let target = self.target_put_per_s * self.duration_s;
+        let failed = self.errors + self.rate_limited + self.skipped;
+        let missing = self.deliveries_expected - self.deliveries_seen;
+        self.deliveries_expected > 0
+            && self.puts_ok as f64 >= 0.95 * target
+            && failed as f64 <= 0.001 * target
+            && missing as f64 <= 0.001 * self.deliveries_expected as f64
+            && self.delivery_p99_ms <= bound.as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs the load: sends, waits for late deliveries, measures.
+pub(crate) struct Runner {
+    pub(crate) hs: Homeserver,
+    pub(crate) world: Arc<World>,
+    pub(crate) observers: Observers,
+    pub(crate) run: String,
+    pub(crate) server_pid: Option<String>,
+    pub(crate) label: String,
+    pub(crate) workload: String,
+    pub(crate) next_seq: u64,
+    /// How many PUTs each updater has sent (its presence alternates).
+    pub(crate) per_user: Vec<u64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `p` quantile (0..=1) of sorted values.
+fn quantile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl Runner {
+    pub(crate) async fn step(&mut self, step: &Step) -> StepResult {
+        let world = self.world.clone();
+        let n = world.updaters.len() as u64;
+        let total = (step.rate * step.duration.as_secs_f64()).round() as u64;
+        let first_seq = self.next_seq;
+        let _ = self.observers.take();
+        let sync_errors0 = self.observers.sync_errors.load(Ordering::Relaxed);
+        let pid = self.server_pid.clone();
+        let server_cpu0 = pid.as_deref().and_then(procfs::cpu_time);
+        let client_cpu0 = procfs::cpu_time("self");
+
+        let started = Instant::now();
+        let mut set: JoinSet<Put> = JoinSet::new();
+        let mut puts = Vec::with_capacity(total as usize);
+        let mut skipped = 0;
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        while sent < total {
+            tick.tick().await;
+            let due = ((started.elapsed().as_secs_f64() * step.rate).ceil() as u64).min(total);
+            while sent < due {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                sent += 1;
+                if set.len() >= step.max_in_flight {
+                    skipped += 1;
+                    continue;
+                }
+                let user = world.updaters[(seq % n) as usize];
+                let count = &mut self.per_user[user as usize];
+                let presence = if count.is_multiple_of(2) {
+                    "online"
+                } else {
+                    "unavailable"
+                };
+                *count += 1;
+                let msg = status_msg(&self.run, user, seq);
+                let (hs, world) = (self.hs.clone(), world.clone());
+                set.spawn(async move {
+                    let sent = Instant::now();
+                    let outcome = hs
+                        .put_presence(&world.users[user as usize], presence, &msg)
+                        .await;
+                    Put {
+                        seq,
+                        user,
+                        sent,
+                        latency: sent.elapsed(),
+                        outcome,
+                    }
+                });
+            }
+            while let Some(done) = set.try_join_next() {
+                puts.extend(done.ok());
+            }
+        }
+        let send_time = started.elapsed();
+        while let Some(done) = set.join_next().await {
+            puts.extend(done.ok());
+        }
+        tokio::time::sleep(step.drain).await;
+        let server_cpu1 = pid.as_deref().and_then(procfs::cpu_time);
+        let client_cpu1 = procfs::cpu_time("self");
+        let wall = started.elapsed();
+        let sightings = self.observers.take();
+        let sync_errors = self.observers.sync_errors.load(Ordering::Relaxed) - sync_errors0;
+
+        // Per (observer, sender): sightings sorted by seq, with the earliest
+        // time any state at least that new was seen (sync returns the
+        // latest state, so a newer one also delivers an older update).
+        let mut seen: HashMap<(u32, u32), Vec<(u64, Instant)>> = HashMap::new();
+        let mut unexpected = 0;
+        for s in sightings.into_iter().filter(|s| s.seq >= first_seq) {
+            if world
+                .audience
+                .get(s.user as usize)
+                .is_none_or(|a| a.binary_search(&s.observer).is_err())
+            {
+                unexpected += 1;
+                continue;
+            }
+            seen.entry((s.observer, s.user))
+                .or_default()
+                .push((s.seq, s.at));
+        }
+        for list in seen.values_mut() {
+            list.sort_unstable_by_key(|&(seq, _)| seq);
+            for i in (0..list.len().saturating_sub(1)).rev() {
+                list[i].1 = list[i].1.min(list[i + 1].1);
+            }
+        }
+        let mut put_lat = Vec::with_capacity(puts.len());
+        let mut delivery = Vec::new();
+        let (mut ok, mut errors, mut limited, mut expected) = (0, 0, 0, 0u64);
+        for p in &puts {
+            put_lat.push(p.latency);
+            match p.outcome {
+                PutOutcome::Ok => ok += 1,
+                PutOutcome::RateLimited => {
+                    limited += 1;
+                    continue;
+                }
+                PutOutcome::Error => {
+                    errors += 1;
+                    continue;
+                }
+            }
+            for &o in &world.audience[p.user as usize] {
+                expected += 1;
+                let Some(list) = seen.get(&(o, p.user)) else {
+                    continue;
+                };
+                let i = list.partition_point(|&(seq, _)| seq < p.seq);
+                if let Some(&(_, at)) = list.get(i) {
+                    delivery.push(at.saturating_duration_since(p.sent));
+                }
+            }
+        }
+        put_lat.sort_unstable();
+        delivery.sort_unstable();
+        let cpu = match (server_cpu0, server_cpu1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let client_cpu = match (client_cpu0, client_cpu1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let send_s = send_time.as_secs_f64().max(step.duration.as_secs_f64());
+        StepResult {
+            label: self.label.clone(),
+            workload: self.workload.clone(),
+            users: world.users.len(),
+            observers: world.observers.len(),
+            target_put_per_s: step.rate,
+            duration_s: step.duration.as_secs_f64(),
+            puts_sent: sent - skipped,
+            accepted_put_per_s: ok as f64 / send_s,
+            puts_ok: ok,
+            errors,
+            rate_limited: limited,
+            skipped,
+            put_p50_ms: ms(quantile(&put_lat, 0.5)),
+            put_p99_ms: ms(quantile(&put_lat, 0.99)),
+            delivery_p50_ms: ms(quantile(&delivery, 0.5)),
+            delivery_p99_ms: ms(quantile(&delivery, 0.99)),
+            delivery_max_ms: ms(delivery.last().copied().unwrap_or_default()),
+            deliveries_seen: delivery.len() as u64,
+            deliveries_expected: expected,
+            unexpected,
+            sync_errors,
+            server_cpu_ms_per_update: cpu.filter(|_| ok > 0).map(|c| ms(c) / ok as f64),
+            server_cpu_percent: cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
+            server_peak_rss_mib: pid
+                .as_deref()
+                .and_then(procfs::peak_rss)
+                .map(|b| b as f64 / (1024.0 * 1024.0)),
+            client_cpu_percent: client_cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_other_runs_are_ignored() {
+        let m = status_msg("r1", 7, 42);
+        assert_eq!(parse_status(&m, "r1"), Some((7, 42)));
+        assert_eq!(parse_status(&m, "r2"), None);
+        assert_eq!(parse_status("writing docs", "r1"), None);
+    }
+
+    #[test]
+    fn quantiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+}
