@@ -315,7 +315,27 @@ async def flow(server: Server, checks: Checks) -> None:
             repr(r),
         )
         expect(checks, "alice sets presence online/again", await alice.set_presence("online", "again"), PresenceSetResponse)
-        await sync_until(bob, "alice online/again", lambda r: (e := presence_of(r, alice_id)) is not None and e.status_msg == "again")
+        # bob's client the way bots run it: sync_forever plus the callback.
+        forever = asyncio.create_task(bob.sync_forever(timeout=1000))
+        try:
+            deadline = time.monotonic() + SEE_TIMEOUT_S
+            while time.monotonic() < deadline and not forever.done():
+                if any(e.user_id == alice_id and e.status_msg == "again" for e in seen_by_callback):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            forever.cancel()
+            try:
+                await forever
+            except asyncio.CancelledError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                checks.fail("bob's sync_forever", f"{type(e).__name__}: {e}")
+        checks.check(
+            "bob's sync_forever delivers alice online/again to the callback",
+            any(e.user_id == alice_id and e.presence == "online" and e.status_msg == "again" for e in seen_by_callback),
+            repr(seen_by_callback[-3:]),
+        )
         r = await carol.sync(timeout=0, full_state=True)
         seen = isinstance(r, SyncResponse) and presence_of(r, alice_id) is not None
         r2 = await carol.sync(timeout=1000)
@@ -332,6 +352,7 @@ async def flow(server: Server, checks: Checks) -> None:
         ghost = make_client(server)
         clients.append(ghost)
         ghost.restore_login(carol_id, old_device, old_token)
+        log("     (nio logs a validation warning for the 401 error body below: expected)")
         r = await ghost.sync(timeout=0)
         checks.check(
             "carol's old token is refused",
