@@ -16,6 +16,8 @@ use crate::setup::World;
 
 /// How long an observer's `/sync` waits for news.
 const SYNC_TIMEOUT_MS: u64 = 10_000;
+/// How long every observer's first `/sync` may take.
+const FIRST_SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One update seen by one observer.
 struct Sighting {
@@ -48,7 +50,11 @@ pub(crate) struct Observers {
 
 impl Observers {
     /// Starts every observer and returns once each has done its first sync.
-    pub(crate) async fn start(hs: &Homeserver, observers: &[Account], run: &str) -> Self {
+    pub(crate) async fn start(
+        hs: &Homeserver,
+        observers: &[Account],
+        run: &str,
+    ) -> Result<Self, String> {
         let sightings = Arc::new(Mutex::new(Vec::new()));
         let sync_errors = Arc::new(AtomicU64::new(0));
         let ready = Arc::new(Semaphore::new(0));
@@ -64,14 +70,22 @@ impl Observers {
                 })
             })
             .collect();
-        let _ = ready
-            .acquire_many(observers.len() as u32)
-            .await
-            .expect("open semaphore");
-        Self {
+        let this = Self {
             sightings,
             sync_errors,
             tasks,
+        };
+        let all = ready.acquire_many_owned(observers.len() as u32);
+        let answer = tokio::time::timeout(FIRST_SYNC_TIMEOUT, all).await;
+        match answer {
+            Ok(_) => Ok(this),
+            Err(_) => {
+                this.stop();
+                Err(format!(
+                    "observers: not every first /sync succeeded within {}s",
+                    FIRST_SYNC_TIMEOUT.as_secs()
+                ))
+            }
         }
     }
 

@@ -229,7 +229,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
     )
     .await?;
-    let observers = Observers::start(&hs, &world.observers, &run).await;
+    let observers = Observers::start(&hs, &world.observers, &run).await?;
     let n_users = world.users.len();
     let mut runner = Runner {
         hs,

@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# presenced against Synapse, same machine, same run (issue 5).
+#
+# Installs matrix-synapse from PyPI into a virtualenv under target/, builds
+# presenced and presenced-bench in release, then for workloads 1 (rooms)
+# and 2 (observers) starts each server fresh on loopback (Synapse first,
+# then presenced; only one runs at a time), runs `presenced-bench
+# --find-max` against it, and writes the comparison table into
+# BENCHMARKS.md (between the bench-vs-synapse markers). Raw JSON lines stay
+# in target/bench-vs-synapse/.
+#
+# Environment: SYNAPSE_VERSION (default 1.163.2), BENCH_DURATION (seconds
+# per step, default 10), BENCH_W1_RATE / BENCH_W2_RATE (first rate of the
+# search and the rate both servers are compared at, default 50 / 10),
+# BENCH_WORKLOADS (default "rooms observers").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TARGET="${CARGO_TARGET_DIR:-target}"
+SYNAPSE_VERSION="${SYNAPSE_VERSION:-1.163.2}"
+DURATION="${BENCH_DURATION:-10}"
+W1_RATE="${BENCH_W1_RATE:-50}"
+W2_RATE="${BENCH_W2_RATE:-10}"
+WORKLOADS="${BENCH_WORKLOADS:-rooms observers}"
+MONITORS=10
+SECRET="bench-vs-synapse-secret"
+OUT="$ROOT/target/bench-vs-synapse"
+VENV="$ROOT/target/synapse-venv"
+mkdir -p "$OUT"
+
+log() { echo "bench-vs-synapse: $*" >&2; }
+
+# --- Synapse in a virtualenv -------------------------------------------------
+synapse_version() { "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null; }
+if [ "$(synapse_version)" != "$SYNAPSE_VERSION" ]; then
+  log "installing matrix-synapse==$SYNAPSE_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
+fi
+SYNAPSE_ACTUAL=$(synapse_version)
+
+log "building presenced and presenced-bench (release)"
+cargo build --release -q -p presenced-server -p presenced-bench --bins
+PRESENCED="$TARGET/release/presenced"
+BENCH="$TARGET/release/presenced-bench"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 40000))
+    if port_free "$p"; then echo "$p"; return; fi
+  done
+  log "no free port"; exit 1
+}
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+wait_up() { # port logfile
+  for _ in $(seq 600); do
+    curl -sf "http://127.0.0.1:$1/_matrix/client/versions" >/dev/null && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -50 "$2" >&2; log "server died"; exit 1; }
+    sleep 0.1
+  done
+  log "server did not come up"; exit 1
+}
+
+monitor_list() { # server_name
+  local i sep=""
+  for i in $(seq 0 $((MONITORS - 1))); do printf '%s"@monitor%s:%s"' "$sep" "$i" "$1"; sep=", "; done
+}
+
+# The Synapse presence router equivalent to presenced.routers.Observers:
+# the listed users receive every update and see everyone.
+ROUTER_DIR="$OUT/pymodules"
+mkdir -p "$ROUTER_DIR"
+cat >"$ROUTER_DIR/bench_observers_router.py" <<'PY'
+"""Presence router for the benchmark: the users in `observers` receive
+every presence update and are interested in all users (the behaviour of
+presenced.routers.Observers)."""
+
+from synapse.module_api import PRESENCE_ALL_USERS
+
+
+class ObserversRouter:
+    def __init__(self, config, api):
+        self._observers = frozenset(config.get("observers", []))
+        api.register_presence_router_callbacks(
+            get_users_for_states=self.get_users_for_states,
+            get_interested_users=self.get_interested_users,
+        )
+
+    @staticmethod
+    def parse_config(config):
+        return config
+
+    async def get_users_for_states(self, state_updates):
+        # Every observer gets an entry, even for no updates: Synapse's sync
+        # looks the syncing user up in this answer.
+        updates = set(state_updates)
+        return {observer: set(updates) for observer in self._observers}
+
+    async def get_interested_users(self, user_id):
+        if user_id in self._observers:
+            return PRESENCE_ALL_USERS
+        return set()
+PY
+
+start_synapse() { # workload port dir
+  local w=$1 port=$2 dir=$3
+  rm -rf "$dir"; mkdir -p "$dir"
+  "$VENV/bin/python" -m synapse.app.homeserver --server-name localhost \
+    --config-path "$dir/homeserver.yaml" --data-directory "$dir" \
+    --generate-config --report-stats=no >/dev/null
+  cat >"$dir/log.yaml" <<YAML
+version: 1
+formatters: {precise: {format: '%(asctime)s - %(name)s - %(levelname)s - %(message)s'}}
+handlers: {file: {class: logging.FileHandler, formatter: precise, filename: $dir/homeserver.log}}
+root: {level: WARNING, handlers: [file]}
+disable_existing_loggers: false
+YAML
+  local lim='{per_second: 100000, burst_count: 100000}'
+  cat >"$dir/bench.yaml" <<YAML
+listeners:
+  - port: $port
+    bind_addresses: ['127.0.0.1']
+    type: http
+    tls: false
+    x_forwarded: false
+    resources: [{names: [client], compress: false}]
+log_config: "$dir/log.yaml"
+registration_shared_secret: "$SECRET"
+enable_registration: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+bcrypt_rounds: 4
+presence: {enabled: true}
+rc_message: $lim
+rc_registration: $lim
+rc_login: {address: $lim, account: $lim, failed_attempts: $lim}
+rc_joins: {local: $lim, remote: $lim}
+rc_joins_per_room: $lim
+rc_invites: {per_room: $lim, per_user: $lim, per_issuer: $lim}
+rc_room_creation: $lim
+rc_presence: {per_user: $lim}
+rc_delayed_event_mgmt: $lim
+YAML
+  if [ "$w" = observers ]; then
+    cat >>"$dir/bench.yaml" <<YAML
+modules:
+  - module: bench_observers_router.ObserversRouter
+    config:
+      observers: [$(monitor_list localhost)]
+YAML
+  fi
+  PYTHONPATH="$ROUTER_DIR" "$VENV/bin/python" -m synapse.app.homeserver \
+    -c "$dir/homeserver.yaml" -c "$dir/bench.yaml" >"$dir/stdout.log" 2>&1 &
+  SERVER_PID=$!
+  wait_up "$port" "$dir/homeserver.log"
+}
+
+start_presenced() { # workload port dir
+  local w=$1 port=$2 dir=$3
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/presenced.yaml" <<YAML
+server_name: "localhost"
+listeners:
+  - port: $port
+    bind_addresses: ["127.0.0.1"]
+data_dir: "$dir/data"
+registration_shared_secret: "$SECRET"
+password_hashing: {memory_kib: 64, iterations: 1, parallelism: 1}
+rc_presence: {per_user: {per_second: 100000, burst_count: 100000}}
+log: {level: warn}
+YAML
+  if [ "$w" = observers ]; then
+    cat >>"$dir/presenced.yaml" <<YAML
+modules:
+  - module: presenced.routers.Observers
+    config:
+      observers: [$(monitor_list localhost)]
+YAML
+  fi
+  "$PRESENCED" --config "$dir/presenced.yaml" >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_up "$port" "$dir/server.log"
+}
+
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+for w in $WORKLOADS; do
+  rate=$W1_RATE
+  [ "$w" = observers ] && rate=$W2_RATE
+  for server in synapse presenced; do
+    port=$(free_port)
+    dir="$OUT/$server-$w"
+    log "$w: starting $server on 127.0.0.1:$port"
+    "start_$server" "$w" "$port" "$dir"
+    "$BENCH" --base-url "http://127.0.0.1:$port" --shared-secret "$SECRET" \
+      --workload "$w" --rate "$rate" --find-max --duration "$DURATION" \
+      --server-pid "$SERVER_PID" --label "$server" --json | tee -a "$RESULTS" ||
+      log "$w: the run against $server failed (see $dir)"
+    stop_server
+  done
+done
+
+# --- The table ---------------------------------------------------------------
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+PRESENCED_VERSION="$("$PRESENCED" --version) ($(git rev-parse --short HEAD))"
+python3 - "$RESULTS" "$ROOT/BENCHMARKS.md" "$SYNAPSE_ACTUAL" "$PRESENCED_VERSION" \
+  "$(nproc)" "$CPU_MODEL" "$DURATION" <<'PY'
+import datetime, json, sys
+
+results, md, syn_ver, pd_ver, nproc, cpu, duration = sys.argv[1:8]
+steps, maxes = {}, {}
+for line in open(results):
+    r = json.loads(line)
+    key = (r["label"], r["workload"])
+    if r.get("kind") == "find_max":
+        maxes[key] = r
+    else:
+        steps.setdefault(key, []).append(r)
+
+def fmt(x, d=1):
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{d}f}" if d else f"{x:.0f}"
+
+def ratio(p, s):
+    if p is None or s is None or s == 0:
+        return "–"
+    r = p / s
+    return f"{r:,.0f}×" if r >= 10 else f"{r:.2f}×"
+
+lines = []
+for w in ["rooms", "observers"]:
+    if ("presenced", w) not in steps or ("synapse", w) not in steps:
+        continue
+    ps, ss = steps[("presenced", w)], steps[("synapse", w)]
+    pm, sm = maxes.get(("presenced", w), {}), maxes.get(("synapse", w), {})
+    p0, s0 = ps[0], ss[0]
+    rate = p0["target_put_per_s"]
+    title = {"rooms": "Workload 1 (rooms: 200 users in rooms of 10, 20 observers)",
+             "observers": "Workload 2 (observers: workload 1 + 10 routed monitors)"}[w]
+    lines += [f"**{title}**", "",
+              "| figure | presenced | Synapse | presenced/Synapse |",
+              "|---|---:|---:|---:|"]
+    def row(name, p, s, d=1):
+        lines.append(f"| {name} | {fmt(p, d)} | {fmt(s, d)} | {ratio(p, s)} |")
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 1 s", pm.get("max_put_per_s_p99_1s"), sm.get("max_put_per_s_p99_1s"), 0)
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 10 ms", pm.get("max_put_per_s_p99_10ms"), sm.get("max_put_per_s_p99_10ms"), 0)
+    row(f"server CPU ms per update at {rate:.0f} PUT/s", p0["server_cpu_ms_per_update"], s0["server_cpu_ms_per_update"], 3)
+    row(f"accepted PUT/s at {rate:.0f} PUT/s", p0["accepted_put_per_s"], s0["accepted_put_per_s"])
+    row(f"PUT latency p50 ms at {rate:.0f} PUT/s", p0["put_p50_ms"], s0["put_p50_ms"], 2)
+    row(f"PUT latency p99 ms at {rate:.0f} PUT/s", p0["put_p99_ms"], s0["put_p99_ms"], 2)
+    row(f"PUT→sync p50 ms at {rate:.0f} PUT/s", p0["delivery_p50_ms"], s0["delivery_p50_ms"], 2)
+    row(f"PUT→sync p99 ms at {rate:.0f} PUT/s", p0["delivery_p99_ms"], s0["delivery_p99_ms"], 2)
+    row(f"PUT→sync max ms at {rate:.0f} PUT/s", p0["delivery_max_ms"], s0["delivery_max_ms"], 2)
+    lines.append(f"| deliveries seen/expected at {rate:.0f} PUT/s | {p0['deliveries_seen']}/{p0['deliveries_expected']} | {s0['deliveries_seen']}/{s0['deliveries_expected']} | |")
+    row("peak RSS MiB (whole run)", max(r["server_peak_rss_mib"] or 0 for r in ps), max(r["server_peak_rss_mib"] or 0 for r in ss))
+    def at(steps_, target):
+        return next((r for r in steps_ if r["target_put_per_s"] == target), None)
+    pmax = pm.get("max_put_per_s_p99_1s")
+    smax = sm.get("max_put_per_s_p99_1s")
+    pr, sr = at(ps, pmax), at(ss, smax)
+    if pr and sr:
+        row("server CPU ms per update, each at its highest sustained rate (1 s)", pr["server_cpu_ms_per_update"], sr["server_cpu_ms_per_update"], 3)
+        row("PUT→sync p99 ms, each at its highest sustained rate (1 s)", pr["delivery_p99_ms"], sr["delivery_p99_ms"], 2)
+    lines.append("")
+    lines += ["<details><summary>every step</summary>", "",
+              "| server | target PUT/s | accepted PUT/s | errors | 429 | skipped | PUT p50/p99 ms | PUT→sync p50/p99/max ms | seen/expected | CPU ms/update | server CPU % | peak RSS MiB | tool CPU % |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in ss + ps:
+        lines.append(
+            f"| {r['label']} | {r['target_put_per_s']:.0f} | {r['accepted_put_per_s']:.1f} | {r['errors']} | {r['rate_limited']} | {r['skipped']} "
+            f"| {r['put_p50_ms']:.1f} / {r['put_p99_ms']:.1f} | {r['delivery_p50_ms']:.1f} / {r['delivery_p99_ms']:.1f} / {r['delivery_max_ms']:.1f} "
+            f"| {r['deliveries_seen']}/{r['deliveries_expected']} | {fmt(r['server_cpu_ms_per_update'], 3)} | {fmt(r['server_cpu_percent'], 0)} "
+            f"| {fmt(r['server_peak_rss_mib'])} | {fmt(r['client_cpu_percent'], 0)} |")
+    lines += ["", "</details>", ""]
+
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+block = [
+    "<!-- bench-vs-synapse:start (written by scripts/bench-vs-synapse.sh) -->",
+    f"Run of {now}: {nproc} cores ({cpu}), presenced {pd_ver}, Synapse {syn_ver} "
+    f"(SQLite, Python {sys.version.split()[0]}), {duration} s per step.",
+    "",
+] + lines + ["<!-- bench-vs-synapse:end -->"]
+text = open(md).read() if __import__("os").path.exists(md) else ""
+start, end = "<!-- bench-vs-synapse:start", "<!-- bench-vs-synapse:end -->"
+if start in text and end in text:
+    head = text[: text.index(start)]
+    tail = text[text.index(end) + len(end):]
+    text = head + "\n".join(block) + tail
+else:
+    text = text + ("\n" if text else "") + "\n".join(block) + "\n"
+open(md, "w").write(text)
+print("\n".join(block))
+PY
+log "table written to BENCHMARKS.md; raw results in $RESULTS"
