@@ -2,7 +2,7 @@
 //! long-poll `/sync` and note when each update first shows up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -176,7 +176,8 @@ pub(crate) struct StepResult {
     pub(crate) puts_ok: u64,
     pub(crate) errors: u64,
     pub(crate) rate_limited: u64,
-    /// PUTs not sent because `max_in_flight` were outstanding.
+    /// PUTs not sent because `max_in_flight` were outstanding or the
+    /// user's previous PUT was not answered yet.
     pub(crate) skipped: u64,
     pub(crate) put_p50_ms: f64,
     pub(crate) put_p99_ms: f64,
@@ -193,6 +194,9 @@ pub(crate) struct StepResult {
     pub(crate) server_peak_rss_mib: Option<f64>,
     /// CPU of this tool during the step (100 = one core).
     pub(crate) client_cpu_percent: Option<f64>,
+    /// The machine's 1-minute load average at the end of the step (other
+    /// work on the machine skews the figures).
+    pub(crate) load_avg_1m: Option<f64>,
 }
 
 impl StepResult {
@@ -222,6 +226,8 @@ pub(crate) struct Runner {
     pub(crate) next_seq: u64,
     /// How many PUTs each updater has sent (its presence alternates).
     pub(crate) per_user: Vec<u64>,
+    /// Whether each user has a PUT in flight.
+    pub(crate) busy: Arc<[AtomicBool]>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -263,11 +269,16 @@ impl Runner {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 sent += 1;
-                if set.len() >= step.max_in_flight {
+                let user = world.updaters[(seq % n) as usize];
+                // A client sends its next presence after the previous one
+                // is answered: two PUTs of one user in flight could be
+                // applied out of order, so the later one is skipped.
+                if set.len() >= step.max_in_flight
+                    || self.busy[user as usize].swap(true, Ordering::AcqRel)
+                {
                     skipped += 1;
                     continue;
                 }
-                let user = world.updaters[(seq % n) as usize];
                 let count = &mut self.per_user[user as usize];
                 let presence = if count.is_multiple_of(2) {
                     "online"
@@ -276,12 +287,13 @@ impl Runner {
                 };
                 *count += 1;
                 let msg = status_msg(&self.run, user, seq);
-                let (hs, world) = (self.hs.clone(), world.clone());
+                let (hs, world, busy) = (self.hs.clone(), world.clone(), self.busy.clone());
                 set.spawn(async move {
                     let sent = Instant::now();
                     let outcome = hs
                         .put_presence(&world.users[user as usize], presence, &msg)
                         .await;
+                    busy[user as usize].store(false, Ordering::Release);
                     Put {
                         seq,
                         user,
@@ -397,6 +409,7 @@ impl Runner {
                 .and_then(procfs::peak_rss)
                 .map(|b| b as f64 / (1024.0 * 1024.0)),
             client_cpu_percent: client_cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
+            load_avg_1m: procfs::load_avg(),
         }
     }
 }

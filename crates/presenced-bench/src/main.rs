@@ -28,6 +28,7 @@ mod setup;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -241,6 +242,7 @@ async fn run(args: Args) -> Result<(), String> {
         workload: w.name().to_owned(),
         next_seq: 0,
         per_user: vec![0; n_users],
+        busy: (0..n_users).map(|_| AtomicBool::new(false)).collect(),
     };
     let step = |rate| Step {
         rate,

@@ -46,6 +46,16 @@ fn parse_hwm(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The 1-minute load average of the machine.
+pub(crate) fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
