@@ -124,16 +124,21 @@ impl TestApp {
 
     /// Registers through the shared-secret admin API.
     pub async fn register(&self, localpart: &str) -> User {
+        self.register_as(localpart, false).await
+    }
+
+    /// Registers a user, a server admin when `admin`.
+    pub async fn register_as(&self, localpart: &str, admin: bool) -> User {
         let (_, nonce) = self.get("/_synapse/admin/v1/register", None).await;
         let nonce = nonce["nonce"].as_str().unwrap();
         let mac = presenced_server::api::synapse_admin::registration_mac(
-            SECRET, nonce, localpart, "password", false, None,
+            SECRET, nonce, localpart, "password", admin, None,
         );
         let (status, body) = self
             .post(
                 "/_synapse/admin/v1/register",
                 None,
-                json!({ "nonce": nonce, "username": localpart, "password": "password", "admin": false, "mac": mac }),
+                json!({ "nonce": nonce, "username": localpart, "password": "password", "admin": admin, "mac": mac }),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");

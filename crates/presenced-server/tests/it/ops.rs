@@ -7,7 +7,7 @@ use presenced_server::config::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, TestApp, User, SECRET};
+use crate::helpers::{enc, TestApp, User};
 
 /// Lifts `rc_presence` so tests can PUT and sync freely.
 pub fn generous(config: &mut Config) {
@@ -86,22 +86,5 @@ pub async fn shared_room(app: &TestApp, a: &User, b: &User) -> String {
 
 /// Registers a server admin through the shared-secret admin API.
 pub async fn register_admin(app: &TestApp, localpart: &str) -> User {
-    let (_, nonce) = app.get("/_synapse/admin/v1/register", None).await;
-    let nonce = nonce["nonce"].as_str().unwrap();
-    let mac = presenced_server::api::synapse_admin::registration_mac(
-        SECRET, nonce, localpart, "password", true, None,
-    );
-    let (status, body) = app
-        .post(
-            "/_synapse/admin/v1/register",
-            None,
-            json!({ "nonce": nonce, "username": localpart, "password": "password", "admin": true, "mac": mac }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    User {
-        user_id: body["user_id"].as_str().unwrap().to_owned(),
-        token: body["access_token"].as_str().unwrap().to_owned(),
-        device_id: body["device_id"].as_str().unwrap().to_owned(),
-    }
+    app.register_as(localpart, true).await
 }

@@ -4,21 +4,17 @@
 use std::time::{Duration, Instant};
 
 use presenced_server::config::presence::ModuleConfig;
-use presenced_server::config::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, enc, spawn_app_with, TestApp, User};
-
-fn generous(config: &mut Config) {
-    config.rc_presence.per_user.per_second = 1000.0;
-    config.rc_presence.per_user.burst_count = 1000.0;
-}
+use crate::ops::{eventually, generous, get_presence, presence_of, shared_room, sync};
 
 async fn app() -> TestApp {
     spawn_app_with(generous).await
 }
 
+/// A PUT whose answer the test inspects (`ops::put_presence` asserts 200).
 async fn put_presence(app: &TestApp, user: &User, body: Value) -> (StatusCode, Value) {
     app.put(
         &format!("/_matrix/client/v3/presence/{}/status", enc(&user.user_id)),
@@ -26,68 +22,6 @@ async fn put_presence(app: &TestApp, user: &User, body: Value) -> (StatusCode, V
         body,
     )
     .await
-}
-
-async fn get_presence(app: &TestApp, who: &User, target: &str) -> (StatusCode, Value) {
-    app.get(
-        &format!("/_matrix/client/v3/presence/{}/status", enc(target)),
-        Some(&who.token),
-    )
-    .await
-}
-
-async fn shared_room(app: &TestApp, a: &User, b: &User) -> String {
-    let (status, body) = app
-        .post(
-            "/_matrix/client/v3/createRoom",
-            Some(&a.token),
-            json!({"invite": [b.user_id]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let room = body["room_id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .post(
-            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
-            Some(&b.token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    room
-}
-
-async fn sync(app: &TestApp, user: &User, query: &str) -> Value {
-    let (status, body) = app
-        .get(
-            &format!("/_matrix/client/v3/sync?{query}"),
-            Some(&user.token),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-/// The presence events of a sync response, by sender.
-fn presence_of(body: &Value, sender: &str) -> Option<Value> {
-    body["presence"]["events"]
-        .as_array()?
-        .iter()
-        .find(|e| e["sender"] == sender)
-        .map(|e| e["content"].clone())
-}
-
-/// Waits (bounded) until a condition on fresh data holds.
-async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "condition not met within 5 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
