@@ -347,6 +347,19 @@ impl Engine {
         }
     }
 
+    /// Restores a stored full-presence mark (see
+    /// [`Output::PersistFullPresence`]). Create the engine at a position
+    /// past every restored `at`, so tokens handed out after the restart do
+    /// not fall at or before a mark and get the snapshot again and again.
+    pub fn restore_full_presence(&mut self, user: &UserId, at: StreamPos) {
+        if !self.is_local(user) {
+            return;
+        }
+        let u = self.users.intern(user, true);
+        let slot = self.users.get_mut(u);
+        slot.full_presence_at = slot.full_presence_at.max(Some(at));
+    }
+
     // ---- inputs: federation --------------------------------------------
 
     /// Presence pushed by `origin` in an `m.presence` EDU, already parsed

@@ -75,13 +75,17 @@ impl Engine {
         if !local.is_empty() {
             let at = self.log.current();
             let mut woken = Vec::new();
-            for user in local {
+            for user in &local {
                 let u = self.users.intern(user, true);
                 self.users.get_mut(u).full_presence_at = Some(at);
                 self.wake(u, &mut woken);
             }
             // Tokens handed out from now on are past `at`: one snapshot each.
             self.log.mark();
+            self.outputs.push_back(Output::PersistFullPresence {
+                users: local.into_iter().cloned().collect(),
+                at,
+            });
             self.push_wakes(woken);
         }
         if !remote.is_empty() && self.config.tracking == Tracking::Enabled {

@@ -35,4 +35,14 @@ pub enum Output {
         /// Current states of local users, latest wins.
         states: Vec<PresenceState>,
     },
+    /// Store full-presence marks: each of these local users gets one
+    /// snapshot at their next sync whose token is at or before `at`. Give
+    /// them back with [`crate::Engine::restore_full_presence`] after a
+    /// restart, so the resend is not lost.
+    PersistFullPresence {
+        /// The users marked.
+        users: Vec<OwnedUserId>,
+        /// Tokens at or before this position get the snapshot.
+        at: StreamPos,
+    },
 }

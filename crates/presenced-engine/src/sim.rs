@@ -26,6 +26,8 @@ pub struct SimServer {
     pub woken: Vec<OwnedUserId>,
     /// Every `Output::Send`, in order.
     pub sent: Vec<(OwnedServerName, Vec<PresenceState>)>,
+    /// Every `Output::PersistFullPresence` mark, in order.
+    pub marks: Vec<(OwnedUserId, StreamPos)>,
 }
 
 /// Several homeservers sharing one simulated clock.
@@ -47,6 +49,7 @@ impl Sim {
                 persisted: Vec::new(),
                 woken: Vec::new(),
                 sent: Vec::new(),
+                marks: Vec::new(),
             })
             .collect();
         Self { now, servers }
@@ -85,6 +88,9 @@ impl Sim {
         match output {
             Output::Persist(states) => server.persisted.extend(states),
             Output::Wake(users) => server.woken.extend(users),
+            Output::PersistFullPresence { users, at } => {
+                server.marks.extend(users.into_iter().map(|u| (u, at)));
+            }
             Output::Route { batch, states } => {
                 let answer = server
                     .router
@@ -151,6 +157,7 @@ impl Sim {
             server.persisted.clear();
             server.woken.clear();
             server.sent.clear();
+            server.marks.clear();
         }
     }
 }

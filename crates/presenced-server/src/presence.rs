@@ -96,13 +96,27 @@ impl PresenceService {
             tracing::error!("could not load stored presence: {e}");
             Vec::new()
         });
-        let position = stored.iter().map(|(p, _)| *p).max().unwrap_or(0);
+        let marks = store.load_marks().unwrap_or_else(|e| {
+            tracing::error!("could not load stored full-presence marks: {e}");
+            Vec::new()
+        });
+        // The stream restarts past every stored position and every mark, so
+        // new tokens never fall at or before a mark (one snapshot per token).
+        let position = stored
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(marks.iter().map(|(_, at)| at + 1))
+            .max()
+            .unwrap_or(0);
         let config = EngineConfig {
             routing: router.has_modules(),
             ..config
         };
         let mut engine = Engine::new(config, server_name, position);
         engine.restore(stored);
+        for (user, at) in &marks {
+            engine.restore_full_presence(user, *at);
+        }
         let now = now();
         for (room, user) in &joined {
             engine.handle_membership(now, room, user, Membership::Join);
@@ -158,7 +172,22 @@ impl PresenceService {
                 Output::Persist(states) => {
                     let (done, committed) = tokio::sync::oneshot::channel();
                     stored.push(committed);
-                    let _ = self.inner.persist_tx.send(PersistJob { states, done });
+                    let _ = self.inner.persist_tx.send(PersistJob {
+                        states,
+                        marks: Vec::new(),
+                        done,
+                    });
+                }
+                Output::PersistFullPresence { users, at } => {
+                    // Nobody waits for this commit: the module call that
+                    // caused it has no answer to hold back.
+                    let (done, _) = tokio::sync::oneshot::channel();
+                    let marks = users.into_iter().map(|u| (u, at)).collect();
+                    let _ = self.inner.persist_tx.send(PersistJob {
+                        states: Vec::new(),
+                        marks,
+                        done,
+                    });
                 }
                 Output::Wake(users) => {
                     let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -405,23 +434,35 @@ impl PresenceService {
     }
 }
 
-/// Notified states to store, and who waits for the commit.
+/// Notified states and full-presence marks to store, and who waits for
+/// the commit.
 struct PersistJob {
     states: Vec<(StreamPos, PresenceState)>,
+    marks: Vec<(OwnedUserId, StreamPos)>,
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
 async fn persist_task(store: Arc<dyn PresenceStore>, mut rx: mpsc::UnboundedReceiver<PersistJob>) {
     while let Some(first) = rx.recv().await {
         // Whatever queued up meanwhile goes in the same transaction.
-        let mut batch = first.states;
+        let (mut batch, mut marks) = (first.states, first.marks);
         let mut waiting = vec![first.done];
         while let Ok(more) = rx.try_recv() {
             batch.extend(more.states);
+            marks.extend(more.marks);
             waiting.push(more.done);
         }
         let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || store.persist(&batch)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            if !batch.is_empty() {
+                store.persist(&batch)?;
+            }
+            if !marks.is_empty() {
+                store.persist_marks(&marks)?;
+            }
+            Ok::<_, store::StoreFailure>(())
+        })
+        .await;
         let ok = match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

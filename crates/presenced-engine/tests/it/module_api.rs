@@ -146,3 +146,43 @@ fn module_set_always_notifies() {
     t.module_set(SENDER, Presence::Unavailable, None);
     assert_eq!(t.status(SENDER), None);
 }
+
+/// Full-presence marks are handed out for storage and, restored into a
+/// fresh engine past the mark, give each old token its one snapshot.
+#[test]
+fn full_presence_marks_survive_a_restart() {
+    let mut t = T::new(EngineConfig::default());
+    t.join("!room:test", RECEIVER);
+    t.join("!room:test", SENDER);
+    t.put(SENDER, Some("d"), Presence::Online, None);
+    let (_, token) = t.sync(RECEIVER, None, &Interest::None);
+    t.send_online_to(&[RECEIVER]);
+    let marks = t.sim.servers[0].marks.clone();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(marks[0].0, user(RECEIVER));
+    let at = marks[0].1;
+    assert!(at >= token);
+
+    // "Restart": a new engine from the stored states and marks, created
+    // past the mark as the driver must.
+    let stored = t.persisted().to_vec();
+    let stored_max = stored.iter().map(|(p, _)| *p).max().unwrap();
+    let mut restarted = T::new(EngineConfig::default());
+    let fresh = presenced_engine::Engine::new(
+        EngineConfig::default(),
+        server("test"),
+        stored_max.max(at + 1),
+    );
+    *restarted.engine() = fresh;
+    restarted.engine().restore(stored);
+    restarted
+        .engine()
+        .restore_full_presence(&user(RECEIVER), at);
+    restarted.join("!room:test", RECEIVER);
+    restarted.join("!room:test", SENDER);
+
+    let (states, next) = restarted.sync(RECEIVER, Some(token), &Interest::None);
+    assert_eq!(ids(&states), names(&[SENDER]));
+    assert!(next > at, "tokens after the restart are past the mark");
+    assert!(restarted.sync_ids(RECEIVER, Some(next)).is_empty());
+}

@@ -18,6 +18,11 @@ pub trait PresenceStore: Send + Sync {
     fn save_quiet(&self, states: &[PresenceState]) -> Result<(), StoreFailure>;
     /// Every stored state with its position.
     fn load(&self) -> Result<Vec<(StreamPos, PresenceState)>, StoreFailure>;
+    /// Stores full-presence marks (a later mark of a user replaces an
+    /// earlier one).
+    fn persist_marks(&self, marks: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure>;
+    /// Every stored full-presence mark.
+    fn load_marks(&self) -> Result<Vec<(OwnedUserId, StreamPos)>, StoreFailure>;
 }
 
 /// A storage failure (logged by the driver; presence keeps flowing).
@@ -53,6 +58,12 @@ impl SqlitePresenceStore {
                  last_user_sync_ts INTEGER NOT NULL,
                  status_msg TEXT,
                  currently_active INTEGER NOT NULL
+             );
+             -- Module API send_local_online_presence_to: syncs whose token
+             -- is at or before stream_pos get one full snapshot.
+             CREATE TABLE IF NOT EXISTS presence_full_marks (
+                 user_id TEXT PRIMARY KEY,
+                 stream_pos INTEGER NOT NULL
              );",
         )
         .map_err(fail)?;
@@ -173,5 +184,44 @@ impl PresenceStore for SqlitePresenceStore {
             states.push((pos as StreamPos, state));
         }
         Ok(states)
+    }
+
+    fn persist_marks(&self, marks: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(fail)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO presence_full_marks VALUES (?1, ?2)
+                     ON CONFLICT(user_id) DO UPDATE SET stream_pos = excluded.stream_pos
+                     WHERE excluded.stream_pos > presence_full_marks.stream_pos",
+                )
+                .map_err(fail)?;
+            for (user, at) in marks {
+                upsert
+                    .execute(params![user.as_str(), *at as i64])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn load_marks(&self) -> Result<Vec<(OwnedUserId, StreamPos)>, StoreFailure> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut query = conn
+            .prepare("SELECT user_id, stream_pos FROM presence_full_marks")
+            .map_err(fail)?;
+        let rows = query
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(fail)?;
+        let mut marks = Vec::new();
+        for row in rows {
+            let (user, at) = row.map_err(fail)?;
+            match OwnedUserId::try_from(user.as_str()) {
+                Ok(user_id) => marks.push((user_id, at as StreamPos)),
+                Err(_) => tracing::warn!(%user, "skipping unreadable full-presence mark"),
+            }
+        }
+        Ok(marks)
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod deactivate;
 mod errors;
+mod full_presence;
 mod helpers;
 mod metrics;
 mod ops;
