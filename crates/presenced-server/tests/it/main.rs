@@ -14,6 +14,7 @@ mod helpers;
 mod metrics;
 mod ops;
 mod presence;
+mod presence_catalogue;
 mod rooms;
 mod server_wide;
 mod store;
