@@ -1,0 +1,215 @@
+//! `kill -9` of the real `presenced` binary: every acknowledged presence
+//! change and status message is back after a restart, and a user whose
+//! device stopped syncing while the server was down times out afterwards.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use presenced_server::api::synapse_admin::registration_mac;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{enc, SECRET};
+
+/// One `presenced` process on a fixed data directory and port.
+struct Process {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Process {
+    async fn start(config: &std::path::Path, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while process
+            .get("/_matrix/client/versions", None)
+            .await
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "presenced did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        process
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Option<(StatusCode, Value)> {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status();
+        Some((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Registers through the shared-secret API; returns (user id, token).
+    async fn register(&self, localpart: &str) -> (String, String) {
+        let (_, nonce) = self.get("/_synapse/admin/v1/register", None).await.unwrap();
+        let nonce = nonce["nonce"].as_str().unwrap();
+        let mac = registration_mac(SECRET, nonce, localpart, "password", false, None);
+        let body = json!({"nonce": nonce, "username": localpart, "password": "password", "admin": false, "mac": mac});
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/_synapse/admin/v1/register",
+                None,
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (
+            body["user_id"].as_str().unwrap().to_owned(),
+            body["access_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn presence(&self, token: &str, user: &str) -> Value {
+        let path = format!("/_matrix/client/v3/presence/{}/status", enc(user));
+        let (status, body) = self.get(&path, Some(token)).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// SIGKILL: no shutdown flush, no goodbye.
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn acknowledged_presence_survives_kill_9_and_stale_devices_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("presenced.yaml");
+    let data = dir.path().join("data");
+    let write_config = |sync_online_timeout: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "server_name: test.local
+listeners: [{{port: {port}, bind_addresses: [127.0.0.1]}}]
+data_dir: {}
+registration_shared_secret: {SECRET}
+password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}
+rc_presence: {{per_user: {{per_second: 1000, burst_count: 1000}}}}
+presence: {{sync_online_timeout: {sync_online_timeout}}}
+log: {{level: warn}}
+",
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    write_config("5m");
+
+    let server = Process::start(&config, port).await;
+    let mut users = Vec::new();
+    for i in 0..20 {
+        users.push(server.register(&format!("user{i}")).await);
+    }
+    let (syncer, syncer_token) = server.register("syncer").await;
+    // Twenty concurrent PUTs (grouped commits); each answered 200 only
+    // once stored. Online, so the activity keeps their (pseudo-)devices
+    // fresh for the 5-minute sync timeout across the restart.
+    let puts = users.iter().enumerate().map(|(i, (user, token))| {
+        let path = format!("/_matrix/client/v3/presence/{}/status", enc(user));
+        let body = json!({"presence": "online", "status_msg": format!("message {i}")});
+        let server = &server;
+        async move {
+            server
+                .send(reqwest::Method::PUT, &path, Some(token), body)
+                .await
+        }
+    });
+    for (status, body) in futures::future::join_all(puts).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The syncer is online because a device syncs, then the server dies.
+    let (status, _) = server
+        .get(
+            "/_matrix/client/v3/sync?set_presence=online&timeout=0",
+            Some(&syncer_token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        server.presence(&syncer_token, &syncer).await["presence"],
+        "online"
+    );
+    server.kill_9();
+
+    let server = Process::start(&config, port).await;
+    for (i, (user, token)) in users.iter().enumerate() {
+        let body = server.presence(token, user).await;
+        assert_eq!(body["presence"], "online", "{user}: {body}");
+        assert_eq!(body["status_msg"], format!("message {i}"), "{user}: {body}");
+    }
+    let body = server.presence(&syncer_token, &syncer).await;
+    assert_eq!(body["presence"], "online", "restored, not yet timed out");
+    server.kill_9();
+
+    // Restarted with a short sync timeout: nobody syncs for the syncer any
+    // more, so it goes offline on its own (2 s plus the timer's slack),
+    // and its status survives the timeout.
+    write_config("2s");
+    let server = Process::start(&config, port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = server.presence(&syncer_token, &syncer).await;
+        if body["presence"] == "offline" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "syncer never timed out: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
