@@ -3,6 +3,7 @@
 //! - `error`: [`error::ApiError`], the only mapping to Matrix errors.
 //! - `extract`: body, path and auth extractors that fail with `ApiError`.
 //! - `client`: the client-server API, one file per endpoint group.
+//! - `federation`: the server-server API (key server, transactions).
 //! - `synapse_admin`: Synapse's shared-secret registration.
 //! - `admin`: presenced's admin API (`/_presenced/admin/v1`).
 //! - `metrics`: `/metrics` (Prometheus).
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod health;
 pub mod metrics;
 pub mod synapse_admin;
@@ -34,6 +36,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(client::routes())
+        .merge(federation::routes())
         .merge(synapse_admin::routes())
         .merge(admin::routes())
         .route("/metrics", get(metrics::get_metrics))

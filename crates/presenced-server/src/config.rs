@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use ruma_common::{OwnedRoomId, OwnedServerName};
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use self::presence::{ModuleConfig, PresenceConfig, PresenceEnabled, RateLimit, RcPresence};
+pub use self::presence::{
+    FederationPresence, ModuleConfig, PresenceConfig, PresenceEnabled, RateLimit, RcPresence,
+};
 
 /// The commented example config, kept next to the crate's `Cargo.toml`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../presenced.example.yaml");
@@ -65,6 +67,13 @@ pub struct Config {
     pub enable_metrics: bool,
     /// Logging.
     pub log: LogConfig,
+    /// The server's ed25519 signing key file (Synapse's key-file format:
+    /// `ed25519 <version> <base64 seed>`), generated at first start when
+    /// missing. Absent: `data_dir/<server_name>.signing.key`.
+    pub signing_key_path: Option<PathBuf>,
+    /// When set, only these servers may talk to us over federation (other
+    /// origins get 403 `M_FORBIDDEN`), and we talk only to them.
+    pub federation_domain_whitelist: Option<Vec<OwnedServerName>>,
 }
 
 impl Default for Config {
@@ -85,6 +94,8 @@ impl Default for Config {
             modules: Vec::new(),
             enable_metrics: false,
             log: LogConfig::default(),
+            signing_key_path: None,
+            federation_domain_whitelist: None,
         }
     }
 }
@@ -222,6 +233,22 @@ impl Config {
             .database
             .clone()
             .unwrap_or_else(|| self.data_dir.join("presenced.db"))
+    }
+
+    /// The signing key file: `signing_key_path`, else
+    /// `data_dir/<server_name>.signing.key` (Synapse's file name).
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_path.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join(format!("{}.signing.key", self.server_name))
+        })
+    }
+
+    /// Whether `federation_domain_whitelist` lets `server` talk to us.
+    pub fn federation_allowed(&self, server: &ruma_common::ServerName) -> bool {
+        self.federation_domain_whitelist
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|s| s == server))
     }
 
     /// Router modules in load order: `modules:` first, then the legacy

@@ -26,6 +26,8 @@
 //! - `accounts`: user-ID rules, argon2 password hashes, sessions.
 //! - `rooms`: room creation and membership rules.
 //! - `client_event`: stored events in the client wire format.
+//! - `federation` (+ `federation/*`): our signing key, other servers'
+//!   keys, and the pieces of the server-server API presence uses.
 //! - `ids`: minting IDs, tokens, timestamps.
 //! - `api`: routing, `ApiError`, extractors, and the endpoints
 //!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/admin.rs` for
@@ -44,6 +46,7 @@ pub mod activity;
 pub mod api;
 pub mod client_event;
 pub mod config;
+pub mod federation;
 pub mod ids;
 pub mod membership;
 pub mod metrics;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, Secret};
+use crate::federation::keys::{KeyCacheConfig, KeyFetcher, NoKeyFetcher};
+use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::ids;
-use crate::state::{AppState, StateReceivers};
+use crate::state::{AppState, FederationParts, StateReceivers};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -31,6 +33,9 @@ pub enum StartupError {
     /// The presence store could not be opened.
     #[error("presence store: {0}")]
     PresenceStore(#[from] crate::presence::store::StoreFailure),
+    /// The signing key file could not be read or generated.
+    #[error(transparent)]
+    SigningKey(#[from] crate::federation::signing::SigningKeyError),
     /// The generated secret could not be read or written.
     #[error("registration secret file {path}: {source}")]
     Secret {
@@ -101,10 +106,19 @@ fn generate_secret(path: &Path) -> std::io::Result<(Secret, SecretOrigin)> {
 
 /// Opens the store, settles the secret, loads the presence router modules,
 /// starts the presence driver and builds the shared state. Must run inside
-/// a tokio runtime (the driver spawns its tasks).
-pub fn build_state(
+/// a tokio runtime (the driver spawns its tasks). Other servers' keys are
+/// fetched through `key_fetcher` (the federation client, or a test's).
+pub fn build_state_with(
     config: Config,
+    key_fetcher: Arc<dyn KeyFetcher>,
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    let signing_key = Arc::new(ServerSigningKey::load_or_generate(
+        &config.signing_key_path(),
+    )?);
+    let federation = FederationParts {
+        signing_key,
+        remote_keys: Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default())),
+    };
     let store = open_store(&config)?;
     let (secret, origin) = registration_secret(&config)?;
     let joined = store
@@ -118,6 +132,14 @@ pub fn build_state(
         .collect();
     let store: Arc<dyn Store> = Arc::new(store);
     let presence = crate::presence::startup::start(&config, joined, store.clone())?;
-    let (state, receivers) = AppState::new(config, store, Some(secret), presence);
+    let (state, receivers) = AppState::new(config, store, Some(secret), presence, federation);
     Ok((state, receivers, origin))
+}
+
+/// [`build_state_with`] without a federation client: no remote key can be
+/// fetched, so every signed federation request is refused.
+pub fn build_state(
+    config: Config,
+) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    build_state_with(config, Arc::new(NoKeyFetcher))
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
+use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::membership::MembershipChange;
 use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
@@ -53,6 +54,18 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Open user-interactive auth sessions.
     pub(crate) uia_sessions: UiaSessions,
+    /// Our federation signing key.
+    pub signing_key: Arc<ServerSigningKey>,
+    /// Other servers' verified keys.
+    pub remote_keys: Arc<RemoteKeyCache>,
+}
+
+/// What federation needs in [`AppState`]: our key and the cache of theirs.
+pub struct FederationParts {
+    /// Our signing key.
+    pub signing_key: Arc<ServerSigningKey>,
+    /// Other servers' keys.
+    pub remote_keys: Arc<RemoteKeyCache>,
 }
 
 /// The receiving ends of [`AppState`]'s channels. Whoever builds the state
@@ -72,6 +85,7 @@ impl AppState {
         store: Arc<dyn Store>,
         registration_shared_secret: Option<Secret>,
         presence: PresenceService,
+        federation: FederationParts,
     ) -> (Arc<Self>, StateReceivers) {
         let (membership_tx, membership_rx) = unbounded_channel();
         let (activity_tx, activity_rx) = unbounded_channel();
@@ -91,6 +105,8 @@ impl AppState {
             membership_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             uia_sessions: UiaSessions::default(),
+            signing_key: federation.signing_key,
+            remote_keys: federation.remote_keys,
         };
         (
             Arc::new(state),

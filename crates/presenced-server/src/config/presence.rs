@@ -30,6 +30,12 @@ pub struct PresenceConfig {
     pub max_room_size: Option<usize>,
     /// Legacy single presence router, loaded after `modules:`.
     pub presence_router: Option<ModuleConfig>,
+    /// Presence over federation, per direction (presenced addition).
+    pub federation: FederationPresence,
+    /// Remote users whose presence is kept in memory per remote server; past
+    /// it, that server's offline users are forgotten first, then its least
+    /// recently updated ones (presenced addition, W9/W10).
+    pub max_remote_users_per_server: usize,
 }
 
 impl Default for PresenceConfig {
@@ -42,6 +48,28 @@ impl Default for PresenceConfig {
             idle_timeout: Duration::from_secs(300),
             max_room_size: None,
             presence_router: None,
+            federation: FederationPresence::default(),
+            max_remote_users_per_server: 10_000,
+        }
+    }
+}
+
+/// `presence.federation:` — which way presence crosses federation.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationPresence {
+    /// Send local users' presence to other servers.
+    pub send: bool,
+    /// Accept `m.presence` EDUs from other servers (false: they are
+    /// acknowledged and ignored).
+    pub receive: bool,
+}
+
+impl Default for FederationPresence {
+    fn default() -> Self {
+        Self {
+            send: true,
+            receive: true,
         }
     }
 }
@@ -54,6 +82,9 @@ impl PresenceConfig {
         }
         if self.sync_online_timeout.is_zero() {
             return Err("presence.sync_online_timeout must be greater than 0".to_owned());
+        }
+        if self.max_remote_users_per_server == 0 {
+            return Err("presence.max_remote_users_per_server must be greater than 0".to_owned());
         }
         if self.idle_timeout <= self.last_active_granularity {
             return Err(

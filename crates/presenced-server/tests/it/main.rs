@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod deactivate;
 mod errors;
+mod federation_inbound;
 mod full_presence;
 mod helpers;
 mod metrics;

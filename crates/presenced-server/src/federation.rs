@@ -1,0 +1,26 @@
+//! Federation: the server-server API pieces presence needs.
+//!
+//! presenced exchanges only presence with other homeservers: signed
+//! `m.presence` EDUs in `PUT /_matrix/federation/v1/send/{txnId}`
+//! transactions, authenticated with the X-Matrix scheme, plus the key
+//! server every peer needs to check our signatures. Canonical JSON,
+//! ed25519 signatures and the X-Matrix header come from ruma
+//! (`ruma-signatures`, `ruma-federation-api`); nothing here hand-rolls
+//! cryptography.
+//!
+//! # Layout
+//!
+//! - `signing`: our own key ([`signing::ServerSigningKey`]) in Synapse's
+//!   key-file format; signs JSON and outgoing X-Matrix headers.
+//! - `keys`: other servers' keys: [`keys::KeyFetcher`] (the edge that
+//!   reaches them, implemented by the federation client) and
+//!   [`keys::RemoteKeyCache`] (checked, cached, rate-limited refetch).
+//!
+//! The HTTP handlers live with the other endpoints, under
+//! `api/federation/`.
+
+pub mod keys;
+pub mod signing;
+
+pub use self::keys::{KeyFetcher, RemoteKeyCache};
+pub use self::signing::ServerSigningKey;
