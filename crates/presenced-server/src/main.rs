@@ -196,6 +196,8 @@ async fn serve_async(config: Config) -> Result<(), String> {
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
+    // Long-polls answer now rather than holding the shutdown.
+    state.presence.shut_down();
     let _ = stop_tx.send(true);
     while let Some(done) = servers.join_next().await {
         done.map_err(|e| e.to_string())?

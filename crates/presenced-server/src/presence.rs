@@ -50,6 +50,9 @@ struct Inner {
     waiters: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
     /// Poked when the next timer may have moved earlier.
     timers_moved: Notify,
+    /// Set at shutdown: waiting syncs answer at once instead of holding
+    /// the graceful shutdown for their whole timeout.
+    stopping: std::sync::atomic::AtomicBool,
     persist_tx: mpsc::UnboundedSender<PersistJob>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
 }
@@ -131,6 +134,7 @@ impl PresenceService {
                 router,
                 waiters: Mutex::new(HashMap::new()),
                 timers_moved: Notify::new(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 persist_tx,
                 outbound_tx,
             }),
@@ -238,6 +242,25 @@ impl PresenceService {
                 () = self.inner.timers_moved.notified() => {}
             }
         }
+    }
+
+    /// Shutdown has begun: every waiting sync answers now with what it
+    /// has, and new ones do not wait.
+    pub fn shut_down(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in waiters.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`Self::shut_down`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner
+            .stopping
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The presence router.
@@ -406,6 +429,16 @@ impl PresenceService {
                 found
             };
             if !view.states.is_empty() || tokio::time::Instant::now() >= deadline {
+                break view;
+            }
+            // Read after the notifier was enabled, so a shutdown in between
+            // is not missed.
+            if self.is_stopping() {
+                self.inner
+                    .engine
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cancel_wait(user);
                 break view;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {

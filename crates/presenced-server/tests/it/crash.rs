@@ -1,6 +1,8 @@
-//! `kill -9` of the real `presenced` binary: every acknowledged presence
-//! change and status message is back after a restart, and a user whose
-//! device stopped syncing while the server was down times out afterwards.
+//! The real `presenced` process stopped hard and softly. `kill -9`: every
+//! acknowledged presence change and status message is back after a
+//! restart, and a user whose device stopped syncing while the server was
+//! down times out afterwards. SIGTERM: waiting long-polls answer at once
+//! and the process exits cleanly.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,6 +103,24 @@ impl Process {
         let (status, body) = self.get(&path, Some(token)).await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// SIGTERM, then the exit status (within a generous bound).
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "presenced did not exit on SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: no shutdown flush, no goodbye.
@@ -212,4 +232,54 @@ log: {{level: warn}}
         assert!(Instant::now() < deadline, "syncer never timed out: {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn sigterm_answers_long_polls_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("presenced.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: test.local
+listeners: [{{port: {port}, bind_addresses: [127.0.0.1]}}]
+data_dir: {}
+registration_shared_secret: {SECRET}
+password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}
+log: {{level: warn}}
+",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let server = Process::start(&config, port).await;
+    let (_, token) = server.register("sleeper").await;
+    let (status, first) = server
+        .get("/_matrix/client/v3/sync?set_presence=offline", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    // A two-minute long-poll with nothing to wake it.
+    let client = server.client.clone();
+    let url = format!(
+        "{}/_matrix/client/v3/sync?set_presence=offline&timeout=120000&since={since}",
+        server.base
+    );
+    let poll = tokio::spawn(async move {
+        let started = Instant::now();
+        let response = client.get(url).bearer_auth(token).send().await.unwrap();
+        (response.status(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "the long-poll should be waiting");
+    let exit = server.terminate().await;
+    assert!(exit.success(), "{exit:?}");
+    let (status, waited) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        waited < Duration::from_secs(60),
+        "answered at shutdown, not at its timeout: {waited:?}"
+    );
 }

@@ -135,7 +135,10 @@ pub(crate) async fn get_sync(
             }
         };
         let states = filter.apply(presence.states);
-        let done = rooms_ready || !states.is_empty() || Instant::now() >= deadline;
+        let done = rooms_ready
+            || !states.is_empty()
+            || Instant::now() >= deadline
+            || state.presence.is_stopping();
         if !done {
             continue;
         }
