@@ -15,12 +15,19 @@
 //! - `keys`: other servers' keys: [`keys::KeyFetcher`] (the edge that
 //!   reaches them, implemented by the federation client) and
 //!   [`keys::RemoteKeyCache`] (checked, cached, rate-limited refetch).
+//! - `auth`: checking an incoming request's X-Matrix authorization
+//!   (destination, `federation_domain_whitelist`, signature).
+//! - `transactions`: transaction IDs already processed, per origin.
+//! - `presence_edu`: reading an incoming `m.presence` EDU entry by entry.
 //!
 //! The HTTP handlers live with the other endpoints, under
 //! `api/federation/`.
 
+pub mod auth;
 pub mod keys;
+pub mod presence_edu;
 pub mod signing;
+pub mod transactions;
 
 pub use self::keys::{KeyFetcher, RemoteKeyCache};
 pub use self::signing::ServerSigningKey;

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
+use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::membership::MembershipChange;
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub signing_key: Arc<ServerSigningKey>,
     /// Other servers' verified keys.
     pub remote_keys: Arc<RemoteKeyCache>,
+    /// Federation transactions already processed.
+    pub(crate) seen_transactions: SeenTransactions,
 }
 
 /// What federation needs in [`AppState`]: our key and the cache of theirs.
@@ -107,6 +110,7 @@ impl AppState {
             uia_sessions: UiaSessions::default(),
             signing_key: federation.signing_key,
             remote_keys: federation.remote_keys,
+            seen_transactions: SeenTransactions::default(),
         };
         (
             Arc::new(state),

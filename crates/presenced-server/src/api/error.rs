@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::federation::auth::AuthError;
 use crate::store::StoreError;
 
 /// A failed request, as the client will see it.
@@ -41,6 +42,11 @@ pub enum ApiError {
     /// 401 `M_UNKNOWN_TOKEN`.
     #[error("Unrecognised access token.")]
     UnknownToken,
+    /// 401 `M_UNAUTHORIZED`: a federation request whose X-Matrix
+    /// authorization is missing, malformed, for another server, or does
+    /// not verify.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403 `M_FORBIDDEN`.
     #[error("{0}")]
     Forbidden(String),
@@ -97,6 +103,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
             Self::MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
             Self::UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED"),
             Self::AuthRequired { .. } => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN"),
@@ -119,6 +126,15 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UserInUse => Self::UserInUse,
             other => Self::internal(other),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::NotAllowed(_) => Self::Forbidden(e.to_string()),
+            _ => Self::Unauthorized(e.to_string()),
         }
     }
 }
@@ -172,6 +188,7 @@ mod tests {
         let cases = [
             (ApiError::MissingToken, 401, "M_MISSING_TOKEN"),
             (ApiError::UnknownToken, 401, "M_UNKNOWN_TOKEN"),
+            (ApiError::Unauthorized("no".into()), 401, "M_UNAUTHORIZED"),
             (ApiError::Forbidden("no".into()), 403, "M_FORBIDDEN"),
             (ApiError::NotFound("no".into()), 404, "M_NOT_FOUND"),
             (

@@ -2,17 +2,25 @@
 //! presence) the transaction endpoint.
 //!
 //! - `key_server`: `GET /_matrix/key/v2/server[/{keyId}]`.
+//! - `send`: `PUT /_matrix/federation/v1/send/{txnId}` (presence EDUs).
+//! - `signed`: the extractor that verifies X-Matrix authorization.
 //! - `version`: `GET /_matrix/federation/v1/version`.
 
 mod key_server;
+mod send;
+mod signed;
 mod version;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
 use axum::Router;
 
 use crate::state::AppState;
+
+/// Largest accepted transaction: 50 PDUs of up to 64 KiB plus 100 EDUs.
+const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;
 
 /// The federation and key routes.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -23,4 +31,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(key_server::get_server_keys_by_id),
         )
         .route("/_matrix/federation/v1/version", get(version::get_version))
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(send::put_transaction).layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES)),
+        )
 }

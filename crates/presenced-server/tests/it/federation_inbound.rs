@@ -3,13 +3,151 @@
 //! is made in the test and reached through an injected key fetcher.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use presenced_server::config::{Config, ModuleConfig};
+use presenced_server::federation::keys::{BoxFuture, FetchError, KeyFetcher};
 use presenced_server::federation::signing::to_canonical_object;
 use presenced_server::federation::ServerSigningKey;
 use reqwest::StatusCode;
 use ruma_common::serde::Base64;
+use ruma_common::{OwnedServerName, ServerName};
+use serde_json::{json, Value};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{assert_error, spawn_app_with, spawn_app_with_fetcher, TestApp};
+use crate::ops::{eventually, generous, get_presence, presence_of, sync};
+
+/// Our test server's name (helpers' `test_config`).
+const US: &str = "test.local";
+/// The test peer.
+const PEER: &str = "peer.test";
+
+/// A remote server made in the test: a name and a key pair.
+struct Peer {
+    name: OwnedServerName,
+    key: ServerSigningKey,
+}
+
+impl Peer {
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.try_into().unwrap(),
+            key: ServerSigningKey::generate(),
+        })
+    }
+
+    /// Its `/_matrix/key/v2/server` answer, valid for an hour.
+    fn key_response(&self) -> Value {
+        let mut body = json!({
+            "server_name": self.name,
+            "valid_until_ts": presenced_server::ids::now_ms() + 3_600_000,
+            "verify_keys": { self.key.key_id(): { "key": self.key.public_key_base64() } },
+            "old_verify_keys": {},
+        });
+        self.key.sign_json(&self.name, &mut body).unwrap();
+        body
+    }
+}
+
+/// The key-fetching edge: answers for the peers it knows, counting calls.
+struct PeerKeys {
+    peers: Vec<Arc<Peer>>,
+    calls: AtomicUsize,
+}
+
+impl KeyFetcher for PeerKeys {
+    fn fetch_server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Value, FetchError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let found = self.peers.iter().find(|p| p.name == server);
+        let result = found
+            .map(|p| p.key_response())
+            .ok_or(FetchError::Unreachable {
+                server: server.to_owned(),
+                message: "unknown test server".to_owned(),
+            });
+        Box::pin(async move { result })
+    }
+}
+
+/// A server that knows `peers`' keys, with `tweak` applied to its config.
+async fn app_knowing(
+    peers: &[&Arc<Peer>],
+    tweak: impl FnOnce(&mut Config),
+) -> (TestApp, Arc<PeerKeys>) {
+    let keys = Arc::new(PeerKeys {
+        peers: peers.iter().map(|p| Arc::clone(p)).collect(),
+        calls: AtomicUsize::new(0),
+    });
+    let app = spawn_app_with_fetcher(
+        |c| {
+            generous(c);
+            tweak(c);
+        },
+        keys.clone(),
+    )
+    .await;
+    (app, keys)
+}
+
+/// Lets `@alice:test.local` see every user (remote ones included).
+fn alice_observes(config: &mut Config) {
+    config.modules.push(ModuleConfig {
+        module: "presenced.routers.Observers".to_owned(),
+        config: json!({"observers": ["@alice:test.local"]}),
+        deadline_ms: None,
+    });
+}
+
+fn transaction(origin: &str, edus: Value) -> Value {
+    json!({
+        "origin": origin,
+        "origin_server_ts": presenced_server::ids::now_ms(),
+        "pdus": [],
+        "edus": edus,
+    })
+}
+
+fn presence_edu(push: Value) -> Value {
+    json!({"edu_type": "m.presence", "content": {"push": push}})
+}
+
+fn send_path(txn_id: &str) -> String {
+    format!("/_matrix/federation/v1/send/{txn_id}")
+}
+
+/// PUTs `body` to `path` with `authorization` (if any) as the header.
+async fn put_raw(
+    app: &TestApp,
+    path: &str,
+    authorization: Option<String>,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let mut req = app.client.put(format!("{}{path}", app.base)).json(body);
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// A transaction from `peer`, correctly signed for us.
+async fn send(app: &TestApp, peer: &Peer, txn_id: &str, body: &Value) -> (StatusCode, Value) {
+    let path = send_path(txn_id);
+    let auth = peer
+        .key
+        .x_matrix_authorization(&peer.name, name(US), "PUT", &path, Some(body))
+        .unwrap();
+    put_raw(app, &path, Some(auth), body).await
+}
+
+fn name(s: &str) -> &ServerName {
+    <&ServerName>::try_from(s).unwrap()
+}
 
 #[tokio::test]
 async fn key_server_answers_self_signed_keys_valid_in_the_future() {
@@ -63,4 +201,293 @@ async fn signing_key_is_generated_in_the_data_dir_and_kept() {
         on_disk.public_key_base64(),
         app.state.signing_key.public_key_base64()
     );
+}
+
+#[tokio::test]
+async fn signed_presence_reaches_a_routed_local_user_only() {
+    let peer = Peer::new(PEER);
+    let (app, keys) = app_knowing(&[&peer], |c| {
+        c.modules.push(ModuleConfig {
+            module: "presenced.routers.StaticRoutes".to_owned(),
+            config: json!({"routes": [{"receiver": "@alice:test.local", "senders": ["@bob:peer.test"]}]}),
+            deadline_ms: None,
+        });
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let dave = app.register("dave").await;
+    let initial = sync(&app, &alice, "set_presence=offline").await;
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+
+    let body = transaction(
+        PEER,
+        json!([presence_edu(json!([{
+            "user_id": "@bob:peer.test", "presence": "online",
+            "last_active_ago": 2000, "currently_active": true, "status_msg": "from afar"
+        }]))]),
+    );
+    let (status, answer) = send(&app, &peer, "txn1", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"pdus": {}}));
+    assert_eq!(keys.calls.load(Ordering::SeqCst), 1, "one key fetch");
+
+    // Alice's incremental sync carries bob's state.
+    let since_query = format!("set_presence=offline&since={since}");
+    eventually(|| async {
+        presence_of(&sync(&app, &alice, &since_query).await, "@bob:peer.test").is_some()
+    })
+    .await;
+    let content = presence_of(&sync(&app, &alice, &since_query).await, "@bob:peer.test").unwrap();
+    assert_eq!(content["presence"], "online");
+    assert_eq!(content["status_msg"], "from afar");
+    assert_eq!(content["currently_active"], true);
+    assert!(content["last_active_ago"].as_u64().unwrap() >= 2000);
+
+    // Alice may GET it (routing counts); dave, not routed, may not.
+    let (status, got) = get_presence(&app, &alice, "@bob:peer.test").await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["presence"], "online");
+    let (status, got) = get_presence(&app, &dave, "@bob:peer.test").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{got}");
+    let dave_sync = sync(&app, &dave, "set_presence=offline").await;
+    assert!(presence_of(&dave_sync, "@bob:peer.test").is_none());
+
+    // A second transaction reuses the cached key.
+    let body = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@bob:peer.test", "presence": "unavailable"}])
+        )]),
+    );
+    assert_eq!(send(&app, &peer, "txn2", &body).await.0, StatusCode::OK);
+    assert_eq!(
+        get_presence(&app, &alice, "@bob:peer.test").await.1["presence"],
+        "unavailable"
+    );
+    assert_eq!(keys.calls.load(Ordering::SeqCst), 1, "the key was cached");
+}
+
+#[tokio::test]
+async fn unauthenticated_or_misaddressed_requests_get_401() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], alice_observes).await;
+    let body = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@bob:peer.test", "presence": "online"}])
+        )]),
+    );
+    let path = send_path("t1");
+
+    // No Authorization header.
+    let resp = put_raw(&app, &path, None, &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // Not an X-Matrix header.
+    let resp = put_raw(&app, &path, Some("Bearer abc".to_owned()), &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // Signed by a key that is not the peer's (same key ID, other key).
+    let impostor =
+        ServerSigningKey::from_seed(peer.key.key_id().trim_start_matches("ed25519:"), [42; 32])
+            .unwrap();
+    let forged = impostor
+        .x_matrix_authorization(&peer.name, name(US), "PUT", &path, Some(&body))
+        .unwrap();
+    let resp = put_raw(&app, &path, Some(forged), &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // Correctly signed, but the body was changed afterwards.
+    let auth = peer
+        .key
+        .x_matrix_authorization(&peer.name, name(US), "PUT", &path, Some(&body))
+        .unwrap();
+    let mut tampered = body.clone();
+    tampered["edus"][0]["content"]["push"][0]["presence"] = json!("unavailable");
+    let resp = put_raw(&app, &path, Some(auth.clone()), &tampered).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // Signed for another URI.
+    let resp = put_raw(&app, &send_path("t2"), Some(auth), &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // Signed for another destination.
+    let elsewhere = peer
+        .key
+        .x_matrix_authorization(
+            &peer.name,
+            name("elsewhere.test"),
+            "PUT",
+            &path,
+            Some(&body),
+        )
+        .unwrap();
+    let resp = put_raw(&app, &path, Some(elsewhere), &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // From a server whose keys cannot be fetched.
+    let stranger = Peer::new("stranger.test");
+    let body = transaction("stranger.test", json!([]));
+    let resp = send(&app, &stranger, "t1", &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+
+    // None of it changed bob's presence.
+    let alice = app.register("alice").await;
+    let (_, got) = get_presence(&app, &alice, "@bob:peer.test").await;
+    assert_eq!(got["presence"], "offline", "{got}");
+}
+
+#[tokio::test]
+async fn origins_outside_the_whitelist_get_403_before_any_key_fetch() {
+    let peer = Peer::new(PEER);
+    let friend = Peer::new("friend.test");
+    let (app, keys) = app_knowing(&[&peer, &friend], |c| {
+        c.federation_domain_whitelist = Some(vec!["friend.test".try_into().unwrap()]);
+    })
+    .await;
+    let resp = send(&app, &peer, "t1", &transaction(PEER, json!([]))).await;
+    assert_error(&resp, 403, "M_FORBIDDEN");
+    assert_eq!(keys.calls.load(Ordering::SeqCst), 0);
+    let (status, body) = send(&app, &friend, "t1", &transaction("friend.test", json!([]))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn body_origin_must_be_the_signing_server() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |_| {}).await;
+    let body = transaction("other.test", json!([]));
+    let resp = send(&app, &peer, "t1", &body).await;
+    assert_error(&resp, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_repeated_transaction_is_acknowledged_but_not_applied_again() {
+    let peer = Peer::new(PEER);
+    let other = Peer::new("other.test");
+    let (app, _) = app_knowing(&[&peer, &other], alice_observes).await;
+    let alice = app.register("alice").await;
+    let first = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@bob:peer.test", "presence": "online", "status_msg": "first"}])
+        )]),
+    );
+    assert_eq!(send(&app, &peer, "same", &first).await.0, StatusCode::OK);
+    let accepted = app.state.presence.stats().remote_accepted;
+    assert_eq!(accepted, 1);
+
+    // The same ID again (even with other content) changes nothing.
+    let second = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@bob:peer.test", "presence": "unavailable", "status_msg": "second"}])
+        )]),
+    );
+    let (status, answer) = send(&app, &peer, "same", &second).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, json!({"pdus": {}}));
+    let (_, got) = get_presence(&app, &alice, "@bob:peer.test").await;
+    assert_eq!(
+        (got["presence"].as_str(), got["status_msg"].as_str()),
+        (Some("online"), Some("first"))
+    );
+    assert_eq!(app.state.presence.stats().remote_accepted, 1);
+
+    // Another server's transaction with the same ID is its own.
+    let theirs = transaction(
+        "other.test",
+        json!([presence_edu(
+            json!([{"user_id": "@carl:other.test", "presence": "online"}])
+        )]),
+    );
+    assert_eq!(send(&app, &other, "same", &theirs).await.0, StatusCode::OK);
+    assert_eq!(
+        get_presence(&app, &alice, "@carl:other.test").await.1["presence"],
+        "online"
+    );
+}
+
+#[tokio::test]
+async fn one_bad_push_entry_does_not_lose_the_others() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], alice_observes).await;
+    let alice = app.register("alice").await;
+    let body = transaction(
+        PEER,
+        json!([
+            presence_edu(json!([
+                {"user_id": "@bad1:peer.test", "presence": "online", "last_active_ago": -1},
+                {"user_id": "@good1:peer.test", "presence": "online"},
+                {"user_id": "@eve:elsewhere.test", "presence": "online"},
+                {"user_id": "@bad2:peer.test", "presence": "dancing"},
+                {"user_id": "@bad3:peer.test", "presence": "online", "currently_active": "yes"},
+                {"user_id": "@good2:peer.test", "presence": "unavailable", "status_msg": "ok"},
+            ])),
+            // Other EDU types are acknowledged without effect.
+            {"edu_type": "m.typing", "content": {"room_id": "!r:peer.test", "user_id": "@good1:peer.test", "typing": true}},
+            "not even an object",
+        ]),
+    );
+    let (status, answer) = send(&app, &peer, "mixed", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        get_presence(&app, &alice, "@good1:peer.test").await.1["presence"],
+        "online"
+    );
+    let good2 = get_presence(&app, &alice, "@good2:peer.test").await.1;
+    assert_eq!(
+        (good2["presence"].as_str(), good2["status_msg"].as_str()),
+        (Some("unavailable"), Some("ok"))
+    );
+    for bad in [
+        "@bad1:peer.test",
+        "@bad2:peer.test",
+        "@bad3:peer.test",
+        "@eve:elsewhere.test",
+    ] {
+        assert_eq!(
+            get_presence(&app, &alice, bad).await.1["presence"],
+            "offline",
+            "{bad}"
+        );
+    }
+    assert_eq!(app.state.presence.stats().remote_accepted, 2);
+}
+
+#[tokio::test]
+async fn receive_false_acknowledges_and_ignores_presence() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |c| {
+        alice_observes(c);
+        c.presence.federation.receive = false;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let body = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@bob:peer.test", "presence": "online"}])
+        )]),
+    );
+    let (status, answer) = send(&app, &peer, "t1", &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        get_presence(&app, &alice, "@bob:peer.test").await.1["presence"],
+        "offline"
+    );
+    assert_eq!(app.state.presence.stats().remote_accepted, 0);
+}
+
+#[tokio::test]
+async fn too_many_edus_or_a_malformed_body_is_a_bad_request() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |_| {}).await;
+    let edus: Vec<Value> = (0..101)
+        .map(|_| json!({"edu_type": "m.typing", "content": {}}))
+        .collect();
+    let resp = send(&app, &peer, "big", &transaction(PEER, json!(edus))).await;
+    assert_error(&resp, 400, "M_BAD_JSON");
+    let resp = send(&app, &peer, "noorigin", &json!({"pdus": []})).await;
+    assert_error(&resp, 400, "M_BAD_JSON");
 }

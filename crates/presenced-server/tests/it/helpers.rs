@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presenced_server::config::{Config, PasswordHashing, Secret};
+use presenced_server::federation::keys::{KeyFetcher, NoKeyFetcher};
 use presenced_server::{startup, ActivityEvent, AppState, MembershipChange};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -45,6 +46,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_fetcher(tweak, Arc::new(NoKeyFetcher)).await
+}
+
+/// A server whose federation key lookups go through `fetcher`.
+pub async fn spawn_app_with_fetcher(
+    tweak: impl FnOnce(&mut Config),
+    fetcher: Arc<dyn KeyFetcher>,
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         let log = presenced_server::config::LogConfig {
             level: "debug".to_owned(),
@@ -59,7 +68,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
     tweak(&mut config);
-    let (state, receivers, _) = startup::build_state(config).unwrap();
+    let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
     let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

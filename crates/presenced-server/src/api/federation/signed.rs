@@ -1,0 +1,76 @@
+//! `SignedJson`: the extractor for federation requests. It yields the
+//! authenticated origin and the JSON body, or fails with 401
+//! `M_UNAUTHORIZED` (missing, malformed, misaddressed or unverifiable
+//! authorization) or 403 `M_FORBIDDEN` (origin not in
+//! `federation_domain_whitelist`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, OriginalUri, Request};
+use axum::http::{header, StatusCode};
+use ruma_common::OwnedServerName;
+use serde_json::Value;
+
+use crate::api::error::ApiError;
+use crate::federation::auth::Verifier;
+use crate::ids;
+use crate::state::AppState;
+
+/// A verified federation request with a JSON object body.
+pub(crate) struct SignedJson {
+    /// The server that signed the request.
+    pub(crate) origin: OwnedServerName,
+    /// The body.
+    pub(crate) body: Value,
+}
+
+impl FromRequest<Arc<AppState>> for SignedJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
+        // The signature covers the URI as the peer sent it; a nested
+        // router would have stripped a prefix from `parts.uri`.
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        let uri = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let method = parts.method.clone();
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::NotJson(rejection.body_text())
+                }
+            })?;
+        // The body must be JSON before its signature can be checked (the
+        // signature covers the parsed content, not the bytes).
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::NotJson("Content not JSON.".to_owned()))?;
+        if !body.is_object() {
+            return Err(ApiError::NotJson(
+                "Content must be a JSON object.".to_owned(),
+            ));
+        }
+        let config = state.config.clone();
+        let allowed = move |server: &ruma_common::ServerName| config.federation_allowed(server);
+        let verifier = Verifier {
+            server_name: &state.server_name,
+            own_key: &state.signing_key,
+            keys: &state.remote_keys,
+            allowed: &allowed,
+        };
+        let origin = verifier
+            .verify(authorization.as_ref(), &method, &uri, &bytes, ids::now_ms())
+            .await
+            .inspect_err(|e| tracing::info!(%method, %uri, "federation request refused: {e}"))?;
+        Ok(Self { origin, body })
+    }
+}

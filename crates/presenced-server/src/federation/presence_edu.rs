@@ -1,0 +1,174 @@
+//! Reading an incoming `m.presence` EDU (spec §11.5, with W9 fixed).
+//!
+//! Every entry of `content.push` is checked on its own: a bad entry is
+//! dropped with its reason and the others still count (Synapse drops the
+//! rest of the EDU at the first badly typed entry). An entry is accepted
+//! when:
+//! - `user_id` is a valid user ID on the origin server;
+//! - `presence` is a known value (`online`, `unavailable`, `offline`, busy);
+//! - `last_active_ago`, if present, is a non-negative integer that does
+//!   not reach back before the Unix epoch;
+//! - `currently_active`, if present, is a boolean;
+//! - `status_msg`, if present, is a string (or null) of at most
+//!   [`MAX_STATUS_MSG_BYTES`] bytes, so one server cannot fill memory
+//!   through long messages.
+
+use presenced_engine::{Presence, RemotePresence};
+use ruma_common::{ServerName, UserId};
+use serde_json::Value;
+
+/// The EDU type carrying presence.
+pub const EDU_TYPE: &str = "m.presence";
+
+/// Longest status message accepted from another server.
+pub const MAX_STATUS_MSG_BYTES: usize = 4096;
+
+/// The entries of one EDU, split into accepted and dropped.
+#[derive(Debug, Default)]
+pub struct PresencePush {
+    /// Entries that passed every check.
+    pub accepted: Vec<RemotePresence>,
+    /// Dropped entries: their index in `push` and why.
+    pub dropped: Vec<(usize, String)>,
+}
+
+/// Reads `content` of an `m.presence` EDU from `origin`. A missing or
+/// non-list `push` yields nothing.
+pub fn read(origin: &ServerName, content: &Value, now_ms: u64) -> PresencePush {
+    let mut out = PresencePush::default();
+    let Some(push) = content.get("push").and_then(Value::as_array) else {
+        return out;
+    };
+    for (i, entry) in push.iter().enumerate() {
+        match read_entry(origin, entry, now_ms) {
+            Ok(p) => out.accepted.push(p),
+            Err(why) => out.dropped.push((i, why)),
+        }
+    }
+    out
+}
+
+fn read_entry(origin: &ServerName, entry: &Value, now_ms: u64) -> Result<RemotePresence, String> {
+    let entry = entry.as_object().ok_or("entry is not an object")?;
+    let user_id = entry
+        .get("user_id")
+        .and_then(Value::as_str)
+        .ok_or("user_id is missing or not a string")?;
+    let user_id = UserId::parse(user_id).map_err(|e| format!("user_id {user_id:?}: {e}"))?;
+    if user_id.server_name() != origin {
+        return Err(format!("{user_id} is not a user of {origin}"));
+    }
+    let presence = entry
+        .get("presence")
+        .and_then(Value::as_str)
+        .ok_or("presence is missing or not a string")?;
+    let presence =
+        Presence::parse(presence).ok_or_else(|| format!("unknown presence {presence:?}"))?;
+    let last_active_ago = match entry.get("last_active_ago") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|ago| *ago <= now_ms)
+                .ok_or_else(|| format!("last_active_ago {v} is not a sane duration"))?,
+        ),
+    };
+    let currently_active = match entry.get("currently_active") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(v) => return Err(format!("currently_active {v} is not a boolean")),
+    };
+    let status_msg = match entry.get("status_msg") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_STATUS_MSG_BYTES => Some(s.clone()),
+        Some(Value::String(s)) => return Err(format!("status_msg of {} bytes", s.len())),
+        Some(v) => return Err(format!("status_msg {v} is not a string")),
+    };
+    Ok(RemotePresence {
+        user_id,
+        presence,
+        last_active_ago,
+        currently_active,
+        status_msg,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn origin() -> &'static ServerName {
+        <&ServerName>::try_from("remote.test").unwrap()
+    }
+
+    #[test]
+    fn a_full_entry_is_read() {
+        let content = json!({"push": [{
+            "user_id": "@bob:remote.test", "presence": "online",
+            "last_active_ago": 5000, "currently_active": true, "status_msg": "hi"
+        }]});
+        let push = read(origin(), &content, NOW);
+        assert!(push.dropped.is_empty(), "{:?}", push.dropped);
+        assert_eq!(
+            push.accepted,
+            vec![RemotePresence {
+                user_id: UserId::parse("@bob:remote.test").unwrap(),
+                presence: Presence::Online,
+                last_active_ago: Some(5000),
+                currently_active: Some(true),
+                status_msg: Some("hi".to_owned()),
+            }]
+        );
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null_and_busy_is_known() {
+        let content = json!({"push": [
+            {"user_id": "@a:remote.test", "presence": "unavailable"},
+            {"user_id": "@b:remote.test", "presence": "org.matrix.msc3026.busy",
+             "status_msg": null, "last_active_ago": null, "currently_active": null},
+        ]});
+        let push = read(origin(), &content, NOW);
+        assert!(push.dropped.is_empty(), "{:?}", push.dropped);
+        assert_eq!(push.accepted.len(), 2);
+        assert_eq!(push.accepted[1].presence, Presence::Busy);
+        assert_eq!(push.accepted[1].status_msg, None);
+    }
+
+    #[test]
+    fn each_bad_entry_is_dropped_alone() {
+        let long = "x".repeat(MAX_STATUS_MSG_BYTES + 1);
+        let content = json!({"push": [
+            "not an object",
+            {"presence": "online"},
+            {"user_id": "not-a-user-id", "presence": "online"},
+            {"user_id": "@eve:other.test", "presence": "online"},
+            {"user_id": "@c:remote.test", "presence": "dancing"},
+            {"user_id": "@c:remote.test"},
+            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": -5},
+            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": 1.5},
+            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": "5"},
+            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": NOW + 1},
+            {"user_id": "@c:remote.test", "presence": "online", "currently_active": "yes"},
+            {"user_id": "@c:remote.test", "presence": "online", "status_msg": 7},
+            {"user_id": "@c:remote.test", "presence": "online", "status_msg": long},
+            {"user_id": "@good:remote.test", "presence": "online", "last_active_ago": 0},
+        ]});
+        let push = read(origin(), &content, NOW);
+        let dropped: Vec<usize> = push.dropped.iter().map(|(i, _)| *i).collect();
+        assert_eq!(dropped, (0..13).collect::<Vec<_>>(), "{:?}", push.dropped);
+        assert_eq!(push.accepted.len(), 1);
+        assert_eq!(push.accepted[0].user_id, "@good:remote.test");
+    }
+
+    #[test]
+    fn no_push_list_is_nothing() {
+        for content in [json!({}), json!({"push": 5}), json!("x")] {
+            let push = read(origin(), &content, NOW);
+            assert!(push.accepted.is_empty() && push.dropped.is_empty());
+        }
+    }
+}
