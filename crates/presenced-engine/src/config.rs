@@ -47,6 +47,10 @@ pub struct EngineConfig {
     /// Whether router modules are loaded: when true, every batch of updates
     /// is handed out as [`crate::Output::Route`] and waits for its answer.
     pub routing: bool,
+    /// Remote users without a room here kept per remote server; past it,
+    /// that server's offline users are forgotten first, then its least
+    /// recently updated (W9/W10).
+    pub max_remote_users_per_server: usize,
     /// How many stream positions the change log remembers; older sync tokens
     /// take the slower (but correct) path.
     pub change_log_capacity: usize,
@@ -66,6 +70,7 @@ impl Default for EngineConfig {
             exclude_rooms_from_presence: HashSet::new(),
             max_room_size: None,
             routing: false,
+            max_remote_users_per_server: 10_000,
             change_log_capacity: 1 << 17,
         }
     }

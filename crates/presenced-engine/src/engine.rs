@@ -8,6 +8,7 @@ use ruma_common::{DeviceId, OwnedServerName, OwnedUserId, ServerName, UserId};
 use crate::audience::Audience;
 use crate::machine::{self, DeviceState};
 use crate::output::{BatchId, Output};
+use crate::remote_cap::RemoteIndex;
 use crate::rooms::RoomTable;
 use crate::stats::EngineStats;
 use crate::stream::{ChangeLog, RecentLog, StreamPos};
@@ -53,6 +54,8 @@ pub struct Engine {
     /// Recent joins (position, room, user), so syncs can add the presence
     /// of newly shared users (spec §10.4).
     pub(crate) joins: RecentLog<(RoomIdx, UserIdx)>,
+    /// Room-less remote users per server, for the per-server cap.
+    pub(crate) remote: RemoteIndex,
     pub(crate) counters: EngineStats,
 }
 
@@ -84,6 +87,7 @@ impl Engine {
             in_flight: HashMap::new(),
             next_batch: 0,
             joins: RecentLog::new(JOIN_LOG_CAPACITY, position),
+            remote: RemoteIndex::default(),
             counters: EngineStats::default(),
         }
     }
@@ -160,6 +164,7 @@ impl Engine {
             + self.timers.len() * 48
             + self.log_bytes()
             + self.joins.capacity_bytes()
+            + self.remote.heap_bytes()
     }
 
     fn log_bytes(&self) -> usize {
@@ -344,7 +349,9 @@ impl Engine {
             slot.state = state;
             self.users.set_last_change(u, pos);
             self.reschedule(u);
+            self.track_remote(u);
         }
+        self.enforce_remote_cap();
     }
 
     /// Restores a stored full-presence mark (see
@@ -364,7 +371,9 @@ impl Engine {
 
     /// Presence pushed by `origin` in an `m.presence` EDU, already parsed
     /// and validated entry by entry. Entries for users of other servers are
-    /// dropped. Returns how many entries were accepted.
+    /// dropped. A user new to the engine may push out another of the
+    /// origin's users (per-server cap, see `remote_cap`). Returns how many
+    /// entries were accepted.
     pub fn handle_remote_presence(
         &mut self,
         now: Timestamp,
@@ -377,6 +386,10 @@ impl Engine {
         let mut accepted = 0;
         for entry in entries {
             if entry.user_id.server_name() != origin || origin == self.server_name {
+                self.counters.remote_dropped += 1;
+                continue;
+            }
+            if self.users.find(&entry.user_id).is_none() && !self.make_room_for(origin) {
                 self.counters.remote_dropped += 1;
                 continue;
             }
@@ -493,6 +506,7 @@ impl Engine {
             self.enqueue(u, Pending::Ping);
         }
         self.reschedule(u);
+        self.track_remote(u);
     }
 
     fn enqueue(&mut self, u: UserIdx, how: Pending) {

@@ -58,6 +58,7 @@ impl Engine {
         }
         self.rooms.resized(r, self.config.max_room_size);
         let new_server = !is_local && self.rooms.add_server(r, user.server_name());
+        self.track_remote(u);
         if !self.audience().eligible(r) {
             return;
         }
@@ -149,5 +150,6 @@ impl Engine {
             self.rooms.remove_server(r, user.server_name());
         }
         self.rooms.resized(r, self.config.max_room_size);
+        self.track_remote(u);
     }
 }

@@ -15,6 +15,7 @@
 //! - `engine`: the [`Engine`] and its client, federation, clock and module inputs.
 //! - `fanout`: batches, router answers, wake-ups and federation sends.
 //! - `joins`: membership changes and the presence they release.
+//! - `remote_cap`: the per-server cap on remote users learnt from federation.
 //! - `sync_view`: what a syncing user sees; `GET` visibility; explanations.
 //! - `audience`: the one rule deciding who sees whom.
 //! - `users`, `rooms`, `timers`, `stream`: the tables behind it.
@@ -30,6 +31,7 @@ mod joins;
 pub mod machine;
 mod output;
 pub mod presence;
+mod remote_cap;
 mod rooms;
 pub mod routing;
 pub mod sim;

@@ -27,6 +27,8 @@ pub struct EngineStats {
     pub remote_accepted: u64,
     /// Remote presence entries dropped (wrong origin, local user) since start.
     pub remote_dropped: u64,
+    /// Remote users forgotten to keep a server within its cap, since start.
+    pub remote_evicted: u64,
     /// Batches waiting for a router answer.
     pub batches_in_flight: usize,
 }

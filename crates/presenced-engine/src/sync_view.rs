@@ -113,7 +113,7 @@ impl Engine {
             return match self.log.since(since) {
                 Some(changes) => changes.filter(latest).map(|(_, u)| u).collect(),
                 // Older than the log: slower but exact.
-                None => (0..users.len() as UserIdx)
+                None => (0..users.index_bound())
                     .filter(|&u| users.last_change(u) > since)
                     .collect(),
             };

@@ -62,6 +62,10 @@ pub(crate) struct UserTable {
     /// One bit per user: a sync is waiting to be woken. Dense so that
     /// fan-out can test a small room's members without touching their slots.
     waiting: Vec<u64>,
+    /// One bit per slot: released and waiting for reuse.
+    released: Vec<u64>,
+    /// Released slots, reused before the table grows.
+    free: Vec<UserIdx>,
     index: HashTable<UserIdx>,
     hasher: foldhash::fast::FixedState,
 }
@@ -79,17 +83,13 @@ impl UserTable {
             .copied()
     }
 
-    /// The index of a user, creating a default slot if needed.
+    /// The index of a user, creating a default slot if needed (reusing a
+    /// released one first).
     pub(crate) fn intern(&mut self, user: &UserId, is_local: bool) -> UserIdx {
         if let Some(idx) = self.find(user) {
             return idx;
         }
-        let idx = self.slots.len() as UserIdx;
-        self.changes.push(0);
-        if (idx as usize).is_multiple_of(64) {
-            self.waiting.push(0);
-        }
-        self.slots.push(UserSlot {
+        let fresh = UserSlot {
             state: PresenceState::new(user.to_owned()),
             is_local,
             rooms: SmallVec::new(),
@@ -98,7 +98,25 @@ impl UserTable {
             wait_gen: 0,
             pending: Pending::None,
             full_presence_at: None,
-        });
+        };
+        let idx = if let Some(idx) = self.free.pop() {
+            set_bit(&mut self.released, idx, false);
+            let slot = &mut self.slots[idx as usize];
+            // The generation moves on, so waiter entries of the slot's
+            // earlier user can never match the new one.
+            let wait_gen = slot.wait_gen.wrapping_add(1);
+            *slot = UserSlot { wait_gen, ..fresh };
+            idx
+        } else {
+            let idx = self.slots.len() as UserIdx;
+            self.changes.push(0);
+            if (idx as usize).is_multiple_of(64) {
+                self.waiting.push(0);
+                self.released.push(0);
+            }
+            self.slots.push(fresh);
+            idx
+        };
         let hash = self.hash(user);
         let slots = &self.slots;
         let hasher = &self.hasher;
@@ -106,6 +124,33 @@ impl UserTable {
             hasher.hash_one(slots[i as usize].state.user_id.as_str())
         });
         idx
+    }
+
+    /// Forgets a user whose slot nothing else refers to any more: no rooms,
+    /// no timer, not in the batch being collected. The slot is kept for the
+    /// next new user; its last change position is cleared, so stream
+    /// entries that still name the index are recognised as stale.
+    pub(crate) fn release(&mut self, idx: UserIdx) {
+        let slot = &self.slots[idx as usize];
+        debug_assert!(slot.rooms.is_empty() && slot.deadline.is_none());
+        debug_assert!(slot.pending == Pending::None);
+        let hash = self.hash(&slot.state.user_id);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        let slot = &mut self.slots[idx as usize];
+        // Keep no copy of the forgotten user's data.
+        slot.state = PresenceState::new(released_placeholder());
+        slot.devices = Vec::new();
+        slot.full_presence_at = None;
+        self.changes[idx as usize] = 0;
+        set_bit(&mut self.waiting, idx, false);
+        set_bit(&mut self.released, idx, true);
+        self.free.push(idx);
+    }
+
+    fn is_released(&self, idx: UserIdx) -> bool {
+        self.released[idx as usize / 64] & (1 << (idx % 64)) != 0
     }
 
     pub(crate) fn get(&self, idx: UserIdx) -> &UserSlot {
@@ -131,26 +176,27 @@ impl UserTable {
 
     /// Sets the waiting bit; returns whether it was set before.
     pub(crate) fn set_waiting(&mut self, idx: UserIdx, waiting: bool) -> bool {
-        let word = &mut self.waiting[idx as usize / 64];
-        let bit = 1 << (idx % 64);
-        let was = *word & bit != 0;
-        if waiting {
-            *word |= bit;
-        } else {
-            *word &= !bit;
-        }
-        was
+        set_bit(&mut self.waiting, idx, waiting)
     }
 
+    /// Users with a slot (released slots do not count).
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.free.len()
     }
 
+    /// One past the highest index ever handed out (released slots
+    /// included), for walks over every index.
+    pub(crate) fn index_bound(&self) -> UserIdx {
+        self.slots.len() as UserIdx
+    }
+
+    /// Every user with a slot.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (UserIdx, &UserSlot)> {
         self.slots
             .iter()
             .enumerate()
             .map(|(i, s)| (i as UserIdx, s))
+            .filter(|&(i, _)| !self.is_released(i))
     }
 
     /// Approximate heap bytes held by the table (for the memory benchmark).
@@ -158,7 +204,8 @@ impl UserTable {
         let per_slot = size_of::<UserSlot>();
         let mut bytes = self.slots.capacity() * per_slot
             + self.index.capacity() * 5
-            + self.changes.capacity() * 8;
+            + self.changes.capacity() * 8
+            + self.free.capacity() * 4;
         for slot in self.slots.iter() {
             bytes += slot.state.user_id.as_str().len();
             bytes += slot.state.status_msg.as_ref().map_or(0, |m| m.len() + 16);
@@ -174,4 +221,23 @@ impl UserTable {
     pub(crate) fn user_id(&self, idx: UserIdx) -> OwnedUserId {
         self.get(idx).state.user_id.clone()
     }
+}
+
+/// Sets bit `idx` of a bitset; returns whether it was set before.
+fn set_bit(words: &mut [u64], idx: UserIdx, value: bool) -> bool {
+    let word = &mut words[idx as usize / 64];
+    let bit = 1 << (idx % 64);
+    let was = *word & bit != 0;
+    if value {
+        *word |= bit;
+    } else {
+        *word &= !bit;
+    }
+    was
+}
+
+/// The id a released slot holds until it is reused (a slot always holds
+/// some id; this one is short and can never be a real user of ours).
+fn released_placeholder() -> OwnedUserId {
+    UserId::parse("@released:invalid").expect("a valid user id")
 }

@@ -89,7 +89,7 @@ impl Metrics {
             w.family(name, help, "gauge");
             w.sample(name, &[], value);
         }
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "presenced_presence_notified_changes_total",
                 "Presence changes written to the stream since start.",
@@ -114,6 +114,11 @@ impl Metrics {
                 "presenced_federation_presence_dropped_total",
                 "Remote presence entries dropped since start.",
                 engine.remote_dropped,
+            ),
+            (
+                "presenced_federation_presence_users_evicted_total",
+                "Remote users forgotten to keep a server within presence.max_remote_users_per_server.",
+                engine.remote_evicted,
             ),
             (
                 "presenced_presence_put_total",

@@ -16,6 +16,7 @@ mod joins;
 mod module_api;
 mod multi_device;
 mod props;
+mod remote_cap;
 mod restore;
 mod router_scenarios;
 mod stream;

@@ -30,6 +30,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         sync_online_timeout: p.sync_online_timeout,
         idle_timeout: p.idle_timeout,
         max_room_size: p.max_room_size,
+        max_remote_users_per_server: p.max_remote_users_per_server,
         exclude_rooms_from_presence: config.exclude_rooms_from_presence.iter().cloned().collect(),
         ..EngineConfig::default()
     }

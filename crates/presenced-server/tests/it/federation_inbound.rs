@@ -491,3 +491,63 @@ async fn too_many_edus_or_a_malformed_body_is_a_bad_request() {
     let resp = send(&app, &peer, "noorigin", &json!({"pdus": []})).await;
     assert_error(&resp, 400, "M_BAD_JSON");
 }
+
+#[tokio::test]
+async fn presence_learnt_from_one_server_is_capped() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |c| {
+        alice_observes(c);
+        c.presence.max_remote_users_per_server = 3;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let online = |i: usize| {
+        let app = &app;
+        let alice = &alice;
+        async move {
+            let (_, got) = get_presence(app, alice, &format!("@u{i}:peer.test")).await;
+            got["presence"] == "online"
+        }
+    };
+    // Ten users in one EDU: the first three are kept; the others cannot
+    // push out users of their own transaction and are dropped.
+    let push: Vec<Value> = (0..10)
+        .map(|i| json!({"user_id": format!("@u{i}:peer.test"), "presence": "online"}))
+        .collect();
+    let body = transaction(PEER, json!([presence_edu(json!(push))]));
+    assert_eq!(send(&app, &peer, "flood", &body).await.0, StatusCode::OK);
+    let mut kept = Vec::new();
+    for i in 0..10 {
+        if online(i).await {
+            kept.push(i);
+        }
+    }
+    assert_eq!(kept, vec![0, 1, 2]);
+    assert_eq!(app.state.presence.stats().remote_dropped, 7);
+
+    // A later new user pushes out the one updated longest ago.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let body = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@u1:peer.test", "presence": "online"}, {"user_id": "@u2:peer.test", "presence": "online"}])
+        )]),
+    );
+    assert_eq!(send(&app, &peer, "refresh", &body).await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let body = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": "@u9:peer.test", "presence": "online"}])
+        )]),
+    );
+    assert_eq!(send(&app, &peer, "newcomer", &body).await.0, StatusCode::OK);
+    assert!(online(9).await && online(1).await && online(2).await);
+    assert!(!online(0).await);
+    let stats = app.state.presence.stats();
+    assert_eq!(stats.remote_evicted, 1);
+    assert_eq!(
+        stats.users_tracked, 3,
+        "the three remote users (alice has no record)"
+    );
+}
