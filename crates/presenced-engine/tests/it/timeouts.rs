@@ -4,7 +4,7 @@
 //! every test checks the millisecond before and the deadline itself.
 
 use presenced_engine::machine::{self, DeviceState};
-use presenced_engine::{EngineConfig, Presence, Timestamp};
+use presenced_engine::{EngineConfig, Presence, PresenceState, Timestamp};
 
 use crate::common::*;
 
@@ -324,4 +324,24 @@ fn busy_keepalive_is_one_hour() {
     t.advance(MS);
     assert_eq!(t.presence(U), Presence::Offline);
     assert_eq!(t.status(U).as_deref(), Some("dnd"));
+}
+
+/// The keepalive also reaches servers that only the router names (no
+/// shared room): every P the router is asked again and the user's state
+/// goes to the routed user's server.
+#[test]
+fn federation_ping_reaches_routed_servers() {
+    let mut t = T::new(config(|c| c.routing = true));
+    t.set_router(|states: &[PresenceState]| {
+        let set: std::collections::HashSet<PresenceState> = states.iter().cloned().collect();
+        std::collections::HashMap::from([(user("@friend:other.org"), set)])
+    });
+    t.put(U, Some("dev-1"), Presence::Busy, None);
+    assert!(t.sync_start(U, "dev-1", Presence::Online));
+    assert_eq!(t.sends(), vec![("other.org".to_owned(), names(&[U]))]);
+    t.clear();
+    t.advance(P);
+    assert!(t.sends().is_empty());
+    t.advance(MS);
+    assert_eq!(t.sends(), vec![("other.org".to_owned(), names(&[U]))]);
 }

@@ -551,3 +551,96 @@ async fn presence_learnt_from_one_server_is_capped() {
         "the three remote users (alice has no record)"
     );
 }
+
+/// Fetches keys over real HTTP from test servers on loopback (the part of
+/// the federation client that server discovery would otherwise do).
+struct LoopbackKeys {
+    bases: std::sync::Mutex<Vec<(OwnedServerName, String)>>,
+}
+
+impl KeyFetcher for LoopbackKeys {
+    fn fetch_server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Value, FetchError>> {
+        let base = self
+            .bases
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(name, _)| name == server)
+            .map(|(_, base)| base.clone());
+        Box::pin(async move {
+            let unreachable = |message: String| FetchError::Unreachable {
+                server: server.to_owned(),
+                message,
+            };
+            let base = base.ok_or_else(|| unreachable("unknown test server".to_owned()))?;
+            let resp = reqwest::get(format!("{base}/_matrix/key/v2/server"))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            resp.json().await.map_err(|e| unreachable(e.to_string()))
+        })
+    }
+}
+
+/// Two presenced servers on loopback: B fetches A's keys from A's own key
+/// server over HTTP, checks them, and accepts a transaction A's key signed.
+#[tokio::test]
+async fn a_second_presenced_fetches_our_keys_and_accepts_our_signature() {
+    let keys = Arc::new(LoopbackKeys {
+        bases: std::sync::Mutex::new(Vec::new()),
+    });
+    let a = spawn_app_with(|c| c.server_name = "a.test".try_into().unwrap()).await;
+    let b = spawn_app_with_fetcher(
+        |c| {
+            c.server_name = "b.test".try_into().unwrap();
+            c.modules.push(ModuleConfig {
+                module: "presenced.routers.StaticRoutes".to_owned(),
+                config: json!({"routes": [{"receiver": "@bob:b.test", "senders": ["@alice:a.test"]}]}),
+                deadline_ms: None,
+            });
+        },
+        keys.clone(),
+    )
+    .await;
+    keys.bases
+        .lock()
+        .unwrap()
+        .push(("a.test".try_into().unwrap(), a.base.clone()));
+    let bob = b.register("bob").await;
+
+    let body = transaction(
+        "a.test",
+        json!([presence_edu(
+            json!([{"user_id": "@alice:a.test", "presence": "online", "status_msg": "hello b"}])
+        )]),
+    );
+    let path = send_path("1");
+    let auth = a
+        .state
+        .signing_key
+        .x_matrix_authorization(name("a.test"), name("b.test"), "PUT", &path, Some(&body))
+        .unwrap();
+    let (status, answer) = put_raw(&b, &path, Some(auth), &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, got) = get_presence(&b, &bob, "@alice:a.test").await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["presence"], "online");
+    assert_eq!(got["status_msg"], "hello b");
+
+    // B's own key does not pass for A's.
+    let forged = b
+        .state
+        .signing_key
+        .x_matrix_authorization(
+            name("a.test"),
+            name("b.test"),
+            "PUT",
+            &send_path("2"),
+            Some(&body),
+        )
+        .unwrap();
+    let resp = put_raw(&b, &send_path("2"), Some(forged), &body).await;
+    assert_error(&resp, 401, "M_UNAUTHORIZED");
+}
