@@ -56,6 +56,9 @@ pub struct Engine {
     pub(crate) joins: RecentLog<(RoomIdx, UserIdx)>,
     /// Room-less remote users per server, for the per-server cap.
     pub(crate) remote: RemoteIndex,
+    /// Users forgotten by the cap, with their last stream position, for
+    /// the next [`Output::Forget`].
+    pub(crate) forgotten: Vec<(OwnedUserId, StreamPos)>,
     pub(crate) counters: EngineStats,
 }
 
@@ -88,6 +91,7 @@ impl Engine {
             next_batch: 0,
             joins: RecentLog::new(JOIN_LOG_CAPACITY, position),
             remote: RemoteIndex::default(),
+            forgotten: Vec::new(),
             counters: EngineStats::default(),
         }
     }
@@ -187,6 +191,9 @@ impl Engine {
     pub fn poll_output(&mut self) -> Option<Output> {
         if !self.persist.is_empty() {
             return Some(Output::Persist(std::mem::take(&mut self.persist)));
+        }
+        if !self.forgotten.is_empty() {
+            return Some(Output::Forget(std::mem::take(&mut self.forgotten)));
         }
         if self.outputs.is_empty() && !self.batch.is_empty() {
             self.flush_batch();

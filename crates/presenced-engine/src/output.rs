@@ -45,4 +45,10 @@ pub enum Output {
         /// Tokens at or before this position get the snapshot.
         at: StreamPos,
     },
+    /// Delete the stored presence of these remote users, forgotten to keep
+    /// their server within [`crate::EngineConfig::max_remote_users_per_server`],
+    /// where it was stored at or before the position given (0: never
+    /// notified). A later state of the same user, stored at a later
+    /// position, must survive, whatever order the two reach storage in.
+    Forget(Vec<(OwnedUserId, StreamPos)>),
 }

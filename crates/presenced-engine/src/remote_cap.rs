@@ -6,7 +6,9 @@
 //! them per server; when a new user would pass the cap, the server's
 //! offline users are forgotten first, then the ones updated longest ago.
 //! A forgotten user's slot is released for reuse, so memory stays bounded
-//! however many distinct users a server names.
+//! however many distinct users a server names, and the driver is told to
+//! delete their stored state ([`crate::Output::Forget`]), so storage stays
+//! bounded too.
 //!
 //! Remote users who are members of a room we know are held by the
 //! membership index (which local state bounds): they do not count and are
@@ -115,7 +117,9 @@ impl Engine {
         let slot = self.users.get_mut(u);
         let filed = slot.deadline.take();
         self.timers.refile(u, filed, None);
-        tracing::debug!(user = %self.users.get(u).state.user_id, "remote user forgotten (per-server cap)");
+        let user_id = self.users.user_id(u);
+        tracing::debug!(user = %user_id, "remote user forgotten (per-server cap)");
+        self.forgotten.push((user_id, self.users.last_change(u)));
         self.users.release(u);
         self.counters.remote_evicted += 1;
     }

@@ -28,6 +28,8 @@ pub struct SimServer {
     pub sent: Vec<(OwnedServerName, Vec<PresenceState>)>,
     /// Every `Output::PersistFullPresence` mark, in order.
     pub marks: Vec<(OwnedUserId, StreamPos)>,
+    /// Every `Output::Forget` entry, in order.
+    pub forgotten: Vec<(OwnedUserId, StreamPos)>,
 }
 
 /// Several homeservers sharing one simulated clock.
@@ -50,6 +52,7 @@ impl Sim {
                 woken: Vec::new(),
                 sent: Vec::new(),
                 marks: Vec::new(),
+                forgotten: Vec::new(),
             })
             .collect();
         Self { now, servers }
@@ -91,6 +94,7 @@ impl Sim {
             Output::PersistFullPresence { users, at } => {
                 server.marks.extend(users.into_iter().map(|u| (u, at)));
             }
+            Output::Forget(users) => server.forgotten.extend(users),
             Output::Route { batch, states } => {
                 let answer = server
                     .router
@@ -158,6 +162,7 @@ impl Sim {
             server.woken.clear();
             server.sent.clear();
             server.marks.clear();
+            server.forgotten.clear();
         }
     }
 }

@@ -124,8 +124,15 @@ impl PresenceService {
         for (room, user) in &joined {
             engine.handle_membership(now, room, user, Membership::Join);
         }
-        // Start-up joins produce nothing anyone is waiting for.
-        while engine.poll_output().is_some() {}
+        // Start-up joins produce nothing anyone is waiting for; only the
+        // remote users a smaller cap forgot must leave storage too.
+        while let Some(output) = engine.poll_output() {
+            if let Output::Forget(users) = output {
+                if let Err(e) = store.forget(&users) {
+                    tracing::error!("forgetting remote presence failed: {e}");
+                }
+            }
+        }
         let (persist_tx, persist_rx) = mpsc::unbounded_channel();
         let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
         let service = Self {
@@ -179,6 +186,7 @@ impl PresenceService {
                     let _ = self.inner.persist_tx.send(PersistJob {
                         states,
                         marks: Vec::new(),
+                        forget: Vec::new(),
                         done,
                     });
                 }
@@ -190,6 +198,16 @@ impl PresenceService {
                     let _ = self.inner.persist_tx.send(PersistJob {
                         states: Vec::new(),
                         marks,
+                        forget: Vec::new(),
+                        done,
+                    });
+                }
+                Output::Forget(forget) => {
+                    let (done, _) = tokio::sync::oneshot::channel();
+                    let _ = self.inner.persist_tx.send(PersistJob {
+                        states: Vec::new(),
+                        marks: Vec::new(),
+                        forget,
                         done,
                     });
                 }
@@ -467,22 +485,26 @@ impl PresenceService {
     }
 }
 
-/// Notified states and full-presence marks to store, and who waits for
-/// the commit.
+/// Notified states and full-presence marks to store, forgotten remote
+/// users to delete, and who waits for the commit.
 struct PersistJob {
     states: Vec<(StreamPos, PresenceState)>,
     marks: Vec<(OwnedUserId, StreamPos)>,
+    /// Deleted only where stored at or before their position, so applying
+    /// them after the batch's states cannot drop a newer state.
+    forget: Vec<(OwnedUserId, StreamPos)>,
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
 async fn persist_task(store: Arc<dyn PresenceStore>, mut rx: mpsc::UnboundedReceiver<PersistJob>) {
     while let Some(first) = rx.recv().await {
         // Whatever queued up meanwhile goes in the same transaction.
-        let (mut batch, mut marks) = (first.states, first.marks);
+        let (mut batch, mut marks, mut forget) = (first.states, first.marks, first.forget);
         let mut waiting = vec![first.done];
         while let Ok(more) = rx.try_recv() {
             batch.extend(more.states);
             marks.extend(more.marks);
+            forget.extend(more.forget);
             waiting.push(more.done);
         }
         let store = store.clone();
@@ -492,6 +514,9 @@ async fn persist_task(store: Arc<dyn PresenceStore>, mut rx: mpsc::UnboundedRece
             }
             if !marks.is_empty() {
                 store.persist_marks(&marks)?;
+            }
+            if !forget.is_empty() {
+                store.forget(&forget)?;
             }
             Ok::<_, store::StoreFailure>(())
         })

@@ -117,7 +117,10 @@ impl Bench {
                     let at = self.now + self.resync_after;
                     self.resyncs.extend(users.into_iter().map(|u| (at, u)));
                 }
-                Output::Persist(_) | Output::Send { .. } | Output::PersistFullPresence { .. } => {}
+                Output::Persist(_)
+                | Output::Send { .. }
+                | Output::PersistFullPresence { .. }
+                | Output::Forget(_) => {}
             }
         }
     }

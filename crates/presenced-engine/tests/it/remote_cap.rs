@@ -228,3 +228,18 @@ fn restore_applies_the_cap() {
 fn default_cap() {
     assert_eq!(EngineConfig::default().max_remote_users_per_server, 10_000);
 }
+
+/// Each forgotten user is handed to the driver with the last position its
+/// state was stored at, so storage can drop it (and only that state).
+#[test]
+fn forgotten_users_are_handed_out_for_storage() {
+    let mut t = capped(1);
+    t.remote("r.org", "@a:r.org", Presence::Online, None);
+    let stored_at = t.persisted().last().map(|(pos, _)| *pos).unwrap();
+    t.advance(secs(1));
+    t.remote("r.org", "@b:r.org", Presence::Online, None);
+    assert_eq!(
+        t.sim.servers[0].forgotten,
+        vec![(user("@a:r.org"), stored_at)]
+    );
+}

@@ -23,6 +23,9 @@ pub trait PresenceStore: Send + Sync {
     fn persist_marks(&self, marks: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure>;
     /// Every stored full-presence mark.
     fn load_marks(&self) -> Result<Vec<(OwnedUserId, StreamPos)>, StoreFailure>;
+    /// Deletes the state of each user stored at or before the position
+    /// given (remote users the engine forgot; a newer state stays).
+    fn forget(&self, users: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure>;
 }
 
 /// A storage failure (logged by the driver; presence keeps flowing).
@@ -206,6 +209,24 @@ impl PresenceStore for SqlitePresenceStore {
         tx.commit().map_err(fail)
     }
 
+    fn forget(&self, users: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(fail)?;
+        {
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM presence_userid_state WHERE user_id = ?1 AND stream_pos <= ?2",
+                )
+                .map_err(fail)?;
+            for (user, pos) in users {
+                delete
+                    .execute(params![user.as_str(), *pos as i64])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
     fn load_marks(&self) -> Result<Vec<(OwnedUserId, StreamPos)>, StoreFailure> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut query = conn
@@ -223,5 +244,44 @@ impl PresenceStore for SqlitePresenceStore {
             }
         }
         Ok(marks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(user: &str, presence: Presence) -> PresenceState {
+        let mut s = PresenceState::new(user.try_into().unwrap());
+        s.presence = presence;
+        s
+    }
+
+    #[test]
+    fn forget_deletes_only_states_at_or_before_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap();
+        store
+            .persist(&[
+                (3, state("@old:r.org", Presence::Online)),
+                (5, state("@back:r.org", Presence::Online)),
+            ])
+            .unwrap();
+        // "@back" was forgotten at position 4 but came back at 5 (whichever
+        // reached storage first): only "@old" goes.
+        store
+            .forget(&[
+                ("@old:r.org".try_into().unwrap(), 3),
+                ("@back:r.org".try_into().unwrap(), 4),
+                ("@never:r.org".try_into().unwrap(), 0),
+            ])
+            .unwrap();
+        let left: Vec<String> = store
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.user_id.to_string())
+            .collect();
+        assert_eq!(left, vec!["@back:r.org".to_owned()]);
     }
 }

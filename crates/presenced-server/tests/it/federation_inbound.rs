@@ -644,3 +644,56 @@ async fn a_second_presenced_fetches_our_keys_and_accepts_our_signature() {
     let resp = put_raw(&b, &send_path("2"), Some(forged), &body).await;
     assert_error(&resp, 401, "M_UNAUTHORIZED");
 }
+
+/// Users the cap forgets leave storage too, and a restart with a smaller
+/// cap trims what was stored.
+#[tokio::test]
+async fn forgotten_remote_users_leave_storage() {
+    use presenced_engine::{EngineConfig, RemotePresence};
+    use presenced_router::PresenceRouter;
+    use presenced_server::presence::store::{PresenceStore, SqlitePresenceStore};
+    use presenced_server::presence::PresenceService;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
+    let start = |cap: usize| {
+        let (service, _outbound) = PresenceService::start(
+            EngineConfig {
+                max_remote_users_per_server: cap,
+                ..EngineConfig::default()
+            },
+            "test.local".try_into().unwrap(),
+            PresenceRouter::default(),
+            store.clone(),
+            Vec::new(),
+        );
+        service
+    };
+    let stored = || {
+        let mut users: Vec<String> = store
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.user_id.to_string())
+            .collect();
+        users.sort();
+        users
+    };
+    let service = start(2);
+    for i in 0..3 {
+        let entry = RemotePresence {
+            user_id: format!("@u{i}:peer.test").try_into().unwrap(),
+            presence: presenced_engine::Presence::Online,
+            last_active_ago: Some(0),
+            currently_active: None,
+            status_msg: None,
+        };
+        service.remote_presence(name(PEER), vec![entry]);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eventually(|| async { stored() == ["@u1:peer.test", "@u2:peer.test"] }).await;
+    drop(service);
+
+    let _restarted = start(1);
+    assert_eq!(stored(), ["@u2:peer.test"]);
+}
