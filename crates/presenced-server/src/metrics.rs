@@ -28,12 +28,24 @@ const SYNC_BUCKETS: [f64; 14] = [
 pub struct Metrics {
     presence_puts: AtomicU64,
     sync: Histogram,
+    federation_transactions: AtomicU64,
+    federation_refused: AtomicU64,
 }
 
 impl Metrics {
     /// A `PUT /presence/{userId}/status` was applied.
     pub fn presence_put(&self) {
         self.presence_puts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A signed federation transaction was accepted (repeats included).
+    pub fn federation_transaction(&self) {
+        self.federation_transactions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A federation request was refused for its authorization (401/403).
+    pub fn federation_refused(&self) {
+        self.federation_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Starts timing a `/sync`; the time is recorded when the guard drops,
@@ -89,7 +101,7 @@ impl Metrics {
             w.family(name, help, "gauge");
             w.sample(name, &[], value);
         }
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "presenced_presence_notified_changes_total",
                 "Presence changes written to the stream since start.",
@@ -119,6 +131,16 @@ impl Metrics {
                 "presenced_federation_presence_users_evicted_total",
                 "Remote users forgotten to keep a server within presence.max_remote_users_per_server.",
                 engine.remote_evicted,
+            ),
+            (
+                "presenced_federation_transactions_total",
+                "Signed federation transactions accepted since start (repeats included).",
+                self.federation_transactions.load(Ordering::Relaxed),
+            ),
+            (
+                "presenced_federation_requests_refused_total",
+                "Federation requests refused for their authorization (401/403) since start.",
+                self.federation_refused.load(Ordering::Relaxed),
             ),
             (
                 "presenced_presence_put_total",

@@ -343,6 +343,7 @@ async fn origins_outside_the_whitelist_get_403_before_any_key_fetch() {
     let friend = Peer::new("friend.test");
     let (app, keys) = app_knowing(&[&peer, &friend], |c| {
         c.federation_domain_whitelist = Some(vec!["friend.test".try_into().unwrap()]);
+        c.enable_metrics = true;
     })
     .await;
     let resp = send(&app, &peer, "t1", &transaction(PEER, json!([]))).await;
@@ -350,6 +351,25 @@ async fn origins_outside_the_whitelist_get_403_before_any_key_fetch() {
     assert_eq!(keys.calls.load(Ordering::SeqCst), 0);
     let (status, body) = send(&app, &friend, "t1", &transaction("friend.test", json!([]))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Both show in the metrics.
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\npresenced_federation_requests_refused_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\npresenced_federation_transactions_total 1\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ pub(crate) async fn put_transaction(
             "at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction"
         )));
     }
+    state.metrics.federation_transaction();
     if !state.seen_transactions.first_time(&origin, &txn_id) {
         tracing::debug!(%origin, %txn_id, "transaction already processed");
         return Ok(Json(json!({ "pdus": {} })));

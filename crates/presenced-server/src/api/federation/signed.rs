@@ -70,7 +70,10 @@ impl FromRequest<Arc<AppState>> for SignedJson {
         let origin = verifier
             .verify(authorization.as_ref(), &method, &uri, &bytes, ids::now_ms())
             .await
-            .inspect_err(|e| tracing::info!(%method, %uri, "federation request refused: {e}"))?;
+            .inspect_err(|e| {
+                state.metrics.federation_refused();
+                tracing::info!(%method, %uri, "federation request refused: {e}");
+            })?;
         Ok(Self { origin, body })
     }
 }
