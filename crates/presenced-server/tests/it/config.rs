@@ -244,3 +244,40 @@ fn secrets_do_not_print() {
     assert!(!serde_yaml::to_string(&c).unwrap().contains("hunter2"));
     assert_eq!(c.registration_shared_secret.unwrap().expose(), "hunter2");
 }
+
+#[test]
+fn federation_keys_and_defaults() {
+    let c = parse("").unwrap();
+    assert!(c.presence.federation.send && c.presence.federation.receive);
+    assert_eq!(c.presence.max_remote_users_per_server, 10_000);
+    assert_eq!(c.federation_domain_whitelist, None);
+    assert!(c.federation_allowed("anyone.org".try_into().unwrap()));
+    assert_eq!(
+        c.signing_key_path(),
+        c.data_dir.join("localhost:8008.signing.key")
+    );
+
+    let c = parse(
+        "server_name: example.org\n\
+         data_dir: /srv/pd\n\
+         signing_key_path: /etc/matrix/example.org.signing.key\n\
+         federation_domain_whitelist: [friend.org]\n\
+         presence:\n  federation:\n    send: false\n  max_remote_users_per_server: 50\n",
+    )
+    .unwrap();
+    assert!(!c.presence.federation.send && c.presence.federation.receive);
+    assert_eq!(c.presence.max_remote_users_per_server, 50);
+    assert_eq!(
+        c.signing_key_path(),
+        std::path::PathBuf::from("/etc/matrix/example.org.signing.key")
+    );
+    assert!(c.federation_allowed("friend.org".try_into().unwrap()));
+    assert!(!c.federation_allowed("stranger.org".try_into().unwrap()));
+
+    let err = parse("presence:\n  max_remote_users_per_server: 0\n").unwrap_err();
+    assert!(err.contains("max_remote_users_per_server"), "{err}");
+    let err = parse("presence:\n  federation:\n    recieve: true\n").unwrap_err();
+    assert!(err.contains("recieve"), "{err}");
+    let err = parse("federation_domain_whitelist: [\"not a server\"]\n").unwrap_err();
+    assert!(err.contains("federation_domain_whitelist"), "{err}");
+}
