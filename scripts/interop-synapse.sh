@@ -27,7 +27,8 @@
 # certificates with Python's cryptography even when openssl is installed),
 # INTEROP_PRESENCED_TLS=native|proxy (presenced's own TLS listener, or a
 # TLS-terminating proxy in front of a plain one; default: native when this
-# presenced has `tls_certificate_path`).
+# presenced has `tls_certificate_path`), INTEROP_ONLY=synapse->presenced or
+# presenced->synapse (one direction only, for debugging).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -144,8 +145,9 @@ trap stop_all EXIT
 SYN_DIR="$RUN/synapse"
 PD_DIR="$RUN/presenced"
 tails() {
-  log "---- Synapse log (last 60 lines of $SYN_DIR/homeserver.log) ----"
-  tail -60 "$SYN_DIR/homeserver.log" >&2 2>/dev/null || true
+  # Long-poll /sync lines would bury the federation ones.
+  log "---- Synapse log (last 60 lines of $SYN_DIR/homeserver.log, /sync requests left out) ----"
+  grep -v 'GET /_matrix/client/v3/sync' "$SYN_DIR/homeserver.log" 2>/dev/null | tail -60 >&2 || true
   tail -20 "$SYN_DIR/stdout.log" >&2 2>/dev/null || true
   log "---- presenced log (last 60 lines of $PD_DIR/server.log) ----"
   tail -60 "$PD_DIR/server.log" >&2 2>/dev/null || true
@@ -314,7 +316,8 @@ phase_done start-presenced
 
 # --- Presence both ways -----------------------------------------------------
 "$PYTHON" scripts/interop/drive.py "http://127.0.0.1:$SYN_CLIENT" "$SYN_SECRET" \
-  "http://127.0.0.1:$PD_CLIENT" "$PD_SECRET" --rounds "$ROUNDS" --deadline "$DEADLINE" ||
+  "http://127.0.0.1:$PD_CLIENT" "$PD_SECRET" --rounds "$ROUNDS" --deadline "$DEADLINE" \
+  ${INTEROP_ONLY:+--only "$INTEROP_ONLY"} ||
   fail "presence did not cross as routed (see above)"
 phase_done presence-both-ways
 

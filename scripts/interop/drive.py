@@ -114,6 +114,8 @@ def main():
     ap.add_argument("presenced_secret")
     ap.add_argument("--rounds", type=int, default=4, help="deliveries per direction")
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds per delivery")
+    ap.add_argument("--only", choices=["synapse->presenced", "presenced->synapse"],
+                    help="test one direction only (debugging)")
     ap.add_argument("--quiet-wait", type=float, default=3.0,
                     help="seconds the unrouted users keep listening at the end")
     args = ap.parse_args()
@@ -138,6 +140,8 @@ def main():
         ("synapse->presenced", alice, syn, alice_tok, watchers["bob"]),
         ("presenced->synapse", bob, pd, bob_tok, watchers["alice"]),
     ]
+    if args.only:
+        directions = [d for d in directions if d[0] == args.only]
     times = {label: [] for (label, *_rest) in directions}
     failed = None
     for rnd in range(args.rounds):
@@ -187,7 +191,7 @@ def main():
     if failed:
         print("drive: FAILED: " + failed, file=sys.stderr, flush=True)
         sys.exit(1)
-    print("drive: presence crossed both ways", flush=True)
+    print("drive: presence crossed: " + ", ".join(times), flush=True)
 
 
 if __name__ == "__main__":
