@@ -74,6 +74,11 @@ pub struct Config {
     /// When set, only these servers may talk to us over federation (other
     /// origins get 403 `M_FORBIDDEN`), and we talk only to them.
     pub federation_domain_whitelist: Option<Vec<OwnedServerName>>,
+    /// Check peers' TLS certificates on outbound federation (Synapse key).
+    pub federation_verify_certificates: bool,
+    /// PEM files of the CAs trusted for outbound federation; when set they
+    /// replace the built-in roots (Synapse key).
+    pub federation_custom_ca_list: Option<Vec<PathBuf>>,
 }
 
 impl Default for Config {
@@ -96,6 +101,8 @@ impl Default for Config {
             log: LogConfig::default(),
             signing_key_path: None,
             federation_domain_whitelist: None,
+            federation_verify_certificates: true,
+            federation_custom_ca_list: None,
         }
     }
 }

@@ -15,6 +15,9 @@
 //! - `keys`: other servers' keys: [`keys::KeyFetcher`] (the edge that
 //!   reaches them, implemented by the federation client) and
 //!   [`keys::RemoteKeyCache`] (checked, cached, rate-limited refetch).
+//! - `client`: [`client::FederationClient`], signed HTTPS requests to
+//!   peers (and the real [`keys::KeyFetcher`]); `discovery` finds where a
+//!   server name lives (well-known, SRV, 8448).
 //! - `auth`: checking an incoming request's X-Matrix authorization
 //!   (destination, `federation_domain_whitelist`, signature).
 //! - `transactions`: transaction IDs already processed, per origin.
@@ -24,6 +27,8 @@
 //! `api/federation/`.
 
 pub mod auth;
+pub mod client;
+pub mod discovery;
 pub mod keys;
 pub mod presence_edu;
 pub mod signing;

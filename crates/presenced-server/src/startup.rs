@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, Secret};
-use crate::federation::keys::{KeyCacheConfig, KeyFetcher, NoKeyFetcher};
+use crate::federation::client::{ClientError, FederationClient};
+use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::ids;
 use crate::state::{AppState, FederationParts, StateReceivers};
@@ -36,6 +37,9 @@ pub enum StartupError {
     /// The signing key file could not be read or generated.
     #[error(transparent)]
     SigningKey(#[from] crate::federation::signing::SigningKeyError),
+    /// The federation client could not be built (TLS trust settings).
+    #[error(transparent)]
+    FederationClient(#[from] ClientError),
     /// The generated secret could not be read or written.
     #[error("registration secret file {path}: {source}")]
     Secret {
@@ -107,14 +111,32 @@ fn generate_secret(path: &Path) -> std::io::Result<(Secret, SecretOrigin)> {
 /// Opens the store, settles the secret, loads the presence router modules,
 /// starts the presence driver and builds the shared state. Must run inside
 /// a tokio runtime (the driver spawns its tasks). Other servers' keys are
-/// fetched through `key_fetcher` (the federation client, or a test's).
+/// fetched through `key_fetcher` (a test's) instead of the federation
+/// client.
 pub fn build_state_with(
     config: Config,
     key_fetcher: Arc<dyn KeyFetcher>,
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    build(config, Some(key_fetcher))
+}
+
+/// [`build_state_with`] where the federation client also fetches other
+/// servers' keys: what the binary runs.
+pub fn build_state(
+    config: Config,
+) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    build(config, None)
+}
+
+fn build(
+    config: Config,
+    key_fetcher: Option<Arc<dyn KeyFetcher>>,
+) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
     let signing_key = Arc::new(ServerSigningKey::load_or_generate(
         &config.signing_key_path(),
     )?);
+    let client = Arc::new(FederationClient::new(&config, signing_key.clone())?);
+    let key_fetcher = key_fetcher.unwrap_or_else(|| client.clone());
     let federation = FederationParts {
         signing_key,
         remote_keys: Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default())),
@@ -134,12 +156,4 @@ pub fn build_state_with(
     let presence = crate::presence::startup::start(&config, joined, store.clone())?;
     let (state, receivers) = AppState::new(config, store, Some(secret), presence, federation);
     Ok((state, receivers, origin))
-}
-
-/// [`build_state_with`] without a federation client: no remote key can be
-/// fetched, so every signed federation request is refused.
-pub fn build_state(
-    config: Config,
-) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
-    build_state_with(config, Arc::new(NoKeyFetcher))
 }
