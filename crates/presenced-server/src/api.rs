@@ -32,14 +32,31 @@ use crate::state::AppState;
 /// uploads and filters stay well below this.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The whole HTTP application.
+/// The whole HTTP application (every resource).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(client::routes())
-        .merge(federation::routes())
-        .merge(synapse_admin::routes())
-        .merge(admin::routes())
-        .route("/metrics", get(metrics::get_metrics))
+    router_for(state, &["client", "federation"])
+}
+
+/// The HTTP application for a listener serving the resources `names`
+/// (Synapse's listener resources): `client` is the client-server API with
+/// the admin APIs and `/metrics`; `federation` is the server-server API
+/// with the key server; `keys` is the key server alone. `/health` is on
+/// every listener; unknown names add nothing.
+pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
+    let mut router = Router::new();
+    if names.contains(&"client") {
+        router = router
+            .merge(client::routes())
+            .merge(synapse_admin::routes())
+            .merge(admin::routes())
+            .route("/metrics", get(metrics::get_metrics));
+    }
+    if names.contains(&"federation") {
+        router = router.merge(federation::routes());
+    } else if names.contains(&"keys") {
+        router = router.merge(federation::key_routes());
+    }
+    router
         .route("/health", get(health::get_health))
         .route("/_presenced/health", get(health::get_health))
         .fallback(unknown_endpoint)

@@ -12,6 +12,7 @@
 
 pub mod duration;
 pub mod env;
+pub mod federation;
 pub mod presence;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use ruma_common::{OwnedRoomId, OwnedServerName};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use self::federation::FederationConfig;
 pub use self::presence::{
     FederationPresence, ModuleConfig, PresenceConfig, PresenceEnabled, RateLimit, RcPresence,
 };
@@ -79,6 +81,12 @@ pub struct Config {
     /// PEM files of the CAs trusted for outbound federation; when set they
     /// replace the built-in roots (Synapse key).
     pub federation_custom_ca_list: Option<Vec<PathBuf>>,
+    /// Retry intervals of outgoing federation presence.
+    pub federation: FederationConfig,
+    /// PEM certificate chain for `tls: true` listeners.
+    pub tls_certificate_path: Option<PathBuf>,
+    /// PEM private key for `tls: true` listeners.
+    pub tls_private_key_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -103,6 +111,9 @@ impl Default for Config {
             federation_domain_whitelist: None,
             federation_verify_certificates: true,
             federation_custom_ca_list: None,
+            federation: FederationConfig::default(),
+            tls_certificate_path: None,
+            tls_private_key_path: None,
         }
     }
 }
@@ -194,10 +205,12 @@ impl Config {
         if self.listeners.is_empty() {
             return Err("listeners: at least one listener is needed".to_owned());
         }
+        self.federation.validate()?;
         for (i, l) in self.listeners.iter().enumerate() {
-            if l.tls {
+            if l.tls && (self.tls_certificate_path.is_none() || self.tls_private_key_path.is_none())
+            {
                 return Err(format!(
-                    "listeners[{i}].tls: TLS is not supported; put a reverse proxy in front"
+                    "listeners[{i}].tls: a TLS listener needs tls_certificate_path and tls_private_key_path"
                 ));
             }
         }
@@ -280,7 +293,8 @@ pub struct Listener {
     /// Only `http` exists.
     #[serde(rename = "type")]
     pub kind: ListenerKind,
-    /// Must be false: presenced speaks plain HTTP.
+    /// Serve HTTPS with `tls_certificate_path` / `tls_private_key_path`
+    /// (so peers can reach the federation API without a proxy).
     pub tls: bool,
     /// Accepted for Synapse compatibility (trust `X-Forwarded-For`).
     pub x_forwarded: bool,
@@ -301,6 +315,16 @@ impl Default for Listener {
     }
 }
 
+impl Listener {
+    /// Whether the listener serves the resource `name` (`client`,
+    /// `federation`, `keys`, ...).
+    pub fn serves(&self, name: &str) -> bool {
+        self.resources
+            .iter()
+            .any(|r| r.names.iter().any(|n| n == name))
+    }
+}
+
 /// Listener protocol.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -314,7 +338,9 @@ pub enum ListenerKind {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerResource {
-    /// Resource names; presenced serves the client API on every listener.
+    /// Resource names: `client` (client-server API, admin APIs, metrics),
+    /// `federation` (server-server API and key server), `keys` (key server
+    /// only). `/health` is served everywhere.
     pub names: Vec<String>,
     /// Accepted for Synapse compatibility.
     pub compress: bool,
@@ -323,7 +349,7 @@ pub struct ListenerResource {
 impl Default for ListenerResource {
     fn default() -> Self {
         Self {
-            names: vec!["client".to_owned()],
+            names: vec!["client".to_owned(), "federation".to_owned()],
             compress: false,
         }
     }

@@ -22,6 +22,11 @@
 //!   (destination, `federation_domain_whitelist`, signature).
 //! - `transactions`: transaction IDs already processed, per origin.
 //! - `presence_edu`: reading an incoming `m.presence` EDU entry by entry.
+//! - `tls`: the certificate and key of `tls: true` listeners.
+//! - `outgoing`: queued presence → transaction bodies (50 states per EDU,
+//!   100 EDUs per transaction).
+//! - `sender`: the outbox writer and one sender task per destination,
+//!   sending through a [`sender::TransactionSender`] (the client).
 //!
 //! The HTTP handlers live with the other endpoints, under
 //! `api/federation/`.
@@ -30,8 +35,11 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod keys;
+pub mod outgoing;
 pub mod presence_edu;
+pub mod sender;
 pub mod signing;
+pub mod tls;
 pub mod transactions;
 
 pub use self::keys::{KeyFetcher, RemoteKeyCache};

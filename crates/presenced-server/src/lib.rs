@@ -29,6 +29,7 @@
 //! - `federation` (+ `federation/*`): our signing key, other servers'
 //!   keys, and the pieces of the server-server API presence uses.
 //! - `ids`: minting IDs, tokens, timestamps.
+//! - `listeners`: serving plain and TLS (rustls) listeners.
 //! - `api`: routing, `ApiError`, extractors, and the endpoints
 //!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/admin.rs` for
 //!   presenced's own admin API, `api/metrics.rs`, `api/health.rs`).
@@ -48,6 +49,7 @@ pub mod client_event;
 pub mod config;
 pub mod federation;
 pub mod ids;
+pub mod listeners;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
@@ -88,4 +90,21 @@ pub async fn run(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves one configured listener: the resources it names
+/// ([`api::router_for`]), over TLS when `tls` is given (the config's
+/// certificate, see [`federation::tls::server_config`]).
+pub async fn run_listener(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    resources: &[&str],
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = tls.is_some(), ?resources, server_name = %state.server_name, "listening");
+    }
+    let app = api::router_for(state, resources);
+    listeners::serve(listener, tls, app, shutdown).await
 }

@@ -148,13 +148,22 @@ fn serve(config: Config) -> Result<(), String> {
 }
 
 async fn serve_async(config: Config) -> Result<(), String> {
-    let addrs: Vec<SocketAddr> = config
+    // The certificate is read once, for every TLS listener.
+    let tls = match (&config.tls_certificate_path, &config.tls_private_key_path) {
+        (Some(cert), Some(key)) if config.listeners.iter().any(|l| l.tls) => Some(
+            presenced_server::federation::tls::server_config(cert, key)
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    let bound: Vec<(SocketAddr, bool, Vec<String>)> = config
         .listeners
         .iter()
         .flat_map(|l| {
+            let names: Vec<String> = l.resources.iter().flat_map(|r| r.names.clone()).collect();
             l.bind_addresses
                 .iter()
-                .map(move |ip| SocketAddr::new(*ip, l.port))
+                .map(move |ip| (SocketAddr::new(*ip, l.port), l.tls, names.clone()))
         })
         .collect();
     let (state, receivers, origin) = startup::build_state(config).map_err(|e| e.to_string())?;
@@ -184,7 +193,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for addr in addrs {
+    for (addr, with_tls, names) in bound {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -192,12 +201,19 @@ async fn serve_async(config: Config) -> Result<(), String> {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        servers.spawn(presenced_server::run(listener, state.clone(), shutdown));
+        let tls = if with_tls { tls.clone() } else { None };
+        let state = state.clone();
+        servers.spawn(async move {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            presenced_server::run_listener(listener, tls, &names, state, shutdown).await
+        });
     }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
-    // Long-polls answer now rather than holding the shutdown.
+    // Long-polls answer now rather than holding the shutdown; queued
+    // federation presence stays in the outbox for the next start.
     state.presence.shut_down();
+    state.outbound.shut_down();
     let _ = stop_tx.send(true);
     while let Some(done) = servers.join_next().await {
         done.map_err(|e| e.to_string())?

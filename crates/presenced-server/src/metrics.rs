@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use presenced_engine::EngineStats;
 use presenced_router::ModuleStats;
 
+use crate::federation::sender::OutboundStats;
+
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -58,9 +60,20 @@ impl Metrics {
     }
 
     /// The whole scrape: these counters plus the engine and router snapshots.
-    pub fn render(&self, engine: &EngineStats, modules: &[ModuleStats]) -> String {
+    pub fn render(
+        &self,
+        engine: &EngineStats,
+        modules: &[ModuleStats],
+        outbound: &OutboundStats,
+        outbox_pending: u64,
+    ) -> String {
         let mut w = TextWriter::default();
-        let gauges: [(&str, &str, u64); 7] = [
+        let gauges: [(&str, &str, u64); 8] = [
+            (
+                "presenced_federation_outbox_pending",
+                "Presence states queued for remote servers, not yet acknowledged.",
+                outbox_pending,
+            ),
             (
                 "presenced_presence_users_tracked",
                 "Users with presence state (local and remote).",
@@ -101,7 +114,22 @@ impl Metrics {
             w.family(name, help, "gauge");
             w.sample(name, &[], value);
         }
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 13] = [
+            (
+                "presenced_federation_outbound_states_delivered_total",
+                "Presence states acknowledged by remote servers since start.",
+                outbound.states_delivered.load(Ordering::Relaxed),
+            ),
+            (
+                "presenced_federation_outbound_transactions_total",
+                "Presence transactions acknowledged by remote servers since start.",
+                outbound.transactions_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "presenced_federation_outbound_transactions_failed_total",
+                "Presence transactions that failed (and are retried) since start.",
+                outbound.transactions_failed.load(Ordering::Relaxed),
+            ),
             (
                 "presenced_presence_notified_changes_total",
                 "Presence changes written to the stream since start.",

@@ -1,5 +1,5 @@
 //! Turning a [`Config`] into a ready [`AppState`]: open the store, settle
-//! the registration secret.
+//! the registration secret, start presence and the federation sender.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
+use crate::federation::sender::OutboundPresence;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::ids;
 use crate::state::{AppState, FederationParts, StateReceivers};
@@ -109,23 +110,22 @@ fn generate_secret(path: &Path) -> std::io::Result<(Secret, SecretOrigin)> {
 }
 
 /// Opens the store, settles the secret, loads the presence router modules,
-/// starts the presence driver and builds the shared state. Must run inside
-/// a tokio runtime (the driver spawns its tasks). Other servers' keys are
-/// fetched through `key_fetcher` (a test's) instead of the federation
-/// client.
+/// starts the presence driver and the federation sender, and builds the
+/// shared state. Must run inside a tokio runtime (the driver spawns its
+/// tasks). Other servers' keys are fetched through the federation client.
+pub fn build_state(
+    config: Config,
+) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    build(config, None)
+}
+
+/// [`build_state`] with other servers' keys fetched through `key_fetcher`
+/// (a test's) instead of the federation client.
 pub fn build_state_with(
     config: Config,
     key_fetcher: Arc<dyn KeyFetcher>,
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
     build(config, Some(key_fetcher))
-}
-
-/// [`build_state_with`] where the federation client also fetches other
-/// servers' keys: what the binary runs.
-pub fn build_state(
-    config: Config,
-) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
-    build(config, None)
 }
 
 fn build(
@@ -137,10 +137,7 @@ fn build(
     )?);
     let client = Arc::new(FederationClient::new(&config, signing_key.clone())?);
     let key_fetcher = key_fetcher.unwrap_or_else(|| client.clone());
-    let federation = FederationParts {
-        signing_key,
-        remote_keys: Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default())),
-    };
+    let remote_keys = Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default()));
     let store = open_store(&config)?;
     let (secret, origin) = registration_secret(&config)?;
     let joined = store
@@ -153,7 +150,14 @@ fn build(
         .map(|row| (row.room_id, row.user_id))
         .collect();
     let store: Arc<dyn Store> = Arc::new(store);
-    let presence = crate::presence::startup::start(&config, joined, store.clone())?;
+    let (presence, outbound) = crate::presence::startup::start(&config, joined, store.clone())?;
+    let outbound =
+        OutboundPresence::start(Arc::new(config.clone()), store.clone(), client, outbound);
+    let federation = FederationParts {
+        signing_key,
+        remote_keys,
+        outbound,
+    };
     let (state, receivers) = AppState::new(config, store, Some(secret), presence, federation);
     Ok((state, receivers, origin))
 }

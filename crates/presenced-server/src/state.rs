@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
+use crate::federation::sender::OutboundPresence;
 use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::membership::MembershipChange;
@@ -61,14 +62,19 @@ pub struct AppState {
     pub remote_keys: Arc<RemoteKeyCache>,
     /// Federation transactions already processed.
     pub(crate) seen_transactions: SeenTransactions,
+    /// Outgoing federation presence (outbox and senders).
+    pub outbound: OutboundPresence,
 }
 
-/// What federation needs in [`AppState`]: our key and the cache of theirs.
+/// What federation needs in [`AppState`]: our key, the cache of theirs,
+/// and the outgoing presence.
 pub struct FederationParts {
     /// Our signing key.
     pub signing_key: Arc<ServerSigningKey>,
     /// Other servers' keys.
     pub remote_keys: Arc<RemoteKeyCache>,
+    /// Outgoing presence.
+    pub outbound: OutboundPresence,
 }
 
 /// The receiving ends of [`AppState`]'s channels. Whoever builds the state
@@ -111,6 +117,7 @@ impl AppState {
             signing_key: federation.signing_key,
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
+            outbound: federation.outbound,
         };
         (
             Arc::new(state),

@@ -7,6 +7,7 @@
 //! later. The store holds no policy (who may join, which token is valid for
 //! how long) and reads no clock: callers pass timestamps in.
 
+pub mod outbox;
 pub mod sqlite;
 
 use ruma_common::{
@@ -143,9 +144,11 @@ pub struct Timeline {
 }
 
 /// Everything presenced stores, minus presence (added by the engine wiring).
+/// The federation presence outbox is its own trait ([`outbox::OutboxStore`]),
+/// which every store implements too.
 ///
 /// Writes that belong together are one method, so each is one transaction.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     // --- accounts -------------------------------------------------------
 
     /// Creates a user; `StoreError::UserInUse` when the ID exists.

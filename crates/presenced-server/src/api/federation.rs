@@ -22,14 +22,19 @@ use crate::state::AppState;
 /// Largest accepted transaction: 50 PDUs of up to 64 KiB plus 100 EDUs.
 const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;
 
-/// The federation and key routes.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// The key server routes (the `keys` listener resource).
+pub(crate) fn key_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/_matrix/key/v2/server", get(key_server::get_server_keys))
         .route(
             "/_matrix/key/v2/server/{key_id}",
             get(key_server::get_server_keys_by_id),
         )
+}
+
+/// The federation and key routes (the `federation` listener resource).
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    key_routes()
         .route("/_matrix/federation/v1/version", get(version::get_version))
         .route(
             "/_matrix/federation/v1/send/{txn_id}",

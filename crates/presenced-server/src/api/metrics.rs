@@ -23,6 +23,9 @@ pub(crate) async fn get_metrics(
     }
     let engine = state.presence.stats();
     let modules = state.presence.router().stats();
-    let text = state.metrics.render(&engine, &modules);
+    let pending = state.db(|s| s.outbox_len()).await?;
+    let text = state
+        .metrics
+        .render(&engine, &modules, state.outbound.stats(), pending);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }

@@ -1,13 +1,14 @@
 //! Config → a running presence driver: engine settings, router modules,
-//! presence storage, and the tasks that apply module commands and carry
-//! outgoing federation presence.
+//! presence storage, and the task that applies module commands. Outgoing
+//! federation presence is handed back to the caller
+//! (`federation::sender` carries it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use presenced_engine::{EngineConfig, Tracking};
 use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry};
-use ruma_common::{OwnedRoomId, OwnedUserId};
+use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use super::directory::StoreDirectory;
 use super::store::SqlitePresenceStore;
@@ -16,6 +17,10 @@ use crate::config::presence::PresenceEnabled;
 use crate::config::Config;
 use crate::startup::StartupError;
 use crate::store::Store;
+
+/// Local presence for remote servers, as the engine hands it out.
+pub type OutboundReceiver =
+    tokio::sync::mpsc::UnboundedReceiver<(OwnedServerName, Vec<presenced_engine::PresenceState>)>;
 
 /// The engine's settings from the config file.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -43,7 +48,7 @@ pub fn start(
     config: &Config,
     joined: Vec<(OwnedRoomId, OwnedUserId)>,
     store: Arc<dyn Store>,
-) -> Result<PresenceService, StartupError> {
+) -> Result<(PresenceService, OutboundReceiver), StartupError> {
     let (commands_tx, mut commands_rx) = command_channel();
     let entries: Vec<ModuleEntry> = config
         .router_modules()
@@ -61,7 +66,7 @@ pub fn start(
         Some(directory),
     )?;
     let store = Arc::new(SqlitePresenceStore::open(&config.database_path())?);
-    let (service, mut outbound) = PresenceService::start(
+    let (service, outbound) = PresenceService::start(
         engine_config(config),
         config.server_name.clone(),
         router,
@@ -74,11 +79,5 @@ pub fn start(
             for_commands.module_command(command);
         }
     });
-    tokio::spawn(async move {
-        // Federation sending is not built yet: outgoing presence is logged.
-        while let Some((destination, states)) = outbound.recv().await {
-            tracing::debug!(%destination, states = states.len(), "presence for a remote server (federation not enabled)");
-        }
-    });
-    Ok(service)
+    Ok((service, outbound))
 }

@@ -31,8 +31,13 @@ use super::{
 };
 use crate::membership::Membership;
 
+mod outbox;
+
 /// Schema migrations, in order; `user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/migrations/0001_initial.sql"),
+    include_str!("sqlite/migrations/0002_federation_outbox.sql"),
+];
 
 /// The columns `event_from_row` reads, in order.
 const EVENT_COLUMNS: &str = "stream, event_id, room_id, sender, event_type, state_key, content, \

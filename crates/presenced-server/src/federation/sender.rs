@@ -1,0 +1,357 @@
+//! Outgoing federation presence: the engine's `Send` outputs go into the
+//! durable outbox (`store::outbox`), and one sender task per destination
+//! delivers them.
+//!
+//! - Queueing: states arriving together are written in one store
+//!   transaction; per (destination, user) the newest replaces the older.
+//!   Our own server, destinations outside `federation_domain_whitelist`
+//!   and everything when `presence.federation.send` is false are dropped
+//!   before the store.
+//! - Sending: each destination has one task and one transaction in
+//!   flight. It wakes as soon as something is queued, sends up to 5,000
+//!   states (100 EDUs of 50), and on success removes the entries it sent
+//!   (unless replaced meanwhile) and looks again. On failure it waits
+//!   (`federation.destination_*_retry_interval`, doubling) and retries
+//!   with whatever is queued then: the latest state of each user, never an
+//!   older one. Every attempt has a fresh transaction ID, because the
+//!   content may have changed and peers skip IDs they have seen.
+//! - Restart: destinations with queued entries get their task at start.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use presenced_engine::PresenceState;
+use ruma_common::{OwnedServerName, OwnedUserId, ServerName};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::client::FederationClient;
+use super::keys::BoxFuture;
+use super::outgoing::{self, STATES_PER_TRANSACTION};
+use crate::config::{Config, FederationConfig};
+use crate::presence::now;
+use crate::store::Store;
+
+/// The edge the senders deliver through: `PUT
+/// /_matrix/federation/v1/send/{txn_id}` to a destination, signed. The
+/// federation client implements it; `Err` carries why, for the log.
+pub trait TransactionSender: Send + Sync {
+    /// Sends one transaction; `Ok` once the destination acknowledged it.
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        txn_id: &'a str,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+impl TransactionSender for FederationClient {
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        txn_id: &'a str,
+        body: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            // The inherent method (inherent methods win over trait ones).
+            Self::send_transaction(self, destination, txn_id, body)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OutboundStats {
+    /// States acknowledged by their destination.
+    pub states_delivered: AtomicU64,
+    /// Transactions acknowledged.
+    pub transactions_sent: AtomicU64,
+    /// Transactions that failed (each is retried).
+    pub transactions_failed: AtomicU64,
+}
+
+/// Outgoing presence; cheap to clone.
+#[derive(Clone)]
+pub struct OutboundPresence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    client: Arc<dyn TransactionSender>,
+    /// One wake-up per destination task.
+    senders: Mutex<HashMap<OwnedServerName, Arc<Notify>>>,
+    stats: OutboundStats,
+    /// Transaction IDs are `<start ms>.<n>`: unique across restarts.
+    txn_prefix: u64,
+    next_txn: AtomicU64,
+    stop: watch::Sender<bool>,
+}
+
+impl OutboundPresence {
+    /// Starts delivering what the outbox holds and what `outbound` brings.
+    /// Must run inside a tokio runtime.
+    pub fn start(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        client: Arc<dyn TransactionSender>,
+        outbound: mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
+    ) -> Self {
+        let (stop, _) = watch::channel(false);
+        let this = Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                client,
+                senders: Mutex::new(HashMap::new()),
+                stats: OutboundStats::default(),
+                txn_prefix: now().0,
+                next_txn: AtomicU64::new(1),
+                stop,
+            }),
+        };
+        tokio::spawn(this.clone().queue_task(outbound));
+        let resume = this.clone();
+        tokio::spawn(async move {
+            let store = resume.inner.store.clone();
+            match tokio::task::spawn_blocking(move || store.outbox_destinations()).await {
+                Ok(Ok(destinations)) => {
+                    if !destinations.is_empty() {
+                        tracing::info!(
+                            destinations = destinations.len(),
+                            "resuming queued federation presence"
+                        );
+                    }
+                    for destination in destinations {
+                        resume.wake(&destination);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("cannot read the federation outbox: {e}"),
+                Err(e) => tracing::error!("reading the federation outbox panicked: {e}"),
+            }
+        });
+        this
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &OutboundStats {
+        &self.inner.stats
+    }
+
+    /// Stops queueing and sending (shutdown). What is queued stays in the
+    /// store for the next start.
+    pub fn shut_down(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    fn stopped(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// Whether states for `destination` are queued at all.
+    fn wanted(&self, destination: &ServerName) -> bool {
+        let config = &self.inner.config;
+        config.presence.federation.send
+            && destination != config.server_name
+            && config.federation_allowed(destination)
+    }
+
+    async fn queue_task(
+        self,
+        mut outbound: mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
+    ) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let first = tokio::select! {
+                item = outbound.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            // Whatever queued up meanwhile goes in the same transaction.
+            let mut items = Vec::new();
+            let mut push = |(destination, states): (OwnedServerName, Vec<PresenceState>)| {
+                if self.wanted(&destination) {
+                    items.extend(states.into_iter().map(|s| (destination.clone(), s)));
+                }
+            };
+            push(first);
+            while let Ok(more) = outbound.try_recv() {
+                push(more);
+            }
+            if items.is_empty() {
+                continue;
+            }
+            let destinations: BTreeSet<OwnedServerName> =
+                items.iter().map(|(d, _)| d.clone()).collect();
+            let store = self.inner.store.clone();
+            match tokio::task::spawn_blocking(move || store.queue_presence(&items)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("queueing federation presence failed: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!("queueing federation presence panicked: {e}");
+                    continue;
+                }
+            }
+            for destination in &destinations {
+                self.wake(destination);
+            }
+        }
+    }
+
+    /// Wakes the destination's task, starting it if needed.
+    fn wake(&self, destination: &ServerName) {
+        let mut senders = self.inner.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = senders.get(destination) {
+            // Stored as a permit if the task is busy: it looks again after.
+            notify.notify_one();
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        senders.insert(destination.to_owned(), notify.clone());
+        tokio::spawn(self.clone().sender_task(destination.to_owned(), notify));
+    }
+
+    async fn sender_task(self, destination: OwnedServerName, notify: Arc<Notify>) {
+        let retry = self.inner.config.federation.clone();
+        let mut backoff = Backoff::new(&retry);
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            if self.stopped() {
+                return;
+            }
+            let delivered = match self.send_once(&destination).await {
+                Ok(0) => {
+                    // Nothing queued: sleep until something is.
+                    tokio::select! {
+                        () = notify.notified() => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    continue;
+                }
+                Ok(n) => n,
+                Err(why) => {
+                    self.inner
+                        .stats
+                        .transactions_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.failed();
+                    tracing::info!(%destination, retry_in = ?wait, "presence transaction failed: {why}");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            tracing::debug!(%destination, states = delivered, "presence delivered");
+        }
+    }
+
+    /// Sends one transaction of what is queued for `destination`; how many
+    /// states it carried (0: nothing queued).
+    async fn send_once(&self, destination: &ServerName) -> Result<usize, String> {
+        let store = self.inner.store.clone();
+        let dest = destination.to_owned();
+        let entries = tokio::task::spawn_blocking(move || {
+            store.pending_presence(&dest, STATES_PER_TRANSACTION)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let body = outgoing::transaction(
+            &self.inner.config.server_name,
+            entries.iter().map(|e| &e.state),
+            now(),
+        );
+        let txn_id = format!(
+            "{}.{}",
+            self.inner.txn_prefix,
+            self.inner.next_txn.fetch_add(1, Ordering::Relaxed)
+        );
+        self.inner
+            .client
+            .send_transaction(destination, &txn_id, &body)
+            .await?;
+        let n = entries.len();
+        let sent: Vec<(OwnedUserId, i64)> = entries
+            .into_iter()
+            .map(|e| (e.state.user_id, e.seq))
+            .collect();
+        let store = self.inner.store.clone();
+        let dest = destination.to_owned();
+        tokio::task::spawn_blocking(move || store.remove_sent_presence(&dest, &sent))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let stats = &self.inner.stats;
+        stats.transactions_sent.fetch_add(1, Ordering::Relaxed);
+        stats
+            .states_delivered
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Exponential retry waits: min, min×m, min×m², … capped at max.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    multiplier: u32,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(config: &FederationConfig) -> Self {
+        Self {
+            min: config.destination_min_retry_interval,
+            max: config.destination_max_retry_interval,
+            multiplier: config.destination_retry_multiplier,
+            next: config.destination_min_retry_interval,
+        }
+    }
+
+    /// The wait after one more failure.
+    fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = self.next.saturating_mul(self.multiplier).min(self.max);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let config = FederationConfig {
+            destination_min_retry_interval: Duration::from_secs(1),
+            destination_max_retry_interval: Duration::from_secs(5),
+            ..FederationConfig::default()
+        };
+        let mut backoff = Backoff::new(&config);
+        let waits: Vec<u64> = (0..5).map(|_| backoff.failed().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 5, 5]);
+        backoff.reset();
+        assert_eq!(backoff.failed().as_secs(), 1);
+    }
+}

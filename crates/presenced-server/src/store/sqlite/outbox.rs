@@ -1,0 +1,216 @@
+//! [`OutboxStore`] on SQLite (table `destination_presence_outbox`,
+//! migration 0002).
+
+use presenced_engine::{Presence, PresenceState, Timestamp};
+use ruma_common::{OwnedServerName, OwnedUserId, ServerName};
+use rusqlite::params;
+
+use super::{parse_or_skip, SqliteStore};
+use crate::store::outbox::{OutboxEntry, OutboxStore};
+use crate::store::StoreResult;
+
+impl OutboxStore for SqliteStore {
+    fn queue_presence(&self, items: &[(OwnedServerName, PresenceState)]) -> StoreResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        {
+            // One counter for queue places and versions: the largest `seq`
+            // only grows while its row exists, so a replaced row always gets
+            // a `seq` its sender has never read.
+            let mut next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM destination_presence_outbox",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO destination_presence_outbox
+                   (destination, user_id, queued, seq, presence, last_active_ts, status_msg, currently_active)
+                 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(destination, user_id) DO UPDATE SET seq = excluded.seq,
+                   presence = excluded.presence, last_active_ts = excluded.last_active_ts,
+                   status_msg = excluded.status_msg, currently_active = excluded.currently_active",
+            )?;
+            for (destination, state) in items {
+                next += 1;
+                upsert.execute(params![
+                    destination.as_str(),
+                    state.user_id.as_str(),
+                    next,
+                    state.presence.as_str(),
+                    state.last_active_ts.0 as i64,
+                    state.status_msg.as_deref(),
+                    state.currently_active,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn pending_presence(
+        &self,
+        destination: &ServerName,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEntry>> {
+        let conn = self.conn()?;
+        let mut query = conn.prepare_cached(
+            "SELECT seq, user_id, presence, last_active_ts, status_msg, currently_active
+             FROM destination_presence_outbox WHERE destination = ?1
+             ORDER BY queued LIMIT ?2",
+        )?;
+        let rows = query.query_map(params![destination.as_str(), limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (seq, user, presence, last_active_ts, status_msg, currently_active) = row?;
+            let Some(user_id) = parse_or_skip::<OwnedUserId>("outbox user_id", &user) else {
+                continue;
+            };
+            let Some(presence) = Presence::parse(&presence) else {
+                tracing::warn!(%user, presence, "skipping unreadable outbox row");
+                continue;
+            };
+            let mut state = PresenceState::new(user_id);
+            state.presence = presence;
+            state.last_active_ts = Timestamp(last_active_ts as u64);
+            state.status_msg = presenced_engine::presence::status_msg(status_msg.as_deref());
+            state.currently_active = currently_active;
+            entries.push(OutboxEntry { seq, state });
+        }
+        Ok(entries)
+    }
+
+    fn remove_sent_presence(
+        &self,
+        destination: &ServerName,
+        sent: &[(OwnedUserId, i64)],
+    ) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let mut removed = 0;
+        {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM destination_presence_outbox
+                 WHERE destination = ?1 AND user_id = ?2 AND seq = ?3",
+            )?;
+            for (user, seq) in sent {
+                removed += delete.execute(params![destination.as_str(), user.as_str(), seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn outbox_destinations(&self) -> StoreResult<Vec<OwnedServerName>> {
+        let conn = self.conn()?;
+        let mut query =
+            conn.prepare("SELECT DISTINCT destination FROM destination_presence_outbox")?;
+        let rows = query.query_map([], |r| r.get::<_, String>(0))?;
+        let mut destinations = Vec::new();
+        for row in rows {
+            if let Some(d) = parse_or_skip("outbox destination", &row?) {
+                destinations.push(d);
+            }
+        }
+        Ok(destinations)
+    }
+
+    fn outbox_len(&self) -> StoreResult<u64> {
+        let conn = self.conn()?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM destination_presence_outbox",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(user: &str, presence: Presence, msg: Option<&str>) -> PresenceState {
+        let mut s = PresenceState::new(user.try_into().unwrap());
+        s.presence = presence;
+        s.status_msg = msg.map(Into::into);
+        s.last_active_ts = Timestamp(1_000);
+        s
+    }
+
+    fn name(s: &str) -> OwnedServerName {
+        s.try_into().unwrap()
+    }
+
+    #[test]
+    fn newer_state_replaces_older_and_keeps_its_place() {
+        let store = SqliteStore::in_memory().unwrap();
+        let b = name("b.test");
+        store
+            .queue_presence(&[
+                (
+                    b.clone(),
+                    state("@x:a.test", Presence::Online, Some("first")),
+                ),
+                (b.clone(), state("@y:a.test", Presence::Online, None)),
+                (name("c.test"), state("@x:a.test", Presence::Online, None)),
+            ])
+            .unwrap();
+        store
+            .queue_presence(&[(
+                b.clone(),
+                state("@x:a.test", Presence::Unavailable, Some("second")),
+            )])
+            .unwrap();
+        let pending = store.pending_presence(&b, 10).unwrap();
+        let users: Vec<&str> = pending.iter().map(|e| e.state.user_id.as_str()).collect();
+        assert_eq!(users, ["@x:a.test", "@y:a.test"], "x keeps its place");
+        assert_eq!(pending[0].state.presence, Presence::Unavailable);
+        assert_eq!(pending[0].state.status_msg.as_deref(), Some("second"));
+        assert_eq!(pending[0].state.last_active_ts, Timestamp(1_000));
+        assert_eq!(store.outbox_len().unwrap(), 3);
+        let mut destinations = store.outbox_destinations().unwrap();
+        destinations.sort();
+        assert_eq!(destinations, [b.clone(), name("c.test")]);
+        assert_eq!(store.pending_presence(&b, 1).unwrap().len(), 1, "limit");
+    }
+
+    #[test]
+    fn a_sent_entry_replaced_meanwhile_stays() {
+        let store = SqliteStore::in_memory().unwrap();
+        let b = name("b.test");
+        store
+            .queue_presence(&[
+                (b.clone(), state("@x:a.test", Presence::Online, None)),
+                (b.clone(), state("@y:a.test", Presence::Online, None)),
+            ])
+            .unwrap();
+        let sent: Vec<_> = store
+            .pending_presence(&b, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.state.user_id, e.seq))
+            .collect();
+        // x changes while the transaction is in flight.
+        store
+            .queue_presence(&[(b.clone(), state("@x:a.test", Presence::Offline, None))])
+            .unwrap();
+        assert_eq!(store.remove_sent_presence(&b, &sent).unwrap(), 1);
+        let left = store.pending_presence(&b, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state.user_id.as_str(), "@x:a.test");
+        assert_eq!(left[0].state.presence, Presence::Offline);
+        assert!(store.outbox_destinations().unwrap().contains(&b));
+    }
+}
