@@ -33,6 +33,9 @@ use crate::config::{Config, FederationConfig};
 use crate::presence::now;
 use crate::store::Store;
 
+/// Tries to write one batch to the outbox before it is dropped.
+const QUEUE_WRITE_ATTEMPTS: u32 = 5;
+
 /// The edge the senders deliver through: `PUT
 /// /_matrix/federation/v1/send/{txn_id}` to a destination, signed. The
 /// federation client implements it; `Err` carries why, for the log.
@@ -190,22 +193,34 @@ impl OutboundPresence {
             }
             let destinations: BTreeSet<OwnedServerName> =
                 items.iter().map(|(d, _)| d.clone()).collect();
-            let store = self.inner.store.clone();
-            match tokio::task::spawn_blocking(move || store.queue_presence(&items)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!("queueing federation presence failed: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!("queueing federation presence panicked: {e}");
-                    continue;
-                }
+            if !self.store_queued(items).await {
+                continue;
             }
             for destination in &destinations {
                 self.wake(destination);
             }
         }
+    }
+
+    /// Writes queued states, retrying a failed write a few times (a busy
+    /// database) before giving up on this batch; false if it was lost.
+    async fn store_queued(&self, items: Vec<(OwnedServerName, PresenceState)>) -> bool {
+        let items = Arc::new(items);
+        for attempt in 1..=QUEUE_WRITE_ATTEMPTS {
+            let store = self.inner.store.clone();
+            let batch = items.clone();
+            match tokio::task::spawn_blocking(move || store.queue_presence(&batch)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(e)) => tracing::warn!(attempt, "queueing federation presence failed: {e}"),
+                Err(e) => tracing::warn!(attempt, "queueing federation presence panicked: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        tracing::error!(
+            states = items.len(),
+            "federation presence could not be queued; it goes with the next change or keepalive"
+        );
+        false
     }
 
     /// Wakes the destination's task, starting it if needed.

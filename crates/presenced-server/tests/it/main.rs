@@ -11,6 +11,7 @@ mod crash;
 mod deactivate;
 mod errors;
 mod federation_inbound;
+mod federation_outbox;
 mod full_presence;
 mod helpers;
 mod metrics;

@@ -3,7 +3,7 @@
 
 use presenced_engine::{Presence, PresenceState, Timestamp};
 use ruma_common::{OwnedServerName, OwnedUserId, ServerName};
-use rusqlite::params;
+use rusqlite::{params, TransactionBehavior};
 
 use super::{parse_or_skip, SqliteStore};
 use crate::store::outbox::{OutboxEntry, OutboxStore};
@@ -15,7 +15,10 @@ impl OutboxStore for SqliteStore {
             return Ok(());
         }
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        // IMMEDIATE: the transaction reads before it writes, and a reader
+        // that later wants to write while another connection (the presence
+        // store's) writes gets SQLITE_BUSY at once instead of waiting.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             // One counter for queue places and versions: the largest `seq`
             // only grows while its row exists, so a replaced row always gets
@@ -97,7 +100,7 @@ impl OutboxStore for SqliteStore {
         sent: &[(OwnedUserId, i64)],
     ) -> StoreResult<usize> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut removed = 0;
         {
             let mut delete = tx.prepare_cached(
