@@ -14,6 +14,7 @@ mod federation_inbound;
 mod federation_outbox;
 mod full_presence;
 mod helpers;
+mod listeners;
 mod metrics;
 mod ops;
 mod presence;
