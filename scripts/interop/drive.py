@@ -143,9 +143,11 @@ def main():
     if args.only:
         directions = [d for d in directions if d[0] == args.only]
     times = {label: [] for (label, *_rest) in directions}
-    failed = None
-    for rnd in range(args.rounds):
-        for (label, sender, base, token, watcher) in directions:
+    # One direction after the other, so a direction that does not work yet
+    # still lets the other one be measured.
+    failures = []
+    for (label, sender, base, token, watcher) in directions:
+        for rnd in range(args.rounds):
             presence = "online" if rnd % 2 == 0 else "unavailable"
             msg = f"interop {label} #{rnd + 1}"
             t0 = time.monotonic()
@@ -153,28 +155,27 @@ def main():
                  {"presence": presence, "status_msg": msg}, token=token)
             seen = watcher.wait_for(sender, msg, t0, t0 + args.deadline)
             if seen is None:
-                failed = f"{label}: {sender} {presence} {msg!r} not seen by {watcher.name} within {args.deadline:.0f} s"
+                why = f"{label}: {sender} {presence} {msg!r} not seen by {watcher.name} within {args.deadline:.0f} s"
                 others = watcher.sightings_of(sender)
                 if others:
-                    failed += f"; it saw other updates of {sender}: {[(p, m) for (_t, _s, p, m) in others]}"
+                    why += f"; it saw other updates of {sender}: {[(p, m) for (_t, _s, p, m) in others]}"
                 if watcher.errors:
-                    failed += f"; its /sync errors: {watcher.errors[-3:]}"
+                    why += f"; its /sync errors: {watcher.errors[-3:]}"
+                failures.append(why)
+                print("drive: " + why, flush=True)
                 break
             times[label].append((seen - t0) * 1000)
             print(f"drive: {label} delivery {rnd + 1}: {(seen - t0) * 1000:.0f} ms", flush=True)
-        if failed:
-            break
 
-    # The unrouted users: keep listening a little, then nothing must have arrived.
-    if not failed:
-        time.sleep(args.quiet_wait)
-        for (name, foreign) in (("carol", bob), ("dave", alice)):
-            leaked = watchers[name].sightings_of(foreign)
-            if leaked:
-                failed = f"unrouted {name} saw {foreign}'s presence: {leaked}"
-                break
-        else:
-            print(f"drive: unrouted {carol} and {dave} saw nothing of {bob} / {alice}", flush=True)
+    # The unrouted users: keep listening a little, then nothing of the other
+    # side must have reached them.
+    time.sleep(args.quiet_wait)
+    for (name, foreign) in (("carol", bob), ("dave", alice)):
+        leaked = watchers[name].sightings_of(foreign)
+        if leaked:
+            failures.append(f"unrouted {name} saw {foreign}'s presence: {leaked}")
+    if not any(f.startswith("unrouted") for f in failures):
+        print(f"drive: unrouted {carol} and {dave} saw nothing of {bob} / {alice}", flush=True)
 
     for w in watchers.values():
         w.stop = True
@@ -188,8 +189,8 @@ def main():
                 "later_median_ms": round(sorted(later)[len(later) // 2], 1) if later else None,
             }
     print("drive: summary " + json.dumps(summary), flush=True)
-    if failed:
-        print("drive: FAILED: " + failed, file=sys.stderr, flush=True)
+    if failures:
+        print("drive: FAILED: " + " | ".join(failures), file=sys.stderr, flush=True)
         sys.exit(1)
     print("drive: presence crossed: " + ", ".join(times), flush=True)
 
