@@ -53,12 +53,14 @@ pub mod listeners;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
+pub mod room_stream;
 pub mod rooms;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod sync_rooms;
 pub mod telemetry;
+pub mod token_cache;
 pub mod uia;
 
 use std::future::Future;

@@ -79,6 +79,10 @@ pub struct SyncRequest<'a> {
     pub include_offline: bool,
     /// How long to wait for presence if there is none yet.
     pub timeout: Duration,
+    /// Ends the wait early when it turns true (checked at each wake-up of
+    /// the user's syncs, see [`PresenceService::wake_syncs`]): the sync
+    /// handler's "the user's rooms moved".
+    pub stop_waiting: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 impl PresenceService {
@@ -417,6 +421,7 @@ impl PresenceService {
             set_presence,
             include_offline,
             timeout,
+            stop_waiting,
         } = request;
         let interest = self.interest(user).await;
         let counted = match set_presence {
@@ -434,6 +439,7 @@ impl PresenceService {
             // Registered before looking, so a wake-up between the look and
             // the wait is not lost.
             notified.as_mut().enable();
+            let stop = stop_waiting.is_some_and(|f| f());
             let view = {
                 let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
                 let view = engine.sync_view(user, since, include_offline, &interest);
@@ -441,12 +447,12 @@ impl PresenceService {
                     states: view.states.into_iter().cloned().collect(),
                     next: view.next,
                 };
-                if found.states.is_empty() && tokio::time::Instant::now() < deadline {
+                if found.states.is_empty() && tokio::time::Instant::now() < deadline && !stop {
                     engine.wait_for_presence(user);
                 }
                 found
             };
-            if !view.states.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !view.states.is_empty() || tokio::time::Instant::now() >= deadline || stop {
                 break view;
             }
             // Read after the notifier was enabled, so a shutdown in between
@@ -471,6 +477,47 @@ impl PresenceService {
             self.drive(|e, now| e.handle_sync_end(now, user, device));
         }
         result
+    }
+
+    /// Wakes the waiting syncs of these users (room events for them); only
+    /// theirs, and nothing happens for users with no waiting sync.
+    pub fn wake_syncs(&self, users: &[OwnedUserId]) {
+        if users.is_empty() {
+            return;
+        }
+        let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        for user in users {
+            if let Some(notify) = waiters.get(user) {
+                notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Waits, without looking at presence, until `stop` turns true (checked
+    /// at each [`PresenceService::wake_syncs`] of the user), the deadline,
+    /// or shutdown: the long-poll of a sync whose filter wants no presence.
+    pub async fn wait_without_presence(
+        &self,
+        user: &UserId,
+        timeout: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let notify = {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            waiters.entry(user.to_owned()).or_default().clone()
+        };
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if stop() || self.is_stopping() || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Writes every state (timestamps that changed without a notification

@@ -5,6 +5,8 @@
 //! the inviter to be joined, leave needs the user to be joined or invited.
 //! Every stored change is reported on `AppState::membership_tx`.
 
+use std::sync::Arc;
+
 use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
@@ -47,7 +49,7 @@ pub struct NewRoom {
 pub const ROOM_VERSION: &str = "10";
 
 /// Creates a room with its initial state and invites.
-pub async fn create_room(state: &AppState, req: NewRoom) -> Result<OwnedRoomId, ApiError> {
+pub async fn create_room(state: &Arc<AppState>, req: NewRoom) -> Result<OwnedRoomId, ApiError> {
     for invitee in &req.invite {
         check_invitee(state, invitee).await?;
     }
@@ -56,7 +58,11 @@ pub async fn create_room(state: &AppState, req: NewRoom) -> Result<OwnedRoomId, 
     let _guard = state.membership_lock.lock().await;
     let (room, creator) = (room_id.clone(), req.creator.clone());
     let streams = state
-        .db(move |s| s.create_room(&room, &creator, ids::now_ms(), &events))
+        .room_write(room_id.clone(), req.invite.clone(), move |s| {
+            let streams = s.create_room(&room, &creator, ids::now_ms(), &events)?;
+            let top = streams.last().copied();
+            Ok((streams, top))
+        })
         .await?;
     // The creator's join is the second event; invites are the last ones.
     let members = std::iter::once((req.creator.clone(), Membership::Join))
@@ -178,7 +184,7 @@ async fn check_invitee(state: &AppState, invitee: &UserId) -> Result<(), ApiErro
 /// a room one is in, re-inviting an invited user): clients retry these
 /// calls, so they are idempotent.
 pub async fn set_membership(
-    state: &AppState,
+    state: &Arc<AppState>,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
@@ -196,7 +202,11 @@ pub async fn set_membership(
         .db(move |s| {
             let exists = s.room_exists(&room)?;
             let sender_m = s.membership(&room, &snd)?;
-            let target_m = s.membership(&room, &tgt)?;
+            let target_m = if tgt == snd {
+                sender_m
+            } else {
+                s.membership(&room, &tgt)?
+            };
             let rule = s.state_event(&room, "m.room.join_rules", "")?;
             Ok::<_, crate::store::StoreError>((exists, sender_m, target_m, rule))
         })
@@ -262,7 +272,13 @@ pub async fn set_membership(
         txn: None,
     };
     let event_id = event.event_id.clone();
-    let streams = state.db(move |s| s.append_events(&[event])).await?;
+    let streams = state
+        .room_write(room_id.to_owned(), vec![target.to_owned()], move |s| {
+            let streams = s.append_events(&[event])?;
+            let top = streams.last().copied();
+            Ok((streams, top))
+        })
+        .await?;
     state.emit_membership(MembershipChange {
         room_id: room_id.to_owned(),
         user_id: target.to_owned(),

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ruma_common::OwnedServerName;
+use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
+use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::activity::ActivityEvent;
@@ -13,13 +14,13 @@ use crate::config::{Config, Secret};
 use crate::federation::sender::OutboundPresence;
 use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
-use crate::membership::MembershipChange;
+use crate::membership::{Membership, MembershipChange};
 use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
 use crate::presence::PresenceService;
-use crate::store::Store;
-#[cfg(doc)]
-use crate::store::StoreError;
+use crate::room_stream::RoomStream;
+use crate::store::{Store, StoreError};
+use crate::token_cache::TokenCache;
 use crate::uia::UiaSessions;
 
 /// Shared state, handed to handlers as `State<Arc<AppState>>`.
@@ -64,6 +65,12 @@ pub struct AppState {
     pub(crate) seen_transactions: SeenTransactions,
     /// Outgoing federation presence (outbox and senders).
     pub outbound: OutboundPresence,
+    /// Event stream position and each user's latest room change.
+    pub room_stream: RoomStream,
+    /// Live access tokens by hash.
+    pub tokens: TokenCache,
+    /// Stored filters (they never change once created).
+    filters: Mutex<HashMap<(OwnedUserId, String), Arc<Value>>>,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -98,6 +105,12 @@ impl AppState {
     ) -> (Arc<Self>, StateReceivers) {
         let (membership_tx, membership_rx) = unbounded_channel();
         let (activity_tx, activity_rx) = unbounded_channel();
+        // The one start-up read of the event stream; after it, room writes
+        // keep the position in memory.
+        let stored_max = store.max_stream().unwrap_or_else(|e| {
+            tracing::error!("could not read the event stream position: {e}");
+            0
+        });
         let rc = &config.rc_presence.per_user;
         let (per_second, burst) = (rc.per_second, rc.burst_count);
         let state = Self {
@@ -118,6 +131,9 @@ impl AppState {
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
             outbound: federation.outbound,
+            room_stream: RoomStream::new(stored_max),
+            tokens: TokenCache::default(),
+            filters: Mutex::default(),
         };
         (
             Arc::new(state),
@@ -147,6 +163,69 @@ impl AppState {
             .await
             .map_err(ApiError::internal)?
             .map_err(Into::into)
+    }
+
+    /// A room write: runs `write` on the blocking pool under the room
+    /// stream's write lock, records the stream position it committed for
+    /// the room's joined members plus `also` (the target of a membership
+    /// change, who may have just left), and wakes their waiting syncs.
+    /// `write` returns its result and the highest position it stored
+    /// (`None`: nothing stored).
+    pub(crate) async fn room_write<T, F>(
+        self: &Arc<Self>,
+        room: OwnedRoomId,
+        also: Vec<OwnedUserId>,
+        write: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<(T, Option<i64>), StoreError> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        let (result, woken) = self
+            .db(move |s| {
+                this.room_stream.write(|| {
+                    let (result, top) = write(s)?;
+                    let mut users = also;
+                    if top.is_some() {
+                        users.extend(
+                            s.room_memberships(&room)?
+                                .into_iter()
+                                .filter(|m| m.membership == Membership::Join)
+                                .map(|m| m.user_id),
+                        );
+                    }
+                    Ok::<_, StoreError>((result, top, users))
+                })
+            })
+            .await?;
+        self.presence.wake_syncs(&woken);
+        Ok(result)
+    }
+
+    /// A stored filter, from memory after its first use.
+    pub(crate) async fn filter(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<Option<Arc<Value>>, ApiError> {
+        let key = (user.to_owned(), id.to_owned());
+        if let Some(found) = self.lock_filters().get(&key) {
+            return Ok(Some(Arc::clone(found)));
+        }
+        let (u, i) = key.clone();
+        let Some(value) = self.db(move |s| s.filter(&u, &i)).await? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
+        self.lock_filters().insert(key, Arc::clone(&value));
+        Ok(Some(value))
+    }
+
+    fn lock_filters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(OwnedUserId, String), Arc<Value>>> {
+        self.filters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reports a stored membership change. A closed channel means nobody

@@ -122,11 +122,20 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or(ApiError::MissingToken)?;
         let token_hash = ids::hash_token(&token);
-        let lookup = token_hash.clone();
-        let owner = state
-            .db(move |s| s.token_owner(&lookup))
-            .await?
-            .ok_or(ApiError::UnknownToken)?;
+        let owner = match state.tokens.get(&token_hash) {
+            Ok(owner) => owner,
+            Err(generation) => {
+                let lookup = token_hash.clone();
+                let owner = state
+                    .db(move |s| s.token_owner(&lookup))
+                    .await?
+                    .ok_or(ApiError::UnknownToken)?;
+                state
+                    .tokens
+                    .fill(token_hash.clone(), owner.clone(), generation);
+                owner
+            }
+        };
         Ok(Self {
             user_id: owner.user_id,
             device_id: owner.device_id,

@@ -41,6 +41,7 @@ async fn sync(service: &PresenceService, since: Option<StreamPos>) -> (Vec<Strin
             set_presence: None,
             include_offline: since.is_some(),
             timeout: Duration::ZERO,
+            stop_waiting: None,
         })
         .await;
     let users = view.states.iter().map(|s| s.user_id.to_string()).collect();

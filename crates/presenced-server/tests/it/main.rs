@@ -22,3 +22,4 @@ mod presence_catalogue;
 mod rooms;
 mod server_wide;
 mod store;
+mod sync_wake;

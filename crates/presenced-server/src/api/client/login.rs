@@ -93,6 +93,8 @@ pub(crate) async fn post_login(
     let session = state
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
+    // A login on an existing device replaced that device's token.
+    state.tokens.forget(&user_id, Some(&session.device_id));
     tracing::info!(user_id = %user_id, device_id = %session.device_id, "logged in");
     Ok(Json(json!({
         "user_id": user_id,

@@ -77,7 +77,7 @@ pub(crate) async fn post_join_by_id_or_alias(
 }
 
 async fn join(
-    state: &AppState,
+    state: &Arc<AppState>,
     auth: &AuthUser,
     room_id: OwnedRoomId,
     reason: Option<String>,

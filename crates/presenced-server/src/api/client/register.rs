@@ -95,6 +95,8 @@ pub(crate) async fn post_register(
     let session = state
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
+    // A login on an existing device replaced that device's token.
+    state.tokens.forget(&user_id, Some(&session.device_id));
     Ok(Json(json!({
         "user_id": user_id,
         "access_token": session.access_token,

@@ -49,12 +49,13 @@ pub(crate) async fn put_send(
             };
             let event_id = event.event_id.clone();
             let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
+            let room = event.room_id.clone();
             state
-                .db(move |s| match s.append_events(&[event]) {
-                    Ok(_) => Ok(event_id),
+                .room_write(room, Vec::new(), move |s| match s.append_events(&[event]) {
+                    Ok(streams) => Ok((event_id, streams.last().copied())),
                     // A concurrent retry of the same transaction won the
                     // unique index; answer with its event.
-                    Err(e) => s.event_for_txn(&user, &device, &txn_id)?.ok_or(e),
+                    Err(e) => Ok((s.event_for_txn(&user, &device, &txn_id)?.ok_or(e)?, None)),
                 })
                 .await?
         }

@@ -13,13 +13,12 @@ use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
 use crate::presence::filter::PresenceFilter;
 use crate::presence::{now, wire, SyncRequest};
+use crate::room_stream::RoomsMoved;
 use crate::state::AppState;
 use crate::sync_rooms;
 
 /// Longest long-poll we honour.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
-/// Room events do not wake a waiting sync yet: it looks again this often.
-const ROOM_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Deserialize)]
 pub(crate) struct SyncQuery {
@@ -70,9 +69,8 @@ pub(crate) async fn get_sync(
             PresenceFilter::from_filter(&value)
         }
         Some(id) => {
-            let (user, id) = (auth.user_id.clone(), id.to_owned());
             let value = state
-                .db(move |s| s.filter(&user, &id))
+                .filter(&auth.user_id, id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound("No such filter".to_owned()))?;
             PresenceFilter::from_filter(&value)
@@ -96,23 +94,30 @@ pub(crate) async fn get_sync(
     let include_offline =
         presence_since.is_some() || state.config.presence.include_offline_users_on_sync;
 
+    // Whether the user's rooms moved after the token, from memory; only a
+    // token older than this process needs the database (once).
+    let rooms_moved = |e: i64| state.room_stream.moved_since(&auth.user_id, e).1 == RoomsMoved::Yes;
     loop {
-        let upto = state.db(|s| s.max_stream()).await?;
-        let rooms_ready = match ev_since {
-            None => true,
-            Some(e) => {
-                let user = auth.user_id.clone();
-                state
-                    .db(move |s| sync_rooms::rooms_changed(s, &user, e, upto))
-                    .await?
-            }
+        let (upto, rooms_ready) = match ev_since {
+            None => (state.room_stream.position(), true),
+            Some(e) => match state.room_stream.moved_since(&auth.user_id, e) {
+                (upto, RoomsMoved::Yes) => (upto, true),
+                (upto, RoomsMoved::No) => (upto, false),
+                (upto, RoomsMoved::Unknown) => {
+                    let user = auth.user_id.clone();
+                    let changed = state
+                        .db(move |s| sync_rooms::rooms_changed(s, &user, e, upto))
+                        .await?;
+                    (upto, changed)
+                }
+            },
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let wait = if rooms_ready {
             Duration::ZERO
         } else {
-            remaining.min(ROOM_POLL)
+            deadline.saturating_duration_since(Instant::now())
         };
+        let stop_waiting = || ev_since.is_some_and(rooms_moved);
         let presence = if presence_wanted {
             state
                 .presence
@@ -123,11 +128,15 @@ pub(crate) async fn get_sync(
                     set_presence: affects_presence.then_some(set_presence),
                     include_offline,
                     timeout: wait,
+                    stop_waiting: Some(&stop_waiting),
                 })
                 .await
         } else {
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                state
+                    .presence
+                    .wait_without_presence(&auth.user_id, wait, &stop_waiting)
+                    .await;
             }
             crate::presence::SyncPresence {
                 states: Vec::new(),
@@ -140,12 +149,19 @@ pub(crate) async fn get_sync(
             || Instant::now() >= deadline
             || state.presence.is_stopping();
         if !done {
+            // Woken by a room change: look again from the top.
             continue;
         }
-        let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
-        let rooms = state
-            .db(move |s| sync_rooms::rooms_section(s, &user, &device, ev_since, upto))
-            .await?;
+        let rooms = if rooms_ready {
+            let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
+            state
+                .db(move |s| sync_rooms::rooms_section(s, &user, &device, ev_since, upto))
+                .await?
+        } else {
+            // Nothing moved in the user's rooms up to `upto`: the section
+            // the database would build is empty.
+            json!({"join": {}, "invite": {}, "leave": {}})
+        };
         let mut body = Map::new();
         body.insert(
             "next_batch".to_owned(),
