@@ -55,28 +55,29 @@ pub async fn create_room(state: &Arc<AppState>, req: NewRoom) -> Result<OwnedRoo
     }
     let room_id = ids::new_room_id(&state.server_name);
     let events = initial_events(&room_id, &req);
-    let _guard = state.membership_lock.lock().await;
-    let (room, creator) = (room_id.clone(), req.creator.clone());
-    let streams = state
+    let (room, creator, invite) = (room_id.clone(), req.creator.clone(), req.invite.clone());
+    let st = Arc::clone(state);
+    state
         .room_write(room_id.clone(), req.invite.clone(), move |s| {
             let streams = s.create_room(&room, &creator, ids::now_ms(), &events)?;
-            let top = streams.last().copied();
-            Ok((streams, top))
+            // Reported under the room write lock, so membership changes
+            // reach the engine in commit order. The creator's join is the
+            // second event; invites are the last ones.
+            let members = std::iter::once((creator, Membership::Join))
+                .chain(invite.iter().map(|u| (u.clone(), Membership::Invite)));
+            let member_streams = std::iter::once(streams[1])
+                .chain(streams[streams.len() - invite.len()..].iter().copied());
+            for ((user_id, membership), stream) in members.zip(member_streams) {
+                st.emit_membership(MembershipChange {
+                    room_id: room.clone(),
+                    user_id,
+                    membership,
+                    stream,
+                });
+            }
+            Ok(((), streams.last().copied()))
         })
         .await?;
-    // The creator's join is the second event; invites are the last ones.
-    let members = std::iter::once((req.creator.clone(), Membership::Join))
-        .chain(req.invite.iter().map(|u| (u.clone(), Membership::Invite)));
-    let member_streams = std::iter::once(streams[1])
-        .chain(streams[streams.len() - req.invite.len()..].iter().copied());
-    for ((user_id, membership), stream) in members.zip(member_streams) {
-        state.emit_membership(MembershipChange {
-            room_id: room_id.clone(),
-            user_id,
-            membership,
-            stream,
-        });
-    }
     Ok(room_id)
 }
 
@@ -194,71 +195,6 @@ pub async fn set_membership(
     if new == Membership::Invite {
         check_invitee(state, target).await?;
     }
-    // Held from the checks to the write, so two requests cannot both see
-    // the old membership.
-    let _guard = state.membership_lock.lock().await;
-    let (room, snd, tgt) = (room_id.to_owned(), sender.to_owned(), target.to_owned());
-    let (exists, sender_membership, target_membership, join_rule) = state
-        .db(move |s| {
-            let exists = s.room_exists(&room)?;
-            let sender_m = s.membership(&room, &snd)?;
-            let target_m = if tgt == snd {
-                sender_m
-            } else {
-                s.membership(&room, &tgt)?
-            };
-            let rule = s.state_event(&room, "m.room.join_rules", "")?;
-            Ok::<_, crate::store::StoreError>((exists, sender_m, target_m, rule))
-        })
-        .await?;
-    if !exists {
-        return Err(ApiError::NotFound(format!("Unknown room {room_id}")));
-    }
-    let public = join_rule
-        .as_ref()
-        .and_then(|e| e.content.get("join_rule"))
-        .and_then(Value::as_str)
-        == Some("public");
-
-    match new {
-        Membership::Join => match target_membership {
-            Some(Membership::Join) => return Ok(None),
-            Some(Membership::Invite) => {}
-            _ if public => {}
-            _ => {
-                return Err(ApiError::Forbidden(
-                    "You are not invited to this room.".to_owned(),
-                ))
-            }
-        },
-        Membership::Invite => {
-            if sender_membership != Some(Membership::Join) {
-                return Err(ApiError::Forbidden(format!(
-                    "{sender} is not in room {room_id}."
-                )));
-            }
-            match target_membership {
-                Some(Membership::Join) => {
-                    return Err(ApiError::Forbidden(format!(
-                        "{target} is already in the room."
-                    )))
-                }
-                Some(Membership::Invite) => return Ok(None),
-                _ => {}
-            }
-        }
-        Membership::Leave => {
-            if !matches!(
-                target_membership,
-                Some(Membership::Join | Membership::Invite)
-            ) {
-                return Err(ApiError::Forbidden(format!(
-                    "{target} is not in room {room_id}."
-                )));
-            }
-        }
-    }
-
     let mut content = extra_content;
     content.insert("membership".to_owned(), json!(new.as_str()));
     let event = NewEvent {
@@ -272,20 +208,104 @@ pub async fn set_membership(
         txn: None,
     };
     let event_id = event.event_id.clone();
-    let streams = state
+    let (room, snd, tgt) = (room_id.to_owned(), sender.to_owned(), target.to_owned());
+    let st = Arc::clone(state);
+    // Checks and write in one store call under the room write lock, so two
+    // requests cannot both see the old membership.
+    let outcome = state
         .room_write(room_id.to_owned(), vec![target.to_owned()], move |s| {
-            let streams = s.append_events(&[event])?;
-            let top = streams.last().copied();
-            Ok((streams, top))
+            let sender_m = s.membership(&room, &snd)?;
+            let current = Current {
+                exists: s.room_exists(&room)?,
+                sender: sender_m,
+                target: if tgt == snd {
+                    sender_m
+                } else {
+                    s.membership(&room, &tgt)?
+                },
+                public: s
+                    .state_event(&room, "m.room.join_rules", "")?
+                    .as_ref()
+                    .and_then(|e| e.content.get("join_rule"))
+                    .and_then(Value::as_str)
+                    == Some("public"),
+            };
+            match current.allows(&room, &snd, &tgt, new) {
+                Ok(true) => {
+                    let stream = s.append_events(&[event])?[0];
+                    // Under the room write lock: the engine gets membership
+                    // changes in commit order.
+                    st.emit_membership(MembershipChange {
+                        room_id: room.clone(),
+                        user_id: tgt.clone(),
+                        membership: new,
+                        stream,
+                    });
+                    Ok((Ok(true), Some(stream)))
+                }
+                Ok(false) => Ok((Ok(false), None)),
+                Err(e) => Ok((Err(e), None)),
+            }
         })
         .await?;
-    state.emit_membership(MembershipChange {
-        room_id: room_id.to_owned(),
-        user_id: target.to_owned(),
-        membership: new,
-        stream: streams[0],
-    });
-    Ok(Some(event_id))
+    Ok(outcome?.then_some(event_id))
+}
+
+/// The memberships a change is checked against.
+struct Current {
+    exists: bool,
+    sender: Option<Membership>,
+    target: Option<Membership>,
+    /// The join rule is `public`.
+    public: bool,
+}
+
+impl Current {
+    /// Whether `new` may be stored (`Ok(false)`: it changes nothing).
+    fn allows(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        new: Membership,
+    ) -> Result<bool, ApiError> {
+        if !self.exists {
+            return Err(ApiError::NotFound(format!("Unknown room {room_id}")));
+        }
+        match new {
+            Membership::Join => match self.target {
+                Some(Membership::Join) => Ok(false),
+                Some(Membership::Invite) => Ok(true),
+                _ if self.public => Ok(true),
+                _ => Err(ApiError::Forbidden(
+                    "You are not invited to this room.".to_owned(),
+                )),
+            },
+            Membership::Invite => {
+                if self.sender != Some(Membership::Join) {
+                    return Err(ApiError::Forbidden(format!(
+                        "{sender} is not in room {room_id}."
+                    )));
+                }
+                match self.target {
+                    Some(Membership::Join) => Err(ApiError::Forbidden(format!(
+                        "{target} is already in the room."
+                    ))),
+                    Some(Membership::Invite) => Ok(false),
+                    _ => Ok(true),
+                }
+            }
+            Membership::Leave => {
+                if matches!(self.target, Some(Membership::Join | Membership::Invite)) {
+                    Ok(true)
+                } else {
+                    Err(ApiError::Forbidden(format!(
+                        "{target} is not in room {room_id}."
+                    )))
+                }
+            }
+        }
+    }
 }
 
 /// Fails with 403 unless `user` is joined to `room_id`. An unknown room

@@ -14,7 +14,7 @@ use crate::config::{Config, Secret};
 use crate::federation::sender::OutboundPresence;
 use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
-use crate::membership::{Membership, MembershipChange};
+use crate::membership::MembershipChange;
 use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
 use crate::presence::PresenceService;
@@ -49,10 +49,6 @@ pub struct AppState {
     pub(crate) presence_put_limiter: RateLimiter,
     /// `rc_presence` for presence-affecting syncs (its own bucket).
     pub(crate) presence_sync_limiter: RateLimiter,
-    /// Serialises membership changes, so "check the current membership, then
-    /// write the new one" cannot interleave between two requests. One lock
-    /// for all rooms is simple and plenty for membership traffic.
-    pub(crate) membership_lock: tokio::sync::Mutex<()>,
     /// Handler counters for `GET /metrics`.
     pub metrics: Metrics,
     /// Open user-interactive auth sessions.
@@ -124,7 +120,6 @@ impl AppState {
             activity_tx,
             registration_shared_secret,
             nonces: NonceCache::default(),
-            membership_lock: tokio::sync::Mutex::new(()),
             metrics: Metrics::default(),
             uia_sessions: UiaSessions::default(),
             signing_key: federation.signing_key,
@@ -188,12 +183,7 @@ impl AppState {
                     let (result, top) = write(s)?;
                     let mut users = also;
                     if top.is_some() {
-                        users.extend(
-                            s.room_memberships(&room)?
-                                .into_iter()
-                                .filter(|m| m.membership == Membership::Join)
-                                .map(|m| m.user_id),
-                        );
+                        users.extend(s.joined_member_ids(&room)?);
                     }
                     Ok::<_, StoreError>((result, top, users))
                 })

@@ -214,6 +214,15 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>>;
     /// Every current membership row of a room.
     fn room_memberships(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRow>>;
+    /// The joined members of a room (who a new room event concerns).
+    fn joined_member_ids(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedUserId>> {
+        Ok(self
+            .room_memberships(room_id)?
+            .into_iter()
+            .filter(|m| m.membership == Membership::Join)
+            .map(|m| m.user_id)
+            .collect())
+    }
     /// The current `m.room.member` events of a room.
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
     /// Every current membership row of a user (any membership).

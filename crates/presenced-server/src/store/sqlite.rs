@@ -16,13 +16,14 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use ruma_common::{
     DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
 use super::{
@@ -43,9 +44,19 @@ const MIGRATIONS: &[&str] = &[
 const EVENT_COLUMNS: &str = "stream, event_id, room_id, sender, event_type, state_key, content, \
                              origin_server_ts, txn_device_id, txn_id";
 
+/// Read connections next to the writer: enough for the two cores this
+/// runs on plus one waiting on I/O.
+const READERS: usize = 3;
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
+    /// The one connection that writes (SQLite has one writer at a time).
     conn: Mutex<Connection>,
+    /// Read-only connections (WAL lets them read while the writer writes);
+    /// empty for an in-memory database, whose readers use the writer.
+    readers: Vec<Mutex<Connection>>,
+    /// Round-robin start for picking a reader.
+    next_reader: AtomicUsize,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -63,7 +74,17 @@ impl SqliteStore {
             }
         }
         let conn = Connection::open(path)?;
-        Self::with_connection(conn)
+        let mut store = Self::with_connection(conn)?;
+        // Opened after the writer set WAL mode and migrated the schema.
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(Duration::from_secs(5))?;
+            store.readers.push(Mutex::new(reader));
+        }
+        Ok(store)
     }
 
     /// An in-memory database, for unit tests.
@@ -79,7 +100,29 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
+    }
+
+    /// A connection for a read: a free reader if there is one, else the
+    /// next one in turn (or the writer, in memory). A read on its own
+    /// connection sees every transaction committed before it began.
+    fn reader(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        if self.readers.is_empty() {
+            return self.conn();
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            let reader = &self.readers[(start + i) % self.readers.len()];
+            match reader.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let reader = &self.readers[start % self.readers.len()];
+        Ok(reader.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
@@ -175,6 +218,22 @@ impl RawEvent {
     }
 }
 
+/// `execute` through the statement cache: the statements are fixed, so
+/// each is compiled once per connection.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache.
+fn query_row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn query_events(
     conn: &Connection,
     sql: &str,
@@ -267,8 +326,10 @@ fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Vec<i
 impl Store for SqliteStore {
     fn create_user(&self, user: &NewUser) -> StoreResult<()> {
         let conn = self.conn()?;
-        let result = conn.execute(
+        let result = conn.prepare_cached(
             "INSERT INTO users (user_id, password_hash, admin, created_ts) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(
             params![
                 user.user_id.as_str(),
                 user.password_hash,
@@ -288,14 +349,14 @@ impl Store for SqliteStore {
     }
 
     fn user(&self, user_id: &UserId) -> StoreResult<Option<UserRecord>> {
-        let conn = self.conn()?;
-        let row = conn
-            .query_row(
-                "SELECT password_hash, admin, deactivated FROM users WHERE user_id = ?1",
-                [user_id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let conn = self.reader()?;
+        let row = query_row(
+            &conn,
+            "SELECT password_hash, admin, deactivated FROM users WHERE user_id = ?1",
+            [user_id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
         Ok(row.map(|(password_hash, admin, deactivated)| UserRecord {
             user_id: user_id.to_owned(),
             password_hash,
@@ -307,21 +368,21 @@ impl Store for SqliteStore {
     fn deactivate_user(&self, user_id: &UserId) -> StoreResult<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE users SET deactivated = 1 WHERE user_id = ?1",
+        tx.prepare_cached("UPDATE users SET deactivated = 1 WHERE user_id = ?1")?
+            .execute([user_id.as_str()])?;
+        tx.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1")?
+            .execute([user_id.as_str()])?;
+        exec(
+            &tx,
+            "DELETE FROM devices WHERE user_id = ?1",
             [user_id.as_str()],
         )?;
-        tx.execute(
-            "DELETE FROM access_tokens WHERE user_id = ?1",
-            [user_id.as_str()],
-        )?;
-        tx.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
         tx.commit()?;
         Ok(())
     }
 
     fn local_users(&self) -> StoreResult<Vec<OwnedUserId>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached("SELECT user_id FROM users WHERE deactivated = 0 ORDER BY user_id")?;
         let raw = stmt
@@ -344,18 +405,18 @@ impl Store for SqliteStore {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) \
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, device_id) DO UPDATE SET \
              display_name = COALESCE(excluded.display_name, devices.display_name), \
              last_seen_ts = excluded.last_seen_ts",
             params![user_id.as_str(), device_id.as_str(), display_name, now],
         )?;
-        tx.execute(
-            "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
-            params![user_id.as_str(), device_id.as_str()],
-        )?;
-        tx.execute(
+        tx.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
+            .execute(params![user_id.as_str(), device_id.as_str()])?;
+        exec(
+            &tx,
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) \
              VALUES (?1, ?2, ?3, ?4)",
             params![token_hash, user_id.as_str(), device_id.as_str(), now],
@@ -365,7 +426,7 @@ impl Store for SqliteStore {
     }
 
     fn token_owner(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let row: Option<(String, String, bool)> = conn
             .prepare_cached(
                 "SELECT t.user_id, t.device_id, u.admin FROM access_tokens t \
@@ -390,7 +451,7 @@ impl Store for SqliteStore {
             "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
             "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
         ] {
-            tx.execute(sql, params![user_id.as_str(), device_id.as_str()])?;
+            exec(&tx, sql, params![user_id.as_str(), device_id.as_str()])?;
         }
         tx.commit()?;
         Ok(())
@@ -400,15 +461,17 @@ impl Store for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let devices = tx
-            .prepare("SELECT device_id FROM devices WHERE user_id = ?1")?
+            .prepare_cached("SELECT device_id FROM devices WHERE user_id = ?1")?
             .query_map([user_id.as_str()], |r| r.get::<_, String>(0))?
             .map(|d| d.map(OwnedDeviceId::from))
             .collect::<Result<Vec<_>, _>>()?;
-        tx.execute(
-            "DELETE FROM access_tokens WHERE user_id = ?1",
+        tx.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1")?
+            .execute([user_id.as_str()])?;
+        exec(
+            &tx,
+            "DELETE FROM devices WHERE user_id = ?1",
             [user_id.as_str()],
         )?;
-        tx.execute("DELETE FROM devices WHERE user_id = ?1", [user_id.as_str()])?;
         tx.commit()?;
         Ok(devices)
     }
@@ -422,21 +485,19 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<i64>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO rooms (room_id, creator, created_ts) VALUES (?1, ?2, ?3)",
-            params![
+        tx.prepare_cached("INSERT INTO rooms (room_id, creator, created_ts) VALUES (?1, ?2, ?3)")?
+            .execute(params![
                 room_id.as_str(),
                 creator.as_str(),
                 i64::try_from(now_ms).unwrap_or(i64::MAX)
-            ],
-        )?;
+            ])?;
         let streams = insert_events(&tx, events)?;
         tx.commit()?;
         Ok(streams)
     }
 
     fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let exists = conn
             .prepare_cached("SELECT 1 FROM rooms WHERE room_id = ?1")?
             .exists([room_id.as_str()])?;
@@ -457,7 +518,7 @@ impl Store for SqliteStore {
         device_id: &DeviceId,
         txn_id: &str,
     ) -> StoreResult<Option<OwnedEventId>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let raw: Option<String> = conn
             .prepare_cached(
                 "SELECT event_id FROM events \
@@ -476,7 +537,7 @@ impl Store for SqliteStore {
         event_type: &str,
         state_key: &str,
     ) -> StoreResult<Option<StoredEvent>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND event_type = ?2 \
              AND state_key = ?3 ORDER BY stream DESC LIMIT 1"
@@ -491,7 +552,7 @@ impl Store for SqliteStore {
     }
 
     fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let raw: Option<String> = conn
             .prepare_cached(
                 "SELECT membership FROM roomid_userid_membership \
@@ -503,7 +564,7 @@ impl Store for SqliteStore {
     }
 
     fn room_memberships(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRow>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         query_memberships(
             &conn,
             "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
@@ -512,8 +573,23 @@ impl Store for SqliteStore {
         )
     }
 
+    fn joined_member_ids(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedUserId>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT user_id FROM roomid_userid_membership \
+             WHERE room_id = ?1 AND membership = 'join'",
+        )?;
+        let raw = stmt
+            .query_map([room_id.as_str()], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(raw
+            .iter()
+            .filter_map(|id| parse_or_skip("user_id", id))
+            .collect())
+    }
+
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE stream IN \
              (SELECT stream FROM roomid_userid_membership WHERE room_id = ?1) ORDER BY stream"
@@ -522,7 +598,7 @@ impl Store for SqliteStore {
     }
 
     fn user_memberships(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRow>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         query_memberships(
             &conn,
             "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
@@ -532,7 +608,7 @@ impl Store for SqliteStore {
     }
 
     fn joined_memberships(&self) -> StoreResult<Vec<MembershipRow>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         query_memberships(
             &conn,
             "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
@@ -542,12 +618,13 @@ impl Store for SqliteStore {
     }
 
     fn max_stream(&self) -> StoreResult<i64> {
-        let conn = self.conn()?;
-        Ok(
-            conn.query_row("SELECT COALESCE(MAX(stream), 0) FROM events", [], |r| {
-                r.get(0)
-            })?,
-        )
+        let conn = self.reader()?;
+        Ok(query_row(
+            &conn,
+            "SELECT COALESCE(MAX(stream), 0) FROM events",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     fn membership_changes(
@@ -556,7 +633,7 @@ impl Store for SqliteStore {
         since: i64,
         upto: i64,
     ) -> StoreResult<Vec<MembershipRow>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         query_memberships(
             &conn,
             "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
@@ -572,7 +649,7 @@ impl Store for SqliteStore {
         upto: i64,
         limit: usize,
     ) -> StoreResult<Timeline> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         // Fetch one more than asked for: its presence means "limited".
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         let sql = format!(
@@ -591,7 +668,7 @@ impl Store for SqliteStore {
     }
 
     fn state_at(&self, room_id: &RoomId, at: i64) -> StoreResult<Vec<StoredEvent>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e WHERE room_id = ?1 AND state_key IS NOT NULL \
              AND stream = (SELECT MAX(stream) FROM events e2 WHERE e2.room_id = e.room_id \
@@ -604,13 +681,15 @@ impl Store for SqliteStore {
     fn create_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<String> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        let next: i64 = tx.query_row(
+        let next: i64 = query_row(&tx,
             "SELECT COALESCE(MAX(filter_id), -1) + 1 FROM userid_filterid_filter WHERE user_id = ?1",
             [user_id.as_str()],
             |r| r.get(0),
         )?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO userid_filterid_filter (user_id, filter_id, filter_json) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(
             params![user_id.as_str(), next, filter.to_string()],
         )?;
         tx.commit()?;
@@ -621,14 +700,14 @@ impl Store for SqliteStore {
         let Ok(id) = filter_id.parse::<i64>() else {
             return Ok(None);
         };
-        let conn = self.conn()?;
-        let raw: Option<String> = conn
-            .query_row(
-                "SELECT filter_json FROM userid_filterid_filter WHERE user_id = ?1 AND filter_id = ?2",
-                params![user_id.as_str(), id],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let conn = self.reader()?;
+        let raw: Option<String> = query_row(
+            &conn,
+            "SELECT filter_json FROM userid_filterid_filter WHERE user_id = ?1 AND filter_id = ?2",
+            params![user_id.as_str(), id],
+            |r| r.get(0),
+        )
+        .optional()?;
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 }
