@@ -96,7 +96,11 @@ async fn a_message_wakes_a_waiting_sync() {
         enc(&room)
     );
     let sent = app
-        .put(&send, Some(&bob.token), json!({"msgtype": "m.text", "body": "hi"}))
+        .put(
+            &send,
+            Some(&bob.token),
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
         .await;
     assert_eq!(sent.0, 200, "{}", sent.1);
 
@@ -162,7 +166,13 @@ async fn without_room_changes_a_sync_waits_for_its_timeout() {
                     enc(&bobs_room)
                 );
                 let body = json!({"msgtype": "m.text", "body": "hi"});
-                client.put(url).bearer_auth(&token).json(&body).send().await.unwrap();
+                client
+                    .put(url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -171,7 +181,10 @@ async fn without_room_changes_a_sync_waits_for_its_timeout() {
     let body = sync(&app, &alice, Some(&since), 2_000).await;
     let took = started.elapsed();
     chatter.await.unwrap();
-    assert!(took >= Duration::from_millis(1_900), "returned after {took:?}: {body}");
+    assert!(
+        took >= Duration::from_millis(1_900),
+        "returned after {took:?}: {body}"
+    );
     assert_eq!(
         body["rooms"],
         json!({"join": {}, "invite": {}, "leave": {}}),
@@ -180,7 +193,8 @@ async fn without_room_changes_a_sync_waits_for_its_timeout() {
 }
 
 async fn whoami(app: &TestApp, token: &str) -> (StatusCode, Value) {
-    app.get("/_matrix/client/v3/account/whoami", Some(token)).await
+    app.get("/_matrix/client/v3/account/whoami", Some(token))
+        .await
 }
 
 async fn login(app: &TestApp, localpart: &str, device: Option<&str>) -> String {
@@ -223,7 +237,11 @@ async fn dead_tokens_are_refused_at_once_though_cached() {
 
     // Logout/all kills the rest.
     let (status, _) = app
-        .post("/_matrix/client/v3/logout/all", Some(&alice.token), json!({}))
+        .post(
+            "/_matrix/client/v3/logout/all",
+            Some(&alice.token),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     for token in [&alice.token, &fourth] {
