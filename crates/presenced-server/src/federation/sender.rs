@@ -15,6 +15,8 @@
 //!   with whatever is queued then: the latest state of each user, never an
 //!   older one. Every attempt has a fresh transaction ID, because the
 //!   content may have changed and peers skip IDs they have seen.
+//! - A destination that reaches us (an authenticated request) is up:
+//!   its task stops waiting out a failure and retries at once.
 //! - Restart: destinations with queued entries get their task at start.
 
 use std::collections::{BTreeSet, HashMap};
@@ -88,7 +90,7 @@ struct Inner {
     store: Arc<dyn Store>,
     client: Arc<dyn TransactionSender>,
     /// One wake-up per destination task.
-    senders: Mutex<HashMap<OwnedServerName, Arc<Notify>>>,
+    senders: Mutex<HashMap<OwnedServerName, Arc<Wakers>>>,
     stats: OutboundStats,
     /// Transaction IDs are `<start ms>.<n>`: unique across restarts.
     txn_prefix: u64,
@@ -223,20 +225,30 @@ impl OutboundPresence {
         false
     }
 
+    /// `server` just reached us (an authenticated request): it is up, so a
+    /// sender waiting out a failure towards it retries now, with its
+    /// backoff reset (Synapse does the same on inbound traffic).
+    pub fn peer_is_up(&self, server: &ServerName) {
+        let senders = self.inner.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wakers) = senders.get(server) {
+            wakers.up.notify_one();
+        }
+    }
+
     /// Wakes the destination's task, starting it if needed.
     fn wake(&self, destination: &ServerName) {
         let mut senders = self.inner.senders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(notify) = senders.get(destination) {
+        if let Some(wakers) = senders.get(destination) {
             // Stored as a permit if the task is busy: it looks again after.
-            notify.notify_one();
+            wakers.queued.notify_one();
             return;
         }
-        let notify = Arc::new(Notify::new());
-        senders.insert(destination.to_owned(), notify.clone());
-        tokio::spawn(self.clone().sender_task(destination.to_owned(), notify));
+        let wakers = Arc::new(Wakers::default());
+        senders.insert(destination.to_owned(), wakers.clone());
+        tokio::spawn(self.clone().sender_task(destination.to_owned(), wakers));
     }
 
-    async fn sender_task(self, destination: OwnedServerName, notify: Arc<Notify>) {
+    async fn sender_task(self, destination: OwnedServerName, wakers: Arc<Wakers>) {
         let retry = self.inner.config.federation.clone();
         let mut backoff = Backoff::new(&retry);
         let mut stop = self.inner.stop.subscribe();
@@ -248,7 +260,7 @@ impl OutboundPresence {
                 Ok(0) => {
                     // Nothing queued: sleep until something is.
                     tokio::select! {
-                        () = notify.notified() => {}
+                        () = wakers.queued.notified() => {}
                         _ = stop.wait_for(|s| *s) => return,
                     }
                     continue;
@@ -263,6 +275,10 @@ impl OutboundPresence {
                     tracing::info!(%destination, retry_in = ?wait, "presence transaction failed: {why}");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
+                        () = wakers.up.notified() => {
+                            tracing::debug!(%destination, "destination is up: retrying now");
+                            backoff.reset();
+                        }
                         _ = stop.wait_for(|s| *s) => return,
                     }
                     continue;
@@ -319,6 +335,15 @@ impl OutboundPresence {
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
+}
+
+/// What wakes a destination's task.
+#[derive(Debug, Default)]
+struct Wakers {
+    /// Something was queued.
+    queued: Notify,
+    /// The destination reached us, so it is up again.
+    up: Notify,
 }
 
 /// Exponential retry waits: min, min×m, min×m², … capped at max.

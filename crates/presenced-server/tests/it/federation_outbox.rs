@@ -7,16 +7,19 @@
 //! nothing leaves the machine, and what was queued stays queued.
 //! (Delivery between two real servers: `federation_two_servers`.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use presenced_engine::{Presence, RemotePresence};
 use presenced_router::ModuleCommand;
 use presenced_server::config::{Config, ModuleConfig};
+use presenced_server::federation::keys::{BoxFuture, FetchError, KeyFetcher};
+use presenced_server::federation::ServerSigningKey;
 use presenced_server::store::outbox::OutboxEntry;
-use ruma_common::{OwnedServerName, OwnedUserId};
+use ruma_common::{OwnedServerName, OwnedUserId, ServerName};
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, spawn_app_with_fetcher, TestApp};
 use crate::ops::{eventually, generous, put_presence};
 
 const NOWHERE: &str = "127.0.0.1:1";
@@ -179,4 +182,71 @@ async fn send_false_queues_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let total = app.state.db(|s| s.outbox_len()).await.unwrap();
     assert_eq!(total, 0);
+}
+
+/// The key server of [`NOWHERE`], answered in-process: its key is made in
+/// the test.
+struct NowhereKeys(ServerSigningKey);
+
+impl KeyFetcher for NowhereKeys {
+    fn fetch_server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<serde_json::Value, FetchError>> {
+        let mut body = json!({
+            "server_name": server,
+            "valid_until_ts": presenced_server::ids::now_ms() + 3_600_000,
+            "verify_keys": { self.0.key_id(): { "key": self.0.public_key_base64() } },
+            "old_verify_keys": {},
+        });
+        self.0.sign_json(server, &mut body).unwrap();
+        Box::pin(async move { Ok(body) })
+    }
+}
+
+fn failed_transactions(app: &TestApp) -> u64 {
+    app.state
+        .outbound
+        .stats()
+        .transactions_failed
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_destination_that_reaches_us_is_retried_at_once() {
+    let key = Arc::new(NowhereKeys(ServerSigningKey::generate()));
+    let app = spawn_app_with_fetcher(routed, key.clone()).await;
+    let alice = app.register("alice").await;
+    put_presence(&app, &alice, json!({"presence": "online"})).await;
+    // One failed attempt per destination (NOWHERE and NOWHERE_ELSE), then
+    // an hour's wait.
+    eventually(|| async { failed_transactions(&app) == 2 }).await;
+
+    // NOWHERE sends us a (signed, empty) transaction: it is up.
+    let body = json!({"origin": NOWHERE, "origin_server_ts": 1, "pdus": [], "edus": []});
+    let path = "/_matrix/federation/v1/send/up-1";
+    let auth = key
+        .0
+        .x_matrix_authorization(
+            &server(NOWHERE),
+            &server("test.local"),
+            "PUT",
+            path,
+            Some(&body),
+        )
+        .unwrap();
+    let response = app
+        .client
+        .put(format!("{}{path}", app.base))
+        .header("Authorization", auth)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    // The sender tried again without waiting out its hour (and failed:
+    // nothing listens there), and the state is still queued. NOWHERE_ELSE
+    // keeps waiting.
+    eventually(|| async { failed_transactions(&app) == 3 }).await;
+    assert_eq!(users(&pending(&app, NOWHERE).await), ["@alice:test.local"]);
 }

@@ -58,6 +58,8 @@ pub(crate) async fn put_transaction(
         )));
     }
     state.metrics.federation_transaction();
+    // It reached us, so it is up: presence queued for it goes now.
+    state.outbound.peer_is_up(&origin);
     if !state.seen_transactions.first_time(&origin, &txn_id) {
         tracing::debug!(%origin, %txn_id, "transaction already processed");
         return Ok(Json(json!({ "pdus": {} })));
