@@ -58,7 +58,8 @@ impl OutboxStore for SqliteStore {
         destination: &ServerName,
         limit: usize,
     ) -> StoreResult<Vec<OutboxEntry>> {
-        let conn = self.conn()?;
+        // A reader: it sees every queue commit that woke the sender.
+        let conn = self.reader()?;
         let mut query = conn.prepare_cached(
             "SELECT seq, user_id, presence, last_active_ts, status_msg, currently_active
              FROM destination_presence_outbox WHERE destination = ?1
@@ -116,9 +117,9 @@ impl OutboxStore for SqliteStore {
     }
 
     fn outbox_destinations(&self) -> StoreResult<Vec<OwnedServerName>> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let mut query =
-            conn.prepare("SELECT DISTINCT destination FROM destination_presence_outbox")?;
+            conn.prepare_cached("SELECT DISTINCT destination FROM destination_presence_outbox")?;
         let rows = query.query_map([], |r| r.get::<_, String>(0))?;
         let mut destinations = Vec::new();
         for row in rows {
@@ -130,7 +131,7 @@ impl OutboxStore for SqliteStore {
     }
 
     fn outbox_len(&self) -> StoreResult<u64> {
-        let conn = self.conn()?;
+        let conn = self.reader()?;
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM destination_presence_outbox",
             [],
