@@ -250,3 +250,29 @@ async fn a_destination_that_reaches_us_is_retried_at_once() {
     eventually(|| async { failed_transactions(&app) == 3 }).await;
     assert_eq!(users(&pending(&app, NOWHERE).await), ["@alice:test.local"]);
 }
+
+#[tokio::test]
+async fn what_an_earlier_run_queued_is_sent_after_a_start() {
+    use presenced_server::store::outbox::OutboxStore;
+    use presenced_server::store::sqlite::SqliteStore;
+
+    // An earlier run left alice's state queued for NOWHERE.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(&dir.path().join("presenced.db")).unwrap();
+        let mut alice =
+            presenced_engine::PresenceState::new("@alice:test.local".try_into().unwrap());
+        alice.presence = Presence::Online;
+        store.queue_presence(&[(server(NOWHERE), alice)]).unwrap();
+    }
+    let data_dir = dir.path().to_owned();
+    let app = spawn_app_with(move |c| {
+        routed(c);
+        c.data_dir = data_dir;
+    })
+    .await;
+    // Nobody changed presence in this run, yet the sender tried NOWHERE
+    // (nothing listens there, so the state stays queued).
+    eventually(|| async { failed_transactions(&app) >= 1 }).await;
+    assert_eq!(users(&pending(&app, NOWHERE).await), ["@alice:test.local"]);
+}
