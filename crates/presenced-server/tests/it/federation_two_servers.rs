@@ -280,3 +280,38 @@ async fn a_restarted_server_delivers_its_stored_outbox() {
     until_metric(&p.a, DELIVERED, 1).await;
     assert_eq!(p.a.metric(PENDING).await, 0);
 }
+
+/// A sender that does not trust the peer's certificate delivers nothing
+/// (certificates are checked); with `federation_verify_certificates:
+/// false` it delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_checked_unless_verification_is_off() {
+    for verify in [true, false] {
+        let ca = TestCa::new();
+        // A trusts only a CA that did not sign B's certificate.
+        let other_ca = TestCa::new();
+        let (fa, fb) = (bind(0).await, bind(0).await);
+        let alice_id = format!("@alice:localhost:{}", fa.local_addr().unwrap().port());
+        let bob_id = format!("@bob:localhost:{}", fb.local_addr().unwrap().port());
+        let routes = static_routes(&[(bob_id.as_str(), &[alice_id.as_str()])]);
+        let routes_b = routes.clone();
+        let other_ca_path = other_ca.ca_path.clone();
+        let a = FedServer::start(&ca, fa, |c| {
+            c.modules.push(routes);
+            c.federation_custom_ca_list = Some(vec![other_ca_path]);
+            c.federation_verify_certificates = verify;
+        })
+        .await;
+        let b = FedServer::start(&ca, fb, |c| c.modules.push(routes_b)).await;
+        let alice = a.app.register("alice").await;
+        let bob = b.app.register("bob").await;
+        set_status(&a.app, &alice, "online", "hello").await;
+        if verify {
+            until_metric(&a, FAILED, 2).await;
+            assert!(seen(&b.app, &bob, &alice).await.is_none());
+            assert_eq!(a.metric(DELIVERED).await, 0);
+        } else {
+            until_seen(&b.app, &bob, &alice, "hello").await;
+        }
+    }
+}
