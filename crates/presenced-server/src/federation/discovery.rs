@@ -271,4 +271,46 @@ mod tests {
         );
         assert_eq!(url("example.org"), None);
     }
+
+    /// The SRV mechanism rests on this: a URL without a port, whose host
+    /// the hook maps to an address with a port, connects to that port,
+    /// while the request still names the host (what TLS would check).
+    #[tokio::test]
+    async fn the_dns_hook_sends_a_portless_url_to_the_srv_port() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await
+                .unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        let overrides = Arc::new(SrvOverrides::default());
+        overrides.set("Target.Example", vec![addr]);
+        let client = reqwest::Client::builder()
+            .dns_resolver(overrides)
+            .build()
+            .unwrap();
+        let body = client
+            .get("http://target.example/probe")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok");
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert!(request.contains("host: target.example\r\n"), "{request}");
+    }
 }
