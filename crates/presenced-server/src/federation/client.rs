@@ -152,10 +152,14 @@ impl FederationClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport(error_chain(&e)))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                // It may have moved (new well-known, SRV or address).
+                self.discovery.forget(destination);
+                return Err(transport(error_chain(&e)));
+            }
+        };
         let status = response.status();
         let bytes = response
             .bytes()

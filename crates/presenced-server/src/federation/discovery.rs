@@ -13,7 +13,8 @@
 //! hook ([`SrvOverrides`]) hands those addresses to reqwest, so the
 //! connection goes to the SRV target while TLS still checks the delegated
 //! name, as the spec requires. Answers are cached for an hour (failed
-//! well-known lookups too), so discovery costs nothing per transaction.
+//! well-known lookups too), so discovery costs nothing per transaction;
+//! a failed connection drops the server's answer so it is looked up anew.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -128,6 +129,15 @@ impl Discovery {
             .unwrap_or_else(|p| p.into_inner())
             .insert(server.to_owned(), (Instant::now(), resolved.clone()));
         resolved
+    }
+
+    /// Drops the cached answer for `server` (after a failed connection,
+    /// so a server that moved is found again on the next request).
+    pub fn forget(&self, server: &ServerName) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(server);
     }
 
     async fn discover(&self, server: &ServerName) -> Resolved {
