@@ -52,6 +52,10 @@ impl SqlitePresenceStore {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA busy_timeout = 5000;
+             -- As the main store: a commit is in the WAL before the PUT is
+             -- answered, so it survives kill -9; no fsync per commit (only
+             -- at checkpoints), so a power cut may lose the last ones.
+             PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS presence_userid_state (
                  user_id TEXT PRIMARY KEY,
                  stream_pos INTEGER NOT NULL,
