@@ -145,31 +145,40 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn acknowledged_presence_survives_kill_9_and_stale_devices_time_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("presenced.yaml");
-    let data = dir.path().join("data");
-    let write_config = |sync_online_timeout: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                "server_name: test.local
+/// Writes a config for one `presenced` process on `port` with its data in
+/// `dir/data`; `extra` adds YAML lines.
+fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("presenced.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: test.local
 listeners: [{{port: {port}, bind_addresses: [127.0.0.1]}}]
 data_dir: {}
 registration_shared_secret: {SECRET}
 password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}
-rc_presence: {{per_user: {{per_second: 1000, burst_count: 1000}}}}
-presence: {{sync_online_timeout: {sync_online_timeout}}}
 log: {{level: warn}}
-",
-                data.display()
-            ),
+{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn acknowledged_presence_survives_kill_9_and_stale_devices_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let with_sync_timeout = |timeout: &str| {
+        let rc = "rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}";
+        write_config(
+            dir.path(),
+            port,
+            &format!("{rc}\npresence: {{sync_online_timeout: {timeout}}}\n"),
         )
-        .unwrap();
     };
-    write_config("5m");
+    let config = with_sync_timeout("5m");
 
     let server = Process::start(&config, port).await;
     let mut users = Vec::new();
@@ -221,7 +230,7 @@ log: {{level: warn}}
     // Restarted with a short sync timeout: nobody syncs for the syncer any
     // more, so it goes offline on its own (2 s plus the timer's slack),
     // and its status survives the timeout.
-    write_config("2s");
+    with_sync_timeout("2s");
     let server = Process::start(&config, port).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -238,21 +247,7 @@ log: {{level: warn}}
 async fn sigterm_answers_long_polls_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("presenced.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server_name: test.local
-listeners: [{{port: {port}, bind_addresses: [127.0.0.1]}}]
-data_dir: {}
-registration_shared_secret: {SECRET}
-password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}
-log: {{level: warn}}
-",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), port, "");
     let server = Process::start(&config, port).await;
     let (_, token) = server.register("sleeper").await;
     let (status, first) = server

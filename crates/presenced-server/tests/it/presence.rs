@@ -343,70 +343,80 @@ async fn acknowledged_presence_survives_a_restart() {
 
 /// Catalogue M1 (legacy config): an observer routed everyone's presence by
 /// `presence.presence_router` sees every update, its own included, with no
-/// shared room; a room member sees only co-members.
+/// shared room; a room member sees only co-members. M2 (the same under
+/// `modules:`) runs the same flow, `presence_catalogue.rs`.
 #[tokio::test]
 async fn legacy_observers_router_sees_everything() {
     let app = spawn_app_with(|c| {
         generous(c);
-        let mut router = ModuleConfig::new("presenced.routers.Observers");
-        router.config = json!({"observers": ["@presence_gobbler:test.local"]});
-        c.presence.presence_router = Some(router);
+        c.presence.presence_router = Some(gobbler_observers());
     })
     .await;
+    observers_router_flow(&app).await;
+}
+
+/// `presenced.routers.Observers` with `@presence_gobbler` as the observer.
+pub(crate) fn gobbler_observers() -> ModuleConfig {
+    let mut router = ModuleConfig::new("presenced.routers.Observers");
+    router.config = json!({"observers": ["@presence_gobbler:test.local"]});
+    router
+}
+
+/// The M1/M2 flow against a server routing everything to the gobbler.
+pub(crate) async fn observers_router_flow(app: &TestApp) {
     let gobbler = app.register("presence_gobbler").await;
     let one = app.register("other_user_one").await;
     let two = app.register("other_user_two").await;
-    shared_room(&app, &one, &two).await;
-    put_presence(
-        &app,
+    shared_room(app, &one, &two).await;
+    crate::ops::put_presence(
+        app,
         &one,
         json!({"presence": "online", "status_msg": "boop"}),
     )
     .await;
-    let first = sync(&app, &gobbler, "set_presence=offline").await;
+    let first = sync(app, &gobbler, "set_presence=offline").await;
+    assert_eq!(
+        first["presence"]["events"].as_array().unwrap().len(),
+        1,
+        "{first}"
+    );
     assert_eq!(
         presence_of(&first, &one.user_id).unwrap()["status_msg"],
         "boop"
     );
     let since = first["next_batch"].as_str().unwrap().to_owned();
 
-    put_presence(
-        &app,
-        &one,
-        json!({"presence": "online", "status_msg": "user_one"}),
-    )
-    .await;
-    put_presence(
-        &app,
-        &two,
-        json!({"presence": "online", "status_msg": "user_two"}),
-    )
-    .await;
-    put_presence(
-        &app,
-        &gobbler,
-        json!({"presence": "online", "status_msg": "presence_gobbler"}),
-    )
-    .await;
+    let updates = [
+        (&one, "user_one"),
+        (&two, "user_two"),
+        (&gobbler, "presence_gobbler"),
+    ];
+    for (user, msg) in updates {
+        crate::ops::put_presence(app, user, json!({"presence": "online", "status_msg": msg})).await;
+    }
     let body = sync(
-        &app,
+        app,
         &gobbler,
         &format!("set_presence=offline&since={since}"),
     )
     .await;
-    let events = body["presence"]["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{body}");
-    for (user, msg) in [
-        (&one, "user_one"),
-        (&two, "user_two"),
-        (&gobbler, "presence_gobbler"),
-    ] {
+    assert_eq!(
+        body["presence"]["events"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+    for (user, msg) in updates {
         assert_eq!(
             presence_of(&body, &user.user_id).unwrap()["status_msg"],
             msg
         );
     }
-    let body = sync(&app, &one, "set_presence=offline").await;
+    let body = sync(app, &one, "set_presence=offline").await;
+    assert_eq!(
+        body["presence"]["events"].as_array().unwrap().len(),
+        2,
+        "{body}"
+    );
     assert_eq!(
         presence_of(&body, &two.user_id).unwrap()["status_msg"],
         "user_two"

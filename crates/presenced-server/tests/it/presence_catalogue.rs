@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use presenced_server::config::presence::{ModuleConfig, PresenceEnabled};
+use presenced_server::config::presence::PresenceEnabled;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -14,6 +14,7 @@ use crate::helpers::{assert_error, enc, spawn_app_with};
 use crate::ops::{
     eventually, generous, get_presence, presence_of, presence_path, put_presence, shared_room, sync,
 };
+use crate::presence::{gobbler_observers, observers_router_flow};
 
 /// A10: with `rc_presence` at one per 10 s, a second presence-setting sync
 /// right after the first is served (200) but does not touch presence.
@@ -111,63 +112,15 @@ async fn l3_put_when_presence_is_untracked() {
     assert_eq!(body["presence"], "offline", "{body}");
 }
 
-/// M2: the same router under `modules:` (new-style config): the observer
-/// sees presence of users it shares no room with, its own included.
+/// M2: the same router under `modules:` (new-style config), the M1 flow.
 #[tokio::test]
 async fn m2_observers_router_under_modules() {
     let app = spawn_app_with(|c| {
         generous(c);
-        let mut module = ModuleConfig::new("presenced.routers.Observers");
-        module.config = json!({"observers": ["@presence_gobbler:test.local"]});
-        c.modules = vec![module];
+        c.modules = vec![gobbler_observers()];
     })
     .await;
-    let gobbler = app.register("presence_gobbler").await;
-    let one = app.register("other_user_one").await;
-    let two = app.register("other_user_two").await;
-    shared_room(&app, &one, &two).await;
-    put_presence(
-        &app,
-        &one,
-        json!({"presence": "online", "status_msg": "boop"}),
-    )
-    .await;
-    let first = sync(&app, &gobbler, "set_presence=offline").await;
-    let events = first["presence"]["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1, "{first}");
-    assert_eq!(
-        presence_of(&first, &one.user_id).unwrap()["status_msg"],
-        "boop"
-    );
-    let since = first["next_batch"].as_str().unwrap().to_owned();
-    for (user, msg) in [
-        (&one, "user_one"),
-        (&two, "user_two"),
-        (&gobbler, "presence_gobbler"),
-    ] {
-        put_presence(&app, user, json!({"presence": "online", "status_msg": msg})).await;
-    }
-    let body = sync(
-        &app,
-        &gobbler,
-        &format!("set_presence=offline&since={since}"),
-    )
-    .await;
-    assert_eq!(
-        body["presence"]["events"].as_array().unwrap().len(),
-        3,
-        "{body}"
-    );
-    let body = sync(&app, &one, "set_presence=offline").await;
-    assert_eq!(
-        body["presence"]["events"].as_array().unwrap().len(),
-        2,
-        "{body}"
-    );
-    assert_eq!(
-        presence_of(&body, &two.user_id).unwrap()["status_msg"],
-        "user_two"
-    );
+    observers_router_flow(&app).await;
 }
 
 /// O2: a token whose presence position is past anything handed out is
