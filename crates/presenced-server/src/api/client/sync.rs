@@ -95,7 +95,7 @@ pub(crate) async fn get_sync(
         presence_since.is_some() || state.config.presence.include_offline_users_on_sync;
 
     // Whether the user's rooms moved after the token, from memory; only a
-    // token older than this process needs the database (once).
+    // token older than this process needs the database (each loop turn, until a room change is recorded).
     let rooms_moved = |e: i64| state.room_stream.moved_since(&auth.user_id, e).1 == RoomsMoved::Yes;
     loop {
         let (upto, rooms_ready) = match ev_since {
