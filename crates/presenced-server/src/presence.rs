@@ -53,7 +53,7 @@ struct Inner {
     /// Set at shutdown: waiting syncs answer at once instead of holding
     /// the graceful shutdown for their whole timeout.
     stopping: std::sync::atomic::AtomicBool,
-    persist_tx: mpsc::UnboundedSender<PersistJob>,
+    persist_tx: std::sync::mpsc::Sender<PersistJob>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
 }
 
@@ -137,7 +137,7 @@ impl PresenceService {
                 }
             }
         }
-        let (persist_tx, persist_rx) = mpsc::unbounded_channel();
+        let persist_tx = spawn_persist_thread(store);
         let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
         let service = Self {
             inner: Arc::new(Inner {
@@ -150,7 +150,6 @@ impl PresenceService {
                 outbound_tx,
             }),
         };
-        tokio::spawn(persist_task(store, persist_rx));
         tokio::spawn(service.clone().timer_task());
         (service, outbound_rx)
     }
@@ -543,44 +542,70 @@ struct PersistJob {
     done: tokio::sync::oneshot::Sender<bool>,
 }
 
-async fn persist_task(store: Arc<dyn PresenceStore>, mut rx: mpsc::UnboundedReceiver<PersistJob>) {
-    while let Some(first) = rx.recv().await {
-        // Whatever queued up meanwhile goes in the same transaction.
-        let (mut batch, mut marks, mut forget) = (first.states, first.marks, first.forget);
-        let mut waiting = vec![first.done];
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more.states);
-            marks.extend(more.marks);
-            forget.extend(more.forget);
-            waiting.push(more.done);
+/// The presence writer: a thread of its own that takes every job queued
+/// since its last commit and stores them in one transaction (group
+/// commit), then answers their waiters. A dedicated thread rather than a
+/// task plus `spawn_blocking` per batch: each PUT then costs one hand-off
+/// to the writer and one back, not four.
+fn spawn_persist_thread(store: Arc<dyn PresenceStore>) -> std::sync::mpsc::Sender<PersistJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<PersistJob>();
+    let spawned = std::thread::Builder::new()
+        .name("presence-writer".to_owned())
+        .spawn(move || {
+            // Ends when every sender (the service) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut jobs = vec![first];
+                jobs.extend(rx.try_iter());
+                persist_batch(&*store, jobs);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without a writer every PUT answers an error (its job is dropped
+        // unanswered), which is what the operator should see.
+        tracing::error!("could not start the presence writer thread: {e}");
+    }
+    tx
+}
+
+/// Stores one group of jobs in one go and tells each waiter how it went.
+fn persist_batch(store: &dyn PresenceStore, jobs: Vec<PersistJob>) {
+    let (mut batch, mut marks, mut forget) = (Vec::new(), Vec::new(), Vec::new());
+    let mut waiting = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        batch.extend(job.states);
+        marks.extend(job.marks);
+        forget.extend(job.forget);
+        waiting.push(job.done);
+    }
+    // Only each user's latest state of the group needs writing (jobs may
+    // arrive slightly out of stream order: handlers send them after
+    // releasing the engine lock).
+    batch.sort_unstable_by(|(p, a), (q, b)| a.user_id.cmp(&b.user_id).then(q.cmp(p)));
+    batch.dedup_by(|later, kept| later.1.user_id == kept.1.user_id);
+    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if !batch.is_empty() {
+            store.persist(&batch)?;
         }
-        let store = store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if !batch.is_empty() {
-                store.persist(&batch)?;
-            }
-            if !marks.is_empty() {
-                store.persist_marks(&marks)?;
-            }
-            if !forget.is_empty() {
-                store.forget(&forget)?;
-            }
-            Ok::<_, store::StoreFailure>(())
-        })
-        .await;
-        let ok = match result {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::error!("persisting presence failed: {e}");
-                false
-            }
-            Err(e) => {
-                tracing::error!("persisting presence panicked: {e}");
-                false
-            }
-        };
-        for done in waiting {
-            let _ = done.send(ok);
+        if !marks.is_empty() {
+            store.persist_marks(&marks)?;
         }
+        if !forget.is_empty() {
+            store.forget(&forget)?;
+        }
+        Ok::<_, store::StoreFailure>(())
+    }));
+    let ok = match stored {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!("persisting presence failed: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::error!("persisting presence panicked");
+            false
+        }
+    };
+    for done in waiting {
+        let _ = done.send(ok);
     }
 }

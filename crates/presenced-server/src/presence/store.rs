@@ -74,10 +74,41 @@ impl SqlitePresenceStore {
              );",
         )
         .map_err(fail)?;
+        // The server's store checkpoints in the background (see
+        // `store::sqlite::checkpoint`); this is only the safety net.
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            crate::store::sqlite::WRITER_AUTOCHECKPOINT_PAGES,
+        )
+        .map_err(fail)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
     }
+}
+
+/// Runs `body` in a transaction whose `BEGIN` and `COMMIT` are cached
+/// statements: the presence writer commits thousands of times a second,
+/// and rusqlite's `transaction()` parses both anew each time.
+fn in_transaction(
+    conn: &Connection,
+    body: impl FnOnce(&Connection) -> Result<(), StoreFailure>,
+) -> Result<(), StoreFailure> {
+    conn.prepare_cached("BEGIN")
+        .and_then(|mut s| s.execute([]))
+        .map_err(fail)?;
+    let done = body(conn).and_then(|()| {
+        conn.prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(fail)
+    });
+    if done.is_err() && !conn.is_autocommit() {
+        // Leave the connection usable for the next batch.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
 }
 
 fn fail(e: impl std::fmt::Display) -> StoreFailure {
@@ -86,9 +117,8 @@ fn fail(e: impl std::fmt::Display) -> StoreFailure {
 
 impl PresenceStore for SqlitePresenceStore {
     fn persist(&self, states: &[(StreamPos, PresenceState)]) -> Result<(), StoreFailure> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction().map_err(fail)?;
-        {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        in_transaction(&conn, |tx| {
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT INTO presence_userid_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -114,8 +144,8 @@ impl PresenceStore for SqlitePresenceStore {
                     ])
                     .map_err(fail)?;
             }
-        }
-        tx.commit().map_err(fail)
+            Ok(())
+        })
     }
 
     fn save_quiet(&self, states: &[PresenceState]) -> Result<(), StoreFailure> {

@@ -32,7 +32,10 @@ use super::{
 };
 use crate::membership::Membership;
 
+mod checkpoint;
 mod outbox;
+
+pub(crate) use checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 
 /// Schema migrations, in order; `user_version` counts how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -57,6 +60,8 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     /// Round-robin start for picking a reader.
     next_reader: AtomicUsize,
+    /// Copies the WAL back in the background (file databases only).
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -84,6 +89,7 @@ impl SqliteStore {
             reader.busy_timeout(Duration::from_secs(5))?;
             store.readers.push(Mutex::new(reader));
         }
+        store._checkpointer = Some(checkpoint::Checkpointer::start(path)?);
         Ok(store)
     }
 
@@ -96,12 +102,14 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
+            _checkpointer: None,
         })
     }
 
