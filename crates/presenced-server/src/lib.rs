@@ -66,6 +66,7 @@ pub mod uia;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -89,7 +90,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, server_name = %state.server_name, "listening");
     }
-    axum::serve(listener, app(state))
+    axum::serve(listener.tap_io(listeners::set_nodelay), app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

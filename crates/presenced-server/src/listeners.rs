@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -50,7 +51,7 @@ async fn accept_loop(
             accepted = tcp.accept() => accepted,
             () = tx.closed() => return,
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait, as axum does.
@@ -59,6 +60,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        set_nodelay(&mut stream);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -90,6 +92,15 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// Answers go out at once: Nagle's algorithm would hold a small answer
+/// back until the client acknowledges the previous one, and with delayed
+/// ACKs that added up to 40 ms to PUTs and long-poll answers under load.
+pub(crate) fn set_nodelay(stream: &mut TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("could not set TCP_NODELAY: {e}");
+    }
+}
+
 /// Serves `app` on `tcp` (over TLS when `tls` is set) until `shutdown`
 /// resolves, then lets in-flight requests finish.
 pub async fn serve(
@@ -99,7 +110,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     match tls {
-        None => axum::serve(tcp, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            axum::serve(tcp.tap_io(set_nodelay), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Some(config) => {
             axum::serve(TlsListener::new(tcp, config)?, app)
                 .with_graceful_shutdown(shutdown)
