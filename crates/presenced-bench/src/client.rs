@@ -32,6 +32,8 @@ pub(crate) enum PutOutcome {
     Ok,
     RateLimited,
     Error,
+    /// Never sent: it waited too long behind the user's previous PUT.
+    Dropped,
 }
 
 /// The part of a `/sync` answer the observers read.

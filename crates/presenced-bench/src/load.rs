@@ -2,7 +2,7 @@
 //! long-poll `/sync` and note when each update first shows up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,16 +150,91 @@ pub(crate) struct Step {
     pub(crate) rate: f64,
     pub(crate) duration: Duration,
     pub(crate) drain: Duration,
-    pub(crate) max_in_flight: usize,
+}
+
+/// A PUT still waiting for its user's previous one after this long is
+/// dropped (and fails the step): it keeps an overloaded server's step
+/// from running on for minutes.
+const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// One PUT the schedule asks a user to send.
+struct Due {
+    seq: u64,
+    /// When the schedule wanted it sent: latencies count from here, so a
+    /// PUT that had to wait behind its user's previous one is not measured
+    /// as if it had been sent on time (no coordinated omission).
+    at: Instant,
 }
 
 /// What one PUT did.
 struct Put {
     seq: u64,
     user: u32,
-    sent: Instant,
+    /// When it was due if it had to wait for the user's previous PUT,
+    /// else when it was sent.
+    start: Instant,
+    /// From `start` to the answer.
     latency: Duration,
+    /// Whether it waited for the user's previous PUT to be answered.
+    queued: bool,
     outcome: PutOutcome,
+}
+
+/// One sender's PUTs, in schedule order: a client sends its next presence
+/// after the previous one is answered (two of one user in flight could be
+/// applied out of order), so a PUT due while the previous one is
+/// outstanding waits its turn.
+async fn send_in_turn(
+    hs: Homeserver,
+    world: Arc<World>,
+    user: u32,
+    sent_so_far: Arc<[AtomicU64]>,
+    mut schedule: tokio::sync::mpsc::UnboundedReceiver<Due>,
+    run: Arc<str>,
+) -> Vec<Put> {
+    let mut puts = Vec::new();
+    // When the previous PUT was answered: a PUT due before that had to
+    // wait for it.
+    let mut free_since = Instant::now();
+    while let Some(due) = schedule.recv().await {
+        let waited = due.at.elapsed();
+        let queued = due.at < free_since;
+        if waited > MAX_QUEUE_WAIT {
+            puts.push(Put {
+                seq: due.seq,
+                user,
+                start: due.at,
+                latency: waited,
+                queued,
+                outcome: PutOutcome::Dropped,
+            });
+            continue;
+        }
+        let count = sent_so_far[user as usize].fetch_add(1, Ordering::Relaxed);
+        let presence = if count.is_multiple_of(2) {
+            "online"
+        } else {
+            "unavailable"
+        };
+        let msg = status_msg(&run, user, due.seq);
+        // A queued PUT is measured from when it was due (the wait is the
+        // server's doing); one sent as soon as the tool's 1 ms timer got
+        // to it, from its sending (that lag is the tool's).
+        let start = if queued { due.at } else { Instant::now() };
+        let outcome = hs
+            .put_presence(&world.users[user as usize], presence, &msg)
+            .await;
+        free_since = Instant::now();
+        puts.push(Put {
+            seq: due.seq,
+            user,
+            start,
+            latency: free_since - start,
+            queued,
+            outcome,
+        });
+    }
+    puts
 }
 
 /// The figures of one load step.
@@ -176,9 +251,11 @@ pub(crate) struct StepResult {
     pub(crate) puts_ok: u64,
     pub(crate) errors: u64,
     pub(crate) rate_limited: u64,
-    /// PUTs not sent because `max_in_flight` were outstanding or the
-    /// user's previous PUT was not answered yet.
-    pub(crate) skipped: u64,
+    /// PUTs that had to wait for their user's previous PUT to be answered
+    /// (their latency includes the wait).
+    pub(crate) queued: u64,
+    /// PUTs dropped after waiting more than 5 s for their turn.
+    pub(crate) dropped: u64,
     pub(crate) put_p50_ms: f64,
     pub(crate) put_p99_ms: f64,
     pub(crate) delivery_p50_ms: f64,
@@ -204,7 +281,7 @@ impl StepResult {
     /// (nearly) every PUT sent and accepted, (nearly) every delivery seen.
     pub(crate) fn sustained(&self, bound: Duration) -> bool {
         let target = self.target_put_per_s * self.duration_s;
-        let failed = self.errors + self.rate_limited + self.skipped;
+        let failed = self.errors + self.rate_limited + self.dropped;
         let missing = self.deliveries_expected - self.deliveries_seen;
         self.deliveries_expected > 0
             && self.puts_ok as f64 >= 0.95 * target
@@ -225,9 +302,7 @@ pub(crate) struct Runner {
     pub(crate) workload: String,
     pub(crate) next_seq: u64,
     /// How many PUTs each updater has sent (its presence alternates).
-    pub(crate) per_user: Vec<u64>,
-    /// Whether each user has a PUT in flight.
-    pub(crate) busy: Arc<[AtomicBool]>,
+    pub(crate) per_user: Arc<[AtomicU64]>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -244,6 +319,22 @@ fn quantile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 impl Runner {
+    /// One unmeasured PUT per updater, all at once, before the first step:
+    /// the client then holds a connection per sender, as real clients do,
+    /// and the first step does not time TCP connects.
+    pub(crate) async fn warm_up(&mut self) {
+        let mut set = JoinSet::new();
+        for &user in &self.world.updaters {
+            let (hs, world) = (self.hs.clone(), self.world.clone());
+            self.per_user[user as usize].fetch_add(1, Ordering::Relaxed);
+            set.spawn(async move {
+                hs.put_presence(&world.users[user as usize], "online", "warm-up")
+                    .await
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
     pub(crate) async fn step(&mut self, step: &Step) -> StepResult {
         let world = self.world.clone();
         let n = world.updaters.len() as u64;
@@ -255,10 +346,23 @@ impl Runner {
         let server_cpu0 = pid.as_deref().and_then(procfs::cpu_time);
         let client_cpu0 = procfs::cpu_time("self");
 
+        // One sending task per updater, fed by the schedule below.
+        let run: Arc<str> = self.run.as_str().into();
+        let mut senders = Vec::with_capacity(world.updaters.len());
+        let mut set: JoinSet<Vec<Put>> = JoinSet::new();
+        for &user in &world.updaters {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            senders.push(tx);
+            set.spawn(send_in_turn(
+                self.hs.clone(),
+                world.clone(),
+                user,
+                self.per_user.clone(),
+                rx,
+                run.clone(),
+            ));
+        }
         let started = Instant::now();
-        let mut set: JoinSet<Put> = JoinSet::new();
-        let mut puts = Vec::with_capacity(total as usize);
-        let mut skipped = 0;
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -268,48 +372,18 @@ impl Runner {
             while sent < due {
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                // When this PUT was due on an exact schedule, not when the
+                // tick happened to run.
+                let at = started + Duration::from_secs_f64(sent as f64 / step.rate);
                 sent += 1;
-                let user = world.updaters[(seq % n) as usize];
-                // A client sends its next presence after the previous one
-                // is answered: two PUTs of one user in flight could be
-                // applied out of order, so the later one is skipped.
-                if set.len() >= step.max_in_flight
-                    || self.busy[user as usize].swap(true, Ordering::AcqRel)
-                {
-                    skipped += 1;
-                    continue;
-                }
-                let count = &mut self.per_user[user as usize];
-                let presence = if count.is_multiple_of(2) {
-                    "online"
-                } else {
-                    "unavailable"
-                };
-                *count += 1;
-                let msg = status_msg(&self.run, user, seq);
-                let (hs, world, busy) = (self.hs.clone(), world.clone(), self.busy.clone());
-                set.spawn(async move {
-                    let sent = Instant::now();
-                    let outcome = hs
-                        .put_presence(&world.users[user as usize], presence, &msg)
-                        .await;
-                    busy[user as usize].store(false, Ordering::Release);
-                    Put {
-                        seq,
-                        user,
-                        sent,
-                        latency: sent.elapsed(),
-                        outcome,
-                    }
-                });
-            }
-            while let Some(done) = set.try_join_next() {
-                puts.extend(done.ok());
+                let _ = senders[(seq % n) as usize].send(Due { seq, at });
             }
         }
+        drop(senders);
+        let mut puts = Vec::with_capacity(total as usize);
         let send_time = started.elapsed();
         while let Some(done) = set.join_next().await {
-            puts.extend(done.ok());
+            puts.extend(done.unwrap_or_default());
         }
         tokio::time::sleep(step.drain).await;
         let server_cpu1 = pid.as_deref().and_then(procfs::cpu_time);
@@ -344,10 +418,15 @@ impl Runner {
         }
         let mut put_lat = Vec::with_capacity(puts.len());
         let mut delivery = Vec::new();
-        let (mut ok, mut errors, mut limited, mut expected) = (0, 0, 0, 0u64);
+        let (mut ok, mut errors, mut limited, mut dropped, mut expected) = (0, 0, 0, 0, 0u64);
+        let queued = puts.iter().filter(|p| p.queued).count() as u64;
         for p in &puts {
             put_lat.push(p.latency);
             match p.outcome {
+                PutOutcome::Dropped => {
+                    dropped += 1;
+                    continue;
+                }
                 PutOutcome::Ok => ok += 1,
                 PutOutcome::RateLimited => {
                     limited += 1;
@@ -365,7 +444,7 @@ impl Runner {
                 };
                 let i = list.partition_point(|&(seq, _)| seq < p.seq);
                 if let Some(&(_, at)) = list.get(i) {
-                    delivery.push(at.saturating_duration_since(p.sent));
+                    delivery.push(at.saturating_duration_since(p.start));
                 }
             }
         }
@@ -387,12 +466,13 @@ impl Runner {
             observers: world.observers.len(),
             target_put_per_s: step.rate,
             duration_s: step.duration.as_secs_f64(),
-            puts_sent: sent - skipped,
+            puts_sent: sent - dropped,
             accepted_put_per_s: ok as f64 / send_s,
             puts_ok: ok,
             errors,
             rate_limited: limited,
-            skipped,
+            queued,
+            dropped,
             put_p50_ms: ms(quantile(&put_lat, 0.5)),
             put_p99_ms: ms(quantile(&put_lat, 0.99)),
             delivery_p50_ms: ms(quantile(&delivery, 0.5)),
