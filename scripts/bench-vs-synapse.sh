@@ -281,11 +281,11 @@ for w in ["rooms", "observers"]:
         row("PUT→sync p99 ms, each at its highest sustained rate (1 s)", pr["delivery_p99_ms"], sr["delivery_p99_ms"], 2)
     lines.append("")
     lines += ["<details><summary>every step</summary>", "",
-              "| server | target PUT/s | accepted PUT/s | errors | 429 | skipped | PUT p50/p99 ms | PUT→sync p50/p99/max ms | seen/expected | CPU ms/update | server CPU % | peak RSS MiB | tool CPU % | load avg |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| server | target PUT/s | accepted PUT/s | errors | 429 | queued | dropped | PUT p50/p99 ms | PUT→sync p50/p99/max ms | seen/expected | CPU ms/update | server CPU % | peak RSS MiB | tool CPU % | load avg |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in ss + ps:
         lines.append(
-            f"| {r['label']} | {r['target_put_per_s']:.0f} | {r['accepted_put_per_s']:.1f} | {r['errors']} | {r['rate_limited']} | {r['skipped']} "
+            f"| {r['label']} | {r['target_put_per_s']:.0f} | {r['accepted_put_per_s']:.1f} | {r['errors']} | {r['rate_limited']} | {r['queued']} | {r['dropped']} "
             f"| {r['put_p50_ms']:.1f} / {r['put_p99_ms']:.1f} | {r['delivery_p50_ms']:.1f} / {r['delivery_p99_ms']:.1f} / {r['delivery_max_ms']:.1f} "
             f"| {r['deliveries_seen']}/{r['deliveries_expected']} | {fmt(r['server_cpu_ms_per_update'], 3)} | {fmt(r['server_cpu_percent'], 0)} "
             f"| {fmt(r['server_peak_rss_mib'])} | {fmt(r['client_cpu_percent'], 0)} | {fmt(r.get('load_avg_1m'), 2)} |")

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use presenced_engine::{Presence, StreamPos};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
@@ -47,7 +48,7 @@ pub(crate) async fn get_sync(
     State(state): State<Arc<AppState>>,
     auth: AuthUser,
     MatrixQuery(query): MatrixQuery<SyncQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let _timer = state.metrics.sync_timer();
     let since = query.since.as_deref().map(parse_token).transpose()?;
     let full_state = query.full_state.unwrap_or(false);
@@ -162,27 +163,55 @@ pub(crate) async fn get_sync(
             // the database would build is empty.
             json!({"join": {}, "invite": {}, "leave": {}})
         };
-        let mut body = Map::new();
-        body.insert(
-            "next_batch".to_owned(),
-            json!(format!("s{upto}_{}", presence.next)),
-        );
-        body.insert("rooms".to_owned(), rooms);
-        if !states.is_empty() {
-            let now = now();
-            let events: Vec<Value> = states.iter().map(|s| wire::sync_event(s, now)).collect();
-            body.insert("presence".to_owned(), json!({ "events": events }));
-        }
-        body.insert("account_data".to_owned(), json!({"events": []}));
-        body.insert("to_device".to_owned(), json!({"events": []}));
-        body.insert(
-            "device_lists".to_owned(),
-            json!({"changed": [], "left": []}),
-        );
-        body.insert("device_one_time_keys_count".to_owned(), json!({}));
-        return Ok(Json(Value::Object(body)));
+        let now = now();
+        let body = SyncBody {
+            next_batch: format!("s{upto}_{}", presence.next),
+            rooms,
+            presence: (!states.is_empty()).then(|| Events {
+                events: states.iter().map(|s| wire::sync_event(s, now)).collect(),
+            }),
+            account_data: Events { events: [] },
+            to_device: Events { events: [] },
+            device_lists: DeviceLists {
+                changed: [],
+                left: [],
+            },
+            device_one_time_keys_count: Empty {},
+        };
+        // Written straight from the states: no JSON tree per answer.
+        let json = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
     }
 }
+
+/// A `/sync` answer.
+#[derive(Serialize)]
+struct SyncBody<'a> {
+    next_batch: String,
+    rooms: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence: Option<Events<Vec<wire::SyncEvent<'a>>>>,
+    account_data: Events<[(); 0]>,
+    to_device: Events<[(); 0]>,
+    device_lists: DeviceLists,
+    device_one_time_keys_count: Empty,
+}
+
+#[derive(Serialize)]
+struct Events<T> {
+    events: T,
+}
+
+/// No device list changes (presenced has no end-to-end encryption).
+#[derive(Serialize)]
+struct DeviceLists {
+    changed: [(); 0],
+    left: [(); 0],
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
 
 #[cfg(test)]
 mod tests {
