@@ -212,7 +212,6 @@ struct DeviceLists {
 #[derive(Serialize)]
 struct Empty {}
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
