@@ -193,6 +193,7 @@ async fn send_in_turn(
     run: Arc<str>,
 ) -> Vec<Put> {
     let mut puts = Vec::new();
+    let target = hs.presence_target(&world.users[user as usize]);
     // When the previous PUT was answered: a PUT due before that had to
     // wait for it.
     let mut free_since = Instant::now();
@@ -221,9 +222,7 @@ async fn send_in_turn(
         // server's doing); one sent as soon as the tool's 1 ms timer got
         // to it, from its sending (that lag is the tool's).
         let start = if queued { due.at } else { Instant::now() };
-        let outcome = hs
-            .put_presence(&world.users[user as usize], presence, &msg)
-            .await;
+        let outcome = hs.put_presence(&target, presence, &msg).await;
         free_since = Instant::now();
         puts.push(Put {
             seq: due.seq,
@@ -328,8 +327,8 @@ impl Runner {
             let (hs, world) = (self.hs.clone(), self.world.clone());
             self.per_user[user as usize].fetch_add(1, Ordering::Relaxed);
             set.spawn(async move {
-                hs.put_presence(&world.users[user as usize], "online", "warm-up")
-                    .await
+                let target = hs.presence_target(&world.users[user as usize]);
+                hs.put_presence(&target, "online", "warm-up").await
             });
         }
         while set.join_next().await.is_some() {}
