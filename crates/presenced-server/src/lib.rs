@@ -25,6 +25,9 @@
 //!   with embedded migrations.
 //! - `accounts`: user-ID rules, argon2 password hashes, sessions.
 //! - `rooms`: room creation and membership rules.
+//! - `room_stream`, `room_members`: in memory, the event stream position,
+//!   each user's latest room change and every room's members, kept by the
+//!   room writes (so syncs and room writes do not ask SQLite).
 //! - `client_event`: stored events in the client wire format.
 //! - `federation` (+ `federation/*`): our signing key, other servers'
 //!   keys, and the pieces of the server-server API presence uses.
@@ -53,6 +56,7 @@ pub mod listeners;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
+pub mod room_members;
 pub mod room_stream;
 pub mod rooms;
 pub mod startup;

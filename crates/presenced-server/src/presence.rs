@@ -480,8 +480,9 @@ impl PresenceService {
 
     /// Wakes the waiting syncs of these users (room events for them); only
     /// theirs, and nothing happens for users with no waiting sync.
-    pub fn wake_syncs(&self, users: &[OwnedUserId]) {
-        if users.is_empty() {
+    pub fn wake_syncs<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
+        let mut users = users.into_iter().peekable();
+        if users.peek().is_none() {
             return;
         }
         let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());

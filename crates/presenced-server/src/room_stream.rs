@@ -9,24 +9,36 @@
 //! change; a sync compares that number with its token and only reads the
 //! database when something did change.
 //!
-//! Writes hold one lock from the SQLite commit to the record, so the
-//! recorded position never runs ahead of a change that is not recorded
-//! yet: a sync that sees position N and no change for its user after
-//! `since` can answer an empty rooms section up to N.
+//! Writes hold one lock from their checks through the SQLite commit to the
+//! record, so the recorded position never runs ahead of a change that is
+//! not recorded yet: a sync that sees position N and no change for its
+//! user after `since` can answer an empty rooms section up to N.
+//!
+//! The same lock guards the rooms' members ([`RoomMembers`]): a write
+//! checks against them, commits, then updates them and records the new
+//! position for the room's joined members, so no write reads the member
+//! list from SQLite.
 //!
 //! At start-up nothing is recorded: positions at or before the stored
 //! maximum (`floor`) are unknown, and a token older than that falls back
 //! to the database once.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-use ruma_common::{OwnedUserId, UserId};
+use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 
-/// In-memory room stream: current position and per-user latest change.
+use crate::membership::Membership;
+use crate::room_members::RoomMembers;
+
+/// In-memory room stream: current position, per-user latest change, and
+/// the rooms' members.
 pub struct RoomStream {
     positions: Mutex<Positions>,
-    /// Held across "commit room events, then record them".
+    /// Changed only by [`RoomStream::write`], after the commit, while it
+    /// holds `writes`; anyone may read it.
+    members: RwLock<RoomMembers>,
+    /// Held across "check, commit room events, then record them".
     writes: Mutex<()>,
 }
 
@@ -36,7 +48,7 @@ struct Positions {
     /// The position at start-up: changes at or before it were not seen.
     floor: i64,
     /// Per user: the stream position of their latest room change.
-    latest: HashMap<OwnedUserId, i64>,
+    latest: HashMap<Arc<UserId>, i64>,
 }
 
 /// What the in-memory record knows about a user's rooms after a token.
@@ -51,21 +63,54 @@ pub enum RoomsMoved {
     Unknown,
 }
 
+/// What a room write committed, for [`RoomStream::write`] to record.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The room written to.
+    pub room: OwnedRoomId,
+    /// The highest stream position stored.
+    pub top: i64,
+    /// Set when the write created the room: whether its join rule is public.
+    pub created: Option<bool>,
+    /// The membership changes stored, in commit order.
+    pub memberships: Vec<(OwnedUserId, Membership)>,
+}
+
+impl Committed {
+    /// Events that changed no membership in an existing room.
+    pub fn events(room: OwnedRoomId, top: i64) -> Self {
+        Self {
+            room,
+            top,
+            created: None,
+            memberships: Vec::new(),
+        }
+    }
+}
+
 impl RoomStream {
-    /// Starts at the stored maximum stream position.
-    pub fn new(stored_max: i64) -> Self {
+    /// Starts at the stored maximum stream position, with the stored
+    /// rooms' members.
+    pub fn new(stored_max: i64, members: RoomMembers) -> Self {
         Self {
             positions: Mutex::new(Positions {
                 position: stored_max,
                 floor: stored_max,
                 latest: HashMap::new(),
             }),
+            members: RwLock::new(members),
             writes: Mutex::new(()),
         }
     }
 
     fn positions(&self) -> MutexGuard<'_, Positions> {
         self.positions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rooms' current (committed) members. Do not hold the guard
+    /// across a room write.
+    pub fn members(&self) -> RwLockReadGuard<'_, RoomMembers> {
+        self.members.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current event stream position.
@@ -86,26 +131,54 @@ impl RoomStream {
         (p.position, moved)
     }
 
-    /// Runs a room write (on a blocking thread) and records it: `write`
-    /// returns its result, the highest stream position it committed (if
-    /// any) and the users it concerns. Returns the result and those users,
-    /// whose waiting syncs the caller should wake.
+    /// Runs a room write (on a blocking thread) and records it. `write`
+    /// sees the current members (no other write runs meanwhile) and
+    /// returns its result and what it committed (`None`: nothing). The
+    /// members are then updated, and the room's joined members and the
+    /// targets of its membership changes (who may have just left) get the
+    /// new position. Returns the result and those users, whose waiting
+    /// syncs the caller should wake.
     pub fn write<T, E>(
         &self,
-        write: impl FnOnce() -> Result<(T, Option<i64>, Vec<OwnedUserId>), E>,
-    ) -> Result<(T, Vec<OwnedUserId>), E> {
+        write: impl FnOnce(&RoomMembers) -> Result<(T, Option<Committed>), E>,
+    ) -> Result<(T, Vec<Arc<UserId>>), E> {
         let _serial = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let (result, top, users) = write()?;
-        let Some(top) = top else {
+        let (result, committed) = write(&self.members())?;
+        let Some(committed) = committed else {
             return Ok((result, Vec::new()));
         };
+        let users = self.apply(&committed);
         let mut p = self.positions();
-        p.position = p.position.max(top);
+        p.position = p.position.max(committed.top);
         for user in &users {
-            let at = p.latest.entry(user.clone()).or_insert(top);
-            *at = (*at).max(top);
+            match p.latest.get_mut(&**user) {
+                Some(at) => *at = (*at).max(committed.top),
+                None => {
+                    p.latest.insert(Arc::clone(user), committed.top);
+                }
+            }
         }
         Ok((result, users))
+    }
+
+    /// Applies a commit to the members; returns the users it concerns.
+    fn apply(&self, committed: &Committed) -> Vec<Arc<UserId>> {
+        let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let room = &committed.room;
+        if let Some(public) = committed.created {
+            members.add_room(room.clone(), public);
+        }
+        let targets: Vec<Arc<UserId>> = (committed.memberships.iter())
+            .map(|(user, membership)| members.set(room, user, *membership))
+            .collect();
+        let Some(r) = members.room(room) else {
+            return targets;
+        };
+        let mut users = Vec::with_capacity(r.joined_count() + targets.len());
+        users.extend(r.joined().cloned());
+        // Joined targets are in already; the others were invited or left.
+        users.extend(targets.into_iter().filter(|u| !r.is_joined(u)));
+        users
     }
 }
 
@@ -117,16 +190,43 @@ mod tests {
         format!("@{name}:example.org").try_into().unwrap()
     }
 
+    fn room() -> OwnedRoomId {
+        "!r:example.org".try_into().unwrap()
+    }
+
+    fn names(users: &[Arc<UserId>]) -> Vec<&str> {
+        let mut names: Vec<&str> = users.iter().map(|u| u.localpart()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// A committed write of `memberships` at `top`.
+    fn commit(
+        rooms: &RoomStream,
+        top: i64,
+        created: Option<bool>,
+        memberships: &[(&OwnedUserId, Membership)],
+    ) -> Vec<Arc<UserId>> {
+        let memberships = memberships.iter().map(|&(u, m)| (u.clone(), m)).collect();
+        let committed = Committed {
+            memberships,
+            created,
+            ..Committed::events(room(), top)
+        };
+        rooms
+            .write(|_| Ok::<_, ()>(((), Some(committed))))
+            .unwrap()
+            .1
+    }
+
     #[test]
     fn records_changes_per_user() {
-        let rooms = RoomStream::new(10);
+        let rooms = RoomStream::new(10, RoomMembers::default());
         let (alice, bob) = (user("alice"), user("bob"));
         assert_eq!(rooms.moved_since(&alice, 10), (10, RoomsMoved::No));
         assert_eq!(rooms.moved_since(&alice, 5), (10, RoomsMoved::Unknown));
-        let ((), woken) = rooms
-            .write(|| Ok::<_, ()>(((), Some(12), vec![alice.clone()])))
-            .unwrap();
-        assert_eq!(woken, vec![alice.clone()]);
+        let woken = commit(&rooms, 12, Some(false), &[(&alice, Membership::Join)]);
+        assert_eq!(names(&woken), ["alice"]);
         assert_eq!(rooms.moved_since(&alice, 10), (12, RoomsMoved::Yes));
         assert_eq!(rooms.moved_since(&alice, 5), (12, RoomsMoved::Yes));
         assert_eq!(rooms.moved_since(&alice, 12), (12, RoomsMoved::No));
@@ -135,11 +235,68 @@ mod tests {
 
     #[test]
     fn a_write_that_stored_nothing_records_nothing() {
-        let rooms = RoomStream::new(3);
-        let (_, woken) = rooms
-            .write(|| Ok::<_, ()>(((), None, vec![user("alice")])))
-            .unwrap();
+        let rooms = RoomStream::new(3, RoomMembers::default());
+        let (_, woken) = rooms.write(|_| Ok::<_, ()>(((), None))).unwrap();
         assert!(woken.is_empty());
         assert_eq!(rooms.position(), 3);
+        assert_eq!(rooms.members().room_count(), 0);
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let rooms = RoomStream::new(3, RoomMembers::default());
+        assert_eq!(rooms.write(|_| Err::<((), _), _>("no")).unwrap_err(), "no");
+        assert_eq!(rooms.position(), 3);
+    }
+
+    #[test]
+    fn writes_keep_the_members_and_concern_the_joined_ones() {
+        let rooms = RoomStream::new(0, RoomMembers::default());
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        // Created with alice joined and bob and carol invited: all three
+        // are concerned (the invitees see their invite).
+        let woken = commit(
+            &rooms,
+            5,
+            Some(true),
+            &[
+                (&alice, Membership::Join),
+                (&bob, Membership::Invite),
+                (&carol, Membership::Invite),
+            ],
+        );
+        assert_eq!(names(&woken), ["alice", "bob", "carol"]);
+        assert!(rooms.members().room(&room()).unwrap().is_public());
+        assert_eq!(
+            rooms.members().membership(&room(), &bob),
+            Some(Membership::Invite)
+        );
+
+        // A message concerns the joined members only.
+        let (_, woken) = rooms
+            .write(|members| {
+                assert!(members.is_joined(&room(), &alice));
+                Ok::<_, ()>(((), Some(Committed::events(room(), 6))))
+            })
+            .unwrap();
+        assert_eq!(names(&woken), ["alice"]);
+        assert_eq!(rooms.moved_since(&bob, 5), (6, RoomsMoved::No));
+        assert_eq!(rooms.moved_since(&alice, 5), (6, RoomsMoved::Yes));
+
+        // Bob joins: listed once.
+        let woken = commit(&rooms, 7, None, &[(&bob, Membership::Join)]);
+        assert_eq!(names(&woken), ["alice", "bob"]);
+
+        // Alice leaves: she is told, and is no longer a member.
+        let woken = commit(&rooms, 8, None, &[(&alice, Membership::Leave)]);
+        assert_eq!(names(&woken), ["alice", "bob"]);
+        assert!(!rooms.members().is_joined(&room(), &alice));
+        assert_eq!(rooms.moved_since(&alice, 7), (8, RoomsMoved::Yes));
+
+        // After she left, the room's events are not hers.
+        let woken = commit(&rooms, 9, None, &[]);
+        assert_eq!(names(&woken), ["bob"]);
+        assert_eq!(rooms.moved_since(&alice, 8), (9, RoomsMoved::No));
+        assert_eq!(rooms.moved_since(&carol, 5), (9, RoomsMoved::No));
     }
 }

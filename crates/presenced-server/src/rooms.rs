@@ -13,8 +13,10 @@ use serde_json::{json, Map, Value};
 use crate::api::error::ApiError;
 use crate::ids;
 use crate::membership::{Membership, MembershipChange};
+use crate::room_members::{Room, RoomMembers};
+use crate::room_stream::Committed;
 use crate::state::AppState;
-use crate::store::NewEvent;
+use crate::store::{NewEvent, StoreError};
 
 /// The room presets of `POST /createRoom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -45,37 +47,49 @@ pub struct NewRoom {
     pub invite: Vec<OwnedUserId>,
 }
 
+/// The join rule that lets anyone join without an invite.
+pub const PUBLIC_JOIN_RULE: &str = "public";
+
 /// The room version presenced stamps on new rooms.
 pub const ROOM_VERSION: &str = "10";
 
 /// Creates a room with its initial state and invites.
 pub async fn create_room(state: &Arc<AppState>, req: NewRoom) -> Result<OwnedRoomId, ApiError> {
-    for invitee in &req.invite {
-        check_invitee(state, invitee).await?;
-    }
+    check_invitees(state, &req.invite).await?;
     let room_id = ids::new_room_id(&state.server_name);
     let events = initial_events(&room_id, &req);
-    let (room, creator, invite) = (room_id.clone(), req.creator.clone(), req.invite.clone());
+    let (room, creator, invite) = (room_id.clone(), req.creator.clone(), req.invite);
+    let public = req.preset == Preset::PublicChat;
     let st = Arc::clone(state);
     state
-        .room_write(room_id.clone(), req.invite.clone(), move |s| {
+        .room_write(move |s, _| {
             let streams = s.create_room(&room, &creator, ids::now_ms(), &events)?;
             // Reported under the room write lock, so membership changes
             // reach the engine in commit order. The creator's join is the
             // second event; invites are the last ones.
-            let members = std::iter::once((creator, Membership::Join))
-                .chain(invite.iter().map(|u| (u.clone(), Membership::Invite)));
-            let member_streams = std::iter::once(streams[1])
-                .chain(streams[streams.len() - invite.len()..].iter().copied());
-            for ((user_id, membership), stream) in members.zip(member_streams) {
+            let members: Vec<(OwnedUserId, Membership)> =
+                std::iter::once((creator, Membership::Join))
+                    .chain(invite.into_iter().map(|u| (u, Membership::Invite)))
+                    .collect();
+            let member_streams = std::iter::once(streams[1]).chain(
+                streams[streams.len() - (members.len() - 1)..]
+                    .iter()
+                    .copied(),
+            );
+            for ((user_id, membership), stream) in members.iter().zip(member_streams) {
                 st.emit_membership(MembershipChange {
                     room_id: room.clone(),
-                    user_id,
-                    membership,
+                    user_id: user_id.clone(),
+                    membership: *membership,
                     stream,
                 });
             }
-            Ok(((), streams.last().copied()))
+            let committed = streams.last().map(|&top| Committed {
+                created: Some(public),
+                memberships: members,
+                ..Committed::events(room, top)
+            });
+            Ok(((), committed))
         })
         .await?;
     Ok(room_id)
@@ -91,7 +105,7 @@ fn initial_events(room_id: &RoomId, req: &NewRoom) -> Vec<NewEvent> {
         }
     }
     let join_rule = match req.preset {
-        Preset::PublicChat => "public",
+        Preset::PublicChat => PUBLIC_JOIN_RULE,
         Preset::PrivateChat | Preset::TrustedPrivateChat => "invite",
     };
     let mut state: Vec<(&str, String, Value)> = vec![
@@ -167,15 +181,37 @@ fn initial_events(room_id: &RoomId, req: &NewRoom) -> Vec<NewEvent> {
 
 /// Invites can only go to existing local users: presenced does not federate.
 async fn check_invitee(state: &AppState, invitee: &UserId) -> Result<(), ApiError> {
-    if invitee.server_name() != state.server_name {
+    check_invitees(state, &[invitee.to_owned()]).await
+}
+
+/// [`check_invitee`] for many, with one trip to the blocking pool.
+async fn check_invitees(state: &AppState, invitees: &[OwnedUserId]) -> Result<(), ApiError> {
+    if let Some(remote) = invitees
+        .iter()
+        .find(|u| u.server_name() != state.server_name)
+    {
         return Err(ApiError::Forbidden(format!(
-            "Cannot invite {invitee}: presenced does not federate"
+            "Cannot invite {remote}: presenced does not federate"
         )));
     }
-    let id = invitee.to_owned();
-    match state.db(move |s| s.user(&id)).await? {
-        Some(u) if !u.deactivated => Ok(()),
-        _ => Err(ApiError::NotFound(format!("Unknown user {invitee}"))),
+    if invitees.is_empty() {
+        return Ok(());
+    }
+    let ids = invitees.to_vec();
+    let unknown = state
+        .db(move |s| {
+            for id in ids {
+                match s.user(&id)? {
+                    Some(u) if !u.deactivated => {}
+                    _ => return Ok::<_, StoreError>(Some(id)),
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    match unknown {
+        Some(id) => Err(ApiError::NotFound(format!("Unknown user {id}"))),
+        None => Ok(()),
     }
 }
 
@@ -210,26 +246,11 @@ pub async fn set_membership(
     let event_id = event.event_id.clone();
     let (room, snd, tgt) = (room_id.to_owned(), sender.to_owned(), target.to_owned());
     let st = Arc::clone(state);
-    // Checks and write in one store call under the room write lock, so two
+    // Checked against the members under the room write lock, so two
     // requests cannot both see the old membership.
     let outcome = state
-        .room_write(room_id.to_owned(), vec![target.to_owned()], move |s| {
-            let sender_m = s.membership(&room, &snd)?;
-            let current = Current {
-                exists: s.room_exists(&room)?,
-                sender: sender_m,
-                target: if tgt == snd {
-                    sender_m
-                } else {
-                    s.membership(&room, &tgt)?
-                },
-                public: s
-                    .state_event(&room, "m.room.join_rules", "")?
-                    .as_ref()
-                    .and_then(|e| e.content.get("join_rule"))
-                    .and_then(Value::as_str)
-                    == Some("public"),
-            };
+        .room_write(move |s, members| {
+            let current = Current::of(members, &room, &snd, &tgt);
             match current.allows(&room, &snd, &tgt, new) {
                 Ok(true) => {
                     let stream = s.append_events(&[event])?[0];
@@ -241,7 +262,11 @@ pub async fn set_membership(
                         membership: new,
                         stream,
                     });
-                    Ok((Ok(true), Some(stream)))
+                    let committed = Committed {
+                        memberships: vec![(tgt, new)],
+                        ..Committed::events(room, stream)
+                    };
+                    Ok((Ok(true), Some(committed)))
                 }
                 Ok(false) => Ok((Ok(false), None)),
                 Err(e) => Ok((Err(e), None)),
@@ -261,6 +286,17 @@ struct Current {
 }
 
 impl Current {
+    /// The facts as the members know them.
+    fn of(members: &RoomMembers, room_id: &RoomId, sender: &UserId, target: &UserId) -> Self {
+        let room = members.room(room_id);
+        Self {
+            exists: room.is_some(),
+            sender: room.and_then(|r| r.membership(sender)),
+            target: room.and_then(|r| r.membership(target)),
+            public: room.is_some_and(Room::is_public),
+        }
+    }
+
     /// Whether `new` may be stored (`Ok(false)`: it changes nothing).
     fn allows(
         &self,
@@ -310,13 +346,8 @@ impl Current {
 
 /// Fails with 403 unless `user` is joined to `room_id`. An unknown room
 /// gives the same answer, as in Synapse, so room IDs cannot be probed.
-pub async fn require_joined(
-    state: &AppState,
-    room_id: &RoomId,
-    user: &UserId,
-) -> Result<(), ApiError> {
-    let (room, u) = (room_id.to_owned(), user.to_owned());
-    if state.db(move |s| s.membership(&room, &u)).await? != Some(Membership::Join) {
+pub fn require_joined(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
+    if !state.room_stream.members().is_joined(room_id, user) {
         return Err(ApiError::Forbidden(format!(
             "{user} is not in room {room_id}."
         )));

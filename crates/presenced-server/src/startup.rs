@@ -5,12 +5,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ruma_common::{OwnedRoomId, OwnedUserId};
+
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
 use crate::federation::sender::OutboundPresence;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::ids;
+use crate::membership::Membership;
+use crate::room_members::RoomMembers;
+use crate::rooms;
 use crate::state::{AppState, FederationParts, StateReceivers};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -140,15 +145,10 @@ fn build(
     let remote_keys = Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default()));
     let store = open_store(&config)?;
     let (secret, origin) = registration_secret(&config)?;
-    let joined = store
-        .joined_memberships()
-        .map_err(|source| StartupError::Database {
-            path: config.database_path(),
-            source,
-        })?
-        .into_iter()
-        .map(|row| (row.room_id, row.user_id))
-        .collect();
+    let (joined, members) = read_rooms(&store).map_err(|source| StartupError::Database {
+        path: config.database_path(),
+        source,
+    })?;
     let store: Arc<dyn Store> = Arc::new(store);
     let (presence, outbound) = crate::presence::startup::start(&config, joined, store.clone())?;
     let outbound =
@@ -158,6 +158,28 @@ fn build(
         remote_keys,
         outbound,
     };
-    let (state, receivers) = AppState::new(config, store, Some(secret), presence, federation);
+    let (state, receivers) =
+        AppState::new(config, store, members, Some(secret), presence, federation);
     Ok((state, receivers, origin))
+}
+
+/// Every room's members, read once: the joins for the presence engine and
+/// the invites and joins for the server's own map.
+type Rooms = (Vec<(OwnedRoomId, OwnedUserId)>, RoomMembers);
+
+fn read_rooms(store: &dyn Store) -> Result<Rooms, StoreError> {
+    let rooms = store
+        .room_join_rules()?
+        .into_iter()
+        .map(|(room, rule)| (room, rule.as_deref() == Some(rooms::PUBLIC_JOIN_RULE)));
+    let rows = store.live_memberships()?;
+    let joined = (rows.iter())
+        .filter(|row| row.membership == Membership::Join)
+        .map(|row| (row.room_id.clone(), row.user_id.clone()))
+        .collect();
+    let members = RoomMembers::load(
+        rooms,
+        (rows.into_iter()).map(|row| (row.room_id, row.user_id, row.membership)),
+    );
+    Ok((joined, members))
 }

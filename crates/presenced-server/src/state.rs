@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
+use ruma_common::{OwnedServerName, OwnedUserId, UserId};
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -18,7 +18,8 @@ use crate::membership::MembershipChange;
 use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
 use crate::presence::PresenceService;
-use crate::room_stream::RoomStream;
+use crate::room_members::RoomMembers;
+use crate::room_stream::{Committed, RoomStream};
 use crate::store::{Store, StoreError};
 use crate::token_cache::TokenCache;
 use crate::uia::UiaSessions;
@@ -61,7 +62,8 @@ pub struct AppState {
     pub(crate) seen_transactions: SeenTransactions,
     /// Outgoing federation presence (outbox and senders).
     pub outbound: OutboundPresence,
-    /// Event stream position and each user's latest room change.
+    /// Event stream position, each user's latest room change, and the
+    /// rooms' members.
     pub room_stream: RoomStream,
     /// Live access tokens by hash.
     pub tokens: TokenCache,
@@ -91,10 +93,12 @@ pub struct StateReceivers {
 }
 
 impl AppState {
-    /// Builds the shared state around a config and an open store.
+    /// Builds the shared state around a config, an open store and the
+    /// members of its rooms (read once at start-up).
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
+        members: RoomMembers,
         registration_shared_secret: Option<Secret>,
         presence: PresenceService,
         federation: FederationParts,
@@ -126,7 +130,7 @@ impl AppState {
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
             outbound: federation.outbound,
-            room_stream: RoomStream::new(stored_max),
+            room_stream: RoomStream::new(stored_max, members),
             tokens: TokenCache::default(),
             filters: Mutex::default(),
         };
@@ -161,35 +165,24 @@ impl AppState {
     }
 
     /// A room write: runs `write` on the blocking pool under the room
-    /// stream's write lock, records the stream position it committed for
-    /// the room's joined members plus `also` (the target of a membership
-    /// change, who may have just left), and wakes their waiting syncs.
-    /// `write` returns its result and the highest position it stored
+    /// stream's write lock, with the rooms' current members to check
+    /// against; then records what it committed (members, and the stream
+    /// position for the room's joined members plus the targets of its
+    /// membership changes, who may have just left) and wakes those users'
+    /// waiting syncs. `write` returns its result and what it committed
     /// (`None`: nothing stored).
-    pub(crate) async fn room_write<T, F>(
-        self: &Arc<Self>,
-        room: OwnedRoomId,
-        also: Vec<OwnedUserId>,
-        write: F,
-    ) -> Result<T, ApiError>
+    pub(crate) async fn room_write<T, F>(self: &Arc<Self>, write: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn Store) -> Result<(T, Option<i64>), StoreError> + Send + 'static,
+        F: FnOnce(&dyn Store, &RoomMembers) -> Result<(T, Option<Committed>), StoreError>
+            + Send
+            + 'static,
     {
         let this = Arc::clone(self);
         let (result, woken) = self
-            .db(move |s| {
-                this.room_stream.write(|| {
-                    let (result, top) = write(s)?;
-                    let mut users = also;
-                    if top.is_some() {
-                        users.extend(s.joined_member_ids(&room)?);
-                    }
-                    Ok::<_, StoreError>((result, top, users))
-                })
-            })
+            .db(move |s| this.room_stream.write(|members| write(s, members)))
             .await?;
-        self.presence.wake_syncs(&woken);
+        self.presence.wake_syncs(woken.iter().map(|u| &**u));
         Ok(result)
     }
 

@@ -227,8 +227,13 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
     /// Every current membership row of a user (any membership).
     fn user_memberships(&self, user_id: &UserId) -> StoreResult<Vec<MembershipRow>>;
-    /// Every current join of every room (to seed the presence engine).
-    fn joined_memberships(&self) -> StoreResult<Vec<MembershipRow>>;
+    /// Every current invite and join of every room, in stream order (at
+    /// start-up: the joins seed the presence engine, and both fill the
+    /// server's member map).
+    fn live_memberships(&self) -> StoreResult<Vec<MembershipRow>>;
+    /// Every room with the `join_rule` of its current `m.room.join_rules`
+    /// event (`None`: no such event, or no string in it).
+    fn room_join_rules(&self) -> StoreResult<Vec<(OwnedRoomId, Option<String>)>>;
 
     // --- what /sync needs ---------------------------------------------------
 

@@ -615,14 +615,38 @@ impl Store for SqliteStore {
         )
     }
 
-    fn joined_memberships(&self) -> StoreResult<Vec<MembershipRow>> {
+    fn live_memberships(&self) -> StoreResult<Vec<MembershipRow>> {
         let conn = self.reader()?;
         query_memberships(
             &conn,
             "SELECT room_id, user_id, membership, stream FROM roomid_userid_membership \
-             WHERE membership = 'join' ORDER BY stream",
+             WHERE membership IN ('invite', 'join') ORDER BY stream",
             [],
         )
+    }
+
+    fn room_join_rules(&self) -> StoreResult<Vec<(OwnedRoomId, Option<String>)>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.room_id, (SELECT content FROM events \
+             WHERE room_id = r.room_id AND event_type = 'm.room.join_rules' \
+             AND state_key = '' ORDER BY stream DESC LIMIT 1) FROM rooms r",
+        )?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(room, content)| {
+                let room = parse_or_skip("room_id", &room)?;
+                let rule = content
+                    .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+                    .and_then(|c| Some(c.get("join_rule")?.as_str()?.to_owned()));
+                Some((room, rule))
+            })
+            .collect())
     }
 
     fn max_stream(&self) -> StoreResult<i64> {

@@ -386,3 +386,108 @@ async fn filters_round_trip() {
         "M_FORBIDDEN",
     );
 }
+
+/// Room writes check and wake from the members kept in memory: many joins
+/// at once all land, each joiner may send at once, and a leaver may not.
+#[tokio::test]
+async fn concurrent_joins_all_land_and_count_at_once() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut users = Vec::new();
+    for i in 0..20 {
+        users.push(app.register(&format!("u{i}")).await);
+    }
+    let invite: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+    let room = create_room(
+        &app,
+        &alice,
+        json!({ "preset": "private_chat", "invite": invite }),
+    )
+    .await;
+    let join_path = format!("/_matrix/client/v3/rooms/{}/join", enc(&room));
+    let joins = users.iter().map(|u| {
+        let (app, path) = (&app, &join_path);
+        async move { app.post(path, Some(&u.token), json!({})).await }
+    });
+    for (status, body) in futures::future::join_all(joins).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut expected: Vec<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    expected.push(alice.user_id.clone());
+    expected.sort();
+    assert_eq!(joined_members(&app, &alice, &room).await, expected);
+
+    let send = |user: &User, txn: &str| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(&room)
+        );
+        let token = user.token.clone();
+        let app = &app;
+        async move {
+            app.put(
+                &path,
+                Some(&token),
+                json!({ "msgtype": "m.text", "body": "hi" }),
+            )
+            .await
+        }
+    };
+    assert_eq!(send(&users[7], "t1").await.0, StatusCode::OK);
+    let leave_path = format!("/_matrix/client/v3/rooms/{}/leave", enc(&room));
+    let (status, body) = app
+        .post(&leave_path, Some(&users[7].token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_error(&send(&users[7], "t2").await, 403, "M_FORBIDDEN");
+    // Leaving twice is refused: the leaver is gone from the room.
+    assert_error(
+        &app.post(&leave_path, Some(&users[7].token), json!({}))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+}
+
+/// The members in memory are loaded from the database at start-up:
+/// joins, invites and join rules survive a restart, leaves stay gone.
+#[tokio::test]
+async fn room_members_survive_a_restart() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let private = create_room(
+        &app,
+        &alice,
+        json!({ "preset": "private_chat", "invite": [bob.user_id, carol.user_id] }),
+    )
+    .await;
+    let public = create_room(&app, &alice, json!({ "preset": "public_chat" })).await;
+    let (status, _) = app
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&private)),
+            Some(&carol.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let config = (*app.state.config).clone();
+    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
+    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let members = state.room_stream.members();
+    let id = |s: &str| -> ruma_common::OwnedUserId { s.try_into().unwrap() };
+    let room = |s: &str| -> ruma_common::OwnedRoomId { s.try_into().unwrap() };
+    let (private, public) = (room(&private), room(&public));
+    assert_eq!(members.room_count(), 2);
+    assert!(members.is_joined(&private, &id(&alice.user_id)));
+    assert_eq!(
+        members.membership(&private, &id(&bob.user_id)),
+        Some(Membership::Invite)
+    );
+    assert_eq!(members.membership(&private, &id(&carol.user_id)), None);
+    assert!(!members.room(&private).unwrap().is_public());
+    assert!(members.room(&public).unwrap().is_public());
+    assert_eq!(members.room(&public).unwrap().joined_count(), 1);
+}

@@ -39,7 +39,7 @@ pub(crate) async fn get_joined_members(
     auth: AuthUser,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> Result<Json<Value>, ApiError> {
-    rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+    rooms::require_joined(&state, &room_id, &auth.user_id)?;
     let rows = state.db(move |s| s.room_memberships(&room_id)).await?;
     let joined: Map<String, Value> = rows
         .into_iter()
@@ -60,7 +60,7 @@ pub(crate) async fn get_members(
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+    rooms::require_joined(&state, &room_id, &auth.user_id)?;
     let events = state.db(move |s| s.member_events(&room_id)).await?;
     let membership_of = |e: &crate::store::StoredEvent| {
         e.content

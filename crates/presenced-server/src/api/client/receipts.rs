@@ -31,7 +31,7 @@ pub(crate) async fn post_receipt(
             "Unknown receipt type {receipt_type}"
         )));
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+    rooms::require_joined(&state, &room_id, &auth.user_id)?;
     state.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
@@ -57,7 +57,7 @@ pub(crate) async fn post_read_markers(
             return Err(ApiError::BadJson(format!("{key} must be an event ID")));
         }
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+    rooms::require_joined(&state, &room_id, &auth.user_id)?;
     state.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,

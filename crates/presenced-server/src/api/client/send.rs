@@ -11,6 +11,7 @@ use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
 use crate::ids;
+use crate::room_stream::Committed;
 use crate::rooms;
 use crate::state::AppState;
 use crate::store::{NewEvent, TxnKey};
@@ -33,7 +34,7 @@ pub(crate) async fn put_send(
     let event_id = match earlier {
         Some(id) => id,
         None => {
-            rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+            rooms::require_joined(&state, &room_id, &auth.user_id)?;
             let event = NewEvent {
                 event_id: ids::new_event_id(),
                 room_id,
@@ -51,8 +52,11 @@ pub(crate) async fn put_send(
             let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
             let room = event.room_id.clone();
             state
-                .room_write(room, Vec::new(), move |s| match s.append_events(&[event]) {
-                    Ok(streams) => Ok((event_id, streams.last().copied())),
+                .room_write(move |s, _| match s.append_events(&[event]) {
+                    Ok(streams) => Ok((
+                        event_id,
+                        (streams.last()).map(|&top| Committed::events(room, top)),
+                    )),
                     // A concurrent retry of the same transaction won the
                     // unique index; answer with its event.
                     Err(e) => Ok((s.event_for_txn(&user, &device, &txn_id)?.ok_or(e)?, None)),

@@ -39,7 +39,7 @@ pub(crate) async fn put_typing(
             "Cannot set another user's typing state".to_owned(),
         ));
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id).await?;
+    rooms::require_joined(&state, &room_id, &auth.user_id)?;
     state.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
