@@ -28,6 +28,7 @@
 //! - `room_stream`, `room_members`: in memory, the event stream position,
 //!   each user's latest room change and every room's members, kept by the
 //!   room writes (so syncs and room writes do not ask SQLite).
+//! - `room_writer`: the one thread that runs room writes back to back.
 //! - `client_event`: stored events in the client wire format.
 //! - `federation` (+ `federation/*`): our signing key, other servers'
 //!   keys, and the pieces of the server-server API presence uses.
@@ -58,6 +59,7 @@ pub mod metrics;
 pub mod presence;
 pub mod room_members;
 pub mod room_stream;
+pub mod room_writer;
 pub mod rooms;
 pub mod startup;
 pub mod state;

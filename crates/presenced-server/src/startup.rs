@@ -15,8 +15,9 @@ use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::ids;
 use crate::membership::Membership;
 use crate::room_members::RoomMembers;
+use crate::room_writer::RoomWriter;
 use crate::rooms;
-use crate::state::{AppState, FederationParts, StateReceivers};
+use crate::state::{AppState, FederationParts, RoomParts, StateReceivers};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -46,6 +47,9 @@ pub enum StartupError {
     /// The federation client could not be built (TLS trust settings).
     #[error(transparent)]
     FederationClient(#[from] ClientError),
+    /// The room writer thread could not be started.
+    #[error("cannot start the room writer thread: {0}")]
+    RoomWriter(#[source] std::io::Error),
     /// The generated secret could not be read or written.
     #[error("registration secret file {path}: {source}")]
     Secret {
@@ -158,8 +162,12 @@ fn build(
         remote_keys,
         outbound,
     };
+    let rooms = RoomParts {
+        members,
+        writer: RoomWriter::start().map_err(StartupError::RoomWriter)?,
+    };
     let (state, receivers) =
-        AppState::new(config, store, members, Some(secret), presence, federation);
+        AppState::new(config, store, rooms, Some(secret), presence, federation);
     Ok((state, receivers, origin))
 }
 

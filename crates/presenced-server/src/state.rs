@@ -20,6 +20,7 @@ use crate::presence::rate_limit::RateLimiter;
 use crate::presence::PresenceService;
 use crate::room_members::RoomMembers;
 use crate::room_stream::{Committed, RoomStream};
+use crate::room_writer::RoomWriter;
 use crate::store::{Store, StoreError};
 use crate::token_cache::TokenCache;
 use crate::uia::UiaSessions;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// Event stream position, each user's latest room change, and the
     /// rooms' members.
     pub room_stream: RoomStream,
+    /// The thread that runs room writes ([`AppState::room_write`]).
+    room_writer: RoomWriter,
     /// Live access tokens by hash.
     pub tokens: TokenCache,
     /// Stored filters (they never change once created).
@@ -82,6 +85,15 @@ pub struct FederationParts {
     pub outbound: OutboundPresence,
 }
 
+/// What room writes need in [`AppState`]: the members of the stored
+/// rooms, and the thread that runs the writes.
+pub struct RoomParts {
+    /// Every room's invites, joins and join rule, as stored.
+    pub members: RoomMembers,
+    /// The room writer thread.
+    pub writer: RoomWriter,
+}
+
 /// The receiving ends of [`AppState`]'s channels. Whoever builds the state
 /// must consume them (the engine driver, a test, or a drain task), or the
 /// unbounded queues grow forever.
@@ -93,12 +105,12 @@ pub struct StateReceivers {
 }
 
 impl AppState {
-    /// Builds the shared state around a config, an open store and the
-    /// members of its rooms (read once at start-up).
+    /// Builds the shared state around a config, an open store and its
+    /// rooms (members read once at start-up, and the writer thread).
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
-        members: RoomMembers,
+        rooms: RoomParts,
         registration_shared_secret: Option<Secret>,
         presence: PresenceService,
         federation: FederationParts,
@@ -130,7 +142,8 @@ impl AppState {
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
             outbound: federation.outbound,
-            room_stream: RoomStream::new(stored_max, members),
+            room_stream: RoomStream::new(stored_max, rooms.members),
+            room_writer: rooms.writer,
             tokens: TokenCache::default(),
             filters: Mutex::default(),
         };
@@ -164,7 +177,7 @@ impl AppState {
             .map_err(Into::into)
     }
 
-    /// A room write: runs `write` on the blocking pool under the room
+    /// A room write: runs `write` on the room writer thread under the room
     /// stream's write lock, with the rooms' current members to check
     /// against; then records what it committed (members, and the stream
     /// position for the room's joined members plus the targets of its
@@ -180,8 +193,13 @@ impl AppState {
     {
         let this = Arc::clone(self);
         let (result, woken) = self
-            .db(move |s| this.room_stream.write(|members| write(s, members)))
-            .await?;
+            .room_writer
+            .run(move || {
+                this.room_stream
+                    .write(|members| write(&*this.store, members))
+            })
+            .await
+            .map_err(ApiError::internal)??;
         self.presence.wake_syncs(woken.iter().map(|u| &**u));
         Ok(result)
     }
