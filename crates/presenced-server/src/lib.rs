@@ -57,6 +57,7 @@ pub mod listeners;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
+pub mod room_filter;
 pub mod room_members;
 pub mod room_stream;
 pub mod room_writer;

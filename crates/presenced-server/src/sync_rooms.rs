@@ -7,17 +7,20 @@ use ruma_common::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::membership::Membership;
+use crate::room_filter::RoomFilter;
 use crate::store::{Store, StoreResult};
 
 /// Timeline events per room in one response.
 const TIMELINE_LIMIT: usize = 20;
 
 /// Builds the rooms section between two event stream positions
-/// (`since = None`: initial or full-state sync).
+/// (`since = None`: initial or full-state sync), for the rooms `wanted`
+/// lets through.
 pub fn rooms_section(
     store: &dyn Store,
     user: &UserId,
     device: &DeviceId,
+    wanted: &RoomFilter,
     since: Option<i64>,
     upto: i64,
 ) -> StoreResult<Value> {
@@ -39,7 +42,8 @@ pub fn rooms_section(
         }
     };
     let (mut join, mut invite, mut leave) = (Map::new(), Map::new(), Map::new());
-    for row in rows {
+    // Rooms the filter leaves out are skipped before anything is read.
+    for row in rows.into_iter().filter(|r| wanted.allows(&r.room_id)) {
         let newly = since.is_none_or(|s| row.stream > s);
         match row.membership {
             Membership::Join => {

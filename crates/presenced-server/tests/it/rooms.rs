@@ -491,3 +491,49 @@ async fn room_members_survive_a_restart() {
     assert!(members.room(&public).unwrap().is_public());
     assert_eq!(members.room(&public).unwrap().joined_count(), 1);
 }
+
+/// `room.rooms` / `room.not_rooms` in a sync filter choose the rooms the
+/// `rooms` section covers; `{"room": {"rooms": []}}` (presence-only
+/// clients) gets none.
+#[tokio::test]
+async fn sync_room_filter_chooses_the_rooms() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let first = create_room(&app, &alice, json!({ "name": "One" })).await;
+    let second = create_room(&app, &alice, json!({ "name": "Two" })).await;
+    let joined = |filter: serde_json::Value| {
+        let app = &app;
+        let token = alice.token.clone();
+        async move {
+            let path = format!(
+                "/_matrix/client/v3/sync?filter={}",
+                enc(&filter.to_string())
+            );
+            let (status, body) = app.get(&path, Some(&token)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let mut rooms: Vec<String> = body["rooms"]["join"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            rooms.sort();
+            rooms
+        }
+    };
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(joined(json!({})).await, both);
+    assert_eq!(
+        joined(json!({"room": {"rooms": []}})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        joined(json!({"room": {"rooms": [first]}})).await,
+        vec![first.clone()]
+    );
+    assert_eq!(
+        joined(json!({"room": {"not_rooms": [first]}})).await,
+        vec![second.clone()]
+    );
+}

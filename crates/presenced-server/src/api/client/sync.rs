@@ -14,6 +14,7 @@ use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
 use crate::presence::filter::PresenceFilter;
 use crate::presence::{now, wire, SyncRequest};
+use crate::room_filter::RoomFilter;
 use crate::room_stream::RoomsMoved;
 use crate::state::AppState;
 use crate::sync_rooms;
@@ -62,19 +63,25 @@ pub(crate) async fn get_sync(
             )))
         }
     };
-    let filter = match query.filter.as_deref() {
-        None => PresenceFilter::default(),
+    let (filter, room_filter) = match query.filter.as_deref() {
+        None => (PresenceFilter::default(), RoomFilter::default()),
         Some(f) if f.trim_start().starts_with('{') => {
             let value: Value = serde_json::from_str(f)
                 .map_err(|e| ApiError::InvalidParam(format!("filter: {e}")))?;
-            PresenceFilter::from_filter(&value)
+            (
+                PresenceFilter::from_filter(&value),
+                RoomFilter::from_filter(&value),
+            )
         }
         Some(id) => {
             let value = state
                 .filter(&auth.user_id, id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound("No such filter".to_owned()))?;
-            PresenceFilter::from_filter(&value)
+            (
+                PresenceFilter::from_filter(&value),
+                RoomFilter::from_filter(&value),
+            )
         }
     };
     let timeout = Duration::from_millis(query.timeout.unwrap_or(0)).min(MAX_TIMEOUT);
@@ -155,8 +162,11 @@ pub(crate) async fn get_sync(
         }
         let rooms = if rooms_ready {
             let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
+            let rooms_wanted = room_filter.clone();
             state
-                .db(move |s| sync_rooms::rooms_section(s, &user, &device, ev_since, upto))
+                .db(move |s| {
+                    sync_rooms::rooms_section(s, &user, &device, &rooms_wanted, ev_since, upto)
+                })
                 .await?
         } else {
             // Nothing moved in the user's rooms up to `upto`: the section
