@@ -353,15 +353,7 @@ async fn origins_outside_the_whitelist_get_403_before_any_key_fetch() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Both show in the metrics.
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(
         text.contains("\npresenced_federation_requests_refused_total 1\n"),
         "{text}"

@@ -49,11 +49,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_with_fetcher(tweak, Arc::new(NoKeyFetcher)).await
 }
 
-/// A server whose federation key lookups go through `fetcher`.
-pub async fn spawn_app_with_fetcher(
-    tweak: impl FnOnce(&mut Config),
-    fetcher: Arc<dyn KeyFetcher>,
-) -> TestApp {
+/// With `TEST_LOG` set, the servers of a test log at debug level.
+pub fn install_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         let log = presenced_server::config::LogConfig {
             level: "debug".to_owned(),
@@ -65,6 +62,14 @@ pub async fn spawn_app_with_fetcher(
             false,
         ));
     }
+}
+
+/// A server whose federation key lookups go through `fetcher`.
+pub async fn spawn_app_with_fetcher(
+    tweak: impl FnOnce(&mut Config),
+    fetcher: Arc<dyn KeyFetcher>,
+) -> TestApp {
+    install_test_log();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
     tweak(&mut config);
@@ -117,6 +122,18 @@ impl TestApp {
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{path}: response is not JSON: {text:?}"));
         (status, value)
+    }
+
+    /// The `/metrics` text (served by the test app's listener).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{TestApp, SECRET};
+use crate::helpers::{install_test_log, TestApp, SECRET};
 
 /// A CA and a `localhost` certificate it signed, as PEM files.
 pub struct TestCa {
@@ -208,17 +208,7 @@ impl FedServer {
 
     /// Serves the federation listener (TLS) and a fresh client listener.
     async fn serve(&mut self, fed: TcpListener) {
-        let tls = presenced_server::federation::tls::server_config(
-            self.config.tls_certificate_path.as_ref().unwrap(),
-            self.config.tls_private_key_path.as_ref().unwrap(),
-        )
-        .unwrap();
-        self.federation = Some(Serving::start(
-            fed,
-            Some(tls),
-            &["federation"],
-            self.app.state.clone(),
-        ));
+        self.serve_federation(fed);
         let client = bind(0).await;
         self.app.base = format!("http://{}", client.local_addr().unwrap());
         self.client = Some(Serving::start(
@@ -245,6 +235,11 @@ impl FedServer {
     /// Serves federation again on the same port.
     pub async fn resume_federation(&mut self) {
         let fed = bind(self.fed_port).await;
+        self.serve_federation(fed);
+    }
+
+    /// Serves the federation resource over TLS on `fed`.
+    fn serve_federation(&mut self, fed: TcpListener) {
         let tls = presenced_server::federation::tls::server_config(
             self.config.tls_certificate_path.as_ref().unwrap(),
             self.config.tls_private_key_path.as_ref().unwrap(),
@@ -283,16 +278,7 @@ impl FedServer {
 
     /// A counter from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .app
-            .client
-            .get(format!("{}/metrics", self.app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.app.metrics_text().await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find_map(|l| {
@@ -305,17 +291,7 @@ impl FedServer {
 
 /// A new server instance over `config` (no listeners yet).
 async fn instance(config: &Config) -> TestApp {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let log = presenced_server::config::LogConfig {
-            level: "debug".to_owned(),
-            ..Default::default()
-        };
-        presenced_server::telemetry::install(presenced_server::telemetry::subscriber(
-            &log,
-            std::io::stderr,
-            false,
-        ));
-    }
+    install_test_log();
     let (state, receivers, _) = startup::build_state(config.clone()).unwrap();
     let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
     TestApp {
