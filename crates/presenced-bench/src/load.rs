@@ -159,7 +159,7 @@ const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Most warm-up PUTs in flight at once. The pool keeps the connections
 /// they open; a connection per sender in workload 3 (99,000) would
-/// measure idle connections (about 45 KiB each in the server), not
+/// measure idle connections (45–65 KiB each in the server, from RSS), not
 /// presence.
 const WARM_UP_CONNECTIONS: usize = 512;
 
