@@ -4,8 +4,8 @@
 //!
 //! Clients that want presence only (the load tool, bots, presence-only
 //! dashboards) send `"room": {"rooms": []}`; without this, their initial
-//! sync built the state of every room they are in, megabytes for a member
-//! of big rooms, only to have it thrown away.
+//! sync built the state and timeline of every room they are in, only to
+//! have it thrown away.
 
 use ruma_common::RoomId;
 use serde::Deserialize;
