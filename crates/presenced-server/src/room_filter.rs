@@ -28,7 +28,7 @@ impl RoomFilter {
     pub fn from_filter(filter: &Value) -> Self {
         filter
             .get("room")
-            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .and_then(|r| Self::deserialize(r).ok())
             .unwrap_or_default()
     }
 
