@@ -39,6 +39,11 @@ use serde::Serialize;
 use crate::client::Homeserver;
 use crate::load::{Observers, Runner, Step, StepResult};
 
+/// The same allocator as the server: the tool shares the cores with the
+/// server it measures, so its own malloc time lowers what it can offer.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Workload {
     Rooms,

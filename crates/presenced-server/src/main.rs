@@ -19,6 +19,12 @@ use presenced_server::startup::{self, SecretOrigin};
 use presenced_server::{accounts, telemetry};
 use tokio::net::TcpListener;
 
+/// mimalloc rather than glibc malloc: a request allocates and frees many
+/// small buffers, and glibc's free lists were 8-9 % of the server's CPU
+/// under presence load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "presenced",
