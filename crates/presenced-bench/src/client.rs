@@ -1,6 +1,7 @@
 //! The few client-server API calls the load tool makes, against any
 //! homeserver.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -8,6 +9,8 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::Sha1;
+
+use crate::load_http::{LoadClient, Prepared};
 
 /// An error of a setup call, as text for the operator.
 pub(crate) type Error = String;
@@ -62,11 +65,11 @@ pub(crate) struct PresenceContent {
     pub(crate) status_msg: Option<String>,
 }
 
-/// A sender's presence URL and authorization header.
-pub(crate) struct PresenceTarget {
-    url: reqwest::Url,
-    auth: reqwest::header::HeaderValue,
-}
+/// An observer's prepared `/sync` (the authorization header).
+pub(crate) struct SyncTarget(Prepared);
+
+/// A sender's prepared presence PUT (path and authorization header).
+pub(crate) struct PresenceTarget(Prepared);
 
 #[derive(serde::Serialize)]
 struct SetPresence<'a> {
@@ -77,7 +80,10 @@ struct SetPresence<'a> {
 /// A homeserver reached over HTTP.
 #[derive(Clone)]
 pub(crate) struct Homeserver {
+    /// Setup calls (not measured).
     http: reqwest::Client,
+    /// The measured load: presence PUTs and the observers' syncs.
+    load: Arc<LoadClient>,
     base: String,
 }
 
@@ -107,16 +113,18 @@ pub(crate) fn registration_mac(secret: &str, nonce: &str, user: &str, password: 
 }
 
 impl Homeserver {
-    pub(crate) fn new(base: &str) -> Self {
+    pub(crate) async fn new(base: &str) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("reqwest client");
-        Self {
+        let base = base.trim_end_matches('/').to_owned();
+        Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
-        }
+            load: Arc::new(LoadClient::new(&base).await?),
+            base,
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -266,18 +274,18 @@ impl Homeserver {
     }
 
     /// What a sender needs for its presence PUTs, worked out once (the
-    /// URL and the authorization header), so the load's own CPU goes to
-    /// sending rather than to URL parsing and formatting.
+    /// path and the authorization header), so the load's own CPU goes to
+    /// sending rather than to formatting.
     pub(crate) fn presence_target(&self, account: &Account) -> PresenceTarget {
-        let url = self.url(&format!(
+        let path = format!(
             "/_matrix/client/v3/presence/{}/status",
             segment(&account.user_id)
-        ));
-        PresenceTarget {
-            url: reqwest::Url::parse(&url).expect("base URL and path make a URL"),
-            auth: reqwest::header::HeaderValue::from_str(&format!("Bearer {}", account.token))
-                .expect("tokens are header-safe"),
-        }
+        );
+        PresenceTarget(Prepared {
+            method: http::Method::PUT,
+            path: path.parse().expect("an encoded path is a URI"),
+            auth: bearer(&account.token),
+        })
     }
 
     /// One presence PUT, as the load sends it (no retry).
@@ -292,61 +300,50 @@ impl Homeserver {
             status_msg,
         })
         .expect("strings serialize");
-        let resp = self
-            .http
-            .put(target.url.clone())
-            .header(reqwest::header::AUTHORIZATION, target.auth.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(PUT_TIMEOUT)
-            .body(body)
-            .send()
-            .await;
-        match resp {
-            Ok(r) => {
-                let status = r.status();
-                // Read the body so the connection goes back to the pool.
-                let _ = r.bytes().await;
-                if status.is_success() {
-                    PutOutcome::Ok
-                } else if status == StatusCode::TOO_MANY_REQUESTS {
-                    PutOutcome::RateLimited
-                } else {
-                    PutOutcome::Error
-                }
-            }
-            Err(_) => PutOutcome::Error,
+        match self
+            .load
+            .send(&target.0, None, Some(body), PUT_TIMEOUT)
+            .await
+        {
+            Ok((status, _)) if status.is_success() => PutOutcome::Ok,
+            Ok((StatusCode::TOO_MANY_REQUESTS, _)) => PutOutcome::RateLimited,
+            _ => PutOutcome::Error,
         }
+    }
+
+    /// What an observer needs for its syncs, worked out once.
+    pub(crate) fn sync_target(&self, account: &Account) -> SyncTarget {
+        SyncTarget(Prepared {
+            method: http::Method::GET,
+            path: http::Uri::from_static("/_matrix/client/v3/sync"),
+            auth: bearer(&account.token),
+        })
     }
 
     /// One `/sync?set_presence=offline` call with a filter that leaves out
     /// room data (the load is presence only).
     pub(crate) async fn sync(
         &self,
-        token: &str,
+        target: &SyncTarget,
         since: Option<&str>,
         timeout_ms: u64,
     ) -> Result<SyncBody, Error> {
         const FILTER: &str = r#"{"room":{"rooms":[],"account_data":{"not_types":["*"]}},"account_data":{"not_types":["*"]}}"#;
-        let timeout = timeout_ms.to_string();
-        let mut query: Vec<(&str, &str)> = vec![
-            ("set_presence", "offline"),
-            ("timeout", &timeout),
-            ("filter", FILTER),
-        ];
+        let mut path = format!(
+            "/_matrix/client/v3/sync?set_presence=offline&timeout={timeout_ms}&filter={}",
+            segment(FILTER)
+        );
         if let Some(s) = since {
-            query.push(("since", s));
+            path.push_str("&since=");
+            path.push_str(&segment(s));
         }
-        let resp = self
-            .http
-            .get(self.url("/_matrix/client/v3/sync"))
-            .bearer_auth(token)
-            .query(&query)
-            .timeout(Duration::from_millis(timeout_ms) + Duration::from_secs(30))
-            .send()
+        let path: http::Uri = path.parse().map_err(|e| format!("sync: {e}"))?;
+        let timeout = Duration::from_millis(timeout_ms) + Duration::from_secs(30);
+        let (status, bytes) = self
+            .load
+            .send(&target.0, Some(path), None, timeout)
             .await
             .map_err(|e| format!("sync: {e}"))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| format!("sync: {e}"))?;
         if !status.is_success() {
             return Err(format!(
                 "sync: {status} {}",
@@ -355,6 +352,11 @@ impl Homeserver {
         }
         serde_json::from_slice(&bytes).map_err(|e| format!("sync: {e}"))
     }
+}
+
+/// `Bearer <token>` as a header value.
+fn bearer(token: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("Bearer {token}")).expect("tokens are header-safe")
 }
 
 #[cfg(test)]

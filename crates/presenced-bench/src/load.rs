@@ -110,9 +110,10 @@ async fn observe(
     ready: Arc<Semaphore>,
 ) {
     let mut since: Option<String> = None;
+    let target = hs.sync_target(&account);
     loop {
         let timeout = if since.is_some() { SYNC_TIMEOUT_MS } else { 0 };
-        match hs.sync(&account.token, since.as_deref(), timeout).await {
+        match hs.sync(&target, since.as_deref(), timeout).await {
             Ok(body) => {
                 let at = Instant::now();
                 let seen: Vec<Sighting> = body

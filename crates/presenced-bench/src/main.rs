@@ -23,6 +23,7 @@
 
 mod client;
 mod load;
+mod load_http;
 mod procfs;
 mod setup;
 
@@ -217,7 +218,7 @@ async fn run(args: Args) -> Result<(), String> {
         plan.room_observers.len(),
         monitors
     );
-    let hs = Homeserver::new(&args.base_url);
+    let hs = Homeserver::new(&args.base_url).await?;
     let world = setup::build(
         &hs,
         &args.shared_secret,
