@@ -86,11 +86,22 @@ impl LoadClient {
     }
 
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
-        let mut sender = self.checkout().await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("sending request: {e}"))?;
+        let (mut sender, reused) = self.checkout().await?;
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut e) => match (reused, e.take_message()) {
+                // An idle connection the server closed after `ready()`
+                // said yes: the request never left, so it goes on a new one.
+                (true, Some(request)) => {
+                    sender = self.connect().await?;
+                    sender
+                        .send_request(request)
+                        .await
+                        .map_err(|e| format!("sending request: {e}"))?
+                }
+                _ => return Err(format!("sending request: {}", e.into_error())),
+            },
+        };
         let status = response.status();
         let body = response
             .into_body()
@@ -104,17 +115,21 @@ impl LoadClient {
         Ok((status, body))
     }
 
-    /// An idle open connection, or a new one.
-    async fn checkout(&self) -> Result<Sender, String> {
+    /// An idle open connection (`true`), or a new one (`false`).
+    async fn checkout(&self) -> Result<(Sender, bool), String> {
         loop {
             let Some(mut sender) = self.idle.lock().expect("not poisoned").pop() else {
                 break;
             };
             // A connection the server closed while idle is dropped.
             if sender.ready().await.is_ok() {
-                return Ok(sender);
+                return Ok((sender, true));
             }
         }
+        Ok((self.connect().await?, false))
+    }
+
+    async fn connect(&self) -> Result<Sender, String> {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
@@ -129,5 +144,99 @@ impl LoadClient {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A peer that answers every request head with `200 ok`, counting the
+    /// connections it accepted; with `close`, it hangs up after each answer.
+    async fn peer(close: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer: &[u8] = if close {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            if socket.write_all(answer).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (base, accepted)
+    }
+
+    fn get() -> Prepared {
+        Prepared {
+            method: Method::GET,
+            path: Uri::from_static("/x"),
+            auth: HeaderValue::from_static("Bearer t"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_in_turn_share_one_connection() {
+        let (base, accepted) = peer(false).await;
+        let client = LoadClient::new(&base).await.unwrap();
+        for _ in 0..3 {
+            let (status, body) = client
+                .send(&get(), None, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced() {
+        let (base, accepted) = peer(true).await;
+        let client = LoadClient::new(&base).await.unwrap();
+        for _ in 0..2 {
+            let (status, _) = client
+                .send(&get(), None, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(status, StatusCode::OK);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn only_plain_http_is_accepted() {
+        let err = LoadClient::new("https://127.0.0.1:1").await.err().unwrap();
+        assert!(err.contains("plain http"), "{err}");
     }
 }
