@@ -191,8 +191,6 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
         now_ms: u64,
         events: &[NewEvent],
     ) -> StoreResult<Vec<i64>>;
-    /// Whether the room exists.
-    fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool>;
     /// Appends events in one transaction and returns their stream positions.
     /// `m.room.member` events also update the current membership.
     fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>>;
@@ -203,26 +201,10 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
         device_id: &DeviceId,
         txn_id: &str,
     ) -> StoreResult<Option<OwnedEventId>>;
-    /// The current state event of a type and state key.
-    fn state_event(
-        &self,
-        room_id: &RoomId,
-        event_type: &str,
-        state_key: &str,
-    ) -> StoreResult<Option<StoredEvent>>;
     /// A user's current membership of a room.
     fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>>;
     /// Every current membership row of a room.
     fn room_memberships(&self, room_id: &RoomId) -> StoreResult<Vec<MembershipRow>>;
-    /// The joined members of a room (who a new room event concerns).
-    fn joined_member_ids(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedUserId>> {
-        Ok(self
-            .room_memberships(room_id)?
-            .into_iter()
-            .filter(|m| m.membership == Membership::Join)
-            .map(|m| m.user_id)
-            .collect())
-    }
     /// The current `m.room.member` events of a room.
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>>;
     /// Every current membership row of a user (any membership).

@@ -504,14 +504,6 @@ impl Store for SqliteStore {
         Ok(streams)
     }
 
-    fn room_exists(&self, room_id: &RoomId) -> StoreResult<bool> {
-        let conn = self.reader()?;
-        let exists = conn
-            .prepare_cached("SELECT 1 FROM rooms WHERE room_id = ?1")?
-            .exists([room_id.as_str()])?;
-        Ok(exists)
-    }
-
     fn append_events(&self, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
@@ -539,26 +531,6 @@ impl Store for SqliteStore {
         Ok(raw.and_then(|r| parse_or_skip("event_id", &r)))
     }
 
-    fn state_event(
-        &self,
-        room_id: &RoomId,
-        event_type: &str,
-        state_key: &str,
-    ) -> StoreResult<Option<StoredEvent>> {
-        let conn = self.reader()?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = ?1 AND event_type = ?2 \
-             AND state_key = ?3 ORDER BY stream DESC LIMIT 1"
-        );
-        Ok(query_events(
-            &conn,
-            &sql,
-            params![room_id.as_str(), event_type, state_key],
-        )?
-        .into_iter()
-        .next())
-    }
-
     fn membership(&self, room_id: &RoomId, user_id: &UserId) -> StoreResult<Option<Membership>> {
         let conn = self.reader()?;
         let raw: Option<String> = conn
@@ -579,21 +551,6 @@ impl Store for SqliteStore {
              WHERE room_id = ?1 ORDER BY stream",
             [room_id.as_str()],
         )
-    }
-
-    fn joined_member_ids(&self, room_id: &RoomId) -> StoreResult<Vec<OwnedUserId>> {
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT user_id FROM roomid_userid_membership \
-             WHERE room_id = ?1 AND membership = 'join'",
-        )?;
-        let raw = stmt
-            .query_map([room_id.as_str()], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(raw
-            .iter()
-            .filter_map(|id| parse_or_skip("user_id", id))
-            .collect())
     }
 
     fn member_events(&self, room_id: &RoomId) -> StoreResult<Vec<StoredEvent>> {
