@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::Sha1;
 
-use crate::load_http::{LoadClient, Prepared};
+use crate::load_http::LoadClient;
 
 /// An error of a setup call, as text for the operator.
 pub(crate) type Error = String;
@@ -65,11 +65,18 @@ pub(crate) struct PresenceContent {
     pub(crate) status_msg: Option<String>,
 }
 
-/// An observer's prepared `/sync` (the authorization header).
-pub(crate) struct SyncTarget(Prepared);
+/// An observer's `/sync`, prepared once: the fixed part of the path
+/// (up to `timeout=`) and the authorization header.
+pub(crate) struct SyncTarget {
+    path_prefix: String,
+    auth: http::HeaderValue,
+}
 
-/// A sender's prepared presence PUT (path and authorization header).
-pub(crate) struct PresenceTarget(Prepared);
+/// A sender's presence PUT, prepared once: path and authorization header.
+pub(crate) struct PresenceTarget {
+    path: http::Uri,
+    auth: http::HeaderValue,
+}
 
 #[derive(serde::Serialize)]
 struct SetPresence<'a> {
@@ -281,11 +288,10 @@ impl Homeserver {
             "/_matrix/client/v3/presence/{}/status",
             segment(&account.user_id)
         );
-        PresenceTarget(Prepared {
-            method: http::Method::PUT,
+        PresenceTarget {
             path: path.parse().expect("an encoded path is a URI"),
             auth: bearer(&account.token),
-        })
+        }
     }
 
     /// One presence PUT, as the load sends it (no retry).
@@ -302,7 +308,13 @@ impl Homeserver {
         .expect("strings serialize");
         match self
             .load
-            .send(&target.0, None, Some(body), PUT_TIMEOUT)
+            .send(
+                http::Method::PUT,
+                target.path.clone(),
+                &target.auth,
+                Some(body),
+                PUT_TIMEOUT,
+            )
             .await
         {
             Ok((status, _)) if status.is_success() => PutOutcome::Ok,
@@ -311,28 +323,27 @@ impl Homeserver {
         }
     }
 
-    /// What an observer needs for its syncs, worked out once.
+    /// What an observer needs for its syncs, worked out once: a filter
+    /// that leaves out room data (the load is presence only), encoded.
     pub(crate) fn sync_target(&self, account: &Account) -> SyncTarget {
-        SyncTarget(Prepared {
-            method: http::Method::GET,
-            path: http::Uri::from_static("/_matrix/client/v3/sync"),
+        const FILTER: &str = r#"{"room":{"rooms":[],"account_data":{"not_types":["*"]}},"account_data":{"not_types":["*"]}}"#;
+        SyncTarget {
+            path_prefix: format!(
+                "/_matrix/client/v3/sync?set_presence=offline&filter={}&timeout=",
+                segment(FILTER)
+            ),
             auth: bearer(&account.token),
-        })
+        }
     }
 
-    /// One `/sync?set_presence=offline` call with a filter that leaves out
-    /// room data (the load is presence only).
+    /// One `/sync?set_presence=offline` call (see [`Self::sync_target`]).
     pub(crate) async fn sync(
         &self,
         target: &SyncTarget,
         since: Option<&str>,
         timeout_ms: u64,
     ) -> Result<SyncBody, Error> {
-        const FILTER: &str = r#"{"room":{"rooms":[],"account_data":{"not_types":["*"]}},"account_data":{"not_types":["*"]}}"#;
-        let mut path = format!(
-            "/_matrix/client/v3/sync?set_presence=offline&timeout={timeout_ms}&filter={}",
-            segment(FILTER)
-        );
+        let mut path = format!("{}{timeout_ms}", target.path_prefix);
         if let Some(s) = since {
             path.push_str("&since=");
             path.push_str(&segment(s));
@@ -341,7 +352,7 @@ impl Homeserver {
         let timeout = Duration::from_millis(timeout_ms) + Duration::from_secs(30);
         let (status, bytes) = self
             .load
-            .send(&target.0, Some(path), None, timeout)
+            .send(http::Method::GET, path, &target.auth, None, timeout)
             .await
             .map_err(|e| format!("sync: {e}"))?;
         if !status.is_success() {

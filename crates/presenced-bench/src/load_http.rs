@@ -29,13 +29,6 @@ pub(crate) struct LoadClient {
     idle: Mutex<Vec<Sender>>,
 }
 
-/// A request ready to send but for its body.
-pub(crate) struct Prepared {
-    pub(crate) method: Method,
-    pub(crate) path: Uri,
-    pub(crate) auth: HeaderValue,
-}
-
 impl LoadClient {
     /// A client for `base` (`http://host:port`, resolved once here).
     pub(crate) async fn new(base: &str) -> Result<Self, String> {
@@ -61,22 +54,25 @@ impl LoadClient {
         })
     }
 
-    /// Sends one request and reads the whole answer; `None` when the
+    /// Sends one request (`path` in origin form, `auth` the prepared
+    /// authorization header) and reads the whole answer; an error when the
     /// connection failed or `timeout` passed first.
     pub(crate) async fn send(
         &self,
-        prepared: &Prepared,
-        path: Option<Uri>,
+        method: Method,
+        path: Uri,
+        auth: &HeaderValue,
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), String> {
+        let has_body = body.is_some();
         let mut request = Request::new(Full::new(body.map(Bytes::from).unwrap_or_default()));
-        *request.method_mut() = prepared.method.clone();
-        *request.uri_mut() = path.unwrap_or_else(|| prepared.path.clone());
+        *request.method_mut() = method;
+        *request.uri_mut() = path;
         let headers = request.headers_mut();
         headers.insert(HOST, self.host.clone());
-        headers.insert(AUTHORIZATION, prepared.auth.clone());
-        if prepared.method != Method::GET {
+        headers.insert(AUTHORIZATION, auth.clone());
+        if has_body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         match tokio::time::timeout(timeout, self.exchange(request)).await {
@@ -197,12 +193,21 @@ mod tests {
         (base, accepted)
     }
 
-    fn get() -> Prepared {
-        Prepared {
-            method: Method::GET,
-            path: Uri::from_static("/x"),
-            auth: HeaderValue::from_static("Bearer t"),
-        }
+    /// `GET /x`, which the peer answers `200 ok`.
+    async fn get_ok(client: &LoadClient) {
+        let auth = HeaderValue::from_static("Bearer t");
+        let (status, body) = client
+            .send(
+                Method::GET,
+                Uri::from_static("/x"),
+                &auth,
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"ok");
     }
 
     #[tokio::test]
@@ -210,12 +215,7 @@ mod tests {
         let (base, accepted) = peer(false).await;
         let client = LoadClient::new(&base).await.unwrap();
         for _ in 0..3 {
-            let (status, body) = client
-                .send(&get(), None, None, Duration::from_secs(5))
-                .await
-                .unwrap();
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(&body[..], b"ok");
+            get_ok(&client).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -225,11 +225,7 @@ mod tests {
         let (base, accepted) = peer(true).await;
         let client = LoadClient::new(&base).await.unwrap();
         for _ in 0..2 {
-            let (status, _) = client
-                .send(&get(), None, None, Duration::from_secs(5))
-                .await
-                .unwrap();
-            assert_eq!(status, StatusCode::OK);
+            get_ok(&client).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
