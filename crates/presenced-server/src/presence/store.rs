@@ -89,7 +89,7 @@ impl SqlitePresenceStore {
 }
 
 /// Runs `body` in a transaction whose `BEGIN` and `COMMIT` are cached
-/// statements: the presence writer commits thousands of times a second,
+/// statements: the presence writer commits up to a thousand times a second,
 /// and rusqlite's `transaction()` parses both anew each time.
 fn in_transaction(
     conn: &Connection,
