@@ -51,6 +51,10 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
             .merge(admin::routes())
             .route("/metrics", get(metrics::get_metrics));
     }
+    if names.contains(&"metrics") && !names.contains(&"client") {
+        // Synapse's `metrics` resource (or `type: metrics` listener).
+        router = router.route("/metrics", get(metrics::get_metrics));
+    }
     if names.contains(&"federation") {
         router = router.merge(federation::routes());
     } else if names.contains(&"keys") {

@@ -1,19 +1,27 @@
 //! Configuration: Synapse's key names, YAML, `PRESENCED_…` overrides.
 //!
-//! Every section is a typed struct with `deny_unknown_fields`, so a typo, a
-//! wrong type or a bad duration stops start-up with the key and the file
-//! line (serde_yaml reports both). A missing key takes its default, and an
-//! empty document is the embedded default the binary runs with when given
-//! no `--config`. The commented example (`presenced.example.yaml`, printed
-//! by `presenced generate-config`) is checked by a test to list every key.
+//! Every section is a typed struct, so a wrong type or a bad duration stops
+//! start-up with the key and the file line (serde_yaml reports both). A key
+//! no field takes is looked up in Synapse's option list: Synapse's keys are
+//! ignored and listed in one warning at start, so a whole `homeserver.yaml`
+//! runs unchanged; any other key is an error naming it, its line and the
+//! nearest known key (`synapse_keys`). A missing key takes its default, and
+//! an empty document is the embedded default the binary runs with when
+//! given no `--config`. The commented example (`presenced.example.yaml`,
+//! printed by `presenced generate-config`) is checked by a test to list
+//! every key.
 //!
 //! Submodules: `duration` (Synapse's duration syntax), `env` (environment
-//! overrides), `presence` (the presence, rate-limit and module sections).
+//! overrides), `presence` (the presence, rate-limit and module sections),
+//! `synapse_keys` (Synapse's option names, typo suggestions), `log_config`
+//! (the root level of Synapse's Python logging file).
 
 pub mod duration;
 pub mod env;
 pub mod federation;
+pub mod log_config;
 pub mod presence;
+pub mod synapse_keys;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -26,13 +34,14 @@ pub use self::federation::FederationConfig;
 pub use self::presence::{
     FederationPresence, ModuleConfig, PresenceConfig, PresenceEnabled, RateLimit, RcPresence,
 };
+use self::synapse_keys::KeyPath;
 
 /// The commented example config, kept next to the crate's `Cargo.toml`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../presenced.example.yaml");
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// The domain in user and room IDs (`@alice:server_name`).
     pub server_name: OwnedServerName,
@@ -87,6 +96,19 @@ pub struct Config {
     pub tls_certificate_path: Option<PathBuf>,
     /// PEM private key for `tls: true` listeners.
     pub tls_private_key_path: Option<PathBuf>,
+    /// Synapse's `pid_file`: the process ID is written here once the
+    /// listeners are bound, and the file removed at a clean shutdown.
+    pub pid_file: Option<PathBuf>,
+    /// Synapse's `log_config` (a Python logging YAML file): its root level
+    /// is the log level unless `log.level` is set.
+    pub log_config: Option<PathBuf>,
+    /// Synapse keys of the loaded file that presenced does not use, in
+    /// file order (for the one start-up warning).
+    #[serde(skip)]
+    pub ignored_synapse_options: Vec<String>,
+    /// Warnings found while loading, logged once logging is up.
+    #[serde(skip)]
+    pub load_notes: Vec<String>,
 }
 
 impl Default for Config {
@@ -114,6 +136,10 @@ impl Default for Config {
             federation: FederationConfig::default(),
             tls_certificate_path: None,
             tls_private_key_path: None,
+            pid_file: None,
+            log_config: None,
+            ignored_synapse_options: Vec::new(),
+            load_notes: Vec::new(),
         }
     }
 }
@@ -149,8 +175,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads `path` (or the embedded default when `None`) and applies the
-    /// process environment's `PRESENCED_…` overrides.
+    /// Loads `path` (or the embedded default when `None`), applies the
+    /// process environment's `PRESENCED_…` overrides, and reads the root
+    /// level of `log_config` when `log.level` is not set.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (text, origin) = match path {
             Some(p) => (
@@ -162,7 +189,9 @@ impl Config {
             ),
             None => (String::new(), "embedded default config".to_owned()),
         };
-        Self::from_yaml(&text, &origin, std::env::vars())
+        let mut config = Self::from_yaml(&text, &origin, std::env::vars())?;
+        config.apply_log_config();
+        Ok(config)
     }
 
     /// Parses YAML text, then applies the overrides found in `vars`.
@@ -179,25 +208,63 @@ impl Config {
         let text = if text.trim().is_empty() { "{}" } else { text };
         // Parse the text itself first: errors found here carry line numbers,
         // which they would lose once the document is a `Value`.
-        let mut config: Self = serde_yaml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let (mut config, mut unused) =
+            deserialize_noting_unused(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| parse_err(e.to_string()))?;
         let overrides = env::collect(vars);
         if !overrides.is_empty() {
             let mut doc: serde_yaml::Value =
                 serde_yaml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
             env::apply(&mut doc, &overrides).map_err(parse_err)?;
             let names: Vec<&str> = overrides.iter().map(|o| o.variable.as_str()).collect();
-            config = serde_yaml::from_value(doc).map_err(|e| {
+            (config, unused) = deserialize_noting_unused(doc).map_err(|e| {
                 parse_err(format!(
                     "{e} (after environment overrides {})",
                     names.join(", ")
                 ))
             })?;
         }
+        let (synapse, unknown): (Vec<KeyPath>, Vec<KeyPath>) = unused
+            .into_iter()
+            .partition(|p| synapse_keys::is_synapse_option(&p.dotted()));
+        if !unknown.is_empty() {
+            return Err(parse_err(unknown_keys_message(text, &unknown)));
+        }
+        config.ignored_synapse_options = synapse.iter().map(ToString::to_string).collect();
         config.validate().map_err(|message| ConfigError::Invalid {
             origin: origin.to_owned(),
             message,
         })?;
         Ok(config)
+    }
+
+    /// Takes the log level from `log_config` when `log.level` does not set
+    /// one; what it could not use goes to [`Self::load_notes`].
+    pub fn apply_log_config(&mut self) {
+        let Some(path) = &self.log_config else {
+            return;
+        };
+        if self.log.level.is_some() {
+            self.load_notes.push(format!(
+                "log_config {} is not read: log.level is set",
+                path.display()
+            ));
+            return;
+        }
+        let got = log_config::read(path);
+        self.log.level = got.level;
+        self.load_notes.extend(got.notes);
+    }
+
+    /// The one start-up warning about Synapse keys presenced does not use,
+    /// or `None` when there are none.
+    pub fn ignored_options_warning(&self) -> Option<String> {
+        (!self.ignored_synapse_options.is_empty()).then(|| {
+            format!(
+                "ignored Synapse options: {}",
+                self.ignored_synapse_options.join(", ")
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -206,7 +273,20 @@ impl Config {
             return Err("listeners: at least one listener is needed".to_owned());
         }
         self.federation.validate()?;
+        if self.database.name == DatabaseEngine::Psycopg2 {
+            return Err(
+                "database.name: psycopg2 (PostgreSQL) is not supported yet; PostgreSQL storage \
+                 is its own issue. Use `name: sqlite3` (presenced keeps its own database; it \
+                 never shares Synapse's)"
+                    .to_owned(),
+            );
+        }
         for (i, l) in self.listeners.iter().enumerate() {
+            if l.path.is_some() {
+                return Err(format!(
+                    "listeners[{i}].path: Unix socket listeners are not supported; use port and bind_addresses"
+                ));
+            }
             if l.tls && (self.tls_certificate_path.is_none() || self.tls_private_key_path.is_none())
             {
                 return Err(format!(
@@ -282,15 +362,88 @@ impl Config {
     }
 }
 
+/// Deserializes a [`Config`], collecting the path of every key that no
+/// field took instead of failing on it.
+fn deserialize_noting_unused<'de, D>(deserializer: D) -> Result<(Config, Vec<KeyPath>), D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut unused = Vec::new();
+    let config = serde_ignored::deserialize(deserializer, |path| {
+        unused.push(KeyPath::from_ignored(&path));
+    })?;
+    Ok((config, unused))
+}
+
+/// The error for keys neither presenced nor Synapse knows: each with its
+/// line (when it is in the file, not an environment override) and the
+/// nearest known key.
+fn unknown_keys_message(text: &str, unknown: &[KeyPath]) -> String {
+    let known = presenced_keys();
+    let lines: Vec<String> = unknown
+        .iter()
+        .map(|key| {
+            let mut line = format!("unknown option `{key}`");
+            if let Some(n) = synapse_keys::line_of(text, key) {
+                line.push_str(&format!(" at line {n}"));
+            }
+            if let Some(near) = synapse_keys::nearest(key, known.iter().map(String::as_str)) {
+                line.push_str(&format!(" (did you mean `{near}`?)"));
+            }
+            line
+        })
+        .collect();
+    format!(
+        "{}; it is neither a presenced option nor a Synapse {} option",
+        lines.join("; "),
+        synapse_keys::synapse_version()
+    )
+}
+
+/// Every key path presenced itself reads (dotted, no list indices), taken
+/// from the serialized defaults plus one module entry, so suggestions
+/// follow the structs without a hand-kept list.
+fn presenced_keys() -> Vec<String> {
+    let mut sample = Config::default();
+    sample.modules.push(ModuleConfig::new("m"));
+    sample.modules[0].deadline_ms = Some(1);
+    sample.presence.presence_router = sample.modules.first().cloned();
+    let mut out = Vec::new();
+    if let Ok(doc) = serde_yaml::to_value(&sample) {
+        collect_keys(&doc, "", &mut out);
+    }
+    out
+}
+
+fn collect_keys(value: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map {
+                let Some(k) = k.as_str() else { continue };
+                let path = format!("{prefix}{k}");
+                collect_keys(v, &format!("{path}."), out);
+                out.push(path);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for item in items {
+                collect_keys(item, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// One HTTP listener (Synapse's `listeners:` entry).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Listener {
     /// TCP port.
     pub port: u16,
     /// Addresses to bind; each gets a socket.
     pub bind_addresses: Vec<IpAddr>,
-    /// Only `http` exists.
+    /// `http` serves the `resources`; `metrics` serves `/metrics` (with
+    /// `enable_metrics`); `manhole` (Synapse's debug shell) is not started.
     #[serde(rename = "type")]
     pub kind: ListenerKind,
     /// Serve HTTPS with `tls_certificate_path` / `tls_private_key_path`
@@ -300,6 +453,10 @@ pub struct Listener {
     pub x_forwarded: bool,
     /// What the listener serves (`client`, `federation`, ...).
     pub resources: Vec<ListenerResource>,
+    /// Synapse's Unix socket listener; refused (presenced listens on TCP
+    /// only), rather than ignored, which would listen on the default port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 impl Default for Listener {
@@ -311,6 +468,7 @@ impl Default for Listener {
             tls: false,
             x_forwarded: false,
             resources: vec![ListenerResource::default()],
+            path: None,
         }
     }
 }
@@ -319,9 +477,21 @@ impl Listener {
     /// Whether the listener serves the resource `name` (`client`,
     /// `federation`, `keys`, ...).
     pub fn serves(&self, name: &str) -> bool {
-        self.resources
-            .iter()
-            .any(|r| r.names.iter().any(|n| n == name))
+        self.resource_names().any(|n| n == name)
+    }
+
+    /// The resource names this listener serves: its `resources` for an
+    /// `http` listener, `metrics` for a `metrics` one, nothing for a
+    /// `manhole` one.
+    pub fn resource_names(&self) -> impl Iterator<Item = &str> {
+        let (resources, metrics): (&[ListenerResource], &[&str]) = match self.kind {
+            ListenerKind::Http => (&self.resources, &[]),
+            ListenerKind::Metrics => (&[], &["metrics"]),
+            ListenerKind::Manhole => (&[], &[]),
+        };
+        (resources.iter())
+            .flat_map(|r| r.names.iter().map(String::as_str))
+            .chain(metrics.iter().copied())
     }
 }
 
@@ -329,14 +499,18 @@ impl Listener {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenerKind {
-    /// Plain HTTP.
+    /// HTTP (or HTTPS with `tls: true`) serving the listed resources.
     #[default]
     Http,
+    /// Synapse's metrics-only listener: `/metrics` (and `/health`).
+    Metrics,
+    /// Synapse's Python debug shell: accepted, not started.
+    Manhole,
 }
 
 /// A `resources:` entry of a listener.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct ListenerResource {
     /// Resource names: `client` (client-server API, admin APIs, metrics),
     /// `federation` (server-server API and key server), `keys` (key server
@@ -357,7 +531,7 @@ impl Default for ListenerResource {
 
 /// `database:` in Synapse's shape.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DatabaseConfig {
     /// The backend; only `sqlite3` for now.
     pub name: DatabaseEngine,
@@ -372,11 +546,15 @@ pub enum DatabaseEngine {
     #[default]
     #[serde(rename = "sqlite3")]
     Sqlite3,
+    /// Synapse's PostgreSQL driver name: recognised so that the error says
+    /// PostgreSQL is not supported yet, rather than "unknown variant".
+    #[serde(rename = "psycopg2")]
+    Psycopg2,
 }
 
 /// `database.args`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct DatabaseArgs {
     /// Path of the SQLite file; default `data_dir/presenced.db`.
     pub database: Option<PathBuf>,
@@ -384,7 +562,7 @@ pub struct DatabaseArgs {
 
 /// Argon2id cost parameters.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PasswordHashing {
     /// Memory per hash in KiB (argon2's recommended 19456).
     pub memory_kib: u32,
@@ -406,20 +584,20 @@ impl Default for PasswordHashing {
 
 /// `log:` — presenced-specific.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct LogConfig {
     /// `human` or `json`.
     pub format: LogFormat,
     /// A tracing filter (`info`, `presenced_server=debug,info`); `RUST_LOG`
-    /// wins when set.
-    pub level: String,
+    /// wins when set. Unset: the root level of `log_config`, else `info`.
+    pub level: Option<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Human,
-            level: "info".to_owned(),
+            level: None,
         }
     }
 }

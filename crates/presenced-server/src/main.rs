@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use presenced_server::config::{Config, EXAMPLE_CONFIG};
-use presenced_server::startup::{self, SecretOrigin};
+use presenced_server::config::{Config, ListenerKind, EXAMPLE_CONFIG};
+use presenced_server::startup::{self, PidFile, SecretOrigin};
 use presenced_server::{accounts, telemetry};
 use tokio::net::TcpListener;
 
@@ -24,6 +24,10 @@ use tokio::net::TcpListener;
 /// under presence load (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Resource names presenced serves; Synapse's others (`media`, `static`,
+/// `openid`, ...) are accepted and named in a start-up warning.
+const SERVED_RESOURCES: &[&str] = &["client", "federation", "keys", "metrics", "health"];
 
 #[derive(Parser)]
 #[command(
@@ -149,6 +153,12 @@ fn register_user(
 fn serve(config: Config) -> Result<(), String> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     telemetry::install(telemetry::subscriber(&config.log, std::io::stderr, ansi));
+    if let Some(warning) = config.ignored_options_warning() {
+        tracing::warn!("{warning}");
+    }
+    for note in &config.load_notes {
+        tracing::warn!("{note}");
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(serve_async(config))
 }
@@ -162,16 +172,37 @@ async fn serve_async(config: Config) -> Result<(), String> {
         ),
         _ => None,
     };
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.kind == ListenerKind::Manhole {
+            tracing::warn!(
+                port = l.port,
+                "listeners[{i}]: type manhole is Synapse's Python shell; not started"
+            );
+        }
+        let unserved: Vec<&str> = l
+            .resource_names()
+            .filter(|n| !SERVED_RESOURCES.contains(n))
+            .collect();
+        if !unserved.is_empty() {
+            tracing::warn!(
+                port = l.port,
+                "listeners[{i}]: resources not served by presenced: {}",
+                unserved.join(", ")
+            );
+        }
+    }
     let bound: Vec<(SocketAddr, bool, Vec<String>)> = config
         .listeners
         .iter()
+        .filter(|l| l.kind != ListenerKind::Manhole)
         .flat_map(|l| {
-            let names: Vec<String> = l.resources.iter().flat_map(|r| r.names.clone()).collect();
+            let names: Vec<String> = l.resource_names().map(str::to_owned).collect();
             l.bind_addresses
                 .iter()
                 .map(move |ip| (SocketAddr::new(*ip, l.port), l.tls, names.clone()))
         })
         .collect();
+    let pid_file = config.pid_file.clone();
     let (state, receivers, origin) = startup::build_state(config).map_err(|e| e.to_string())?;
     match origin {
         SecretOrigin::Generated(path) => {
@@ -214,6 +245,11 @@ async fn serve_async(config: Config) -> Result<(), String> {
             presenced_server::run_listener(listener, tls, &names, state, shutdown).await
         });
     }
+    // Written once every listener is bound, as Synapse does once it runs.
+    let pid_file = match pid_file {
+        Some(path) => Some(PidFile::write(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     // Long-polls answer now rather than holding the shutdown; queued
@@ -232,6 +268,9 @@ async fn serve_async(config: Config) -> Result<(), String> {
     ) {
         Ok(store) => state.presence.flush(&store),
         Err(e) => tracing::error!("cannot flush presence: {e}"),
+    }
+    if let Some(pid_file) = pid_file {
+        pid_file.remove();
     }
     tracing::info!("stopped");
     Ok(())

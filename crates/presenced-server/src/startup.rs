@@ -35,6 +35,10 @@ pub enum StartupError {
         /// The cause.
         source: StoreError,
     },
+    /// The database file holds another program's tables (Synapse's); the
+    /// message says how to give presenced its own.
+    #[error("{0}")]
+    NotOurDatabase(Box<dyn std::error::Error + Send + Sync>),
     /// A presence router module could not be loaded.
     #[error("presence router modules: {0}")]
     Modules(#[from] presenced_router::LoadError),
@@ -50,6 +54,14 @@ pub enum StartupError {
     /// The room writer thread could not be started.
     #[error("cannot start the room writer thread: {0}")]
     RoomWriter(#[source] std::io::Error),
+    /// The `pid_file` could not be written, or names a running process.
+    #[error("pid_file {path}: {message}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The generated secret could not be read or written.
     #[error("registration secret file {path}: {source}")]
     Secret {
@@ -71,9 +83,58 @@ pub enum SecretOrigin {
     Generated(PathBuf),
 }
 
-/// Opens the store named by the config.
+/// Synapse's `pid_file`: holds the process ID while the server runs.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+    pid: u32,
+}
+
+impl PidFile {
+    /// Writes this process's ID to `path`, unless the file names another
+    /// process that is still running (a second server on the same config).
+    pub fn write(path: PathBuf) -> Result<Self, StartupError> {
+        let pid = std::process::id();
+        let fail = |message: String| StartupError::PidFile {
+            path: path.clone(),
+            message,
+        };
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(other) = text.trim().parse::<u32>() {
+                if other != pid && process_running(other) {
+                    return Err(fail(format!(
+                        "process {other} is running with this pid file (another presenced or Synapse?)"
+                    )));
+                }
+            }
+        }
+        std::fs::write(&path, format!("{pid}\n")).map_err(|e| fail(e.to_string()))?;
+        Ok(Self { path, pid })
+    }
+
+    /// Removes the file at a clean shutdown, if it still holds our ID.
+    pub fn remove(self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|text| text.trim() == self.pid.to_string());
+        if ours {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), "cannot remove pid_file: {e}");
+            }
+        }
+    }
+}
+
+/// Whether a process with this ID exists (Linux: `/proc`; elsewhere we
+/// cannot tell cheaply and assume a stale file).
+fn process_running(pid: u32) -> bool {
+    cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Opens the store named by the config, unless the file is another
+/// program's (see `store::sqlite::ownership`).
 pub fn open_store(config: &Config) -> Result<SqliteStore, StartupError> {
     let path = config.database_path();
+    crate::store::sqlite::ownership::check(&path).map_err(StartupError::NotOurDatabase)?;
     SqliteStore::open(&path).map_err(|source| StartupError::Database { path, source })
 }
 
@@ -141,13 +202,15 @@ fn build(
     config: Config,
     key_fetcher: Option<Arc<dyn KeyFetcher>>,
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
+    // The database first: a file that is not presenced's (Synapse's) stops
+    // start-up before anything else (signing key, secret) is written.
+    let store = open_store(&config)?;
     let signing_key = Arc::new(ServerSigningKey::load_or_generate(
         &config.signing_key_path(),
     )?);
     let client = Arc::new(FederationClient::new(&config, signing_key.clone())?);
     let key_fetcher = key_fetcher.unwrap_or_else(|| client.clone());
     let remote_keys = Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default()));
-    let store = open_store(&config)?;
     let (secret, origin) = registration_secret(&config)?;
     let (joined, members) = read_rooms(&store).map_err(|source| StartupError::Database {
         path: config.database_path(),

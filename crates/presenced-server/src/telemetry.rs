@@ -1,6 +1,7 @@
 //! Logging: build a subscriber from the `log:` section, then install it.
 //!
-//! `RUST_LOG` overrides `log.level` when set. Tests leave logging off
+//! `RUST_LOG` overrides `log.level` when set (`log.level` unset: `info`,
+//! or the root level of `log_config`, which `Config::load` put there). Tests leave logging off
 //! unless `TEST_LOG` is set (see the test helper).
 
 use tracing::Subscriber;
@@ -16,7 +17,7 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
+        .or_else(|_| EnvFilter::try_new(log.level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

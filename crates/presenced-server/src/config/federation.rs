@@ -9,7 +9,7 @@ use super::duration;
 
 /// Retry intervals of outgoing presence (Synapse's key names).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct FederationConfig {
     /// First wait before retrying a destination that failed. presenced
     /// default 1s (Synapse: 10m): presence is kept until delivered, so a

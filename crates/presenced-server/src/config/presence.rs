@@ -9,7 +9,7 @@ use super::duration;
 
 /// `presence:` — Synapse's presence options, same names and defaults.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PresenceConfig {
     /// `true`, `false` or `"untracked"`; `None` when the key is absent, so the
     /// legacy top-level `use_presence` can still decide (Synapse's rule).
@@ -56,7 +56,7 @@ impl Default for PresenceConfig {
 
 /// `presence.federation:` — which way presence crosses federation.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct FederationPresence {
     /// Send local users' presence to other servers.
     pub send: bool,
@@ -140,7 +140,6 @@ impl Serialize for PresenceEnabled {
 
 /// A module entry: `{module: name, config: {...}}`, as in Synapse.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct ModuleConfig {
     /// The module's name (a presenced built-in, e.g. a Python dotted path
     /// copied from a Synapse config).
@@ -172,7 +171,7 @@ fn empty_object() -> serde_json::Value {
 
 /// `rc_presence:` — rate limit for presence updates.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RcPresence {
     /// Per-user leaky bucket.
     pub per_user: RateLimit,
@@ -180,7 +179,7 @@ pub struct RcPresence {
 
 /// A leaky bucket: `per_second` actions per second, `burst_count` at once.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RateLimit {
     /// Sustained rate (Synapse default 0.1/s).
     pub per_second: f64,

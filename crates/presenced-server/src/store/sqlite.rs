@@ -34,6 +34,7 @@ use crate::membership::Membership;
 
 mod checkpoint;
 mod outbox;
+pub mod ownership;
 
 pub(crate) use checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 
@@ -72,7 +73,10 @@ impl From<rusqlite::Error> for StoreError {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
+    /// A file holding tables presenced did not create (Synapse's database)
+    /// is refused before anything is written to it.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        ownership::check(path).map_err(StoreError::Backend)?;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;

@@ -53,7 +53,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 pub fn install_test_log() {
     if std::env::var_os("TEST_LOG").is_some() {
         let log = presenced_server::config::LogConfig {
-            level: "debug".to_owned(),
+            level: Some("debug".to_owned()),
             ..Default::default()
         };
         presenced_server::telemetry::install(presenced_server::telemetry::subscriber(
