@@ -14,10 +14,16 @@ import re
 import sys
 
 # Keys Synapse reads that its manual does not list as headings or
-# sub-options: legacy names its code still honours, and `database.args`,
-# which it hands to the database driver whatever they are.
-READ_BUT_UNDOCUMENTED = [
-    "database.args.*",
+# sub-options: legacy names its code still honours, and the `database.args`
+# of SQLite, which Synapse hands on as they are: the keywords of Python's
+# sqlite3.connect, and the cp_* ones of Twisted's ConnectionPool.
+SQLITE_ARGS = [
+    "database", "timeout", "detect_types", "isolation_level",
+    "check_same_thread", "factory", "cached_statements", "uri", "autocommit",
+    "cp_min", "cp_max", "cp_name", "cp_noisy", "cp_openfun", "cp_reconnect",
+    "cp_good_sql",
+]
+READ_BUT_UNDOCUMENTED = [f"database.args.{a}" for a in SQLITE_ARGS] + [
     "experimental_features",
     "password_providers",
     "presence.presence_router",
@@ -59,7 +65,6 @@ def main() -> None:
     print("# scripts/synapse-options-extract.py from the sdist's")
     print("# docs/usage/configuration/config_documentation.md (plus the few keys")
     print("# Synapse reads without documenting them). Names only.")
-    print("# A trailing `.*` means Synapse passes any key there through.")
     for name in sorted(names):
         print(name)
 

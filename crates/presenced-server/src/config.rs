@@ -224,6 +224,14 @@ impl Config {
                 ))
             })?;
         }
+        // Before the unknown keys: PostgreSQL's connection arguments are not
+        // in the SQLite list, and the error that matters is this one.
+        if config.database.name == DatabaseEngine::Psycopg2 {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message: POSTGRES_NOT_YET.to_owned(),
+            });
+        }
         let (synapse, unknown): (Vec<KeyPath>, Vec<KeyPath>) = unused
             .into_iter()
             .partition(|p| synapse_keys::is_synapse_option(&p.dotted()));
@@ -274,12 +282,7 @@ impl Config {
         }
         self.federation.validate()?;
         if self.database.name == DatabaseEngine::Psycopg2 {
-            return Err(
-                "database.name: psycopg2 (PostgreSQL) is not supported yet; PostgreSQL storage \
-                 is its own issue. Use `name: sqlite3` (presenced keeps its own database; it \
-                 never shares Synapse's)"
-                    .to_owned(),
-            );
+            return Err(POSTGRES_NOT_YET.to_owned());
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
@@ -362,6 +365,11 @@ impl Config {
     }
 }
 
+/// The answer to `database.name: psycopg2`.
+const POSTGRES_NOT_YET: &str = "database.name: psycopg2 (PostgreSQL) is not supported yet; \
+     PostgreSQL storage is its own issue. Use `name: sqlite3` with `args.database` naming a \
+     new file (presenced keeps its own database; it never writes into Synapse's)";
+
 /// Deserializes a [`Config`], collecting the path of every key that no
 /// field took instead of failing on it.
 fn deserialize_noting_unused<'de, D>(deserializer: D) -> Result<(Config, Vec<KeyPath>), D::Error>
@@ -403,11 +411,12 @@ fn unknown_keys_message(text: &str, unknown: &[KeyPath]) -> String {
 /// Every key path presenced itself reads (dotted, no list indices), taken
 /// from the serialized defaults plus one module entry, so suggestions
 /// follow the structs without a hand-kept list.
-fn presenced_keys() -> Vec<String> {
+pub fn presenced_keys() -> Vec<String> {
     let mut sample = Config::default();
     sample.modules.push(ModuleConfig::new("m"));
     sample.modules[0].deadline_ms = Some(1);
     sample.presence.presence_router = sample.modules.first().cloned();
+    sample.listeners[0].path = Some(PathBuf::new());
     let mut out = Vec::new();
     if let Ok(doc) = serde_yaml::to_value(&sample) {
         collect_keys(&doc, "", &mut out);

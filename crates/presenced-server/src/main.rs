@@ -1,7 +1,8 @@
 //! The `presenced` binary.
 //!
 //! - `presenced [--config FILE]`: run the server (embedded default config
-//!   without `--config`).
+//!   without `--config`); the file may be a whole Synapse homeserver.yaml.
+//! - `presenced --version`: version and git commit.
 //! - `presenced generate-config [--output FILE]`: the commented example.
 //! - `presenced register-user --user NAME [--password PW] [--admin]`:
 //!   create an account, like Synapse's `register_new_matrix_user`. It
@@ -32,7 +33,8 @@ const SERVED_RESOURCES: &[&str] = &["client", "federation", "keys", "metrics", "
 #[derive(Parser)]
 #[command(
     name = "presenced",
-    version,
+    // Crate version and git commit, from build.rs.
+    version = env!("VERSION_WITH_COMMIT"),
     about = "A Matrix homeserver focused on presence"
 )]
 struct Cli {

@@ -3,9 +3,7 @@
 //!
 //! Synapse's option names live in `synapse_options.txt`, extracted from the
 //! manual of the Synapse version named in its header. A name is a dotted
-//! path without list indices (`listeners.resources.compress`); a name ending
-//! in `.*` accepts any key below it (`database.args.*`: Synapse hands those
-//! to the database driver whatever they are).
+//! path without list indices (`listeners.resources.compress`).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -89,8 +87,6 @@ impl fmt::Display for KeyPath {
 struct SynapseOptions {
     version: String,
     names: HashSet<&'static str>,
-    /// Prefixes (without `.*`) under which any key is Synapse's.
-    open_sections: Vec<&'static str>,
 }
 
 fn options() -> &'static SynapseOptions {
@@ -98,7 +94,6 @@ fn options() -> &'static SynapseOptions {
     OPTIONS.get_or_init(|| {
         let mut version = String::new();
         let mut names = HashSet::new();
-        let mut open_sections = Vec::new();
         for line in SYNAPSE_OPTIONS.lines().map(str::trim) {
             if let Some(comment) = line.strip_prefix('#') {
                 // The first comment line names the version: "# Synapse 1.163.2 ...".
@@ -107,18 +102,11 @@ fn options() -> &'static SynapseOptions {
                         version = v.split_whitespace().next().unwrap_or_default().to_owned();
                     }
                 }
-            } else if let Some(prefix) = line.strip_suffix(".*") {
-                open_sections.push(prefix);
-                names.insert(prefix);
             } else if !line.is_empty() {
                 names.insert(line);
             }
         }
-        SynapseOptions {
-            version,
-            names,
-            open_sections,
-        }
+        SynapseOptions { version, names }
     })
 }
 
@@ -129,13 +117,7 @@ pub fn synapse_version() -> &'static str {
 
 /// Whether Synapse has the option at `dotted` (a [`KeyPath::dotted`]).
 pub fn is_synapse_option(dotted: &str) -> bool {
-    let o = options();
-    o.names.contains(dotted)
-        || (o.open_sections.iter()).any(|p| {
-            dotted
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with('.'))
-        })
+    options().names.contains(dotted)
 }
 
 /// The known key nearest to `unknown` among its siblings (same parent) in
@@ -160,10 +142,11 @@ pub fn nearest<'a>(
     let options = options().names.iter().copied();
     let best = (presenced_keys.into_iter().chain(options))
         .filter_map(sibling_leaf)
-        .map(|leaf_candidate| (strsim::levenshtein(leaf, leaf_candidate), leaf_candidate))
+        .map(|leaf_candidate| (strsim::osa_distance(leaf, leaf_candidate), leaf_candidate))
         .min()?;
-    // A third of the name (at least 2 edits) separates a typo from a
-    // different word.
+    // Edits with swapped neighbours counting as one (`tsl` is one from
+    // `tls`, two from `tag`); a third of the name (at least 2 edits)
+    // separates a typo from a different word.
     let limit = (leaf.chars().count() / 3).max(2);
     (best.0 <= limit).then(|| match dotted.rsplit_once('.') {
         Some(_) => {
@@ -329,7 +312,7 @@ mod tests {
         ] {
             assert!(is_synapse_option(key), "{key}");
         }
-        assert!(!is_synapse_option("database.argsx"));
+        assert!(!is_synapse_option("database.args.databse"));
         assert!(!is_synapse_option("presence.idle_timout"));
     }
 

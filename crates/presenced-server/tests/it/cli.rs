@@ -1,6 +1,8 @@
 //! The `presenced` binary's sub-commands.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use presenced_server::config::EXAMPLE_CONFIG;
 use reqwest::StatusCode;
@@ -77,4 +79,190 @@ async fn register_user_then_log_in() {
     let login = json!({ "type": "m.login.password", "user": "admin", "password": "pw" });
     let (status, body) = app.post("/_matrix/client/v3/login", None, login).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn version_names_the_crate_version() {
+    let out = presenced().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = format!("presenced {}", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text}");
+    // Built from a git checkout: the commit follows, `(git <12 hex>)`.
+    if let Some(rest) = text
+        .trim()
+        .strip_prefix(&expected)
+        .filter(|r| !r.is_empty())
+    {
+        let hash = rest
+            .trim()
+            .strip_prefix("(git ")
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            hash.len() == 12 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{text}"
+        );
+    }
+}
+
+/// Synapse's generated config with its `/data` paths in `dir` and its
+/// listener on `port` (IPv4 only, so the test needs no IPv6); otherwise as
+/// Synapse wrote it.
+fn synapse_config_in(dir: &Path, port: u16) -> PathBuf {
+    let text = include_str!("../fixtures/synapse-homeserver.yaml")
+        .replace("/data", dir.to_str().unwrap())
+        .replace("    - ::1\n", "")
+        .replace("port: 8008", &format!("port: {port}"));
+    std::fs::write(
+        dir.join("example.com.log.config"),
+        include_str!("../fixtures/synapse-example.com.log.config")
+            .replace("/data", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let path = dir.join("homeserver.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Kills the child if the test fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn synapse_generated_config_starts_presenced_with_one_warning_and_a_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = synapse_config_in(dir.path(), port);
+    let log = dir.path().join("stderr.log");
+    let child = presenced()
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Running(child);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await;
+        if health.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!(
+                "exited {status}: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "presenced did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The pid file holds the process, as Synapse's does.
+    let pid_file = dir.path().join("homeserver.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid.trim(), server.0.id().to_string());
+    // Its database is where Synapse's would be, new and presenced's.
+    assert!(dir.path().join("homeserver.db").exists());
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = server.0.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!pid_file.exists(), "pid file left after a clean shutdown");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ignored Synapse options"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(
+            "ignored Synapse options: media_store_path, report_stats, macaroon_secret_key, \
+             form_secret, trusted_key_servers"
+        ),
+        "{stderr}"
+    );
+    // The log config's root level (INFO) is taken, and the rest said so.
+    assert!(stderr.contains("using its root level (info)"), "{stderr}");
+}
+
+/// A database file made by another program: Synapse's `schema_version`
+/// and `event_json`, next to a table whose name presenced shares.
+fn foreign_database(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_version (lock CHAR(1) NOT NULL DEFAULT 'X', version INTEGER NOT NULL);
+         INSERT INTO schema_version (version) VALUES (93);
+         CREATE TABLE event_json (event_id TEXT NOT NULL, json TEXT NOT NULL);
+         CREATE TABLE events (stream_ordering INTEGER PRIMARY KEY, event_id TEXT);",
+    )
+    .unwrap();
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_database_presenced_did_not_create_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = synapse_config_in(dir.path(), free_port());
+    // Without the signing key Synapse generated: refusing must not make one.
+    std::fs::remove_file(dir.path().join("example.com.signing.key")).ok();
+    let db = dir.path().join("homeserver.db");
+    foreign_database(&db);
+    let before = std::fs::read(&db).unwrap();
+    let files_before = listing(dir.path());
+
+    for args in [
+        vec![],
+        vec!["register-user", "--user", "admin", "--password", "pw"],
+    ] {
+        let out = presenced()
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        for part in [
+            "is not presenced's database",
+            "schema_version",
+            "Synapse",
+            "database.args.database",
+        ] {
+            assert!(
+                stderr.contains(part),
+                "{args:?}: {part:?} missing: {stderr}"
+            );
+        }
+        assert_eq!(std::fs::read(&db).unwrap(), before, "the file changed");
+        assert_eq!(listing(dir.path()), files_before, "files were added");
+    }
 }

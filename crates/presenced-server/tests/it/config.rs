@@ -1,8 +1,12 @@
 //! Config loading: defaults, Synapse snippets, errors with lines, env.
 
+use std::path::Path;
 use std::time::Duration;
 
-use presenced_server::config::{Config, PresenceEnabled, EXAMPLE_CONFIG};
+use presenced_server::config::synapse_keys::SYNAPSE_OPTIONS;
+use presenced_server::config::{
+    presenced_keys, Config, ListenerKind, PresenceEnabled, EXAMPLE_CONFIG,
+};
 
 fn parse(text: &str) -> Result<Config, String> {
     Config::from_yaml(text, "test.yaml", Vec::new()).map_err(|e| e.to_string())
@@ -19,7 +23,7 @@ fn empty_config_is_the_embedded_default() {
     assert!(c.registration_shared_secret.is_none());
     assert_eq!(
         c.database_path(),
-        std::path::Path::new("./presenced-data/presenced.db")
+        Path::new("./presenced-data/presenced.db")
     );
     assert_eq!(c.presence_enabled(), PresenceEnabled::Enabled);
     assert_eq!(c.presence.sync_online_timeout, Duration::from_secs(30));
@@ -124,10 +128,7 @@ rc_presence:
     assert_eq!(modules[1].module, "synapse_module.LegacyRouter");
     assert_eq!(modules[1].config["key"], "value");
     assert_eq!(c.listeners[0].bind_addresses.len(), 2);
-    assert_eq!(
-        c.database_path(),
-        std::path::Path::new("/tmp/homeserver.db")
-    );
+    assert_eq!(c.database_path(), Path::new("/tmp/homeserver.db"));
 }
 
 #[test]
@@ -280,4 +281,271 @@ fn federation_keys_and_defaults() {
     assert!(err.contains("recieve"), "{err}");
     let err = parse("federation_domain_whitelist: [\"not a server\"]\n").unwrap_err();
     assert!(err.contains("federation_domain_whitelist"), "{err}");
+}
+
+/// What Synapse 1.163.2's `--generate-config` wrote (secrets replaced).
+const SYNAPSE_GENERATED: &str = include_str!("../fixtures/synapse-homeserver.yaml");
+/// A Synapse config grown the way operators grow it.
+const SYNAPSE_OPERATOR: &str = include_str!("../fixtures/synapse-operator.yaml");
+
+fn top_level_keys(text: &str) -> Vec<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    doc.as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn synapse_generated_config_is_accepted_whole() {
+    let c = parse(SYNAPSE_GENERATED).expect("Synapse's generated config loads");
+    // What presenced uses, with Synapse's meaning.
+    assert_eq!(c.server_name.as_str(), "example.com");
+    assert_eq!(
+        c.pid_file.as_deref(),
+        Some(Path::new("/data/homeserver.pid"))
+    );
+    assert_eq!(c.database_path(), Path::new("/data/homeserver.db"));
+    assert_eq!(
+        c.log_config.as_deref(),
+        Some(Path::new("/data/example.com.log.config"))
+    );
+    assert_eq!(
+        c.signing_key_path(),
+        Path::new("/data/example.com.signing.key")
+    );
+    assert_eq!(
+        c.registration_shared_secret.as_ref().map(|s| s.expose()),
+        Some("fixture-registration-secret")
+    );
+    let l = &c.listeners[0];
+    assert_eq!(l.port, 8008);
+    assert_eq!(l.bind_addresses.len(), 2);
+    assert!(l.x_forwarded && !l.tls);
+    assert!(l.serves("client") && l.serves("federation"));
+    // The rest is listed, in file order, in one line.
+    assert_eq!(
+        c.ignored_options_warning().as_deref(),
+        Some(
+            "ignored Synapse options: media_store_path, report_stats, macaroon_secret_key, \
+             form_secret, trusted_key_servers"
+        )
+    );
+    // Every key of the file is either used or in that line.
+    let used = presenced_keys();
+    for key in top_level_keys(SYNAPSE_GENERATED) {
+        assert!(
+            used.contains(&key) ^ c.ignored_synapse_options.contains(&key),
+            "{key} is neither used nor listed as ignored (or both)"
+        );
+    }
+}
+
+#[test]
+fn synapse_operator_config_is_accepted_and_its_keys_keep_their_meaning() {
+    let c = parse(SYNAPSE_OPERATOR).expect("an operator's Synapse config loads");
+    assert_eq!(c.listeners.len(), 4);
+    assert!(c.listeners[0].tls && c.listeners[0].serves("federation"));
+    assert!(!c.listeners[0].serves("client"));
+    assert_eq!(c.listeners[2].kind, ListenerKind::Metrics);
+    assert!(c.listeners[2].serves("metrics"));
+    assert_eq!(c.listeners[3].kind, ListenerKind::Manhole);
+    assert_eq!(c.listeners[3].resource_names().count(), 0);
+    assert!(c.enable_metrics);
+    assert_eq!(c.database_path(), Path::new("/data/presenced.db"));
+    assert_eq!(c.federation_domain_whitelist.as_ref().unwrap().len(), 2);
+    assert_eq!(
+        c.federation.destination_min_retry_interval,
+        Duration::from_secs(600)
+    );
+    assert_eq!(c.federation.destination_retry_multiplier, 5);
+    assert_eq!(c.rc_presence.per_user.per_second, 0.05);
+    let modules = c.router_modules();
+    assert_eq!(modules[0].module, "my_module.ExamplePresenceRouter");
+    assert_eq!(modules[1].module, "my_module.LegacyRouter");
+    // Nested Synapse keys inside sections presenced reads are ignored by
+    // their path, not refused.
+    for key in [
+        "listeners[1].tag",
+        "listeners[1].request_id_header",
+        "database.txn_limit",
+        "database.allow_unsafe_locale",
+        "database.args.cp_min",
+        "database.args.check_same_thread",
+        "federation.client_timeout",
+        "federation.max_long_retries",
+        "manhole_settings",
+        "rc_message",
+        "email",
+        "experimental_features",
+        "public_baseurl",
+    ] {
+        assert!(
+            c.ignored_synapse_options.iter().any(|k| k == key),
+            "{key} not in {:?}",
+            c.ignored_synapse_options
+        );
+    }
+    // rc_login and rc_registration are used once presenced has them as
+    // fields; until then they are listed as ignored. Either way, every
+    // top-level key is accounted for exactly once.
+    let used = presenced_keys();
+    for key in top_level_keys(SYNAPSE_OPERATOR) {
+        assert!(
+            used.contains(&key) ^ c.ignored_synapse_options.contains(&key),
+            "{key} is neither used nor listed as ignored (or both)"
+        );
+    }
+}
+
+/// Builds `{a: {b: [{c: null}]}}`-style documents for a dotted Synapse
+/// option, with lists where Synapse has them.
+fn document_with(dotted: &str) -> String {
+    const LISTS: &[&str] = &["listeners", "listeners.resources", "modules"];
+    let parts: Vec<&str> = dotted.split('.').collect();
+    let mut yaml = String::new();
+    for (depth, part) in parts.iter().enumerate() {
+        let indent = "  ".repeat(depth * 2);
+        let is_list = LISTS.contains(&parts[..=depth].join(".").as_str());
+        let last = depth + 1 == parts.len();
+        yaml.push_str(&format!(
+            "{indent}{part}:{}\n",
+            if last { " ~" } else { "" }
+        ));
+        if !last {
+            // Every level one step deeper: a map, or a list of one map.
+            let inner = "  ".repeat(depth * 2 + 1);
+            yaml.push_str(&format!(
+                "{inner}{}",
+                if is_list { "- _x: ~\n" } else { "_x: ~\n" }
+            ));
+        }
+    }
+    yaml.replace("_x: ~\n", "").replace("- \n", "- ")
+}
+
+#[test]
+fn every_synapse_option_at_a_level_presenced_reads_is_accepted() {
+    let used = presenced_keys();
+    let mut checked = 0;
+    for option in SYNAPSE_OPTIONS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let parent_read_by_presenced = match option.rsplit_once('.') {
+            None => true,
+            Some((parent, _)) => used.iter().any(|k| k == parent),
+        };
+        if used.iter().any(|k| k == option) || !parent_read_by_presenced {
+            continue;
+        }
+        let text = document_with(option);
+        let c = parse(&text).unwrap_or_else(|e| panic!("{option}:\n{text}\n{e}"));
+        assert_eq!(
+            c.ignored_synapse_options.len(),
+            1,
+            "{option}: {:?}",
+            c.ignored_synapse_options
+        );
+        checked += 1;
+    }
+    // Some 230 top-level names plus the nested ones of presenced's sections
+    // (241 with Synapse 1.163.2's list).
+    assert!(checked > 200, "only {checked} options checked");
+}
+
+#[test]
+fn unknown_keys_name_their_path_line_and_nearest_key() {
+    let err = parse("server_name: example.org\npid_fil: /run/presenced.pid\n").unwrap_err();
+    for part in [
+        "`pid_fil`",
+        "line 2",
+        "did you mean `pid_file`?",
+        "neither a presenced option nor a Synapse 1.163",
+    ] {
+        assert!(err.contains(part), "{part:?} missing in: {err}");
+    }
+    let err = parse("listeners:\n  - port: 8008\n    tsl: true\n").unwrap_err();
+    assert!(err.contains("`listeners[0].tsl` at line 3"), "{err}");
+    assert!(err.contains("did you mean `listeners[0].tls`?"), "{err}");
+    // A typo inside database.args would otherwise leave the database where
+    // the operator did not mean it to be.
+    let err = parse("database:\n  name: sqlite3\n  args:\n    databse: /x.db\n").unwrap_err();
+    assert!(err.contains("`database.args.databse` at line 4"), "{err}");
+    assert!(err.contains("`database.args.database`"), "{err}");
+    // Far from anything: no suggestion, still the key.
+    let err = parse("zzqqxxyy: 1\n").unwrap_err();
+    assert!(
+        err.contains("`zzqqxxyy`") && !err.contains("did you mean"),
+        "{err}"
+    );
+    // Several at once: all of them.
+    let err = parse("pid_fil: x\npresence:\n  idle_timout: 5m\n").unwrap_err();
+    assert!(
+        err.contains("pid_fil") && err.contains("presence.idle_timout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn postgres_and_unix_sockets_are_refused_with_what_to_do() {
+    let err = parse(
+        "database:\n  name: psycopg2\n  args:\n    user: synapse\n    host: localhost\n    target_session_attrs: any\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("psycopg2") && err.contains("not supported yet") && err.contains("sqlite3"),
+        "{err}"
+    );
+    let err = parse("listeners:\n  - path: /run/synapse.sock\n    type: http\n").unwrap_err();
+    assert!(
+        err.contains("listeners[0].path") && err.contains("Unix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_overrides_go_through_the_same_key_check() {
+    let vars = vec![("PRESENCED_REPORT_STATS".to_owned(), "true".to_owned())];
+    let c = Config::from_yaml("server_name: example.org\n", "t.yaml", vars).unwrap();
+    assert_eq!(c.ignored_synapse_options, ["report_stats"]);
+    let vars = vec![("PRESENCED_PID_FIL".to_owned(), "/x".to_owned())];
+    let err = Config::from_yaml("server_name: example.org\n", "t.yaml", vars)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pid_fil") && err.contains("pid_file"), "{err}");
+}
+
+#[test]
+fn log_config_gives_the_root_level_unless_log_level_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("example.com.log.config");
+    std::fs::write(
+        &log,
+        include_str!("../fixtures/synapse-example.com.log.config").replace(
+            "level: INFO\n\n    handlers",
+            "level: WARNING\n\n    handlers",
+        ),
+    )
+    .unwrap();
+    let mut c = parse(&format!("log_config: {}\n", log.display())).unwrap();
+    c.apply_log_config();
+    assert_eq!(c.log.level.as_deref(), Some("warn"));
+    assert!(c.load_notes[0].contains("root level"), "{:?}", c.load_notes);
+    let mut c = parse(&format!(
+        "log_config: {}\nlog: {{level: debug}}\n",
+        log.display()
+    ))
+    .unwrap();
+    c.apply_log_config();
+    assert_eq!(c.log.level.as_deref(), Some("debug"));
+    let mut c = parse("log_config: /nonexistent/presenced.log.config\n").unwrap();
+    c.apply_log_config();
+    assert_eq!(c.log.level, None);
+    assert!(
+        c.load_notes[0].contains("cannot read"),
+        "{:?}",
+        c.load_notes
+    );
 }
