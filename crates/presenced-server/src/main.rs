@@ -232,10 +232,29 @@ async fn serve_async(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let mut bound = bound;
+    // `::` first: on a dual-stack host it takes IPv4 too, so that a
+    // following `0.0.0.0` on the same port can be recognised as covered.
+    bound.sort_by_key(|(addr, _, _)| !(addr.is_ipv6() && addr.ip().is_unspecified()));
+    let mut listening: Vec<SocketAddr> = Vec::new();
     for (addr, with_tls, names) in bound {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            // Synapse's usual `bind_addresses: ['::', '0.0.0.0']`: the IPv6
+            // wildcard already listens on IPv4 (Synapse skips it the same way).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.ip() == std::net::Ipv4Addr::UNSPECIFIED
+                    && listening.iter().any(|l| {
+                        l.port() == addr.port() && l.is_ipv6() && l.ip().is_unspecified()
+                    }) =>
+            {
+                tracing::info!(%addr, "already served by the IPv6 wildcard address on this port");
+                continue;
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        };
+        listening.push(addr);
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -266,3 +266,147 @@ fn a_database_presenced_did_not_create_is_refused_and_left_as_it_was() {
         assert_eq!(listing(dir.path()), files_before, "files were added");
     }
 }
+
+fn start(config: &Path, stderr: &Path) -> Running {
+    let child = presenced()
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// Waits until `url` answers (any status), or the process exits.
+async fn wait_up(server: &mut Running, url: &str, stderr: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(url).await.is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!(
+                "exited {status}: {}",
+                std::fs::read_to_string(stderr).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "presenced did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn synapse_listener_types_metrics_and_manhole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, metrics, manhole) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("homeserver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: example.com
+database: {{name: sqlite3, args: {{database: {db}}}}}
+signing_key_path: {key}
+registration_shared_secret: s
+enable_metrics: true
+listeners:
+  - {{port: {client}, bind_addresses: ['127.0.0.1'], type: http, resources: [{{names: [client, media], compress: true}}]}}
+  - {{port: {metrics}, bind_addresses: ['127.0.0.1'], type: metrics}}
+  - {{port: {manhole}, bind_addresses: ['127.0.0.1'], type: manhole}}
+",
+            db = dir.path().join("presenced.db").display(),
+            key = dir.path().join("example.com.signing.key").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut server = start(&config, &log);
+    wait_up(
+        &mut server,
+        &format!("http://127.0.0.1:{client}/health"),
+        &log,
+    )
+    .await;
+    wait_up(
+        &mut server,
+        &format!("http://127.0.0.1:{metrics}/health"),
+        &log,
+    )
+    .await;
+    // The metrics listener serves /metrics and not the client API.
+    let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(m.status(), StatusCode::OK);
+    assert!(m.text().await.unwrap().contains("# TYPE"));
+    let v = reqwest::get(format!(
+        "http://127.0.0.1:{metrics}/_matrix/client/versions"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(v.status(), StatusCode::NOT_FOUND);
+    // The manhole port is not opened.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", manhole)).is_err());
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("type manhole"), "{stderr}");
+    assert!(
+        stderr.contains("resources not served by presenced: media"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn ipv6_and_ipv4_wildcards_on_one_port_start_as_with_synapse() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("no IPv6 on this host; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("homeserver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: example.com
+database: {{name: sqlite3, args: {{database: {db}}}}}
+signing_key_path: {key}
+registration_shared_secret: s
+listeners:
+  - {{port: {port}, bind_addresses: ['0.0.0.0', '::'], type: http, resources: [{{names: [client]}}]}}
+",
+            db = dir.path().join("presenced.db").display(),
+            key = dir.path().join("example.com.signing.key").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut server = start(&config, &log);
+    wait_up(
+        &mut server,
+        &format!("http://127.0.0.1:{port}/health"),
+        &log,
+    )
+    .await;
+    let health = reqwest::get(format!("http://[::1]:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[test]
+fn a_pid_file_naming_a_running_process_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = synapse_config_in(dir.path(), free_port());
+    // This test's own process is running.
+    let pid_file = dir.path().join("homeserver.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+    let out = presenced().arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("pid_file") && stderr.contains("is running"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        std::process::id().to_string()
+    );
+}
