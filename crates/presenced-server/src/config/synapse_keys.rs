@@ -148,13 +148,10 @@ pub fn nearest<'a>(
     // `tls`, two from `tag`); a third of the name (at least 2 edits)
     // separates a typo from a different word.
     let limit = (leaf.chars().count() / 3).max(2);
-    (best.0 <= limit).then(|| match dotted.rsplit_once('.') {
-        Some(_) => {
-            // Keep the indices of the user's path: listeners[0].tls.
-            let shown = unknown.to_string();
-            let cut = shown.len() - leaf.len();
-            format!("{}{}", &shown[..cut], best.1)
-        }
+    // Shown with the indices of the user's path: listeners[0].tls.
+    let shown = unknown.to_string();
+    (best.0 <= limit).then(|| match shown.strip_suffix(leaf) {
+        Some(head) => format!("{head}{}", best.1),
         None => best.1.to_owned(),
     })
 }
