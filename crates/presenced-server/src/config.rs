@@ -367,7 +367,7 @@ impl Config {
 
 /// The answer to `database.name: psycopg2`.
 const POSTGRES_NOT_YET: &str = "database.name: psycopg2 (PostgreSQL) is not supported yet; \
-     PostgreSQL storage is its own issue. Use `name: sqlite3` with `args.database` naming a \
+     PostgreSQL support is planned (issue 15). Use `name: sqlite3` with `args.database` naming a \
      new file (presenced keeps its own database; it never writes into Synapse's)";
 
 /// Deserializes a [`Config`], collecting the path of every key that no
