@@ -1,19 +1,26 @@
-//! `POST /user/{userId}/filter`, `GET /user/{userId}/filter/{filterId}`.
+//! `POST /user/{userId}/filter`, `GET /user/{userId}/filter/{filterId}`,
+//! and the check of `/sync`'s inline filters.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ruma_common::OwnedUserId;
 use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
-use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
+use crate::api::extract::{nesting_exceeds, AuthUser, MatrixJson, MatrixPath, MAX_JSON_DEPTH};
+use crate::filter_validation;
 use crate::state::AppState;
 
 /// POST /_matrix/client/v3/user/{userId}/filter
 ///
-/// Stores the filter as given; `/sync` interprets it.
+/// Stores the filter as given, once it passed Synapse's checks
+/// ([`filter_validation`]; 400 `M_BAD_JSON` otherwise, and nothing is
+/// stored); `/sync` interprets it.
 pub(crate) async fn post_filter(
     State(state): State<Arc<AppState>>,
     auth: AuthUser,
@@ -26,6 +33,7 @@ pub(crate) async fn post_filter(
         ));
     }
     let filter = Value::Object(filter);
+    filter_validation::validate(&filter).map_err(ApiError::BadJson)?;
     let filter_id = state
         .db(move |s| s.create_filter(&user_id, &filter))
         .await?;
@@ -48,4 +56,45 @@ pub(crate) async fn get_filter(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound("No such filter".to_owned()))
+}
+
+/// Checks an inline `/sync` filter (`filter={...}`) before the sync runs:
+/// not JSON is 400 `M_NOT_JSON`, a filter that fails the checks 400
+/// `M_BAD_JSON`, as for an uploaded one. Filter IDs pass through; the sync
+/// looks them up. A layer on the `/sync` route, so the sync handler keeps
+/// parsing its filter in place.
+pub(crate) async fn check_inline_sync_filter(request: Request, next: Next) -> Response {
+    if let Err(e) = inline_filter_error(request.uri()) {
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+fn inline_filter_error(uri: &axum::http::Uri) -> Result<(), ApiError> {
+    // Cheap test first: most syncs have no filter or a filter ID.
+    if !uri.query().is_some_and(|q| q.contains("filter=")) {
+        return Ok(());
+    }
+    let Ok(axum::extract::Query(query)) =
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(uri)
+    else {
+        // The sync handler reports a malformed query itself.
+        return Ok(());
+    };
+    let Some(text) = query
+        .get("filter")
+        .filter(|f| f.trim_start().starts_with('{'))
+    else {
+        return Ok(());
+    };
+    let value: Value = serde_json::from_str(text).map_err(|_| {
+        if nesting_exceeds(text.as_bytes(), MAX_JSON_DEPTH) {
+            ApiError::BadJson(format!(
+                "filter: JSON is nested more than {MAX_JSON_DEPTH} levels deep"
+            ))
+        } else {
+            ApiError::NotJson("Invalid filter JSON".to_owned())
+        }
+    })?;
+    filter_validation::validate(&value).map_err(ApiError::BadJson)
 }
