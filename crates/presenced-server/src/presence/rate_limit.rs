@@ -20,8 +20,10 @@ use ruma_common::OwnedUserId;
 /// Default bucket cap: about 100 bytes a bucket, so about 10 MB at most.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
-/// How often drained buckets are swept even when the map is not full.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Drained buckets are swept, even when the map is not full, as often as a
+/// full bucket takes to drain, but at most once a second and at least once
+/// a minute.
+const SWEEP_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// Per-key leaky buckets.
 pub struct RateLimiter<K = OwnedUserId> {
@@ -118,9 +120,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// Before a new bucket: sweep drained ones once a minute or when full;
     /// if still full, drop the tenth of buckets nearest to draining.
     fn make_room(&self, buckets: &mut Buckets<K>, now: Instant) {
+        let drain_time = Duration::try_from_secs_f64(self.burst / self.per_second)
+            .unwrap_or(SWEEP_BOUNDS.1)
+            .clamp(SWEEP_BOUNDS.0, SWEEP_BOUNDS.1);
         let due = buckets
             .last_sweep
-            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            .is_none_or(|t| now.saturating_duration_since(t) >= drain_time);
         if !due && buckets.levels.len() < self.max_keys {
             return;
         }
