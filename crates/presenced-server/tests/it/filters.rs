@@ -54,6 +54,8 @@ async fn bad_uploaded_filters_are_refused_and_never_stored() {
     // Filter IDs count from 0 per user: nothing was stored.
     let resp = app.get(&format!("{path}/0"), Some(&alice.token)).await;
     assert_error(&resp, 404, "M_NOT_FOUND");
+    let resp = app.get(&format!("{path}/zero"), Some(&alice.token)).await;
+    assert_error(&resp, 400, "M_UNKNOWN");
     let (status, body) = app
         .post(
             &path,
@@ -97,6 +99,14 @@ async fn bad_inline_sync_filters_are_refused() {
         let resp = sync_with(&app, &alice, &filter.to_string()).await;
         assert_error(&resp, 400, "M_BAD_JSON");
     }
+    // Authentication comes first.
+    let resp = app
+        .get(
+            &format!("/_matrix/client/v3/sync?filter={}", enc("{not json")),
+            None,
+        )
+        .await;
+    assert_error(&resp, 401, "M_MISSING_TOKEN");
     let resp = sync_with(&app, &alice, "{not json").await;
     assert_error(&resp, 400, "M_NOT_JSON");
     let deep = format!("{{\"x\": {}{}}}", "[".repeat(200), "]".repeat(200));

@@ -366,3 +366,27 @@ async fn failed_login_records_are_capped_and_expire() {
         1
     );
 }
+
+#[tokio::test]
+async fn behind_a_proxy_each_forwarded_address_has_its_own_bucket() {
+    let app = spawn_app_with(|c| {
+        no_rate_limits(c);
+        c.listeners[0].x_forwarded = true;
+        c.rc_login.address.per_second = 0.01;
+        c.rc_login.address.burst_count = 1.0;
+    })
+    .await;
+    let url = format!("{}{LOGIN}", app.base);
+    let from = |addr: &'static str| {
+        app.client
+            .post(&url)
+            .header("X-Forwarded-For", addr)
+            .json(&login_body("nobody", "x"))
+            .send()
+    };
+    assert_eq!(from("203.0.113.7").await.unwrap().status(), 403);
+    assert_eq!(from("203.0.113.7, 10.0.0.1").await.unwrap().status(), 429);
+    assert_eq!(from("198.51.100.2").await.unwrap().status(), 403);
+    // Without the header, the proxy's own address is the key.
+    assert_eq!(login(&app, "nobody", "x").await.0, StatusCode::FORBIDDEN);
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -51,6 +52,11 @@ pub(crate) async fn get_filter(
             "Cannot get filters for other users".to_owned(),
         ));
     }
+    // Filter IDs are integers; anything else is a malformed request
+    // rather than an unknown filter (Synapse: 400 "Invalid filter_id").
+    if filter_id.parse::<i64>().is_err() {
+        return Err(ApiError::BadRequest("Invalid filter_id".to_owned()));
+    }
     state
         .db(move |s| s.filter(&user_id, &filter_id))
         .await?
@@ -62,10 +68,18 @@ pub(crate) async fn get_filter(
 /// not JSON is 400 `M_NOT_JSON`, a filter that fails the checks 400
 /// `M_BAD_JSON`, as for an uploaded one. Filter IDs pass through; the sync
 /// looks them up. A layer on the `/sync` route, so the sync handler keeps
-/// parsing its filter in place.
+/// parsing its filter in place. A request without credentials is left to
+/// the handler, so it gets its 401 first, as in Synapse.
 pub(crate) async fn check_inline_sync_filter(request: Request, next: Next) -> Response {
-    if let Err(e) = inline_filter_error(request.uri()) {
-        return e.into_response();
+    let has_credentials = request.headers().contains_key(header::AUTHORIZATION)
+        || request
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("access_token="));
+    if has_credentials {
+        if let Err(e) = inline_filter_error(request.uri()) {
+            return e.into_response();
+        }
     }
     next.run(request).await
 }
