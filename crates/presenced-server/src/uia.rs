@@ -141,6 +141,12 @@ pub(crate) async fn require_password(
     let Some(password) = auth.password else {
         return Err(ApiError::BadJson("missing password in auth".to_owned()));
     };
+    // The login limit on failed attempts guards this password check too
+    // (as in Synapse), so a stolen token cannot be used to guess it.
+    let failed = &state.auth_limiters.login_failed;
+    failed
+        .check(user, Instant::now())
+        .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
     let lookup = user.to_owned();
     let hash = state
         .db(move |s| s.user(&lookup))
@@ -156,6 +162,7 @@ pub(crate) async fn require_password(
         None => false,
     };
     if !ok {
+        let _ = failed.take(user, Instant::now());
         return Err(ApiError::AuthRequired {
             session,
             failure: Some("Invalid password".to_owned()),

@@ -390,3 +390,34 @@ async fn behind_a_proxy_each_forwarded_address_has_its_own_bucket() {
     // Without the header, the proxy's own address is the key.
     assert_eq!(login(&app, "nobody", "x").await.0, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn uia_password_guesses_count_as_failed_logins() {
+    let app = spawn_app_with(|c| {
+        no_rate_limits(c);
+        c.rc_login.failed_attempts.per_second = 4.0;
+        c.rc_login.failed_attempts.burst_count = 3.0;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    const DEACTIVATE: &str = "/_matrix/client/v3/account/deactivate";
+    let (_, body) = app.post(DEACTIVATE, Some(&alice.token), json!({})).await;
+    let session = body["session"].as_str().unwrap().to_owned();
+    let attempt = |password: &'static str| {
+        app.post(
+            DEACTIVATE,
+            Some(&alice.token),
+            json!({"auth": {"type": "m.login.password", "session": session, "password": password,
+                            "identifier": {"type": "m.id.user", "user": alice.user_id}}}),
+        )
+    };
+    for _ in 0..3 {
+        assert_error(&attempt("wrong").await, 401, "M_FORBIDDEN");
+    }
+    let wait = retry_after(&attempt("password").await, 250);
+    // The same bucket as /login.
+    retry_after(&login(&app, "alice", "password").await, 250);
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    let (status, body) = attempt("password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
