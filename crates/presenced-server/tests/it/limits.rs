@@ -58,6 +58,15 @@ async fn an_oversized_body_is_413_too_large() {
     // A body under the limit is read and answered on its merits.
     let resp = login(&app, "nobody", "wrong").await;
     assert_error(&resp, 403, "M_FORBIDDEN");
+
+    // 32 MiB against the default 1 MiB: refused once the limit is read,
+    // not buffered whole.
+    let app = spawn_app_with(|_| {}).await;
+    let url = format!("{}{LOGIN}", app.base);
+    let huge = vec![b' '; 32 << 20];
+    let resp = app.client.post(&url).body(huge).send().await.unwrap();
+    let status = resp.status();
+    assert_error(&(status, resp.json().await.unwrap()), 413, "M_TOO_LARGE");
 }
 
 #[tokio::test]
