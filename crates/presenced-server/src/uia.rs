@@ -145,7 +145,7 @@ pub(crate) async fn require_password(
     // (as in Synapse), so a stolen token cannot be used to guess it.
     let failed = &state.auth_limiters.login_failed;
     failed
-        .check(user, Instant::now())
+        .take(user, Instant::now())
         .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
     let lookup = user.to_owned();
     let hash = state
@@ -162,12 +162,12 @@ pub(crate) async fn require_password(
         None => false,
     };
     if !ok {
-        let _ = failed.take(user, Instant::now());
         return Err(ApiError::AuthRequired {
             session,
             failure: Some("Invalid password".to_owned()),
         });
     }
+    failed.refund(user);
     sessions.finish(&session);
     Ok(())
 }

@@ -78,6 +78,31 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.act(key, now, false)
     }
 
+    /// Gives back an action taken with [`RateLimiter::take`]: for limits
+    /// that count failures, the attempt is counted before the slow check
+    /// (so concurrent attempts cannot all pass) and refunded on success.
+    pub fn refund<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some((level, _)) = self.lock().levels.get_mut(key) {
+            *level = (*level - 1.0).max(0.0);
+        }
+    }
+
+    /// Takes one action for `key` that is given back unless
+    /// [`Reservation::keep`] is called: for limits that count only
+    /// successes (registrations), so that concurrent attempts still cannot
+    /// overshoot the bucket.
+    pub fn reserve(&self, key: K, now: Instant) -> Result<Reservation<'_, K>, u64> {
+        self.take(&key, now)?;
+        Ok(Reservation {
+            limiter: self,
+            key: Some(key),
+        })
+    }
+
     /// Buckets held (for metrics and the boundedness tests).
     pub fn tracked_keys(&self) -> usize {
         self.lock().levels.len()
@@ -149,6 +174,28 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// An action taken by [`RateLimiter::reserve`], refunded when dropped
+/// unless kept.
+pub struct Reservation<'a, K: Hash + Eq + Clone> {
+    limiter: &'a RateLimiter<K>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq + Clone> Reservation<'_, K> {
+    /// The action happened: it stays counted.
+    pub fn keep(mut self) {
+        self.key = None;
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Reservation<'_, K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.limiter.refund(&key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -180,6 +227,27 @@ mod tests {
         assert!(limiter.take("a", t0).is_ok());
         assert!(limiter.take("a", t0).is_ok());
         assert_eq!(limiter.check("a", t0), Err(1000));
+    }
+
+    #[test]
+    fn a_refund_gives_the_action_back() {
+        let limiter: RateLimiter<String> = RateLimiter::new(1.0, 1.0);
+        let t0 = Instant::now();
+        assert!(limiter.take("a", t0).is_ok());
+        assert!(limiter.take("a", t0).is_err());
+        limiter.refund("a");
+        assert!(limiter.take("a", t0).is_ok());
+    }
+
+    #[test]
+    fn a_reservation_counts_only_if_kept() {
+        let limiter: RateLimiter<String> = RateLimiter::new(1.0, 1.0);
+        let t0 = Instant::now();
+        drop(limiter.reserve("a".to_owned(), t0).unwrap());
+        let held = limiter.reserve("a".to_owned(), t0).unwrap();
+        assert!(limiter.take("a", t0).is_err(), "held while pending");
+        held.keep();
+        assert!(limiter.take("a", t0).is_err(), "kept");
     }
 
     #[test]

@@ -245,6 +245,22 @@ async fn registrations_per_address_are_limited() {
         c.rc_registration.burst_count = 2.0;
     })
     .await;
+    // The UIA round trip (no `auth`) and refused names do not count.
+    for _ in 0..5 {
+        let resp = app
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({"username": "x", "password": "pw"}),
+            )
+            .await;
+        assert_eq!(resp.0, StatusCode::UNAUTHORIZED, "{}", resp.1);
+        assert_error(
+            &register(&app, "_reserved").await,
+            400,
+            "M_INVALID_USERNAME",
+        );
+    }
     assert_eq!(register(&app, "a").await.0, StatusCode::OK);
     assert_eq!(register(&app, "b").await.0, StatusCode::OK);
     let wait = retry_after(&register(&app, "c").await, 250);
@@ -429,4 +445,20 @@ async fn uia_password_guesses_count_as_failed_logins() {
     tokio::time::sleep(wait + Duration::from_millis(20)).await;
     let (status, body) = attempt("password").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_slip_past_the_failed_attempts_limit() {
+    let app = spawn_app_with(|c| {
+        no_rate_limits(c);
+        c.rc_login.failed_attempts.per_second = 0.01;
+        c.rc_login.failed_attempts.burst_count = 3.0;
+    })
+    .await;
+    app.register("alice").await;
+    let guesses = (0..20).map(|_| login(&app, "alice", "wrong"));
+    let answers = futures::future::join_all(guesses).await;
+    let hashed = answers.iter().filter(|r| r.0.as_u16() == 403).count();
+    let limited = answers.iter().filter(|r| r.0.as_u16() == 429).count();
+    assert_eq!((hashed, limited), (3, 17));
 }

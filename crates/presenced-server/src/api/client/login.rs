@@ -47,8 +47,9 @@ struct Identifier {
 /// Rate limits as Synapse applies them (429 `M_LIMIT_EXCEEDED`): every
 /// attempt counts against `rc_login.address` (the client's address); an
 /// account whose `rc_login.failed_attempts` bucket is full is refused
-/// before its password is even hashed, and each failure fills it; a
-/// successful login counts against `rc_login.account`.
+/// before its password is even hashed, and each failure fills it (the
+/// right password does not); a successful login counts against
+/// `rc_login.account`.
 pub(crate) async fn post_login(
     State(state): State<Arc<AppState>>,
     ClientAddr(addr): ClientAddr,
@@ -84,9 +85,11 @@ pub(crate) async fn post_login(
         .ok_or_else(|| ApiError::BadJson("missing password".to_owned()))?;
     let invalid = || ApiError::Forbidden("Invalid username or password".to_owned());
     let user_id = accounts::login_user_id(&user, &state.server_name).ok_or_else(invalid)?;
+    // Counted as a failure before the hash and refunded on success, so
+    // concurrent guesses cannot all slip past a nearly full bucket.
     limiters
         .login_failed
-        .check(&user_id, Instant::now())
+        .take(&user_id, Instant::now())
         .map_err(limited)?;
 
     let lookup = user_id.clone();
@@ -100,11 +103,11 @@ pub(crate) async fn post_login(
         }
         None => false,
     };
+    // Unknown accounts count too, so probing names costs the same.
     let Some(record) = record.filter(|_| verified) else {
-        // Unknown accounts count too, so probing names costs the same.
-        let _ = limiters.login_failed.take(&user_id, Instant::now());
         return Err(invalid());
     };
+    limiters.login_failed.refund(&user_id);
     if record.deactivated {
         return Err(ApiError::UserDeactivated);
     }

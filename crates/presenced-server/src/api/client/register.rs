@@ -44,8 +44,8 @@ struct AuthData {
 /// there is nothing to carry between the two requests.
 ///
 /// `rc_registration`, as in Synapse: a client address whose bucket is full
-/// gets 429 `M_LIMIT_EXCEEDED` before anything else is looked at, and each
-/// account created fills it.
+/// gets 429 `M_LIMIT_EXCEEDED` before anything else is looked at, and only
+/// accounts created fill it.
 pub(crate) async fn post_register(
     State(state): State<Arc<AppState>>,
     ClientAddr(addr): ClientAddr,
@@ -60,12 +60,18 @@ pub(crate) async fn post_register(
             "Registration has been disabled".to_owned(),
         ));
     }
-    let limiter = &state.auth_limiters.registration;
-    if let Some(addr) = addr {
-        limiter
-            .check(&addr, Instant::now())
-            .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
-    }
+    // Held while this request runs, kept only if an account is created:
+    // the UIA round trip and refused names do not count, and concurrent
+    // requests cannot overshoot the bucket.
+    let reservation = addr
+        .map(|addr| {
+            state
+                .auth_limiters
+                .registration
+                .reserve(addr, Instant::now())
+        })
+        .transpose()
+        .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
     // As in Synapse, a bad or taken name is reported before any auth stage.
     let localpart = req
         .username
@@ -94,10 +100,8 @@ pub(crate) async fn post_register(
         .db(move |s| accounts::create_account(s, &uid, Some(&password), false, &cost))
         .await?;
     tracing::info!(user_id = %user_id, "registered");
-    if let Some(addr) = addr {
-        // Counted once the account exists; a concurrent burst may overshoot
-        // the bucket by the requests in flight, as in Synapse.
-        let _ = limiter.take(&addr, Instant::now());
+    if let Some(reservation) = reservation {
+        reservation.keep();
     }
     if req.inhibit_login {
         return Ok(
