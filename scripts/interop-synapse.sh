@@ -289,6 +289,8 @@ data_dir: "$PD_DIR/data"
 registration_shared_secret: "$PD_SECRET"
 password_hashing: {memory_kib: 64, iterations: 1, parallelism: 1}
 rc_presence: {per_user: {per_second: 100000, burst_count: 100000}}
+rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_second: 100000, burst_count: 100000}, failed_attempts: {per_second: 100000, burst_count: 100000}}
+rc_registration: {per_second: 100000, burst_count: 100000}
 log: {level: "info,presenced_server::federation=debug"}
 modules:
   - module: presenced.routers.StaticRoutes

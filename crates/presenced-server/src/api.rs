@@ -28,10 +28,6 @@ use tower_http::trace::TraceLayer;
 use self::error::ApiError;
 use crate::state::AppState;
 
-/// Largest accepted request body. Matrix events are capped at 64 KiB; key
-/// uploads and filters stay well below this.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
 /// The whole HTTP application (every resource).
 pub fn router(state: Arc<AppState>) -> Router {
     router_for(state, &["client", "federation"])
@@ -44,6 +40,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// every listener; unknown names add nothing.
 pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
     let mut router = Router::new();
+    // `request_limits.max_body_size`; the federation routes set their own.
+    let max_body = state.config.request_limits.max_body_size;
     if names.contains(&"client") {
         router = router
             .merge(client::routes())
@@ -67,7 +65,7 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         .method_not_allowed_fallback(wrong_method)
         // axum's own limit (not tower-http's) so an oversized body is
         // refused by the extractor, through ApiError, as M_TOO_LARGE.
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -19,6 +19,7 @@
 pub mod duration;
 pub mod env;
 pub mod federation;
+pub mod limits;
 pub mod log_config;
 pub mod presence;
 pub mod synapse_keys;
@@ -71,6 +72,12 @@ pub struct Config {
     pub exclude_rooms_from_presence: Vec<OwnedRoomId>,
     /// Rate limit for presence updates.
     pub rc_presence: RcPresence,
+    /// Rate limits for logins (Synapse's keys and defaults).
+    pub rc_login: limits::RcLogin,
+    /// Rate limit for registrations per client address (Synapse's).
+    pub rc_registration: limits::RcRegistration,
+    /// Body size, `status_msg` and memory caps (presenced-specific).
+    pub request_limits: limits::RequestLimits,
     /// Modules (presence routers), in load order.
     pub modules: Vec<ModuleConfig>,
     /// Serve Prometheus metrics at `GET /metrics` on the client listeners
@@ -126,6 +133,9 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             exclude_rooms_from_presence: Vec::new(),
             rc_presence: RcPresence::default(),
+            rc_login: limits::RcLogin::default(),
+            rc_registration: limits::RcRegistration::default(),
+            request_limits: limits::RequestLimits::default(),
             modules: Vec::new(),
             enable_metrics: false,
             log: LogConfig::default(),
@@ -313,6 +323,9 @@ impl Config {
                 return Err(format!("{key}.deadline_ms must be greater than 0"));
             }
         }
+        self.rc_login.validate()?;
+        self.rc_registration.validate("rc_registration")?;
+        self.request_limits.validate()?;
         let rl = &self.rc_presence.per_user;
         if !(rl.per_second >= 0.0 && rl.burst_count >= 0.0) {
             return Err("rc_presence.per_user: per_second and burst_count must be >= 0".to_owned());

@@ -37,6 +37,8 @@
 //! - `api`: routing, `ApiError`, extractors, and the endpoints
 //!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/admin.rs` for
 //!   presenced's own admin API, `api/metrics.rs`, `api/health.rs`).
+//! - `expiring_map`: the bounded, expiring map behind nonces and UIA
+//!   sessions.
 //! - `uia`: user-interactive auth (`m.login.password`) for deactivation.
 //! - `metrics`: handler counters and the Prometheus text rendering.
 //! - `telemetry`: tracing subscriber (human or JSON).
@@ -51,8 +53,11 @@ pub mod activity;
 pub mod api;
 pub mod client_event;
 pub mod config;
+mod expiring_map;
 pub mod federation;
+pub mod filter_validation;
 pub mod ids;
+pub mod limiters;
 pub mod listeners;
 pub mod membership;
 pub mod metrics;
@@ -97,7 +102,10 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, server_name = %state.server_name, "listening");
     }
-    axum::serve(listener.tap_io(listeners::set_nodelay), app(state))
+    // The peer address feeds the per-address rate limits (`rc_login`,
+    // `rc_registration`).
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener.tap_io(listeners::set_nodelay), app)
         .with_graceful_shutdown(shutdown)
         .await
 }

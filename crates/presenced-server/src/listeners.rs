@@ -111,6 +111,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     match tls {
         None => {
+            // The peer address feeds the per-address rate limits.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(tcp.tap_io(set_nodelay), app)
                 .with_graceful_shutdown(shutdown)
                 .await

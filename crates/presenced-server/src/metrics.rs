@@ -15,6 +15,7 @@ use presenced_engine::EngineStats;
 use presenced_router::ModuleStats;
 
 use crate::federation::sender::OutboundStats;
+use crate::limiters::HeldState;
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -226,6 +227,39 @@ impl Metrics {
         }
         w.out
     }
+}
+
+/// The gauges of request-grown state (each capped by `request_limits`),
+/// appended to the scrape by `GET /metrics`.
+pub fn render_held_state(held: &HeldState) -> String {
+    let mut w = TextWriter::default();
+    let gauges: [(&str, &str, usize); 4] = [
+        (
+            "presenced_uia_sessions",
+            "Open user-interactive-auth sessions (at most request_limits.max_uia_sessions).",
+            held.uia_sessions,
+        ),
+        (
+            "presenced_registration_nonces",
+            "Unused shared-secret registration nonces (at most request_limits.max_registration_nonces).",
+            held.registration_nonces,
+        ),
+        (
+            "presenced_rate_limit_buckets",
+            "Buckets held by all rate limiters together (each at most request_limits.max_rate_limit_keys).",
+            held.rate_limit_buckets,
+        ),
+        (
+            "presenced_cached_filters",
+            "Stored sync filters cached in memory.",
+            held.cached_filters,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        w.family(name, help, "gauge");
+        w.sample(name, &[], value);
+    }
+    w.out
 }
 
 /// Records a sync's duration when dropped.

@@ -11,9 +11,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::config::{Config, Secret};
+use crate::expiring_map::ExpiringMap;
 use crate::federation::sender::OutboundPresence;
 use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
+use crate::limiters::{AuthLimiters, HeldState};
 use crate::membership::MembershipChange;
 use crate::metrics::Metrics;
 use crate::presence::rate_limit::RateLimiter;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub(crate) presence_put_limiter: RateLimiter,
     /// `rc_presence` for presence-affecting syncs (its own bucket).
     pub(crate) presence_sync_limiter: RateLimiter,
+    /// `rc_login` and `rc_registration`.
+    pub(crate) auth_limiters: AuthLimiters,
     /// Handler counters for `GET /metrics`.
     pub metrics: Metrics,
     /// Open user-interactive auth sessions.
@@ -125,19 +129,22 @@ impl AppState {
         });
         let rc = &config.rc_presence.per_user;
         let (per_second, burst) = (rc.per_second, rc.burst_count);
+        let limits = &config.request_limits;
+        let cap = limits.max_rate_limit_keys;
         let state = Self {
             presence,
-            presence_put_limiter: RateLimiter::new(per_second, burst),
-            presence_sync_limiter: RateLimiter::new(per_second, burst),
+            presence_put_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
+            presence_sync_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
+            auth_limiters: AuthLimiters::new(&config),
+            nonces: NonceCache::new(limits.max_registration_nonces),
+            uia_sessions: UiaSessions::new(limits.max_uia_sessions),
             server_name: config.server_name.clone(),
             config: Arc::new(config),
             store,
             membership_tx,
             activity_tx,
             registration_shared_secret,
-            nonces: NonceCache::default(),
             metrics: Metrics::default(),
-            uia_sessions: UiaSessions::default(),
             signing_key: federation.signing_key,
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
@@ -219,7 +226,13 @@ impl AppState {
             return Ok(None);
         };
         let value = Arc::new(value);
-        self.lock_filters().insert(key, Arc::clone(&value));
+        let mut filters = self.lock_filters();
+        // Users may store any number of filters; the cache stays bounded
+        // (a cleared cache only costs a re-read per filter in use).
+        if filters.len() >= MAX_CACHED_FILTERS {
+            filters.clear();
+        }
+        filters.insert(key, Arc::clone(&value));
         Ok(Some(value))
     }
 
@@ -227,6 +240,22 @@ impl AppState {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(OwnedUserId, String), Arc<Value>>> {
         self.filters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How much each piece of request-grown state holds now.
+    pub fn held_state(&self) -> HeldState {
+        let l = &self.auth_limiters;
+        HeldState {
+            uia_sessions: self.uia_sessions.len(),
+            registration_nonces: self.nonces.len(),
+            rate_limit_buckets: self.presence_put_limiter.tracked_keys()
+                + self.presence_sync_limiter.tracked_keys()
+                + l.login_address.tracked_keys()
+                + l.login_account.tracked_keys()
+                + l.login_failed.tracked_keys()
+                + l.registration.tracked_keys(),
+            cached_filters: self.lock_filters().len(),
+        }
     }
 
     /// Reports a stored membership change. A closed channel means nobody
@@ -241,28 +270,43 @@ impl AppState {
     }
 }
 
+/// Stored filters kept in memory at most.
+const MAX_CACHED_FILTERS: usize = 10_000;
+
 /// Single-use registration nonces, each valid for a minute (as in Synapse).
-#[derive(Default)]
+/// Anyone may ask for one, so at most `max_registration_nonces` are kept:
+/// a flood of requests drops the oldest unused nonces, never grows memory.
 pub(crate) struct NonceCache {
-    issued: Mutex<HashMap<String, Instant>>,
+    issued: Mutex<ExpiringMap<String, ()>>,
 }
 
 impl NonceCache {
     const LIFETIME: Duration = Duration::from_secs(60);
 
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            issued: Mutex::new(ExpiringMap::new(Self::LIFETIME, capacity)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, ()>> {
+        self.issued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Remembers a fresh nonce.
     pub(crate) fn insert(&self, nonce: String, now: Instant) {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        // Expired nonces go when new ones come, so the map stays small.
-        issued.retain(|_, at| now.duration_since(*at) < Self::LIFETIME);
-        issued.insert(nonce, now);
+        self.lock().insert(nonce, (), now);
     }
 
     /// Consumes a nonce; false if unknown, used or expired.
     pub(crate) fn take(&self, nonce: &str, now: Instant) -> bool {
-        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
-        issued
-            .remove(nonce)
-            .is_some_and(|at| now.duration_since(at) < Self::LIFETIME)
+        self.lock().remove(nonce, now).is_some()
+    }
+
+    /// Nonces held, after dropping the expired ones.
+    pub(crate) fn len(&self) -> usize {
+        let mut issued = self.lock();
+        issued.expire(Instant::now());
+        issued.len()
     }
 }

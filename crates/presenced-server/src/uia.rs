@@ -8,8 +8,9 @@
 //! user}, password, session}`. A wrong password is 401 again (with
 //! `M_FORBIDDEN`, same session), an unknown or expired session 400.
 //! Sessions live in memory: a restart only makes the client start over.
+//! At most `request_limits.max_uia_sessions` are open at once (the oldest
+//! go first), each for 15 minutes.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::accounts;
 use crate::api::error::ApiError;
+use crate::expiring_map::ExpiringMap;
 use crate::ids;
 use crate::state::AppState;
 
@@ -25,35 +27,47 @@ use crate::state::AppState;
 pub const PASSWORD_STAGE: &str = "m.login.password";
 
 /// Open UIA sessions, each bound to the user who started it.
-#[derive(Default)]
 pub(crate) struct UiaSessions {
-    open: Mutex<HashMap<String, (OwnedUserId, Instant)>>,
+    open: Mutex<ExpiringMap<String, OwnedUserId>>,
 }
 
 impl UiaSessions {
     /// Long enough to type a password, short enough to not pile up.
     const LIFETIME: Duration = Duration::from_secs(15 * 60);
 
+    /// At most `capacity` open sessions.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            open: Mutex::new(ExpiringMap::new(Self::LIFETIME, capacity)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, OwnedUserId>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn start(&self, user: &UserId, now: Instant) -> String {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.retain(|_, (_, at)| now.duration_since(*at) < Self::LIFETIME);
         let session = ids::new_secret();
-        open.insert(session.clone(), (user.to_owned(), now));
+        self.lock().insert(session.clone(), user.to_owned(), now);
         session
     }
 
     /// Whether `session` is open for `user`.
     fn is_open(&self, session: &str, user: &UserId, now: Instant) -> bool {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(session)
-            .is_some_and(|(owner, at)| owner == user && now.duration_since(*at) < Self::LIFETIME)
+        self.lock()
+            .get(session, now)
+            .is_some_and(|owner| owner == user)
     }
 
     fn finish(&self, session: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(session);
+        self.lock().remove(session, Instant::now());
+    }
+
+    /// Sessions held, after dropping the expired ones.
+    pub(crate) fn len(&self) -> usize {
+        let mut open = self.lock();
+        open.expire(Instant::now());
+        open.len()
     }
 }
 
@@ -127,6 +141,12 @@ pub(crate) async fn require_password(
     let Some(password) = auth.password else {
         return Err(ApiError::BadJson("missing password in auth".to_owned()));
     };
+    // The login limit on failed attempts guards this password check too
+    // (as in Synapse), so a stolen token cannot be used to guess it.
+    let failed = &state.auth_limiters.login_failed;
+    failed
+        .take(user, Instant::now())
+        .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
     let lookup = user.to_owned();
     let hash = state
         .db(move |s| s.user(&lookup))
@@ -147,6 +167,34 @@ pub(crate) async fn require_password(
             failure: Some("Invalid password".to_owned()),
         });
     }
+    failed.refund(user);
     sessions.finish(&session);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_capped_and_expire() {
+        let sessions = UiaSessions::new(3);
+        let user = UserId::parse("@u:test").unwrap();
+        let t0 = Instant::now();
+        let first = sessions.start(&user, t0);
+        for _ in 0..10 {
+            sessions.start(&user, t0);
+        }
+        assert_eq!(sessions.lock().len(), 3);
+        assert!(
+            !sessions.is_open(&first, &user, t0),
+            "the oldest went first"
+        );
+        let last = sessions.start(&user, t0);
+        assert!(sessions.is_open(&last, &user, t0));
+        let later = t0 + UiaSessions::LIFETIME;
+        assert!(!sessions.is_open(&last, &user, later));
+        sessions.lock().expire(later);
+        assert_eq!(sessions.lock().len(), 0);
+    }
 }

@@ -92,7 +92,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/presence/{user_id}/status",
             get(presence::get_status).put(presence::put_status),
         ),
-        ("/sync", get(sync::get_sync)),
+        (
+            "/sync",
+            get(sync::get_sync).layer(axum::middleware::from_fn(filter::check_inline_sync_filter)),
+        ),
         ("/capabilities", get(capabilities::get_capabilities)),
         ("/pushrules/", get(push_rules::get_push_rules)),
         ("/pushrules", get(push_rules::get_push_rules)),

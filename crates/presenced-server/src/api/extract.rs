@@ -7,10 +7,11 @@
 //! `M_MISSING_TOKEN` / `M_UNKNOWN_TOKEN`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use ruma_common::{OwnedDeviceId, OwnedUserId};
@@ -70,14 +71,60 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     }
     // Two steps so the two failures get their two codes.
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|_| ApiError::NotJson("Content not JSON.".to_owned()))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| not_json(bytes))?;
     if !value.is_object() {
         return Err(ApiError::NotJson(
             "Content must be a JSON object.".to_owned(),
         ));
     }
     serde_json::from_value(value).map_err(|e| ApiError::BadJson(e.to_string()))
+}
+
+/// Deepest nesting of arrays and objects a JSON body may have: serde_json's
+/// own recursion limit (it refuses the 128th level), which is what keeps a
+/// 100,000-deep body from overflowing the stack. Deeper bodies are
+/// well-formed JSON of a shape we refuse, so `M_BAD_JSON`.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// The error for a body serde_json could not read: too deep (`M_BAD_JSON`),
+/// or not JSON at all (`M_NOT_JSON`). Only failures pay for the scan.
+fn not_json(bytes: &[u8]) -> ApiError {
+    if nesting_exceeds(bytes, MAX_JSON_DEPTH) {
+        ApiError::BadJson(format!(
+            "JSON is nested more than {MAX_JSON_DEPTH} levels deep"
+        ))
+    } else {
+        ApiError::NotJson("Content not JSON.".to_owned())
+    }
+}
+
+/// Whether arrays and objects nest more than `max` deep (brackets inside
+/// strings do not count). A linear scan without recursion.
+pub(crate) fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Path parameters; a segment that does not parse (say, a room ID without
@@ -166,4 +213,71 @@ pub(crate) fn bearer_token(parts: &Parts) -> Option<String> {
     }
     let Query(query) = Query::<HashMap<String, String>>::try_from_uri(&parts.uri).ok()?;
     query.get("access_token").filter(|t| !t.is_empty()).cloned()
+}
+
+/// The client's IP address, for the per-address rate limits: the leftmost
+/// `X-Forwarded-For` entry when a listener is configured with
+/// `x_forwarded: true` (a reverse proxy in front), else the peer of the
+/// connection. `None` when neither is known (a connection served without
+/// connect info, such as a TLS listener today): the per-address limits
+/// then do not apply, rather than lumping every such client together.
+///
+/// `x_forwarded` is read from the whole config, not per listener: with a
+/// proxied listener next to a direct one, a client of the direct one could
+/// pick its address (only to dodge the per-address limits; the per-account
+/// ones still hold).
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl FromRequestParts<Arc<AppState>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        if state.config.listeners.iter().any(|l| l.x_forwarded) {
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|first| first.trim().parse().ok());
+            if forwarded.is_some() {
+                return Ok(Self(forwarded));
+            }
+        }
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(!nesting_exceeds(br#"{"a": [[1]]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a": [[[1]]]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a": "[[[[[[\"[[["}"#, 1));
+    }
+
+    #[test]
+    fn a_very_deep_body_is_bad_json_not_a_stack_overflow() {
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert!(matches!(err, ApiError::BadJson(_)), "{err:?}");
+        // Just under the limit still parses.
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH - 1),
+            "]".repeat(MAX_JSON_DEPTH - 1)
+        );
+        let body = format!("{{\"a\": {ok}}}");
+        assert!(parse_json::<serde_json::Value>(body.as_bytes()).is_ok());
+    }
 }

@@ -17,8 +17,17 @@ pub struct PresenceFilter {
     /// Senders to exclude.
     #[serde(default)]
     pub not_senders: Vec<String>,
-    /// At most this many events.
+    /// At most this many events. Any JSON number is a valid limit (the
+    /// filter schema says "number"): fractions round down, negatives are 0,
+    /// so a `limit: 10.0` does not make the whole section unreadable.
+    #[serde(default, deserialize_with = "any_number_limit")]
     pub limit: Option<usize>,
+}
+
+fn any_number_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n: Option<f64> = Option::deserialize(d)?;
+    // `as` saturates: negatives and NaN become 0, huge values usize::MAX.
+    Ok(n.map(|n| n.floor() as usize))
 }
 
 fn matches_type(patterns: &[String]) -> bool {
@@ -82,6 +91,17 @@ mod tests {
         );
         let drop = PresenceFilter::from_filter(&json!({"presence": {"not_senders": ["@foo:bar"]}}));
         assert!(drop.apply(vec![state("@foo:bar")]).is_empty());
+    }
+
+    #[test]
+    fn fractional_and_negative_limits_still_read_the_section() {
+        let f =
+            PresenceFilter::from_filter(&json!({"presence": {"limit": 1.0, "not_types": ["*"]}}));
+        assert!(f.blocks_all());
+        let f = PresenceFilter::from_filter(&json!({"presence": {"limit": 2.7}}));
+        assert_eq!(f.limit, Some(2));
+        let f = PresenceFilter::from_filter(&json!({"presence": {"limit": -3}}));
+        assert_eq!(f.limit, Some(0));
     }
 
     #[test]

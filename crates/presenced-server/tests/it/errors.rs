@@ -26,7 +26,8 @@ async fn body_errors() {
     assert_error(&(status, resp.json().await.unwrap()), 400, "M_BAD_JSON");
 
     // Over the size limit.
-    let big = "x".repeat(presenced_server::api::MAX_BODY_BYTES + 10);
+    let limit = presenced_server::config::limits::RequestLimits::default().max_body_size;
+    let big = "x".repeat(limit + 10);
     let resp = app.client.post(&url).body(big).send().await.unwrap();
     let status = resp.status();
     assert_error(&(status, resp.json().await.unwrap()), 413, "M_TOO_LARGE");

@@ -26,9 +26,11 @@ pub struct TestApp {
     pub _dir: TempDir,
 }
 
-/// Config for tests: a temp data dir, a known secret, cheap password hashes.
+/// Config for tests: a temp data dir, a known secret, cheap password hashes,
+/// and no login or registration rate limits (every request comes from
+/// 127.0.0.1; the tests of those limits, `limits.rs`, set them).
 pub fn test_config(dir: &TempDir) -> Config {
-    Config {
+    let mut config = Config {
         server_name: "test.local".try_into().unwrap(),
         data_dir: dir.path().to_owned(),
         registration_shared_secret: Some(Secret::new(SECRET)),
@@ -38,7 +40,12 @@ pub fn test_config(dir: &TempDir) -> Config {
             parallelism: 1,
         },
         ..Config::default()
-    }
+    };
+    config.rc_login.address.per_second = 0.0;
+    config.rc_login.account.per_second = 0.0;
+    config.rc_login.failed_attempts.per_second = 0.0;
+    config.rc_registration.per_second = 0.0;
+    config
 }
 
 pub async fn spawn_app() -> TestApp {

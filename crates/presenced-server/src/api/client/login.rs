@@ -1,6 +1,7 @@
 //! `GET /login`, `POST /login` (password login).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::accounts;
 use crate::api::error::ApiError;
-use crate::api::extract::MatrixJson;
+use crate::api::extract::{ClientAddr, MatrixJson};
 use crate::state::AppState;
 
 /// GET /_matrix/client/v3/login
@@ -42,10 +43,26 @@ struct Identifier {
 /// `m.login.password` with an `m.id.user` identifier or the legacy `user`
 /// field. Wrong user and wrong password give the same 403, so the answer
 /// does not reveal which accounts exist.
+///
+/// Rate limits as Synapse applies them (429 `M_LIMIT_EXCEEDED`): every
+/// attempt counts against `rc_login.address` (the client's address); an
+/// account whose `rc_login.failed_attempts` bucket is full is refused
+/// before its password is even hashed, and each failure fills it (the
+/// right password does not); a successful login counts against
+/// `rc_login.account`.
 pub(crate) async fn post_login(
     State(state): State<Arc<AppState>>,
+    ClientAddr(addr): ClientAddr,
     MatrixJson(req): MatrixJson<LoginRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let limiters = &state.auth_limiters;
+    let limited = |retry_after_ms| ApiError::LimitExceeded { retry_after_ms };
+    if let Some(addr) = addr {
+        limiters
+            .login_address
+            .take(&addr, Instant::now())
+            .map_err(limited)?;
+    }
     if req.kind != "m.login.password" {
         return Err(ApiError::BadRequest(format!(
             "Unknown login type {}",
@@ -68,23 +85,36 @@ pub(crate) async fn post_login(
         .ok_or_else(|| ApiError::BadJson("missing password".to_owned()))?;
     let invalid = || ApiError::Forbidden("Invalid username or password".to_owned());
     let user_id = accounts::login_user_id(&user, &state.server_name).ok_or_else(invalid)?;
+    // Counted as a failure before the hash and refunded on success, so
+    // concurrent guesses cannot all slip past a nearly full bucket.
+    limiters
+        .login_failed
+        .take(&user_id, Instant::now())
+        .map_err(limited)?;
 
     let lookup = user_id.clone();
-    let record = state
-        .db(move |s| s.user(&lookup))
-        .await?
-        .ok_or_else(invalid)?;
-    let hash = record.password_hash.clone().ok_or_else(invalid)?;
-    // argon2 is slow on purpose: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
-        .await
-        .map_err(ApiError::internal)?;
-    if !ok {
+    let record = state.db(move |s| s.user(&lookup)).await?;
+    let verified = match record.as_ref().and_then(|r| r.password_hash.clone()) {
+        // argon2 is slow on purpose: keep it off the async workers.
+        Some(hash) => {
+            tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => false,
+    };
+    // Unknown accounts count too, so probing names costs the same.
+    let Some(record) = record.filter(|_| verified) else {
         return Err(invalid());
-    }
+    };
+    limiters.login_failed.refund(&user_id);
     if record.deactivated {
         return Err(ApiError::UserDeactivated);
     }
+    limiters
+        .login_account
+        .take(&user_id, Instant::now())
+        .map_err(limited)?;
     let (uid, device, name) = (
         user_id.clone(),
         req.device_id,

@@ -41,6 +41,13 @@ pub(crate) async fn put_status(
         .presence_put_limiter
         .take(&auth.user_id, Instant::now())
         .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
+    let max = state.config.request_limits.max_status_msg_length;
+    if body.status_msg.as_ref().is_some_and(|m| m.len() > max) {
+        // As Synapse answers for an over-long display name.
+        return Err(ApiError::BadJson(format!(
+            "status_msg is too long (max {max} bytes)"
+        )));
+    }
     // Validated in every presence mode (W21).
     let Some(presence) = Presence::parse(&body.presence) else {
         return Err(ApiError::InvalidParam(format!(

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::accounts;
 use crate::api::error::ApiError;
-use crate::api::extract::{MatrixJson, MatrixQuery};
+use crate::api::extract::{ClientAddr, MatrixJson, MatrixQuery};
 use crate::ids;
 use crate::state::AppState;
 
@@ -41,8 +42,13 @@ struct AuthData {
 /// `auth` dict the answer is the user-interactive-auth 401 listing the
 /// flow. UIA sessions are not tracked: the dummy stage proves nothing, so
 /// there is nothing to carry between the two requests.
+///
+/// `rc_registration`, as in Synapse: a client address whose bucket is full
+/// gets 429 `M_LIMIT_EXCEEDED` before anything else is looked at, and only
+/// accounts created fill it.
 pub(crate) async fn post_register(
     State(state): State<Arc<AppState>>,
+    ClientAddr(addr): ClientAddr,
     MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
     MatrixJson(req): MatrixJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
@@ -54,6 +60,18 @@ pub(crate) async fn post_register(
             "Registration has been disabled".to_owned(),
         ));
     }
+    // Held while this request runs, kept only if an account is created:
+    // the UIA round trip and refused names do not count, and concurrent
+    // requests cannot overshoot the bucket.
+    let reservation = addr
+        .map(|addr| {
+            state
+                .auth_limiters
+                .registration
+                .reserve(addr, Instant::now())
+        })
+        .transpose()
+        .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
     // As in Synapse, a bad or taken name is reported before any auth stage.
     let localpart = req
         .username
@@ -82,6 +100,9 @@ pub(crate) async fn post_register(
         .db(move |s| accounts::create_account(s, &uid, Some(&password), false, &cost))
         .await?;
     tracing::info!(user_id = %user_id, "registered");
+    if let Some(reservation) = reservation {
+        reservation.keep();
+    }
     if req.inhibit_login {
         return Ok(
             Json(json!({ "user_id": user_id, "home_server": state.server_name })).into_response(),
