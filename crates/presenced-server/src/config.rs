@@ -62,6 +62,11 @@ pub struct Config {
     pub exclude_rooms_from_presence: Vec<OwnedRoomId>,
     /// Rate limit for presence updates.
     pub rc_presence: RcPresence,
+    /// Longest `/sync` long-poll honoured; a client asking for more waits
+    /// this long. Absent: the client's `timeout` as given, as in Synapse
+    /// (presenced addition).
+    #[serde(with = "duration::optional")]
+    pub max_sync_timeout: Option<std::time::Duration>,
     /// Modules (presence routers), in load order.
     pub modules: Vec<ModuleConfig>,
     /// Serve Prometheus metrics at `GET /metrics` on the client listeners
@@ -104,6 +109,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             exclude_rooms_from_presence: Vec::new(),
             rc_presence: RcPresence::default(),
+            max_sync_timeout: None,
             modules: Vec::new(),
             enable_metrics: false,
             log: LogConfig::default(),
