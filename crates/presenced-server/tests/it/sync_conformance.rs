@@ -230,6 +230,56 @@ async fn long_poll_longer_than_the_sync_timeout() {
     );
 }
 
+/// A client whose long-polls last exactly the sync timeout: each one ends
+/// at the instant the timer armed by the end of the one before fires.
+/// Whichever the server sees first, the user never goes offline between
+/// them, and goes offline one sync timeout after the last.
+#[tokio::test]
+async fn long_polls_ending_as_the_timer_fires() {
+    let app = spawn_app_with(short_sync_timeout).await;
+    let alice = app.register("alice").await;
+    let filter = enc(NO_PRESENCE[0]);
+    let mut token = next_batch(&sync(&app, &alice, &format!("filter={filter}&timeout=0")).await);
+    let (client, base, tok) = (app.client.clone(), app.base.clone(), alice.token.clone());
+    let query = format!("filter={filter}&timeout={}", SYNC_TIMEOUT.as_millis());
+    let polls = tokio::spawn(async move {
+        for _ in 0..3 {
+            let url = format!(
+                "{base}/_matrix/client/v3/sync?{query}&since={}",
+                enc(&token)
+            );
+            let body: Value = client
+                .get(url)
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            token = next_batch(&body);
+        }
+    });
+    let started = Instant::now();
+    while !polls.is_finished() {
+        assert_eq!(
+            own_presence(&app, &alice).await,
+            "online",
+            "{:?} into back-to-back long-polls",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    polls.await.unwrap();
+    assert!(started.elapsed() >= SYNC_TIMEOUT * 3 - Duration::from_millis(300));
+    let returned = Instant::now();
+    while own_presence(&app, &alice).await != "offline" {
+        assert!(returned.elapsed() < SYNC_TIMEOUT * 3, "never offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(returned.elapsed() >= SYNC_TIMEOUT - Duration::from_millis(200));
+}
+
 /// A `since` token from before a restart: the restarted server counts the
 /// long-poll (a presence-blind one) as syncing, and the token, whose
 /// presence position can be ahead of the restarted stream (join markers
