@@ -142,6 +142,24 @@ mod tests {
     }
 
     #[test]
+    fn optional_durations() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(with = "optional", default)]
+            cap: Option<Duration>,
+        }
+        let read = |text: &str| serde_yaml::from_str::<Doc>(text).map(|d| d.cap);
+        assert_eq!(read("cap: ~").unwrap(), None);
+        assert_eq!(read("{}").unwrap(), None);
+        assert_eq!(read("cap: 2m").unwrap(), Some(Duration::from_secs(120)));
+        assert_eq!(
+            read("cap: 1500").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(read("cap: soon").is_err());
+    }
+
+    #[test]
     fn formats_round_trip() {
         for text in ["30s", "5m", "1h", "2d", "1w", "250ms"] {
             assert_eq!(format(parse(text).unwrap()), text);

@@ -182,6 +182,43 @@ async fn unavailable_long_polls_keep_their_user_unavailable() {
     );
 }
 
+/// `set_presence=offline` is the one way a sync does not count (Synapse's
+/// rule: it neither keeps the device alive nor marks the user offline): a
+/// user who only PUT online goes offline one sync timeout after the PUT,
+/// in the middle of such a long-poll.
+#[tokio::test]
+async fn set_presence_offline_long_polls_do_not_count() {
+    let app = spawn_app_with(|c| {
+        short_sync_timeout(c);
+        generous(c);
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let token = next_batch(&sync(&app, &alice, "set_presence=offline&timeout=0").await);
+    put_presence(&app, &alice, json!({"presence": "online"})).await;
+    let put = Instant::now();
+    let url = format!(
+        "{}/_matrix/client/v3/sync?set_presence=offline&filter={}&timeout={}&since={}",
+        app.base,
+        enc(NO_PRESENCE[0]),
+        LONG_POLL.as_millis(),
+        enc(&token)
+    );
+    let request = app.client.get(url).bearer_auth(&alice.token).send();
+    let poll = tokio::spawn(async move { request.await.unwrap().status() });
+    while own_presence(&app, &alice).await == "online" {
+        assert!(put.elapsed() < LONG_POLL, "still online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offline_after = put.elapsed();
+    assert!(
+        offline_after >= SYNC_TIMEOUT - Duration::from_millis(200),
+        "offline {offline_after:?} after the PUT"
+    );
+    assert!(!poll.is_finished(), "offline while the long-poll was open");
+    assert_eq!(poll.await.unwrap(), StatusCode::OK);
+}
+
 /// A long-poll longer than the sync timeout, `rc_presence` lifted: four
 /// sync timeouts long, the user stays online throughout and goes offline
 /// one sync timeout after it returns (the 120 s long-poll of a 30 s sync
