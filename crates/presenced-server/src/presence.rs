@@ -101,20 +101,18 @@ pub enum SyncEffect {
 /// sync (its device's sync timeout restarts then), also when the request
 /// is cancelled because the client went away.
 pub struct SyncingDevice {
-    service: PresenceService,
-    user: OwnedUserId,
-    device: Option<OwnedDeviceId>,
-    counted: bool,
+    /// The counted device; `None` when the sync does not count.
+    counted: Option<(PresenceService, OwnedUserId, Option<OwnedDeviceId>)>,
 }
 
 impl Drop for SyncingDevice {
     fn drop(&mut self) {
         // Dispatching outputs may spawn tasks; without a runtime (the
         // process is going away) there is nothing left to keep alive.
-        if self.counted && tokio::runtime::Handle::try_current().is_ok() {
-            let (user, device) = (&self.user, self.device.as_deref());
-            self.service
-                .drive(|e, now| e.handle_sync_end(now, user, device));
+        if let Some((service, user, device)) = &self.counted {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                service.drive(|e, now| e.handle_sync_end(now, user, device.as_deref()));
+            }
         }
     }
 }
@@ -484,10 +482,8 @@ impl PresenceService {
             SyncEffect::Set(p) => self.drive(|e, now| e.handle_sync_start(now, user, device, p)),
         };
         SyncingDevice {
-            service: self.clone(),
-            user: user.to_owned(),
-            device: device.map(ToOwned::to_owned),
-            counted,
+            counted: counted
+                .then(|| (self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
         }
     }
 
