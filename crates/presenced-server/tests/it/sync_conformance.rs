@@ -317,6 +317,40 @@ async fn long_polls_ending_as_the_timer_fires() {
     assert!(returned.elapsed() >= SYNC_TIMEOUT - Duration::from_millis(200));
 }
 
+/// A client that goes away in the middle of a long-poll stops counting as
+/// syncing then: its user goes offline one sync timeout after it left, not
+/// after the long-poll's timeout (nor never).
+#[tokio::test]
+async fn a_client_that_goes_away_stops_syncing() {
+    let app = spawn_app_with(|c| {
+        short_sync_timeout(c);
+        generous(c);
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let token = next_batch(&sync(&app, &alice, "timeout=0").await);
+    let url = format!(
+        "{}/_matrix/client/v3/sync?timeout=60000&since={}",
+        app.base,
+        enc(&token)
+    );
+    let request = app.client.get(url).bearer_auth(&alice.token).send();
+    let poll = tokio::spawn(request);
+    tokio::time::sleep(SYNC_TIMEOUT + Duration::from_millis(500)).await;
+    assert_eq!(own_presence(&app, &alice).await, "online");
+    poll.abort();
+    let left = Instant::now();
+    while own_presence(&app, &alice).await != "offline" {
+        assert!(
+            left.elapsed() < SYNC_TIMEOUT + Duration::from_secs(5),
+            "still online {:?} after the client left",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.elapsed() >= SYNC_TIMEOUT - Duration::from_millis(200));
+}
+
 /// A `since` token from before a restart: the restarted server counts the
 /// long-poll (a presence-blind one) as syncing, and the token, whose
 /// presence position can be ahead of the restarted stream (join markers
