@@ -629,12 +629,21 @@ async fn joins_show_presence_also_through_a_router_route() {
         json!({"presence": "online", "status_msg": "eve"}),
     )
     .await;
+    put_presence(
+        &app,
+        &carol,
+        json!({"presence": "online", "status_msg": "carol"}),
+    )
+    .await;
     let carol_token = next_batch(&sync(&app, &carol, "set_presence=offline").await);
+    let eve_token = next_batch(&sync(&app, &eve, "set_presence=offline").await);
     // A plain join into an eligible room (two members): both sides.
     join(eve.clone()).await;
     let (seen, _) =
         presence_in_the_same_or_next_sync(&app, &carol, &carol_token, &eve.user_id).await;
     assert_eq!(seen["status_msg"], "eve");
+    let (seen, _) = presence_in_the_same_or_next_sync(&app, &eve, &eve_token, &carol.user_id).await;
+    assert_eq!(seen["status_msg"], "carol");
 
     put_presence(
         &app,
