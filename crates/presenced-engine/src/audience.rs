@@ -2,9 +2,11 @@
 //!
 //! A user sees another user's presence when they are the same user, when
 //! they share an eligible room (joined, not excluded, not oversized), or when
-//! the presence router says so. Sync, fan-out to waiting syncs, federation
-//! destinations, `GET /presence` visibility and join handling all ask here;
-//! no other module repeats the rule.
+//! the presence router says so. A join or an invite also reveals the current
+//! presence of the users it introduces, once (`meeting_reveals`). Sync,
+//! fan-out to waiting syncs, federation destinations, `GET /presence`
+//! visibility and join handling all ask here; no other module repeats the
+//! rule.
 
 use ruma_common::{OwnedRoomId, ServerName};
 
@@ -62,6 +64,21 @@ impl Audience<'_> {
         observer == target
             || interest.includes(&self.users.get(target).state.user_id)
             || self.shares_room(observer, target)
+    }
+
+    /// Whether meeting `target` through `room` (a join or an invite that
+    /// the observer's sync shows) reveals the target's current presence:
+    /// the room is eligible, or the router lets the observer see the
+    /// target anyway (a route makes a user of an excluded or oversized room
+    /// newly visible at the join). Another shared room is not a reason:
+    /// that target was visible already.
+    pub(crate) fn meeting_reveals(
+        &self,
+        target: UserIdx,
+        room: RoomIdx,
+        interest: &Interest,
+    ) -> bool {
+        self.eligible(room) || interest.includes(&self.users.get(target).state.user_id)
     }
 
     /// Every member of every eligible room of `user` (with repeats; the user

@@ -13,7 +13,7 @@ use crate::rooms::RoomTable;
 use crate::stats::EngineStats;
 use crate::stream::{ChangeLog, RecentLog, StreamPos};
 use crate::timers::TimerQueue;
-use crate::users::{Pending, RoomIdx, UserIdx, UserTable};
+use crate::users::{Pending, UserIdx, UserTable};
 use crate::{EngineConfig, Presence, PresenceState, Timestamp, Tracking};
 
 /// Presence for one homeserver: every user's state, the membership index,
@@ -51,9 +51,9 @@ pub struct Engine {
     /// Batches waiting for the router's answer.
     pub(crate) in_flight: HashMap<BatchId, crate::fanout::InFlight>,
     pub(crate) next_batch: u64,
-    /// Recent joins (position, room, user), so syncs can add the presence
-    /// of newly shared users (spec §10.4).
-    pub(crate) joins: RecentLog<(RoomIdx, UserIdx)>,
+    /// Recent joins and invites, so syncs can add the current presence of
+    /// the users they introduce (spec §10.4).
+    pub(crate) meetings: RecentLog<crate::joins::Meeting>,
     /// Room-less remote users per server, for the per-server cap.
     pub(crate) remote: RemoteIndex,
     /// Users forgotten by the cap, with their last stream position, for
@@ -62,8 +62,9 @@ pub struct Engine {
     pub(crate) counters: EngineStats,
 }
 
-/// Joins remembered for incremental syncs; older tokens get every co-member.
-const JOIN_LOG_CAPACITY: usize = 65_536;
+/// Joins and invites remembered for incremental syncs; older tokens get
+/// every co-member.
+const MEETING_LOG_CAPACITY: usize = 65_536;
 
 /// What an explicit set does to the status message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl Engine {
             outputs: VecDeque::new(),
             in_flight: HashMap::new(),
             next_batch: 0,
-            joins: RecentLog::new(JOIN_LOG_CAPACITY, position),
+            meetings: RecentLog::new(MEETING_LOG_CAPACITY, position),
             remote: RemoteIndex::default(),
             forgotten: Vec::new(),
             counters: EngineStats::default(),
@@ -167,7 +168,7 @@ impl Engine {
             + self.rooms.heap_bytes()
             + self.timers.len() * 48
             + self.log_bytes()
-            + self.joins.capacity_bytes()
+            + self.meetings.capacity_bytes()
             + self.remote.heap_bytes()
     }
 
@@ -277,6 +278,28 @@ impl Engine {
         };
         device_mut(&mut slot.devices, device).syncing += 1;
         self.set_device_state(now, u, device, requested, StatusChange::Keep, true);
+        true
+    }
+
+    /// A sync starts that keeps the device alive without applying its
+    /// `set_presence` (the driver rate-limited it). The device counts as
+    /// syncing exactly as with [`Engine::handle_sync_start`], so an open
+    /// long-poll never lets its user time out; its presence and the
+    /// user's state are left as they are. Same contract: when this returns
+    /// true, call [`Engine::handle_sync_end`] when the request finishes.
+    pub fn handle_sync_keepalive_start(
+        &mut self,
+        now: Timestamp,
+        user: &UserId,
+        device: Option<&DeviceId>,
+    ) -> bool {
+        let Some(u) = self.tracked_local(user) else {
+            return false;
+        };
+        let dev = device_mut(&mut self.users.get_mut(u).devices, device);
+        dev.syncing += 1;
+        dev.last_sync_ts = now;
+        self.reschedule(u);
         true
     }
 

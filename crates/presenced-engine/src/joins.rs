@@ -1,19 +1,37 @@
-//! Membership changes and the presence they release (spec §12).
+//! Membership changes and the presence they release (spec §10.4, §12).
 //!
-//! When a join makes users newly share an eligible room, each side is shown
-//! the other's current presence once; a remote server newly sharing a room
-//! with local users gets their presence, and servers that already share
-//! another eligible room with a user are not sent it again.
+//! A join or an invite introduces users to each other: each side's next
+//! sync shows the other's current presence once, when the audience says the
+//! meeting reveals it (see `Audience::meeting_reveals`). A remote server
+//! newly sharing a room with local users gets their presence, and servers
+//! that already share another eligible room with a user are not sent it
+//! again.
 
 use std::collections::BTreeMap;
 
 use ruma_common::{OwnedServerName, RoomId, UserId};
 
-use crate::users::UserIdx;
+use crate::users::{RoomIdx, UserIdx};
 use crate::{Engine, Presence, Timestamp, Tracking};
 
-/// A membership change that matters to presence. Invites, knocks and bans
-/// other than leaving do not count.
+/// A membership change that introduces users to each other, as the
+/// meeting log records it for syncs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Meeting {
+    /// `user` joined `room`: they meet its members.
+    Join { room: RoomIdx, user: UserIdx },
+    /// `inviter` invited `invitee` to `room`: the invitee meets the inviter,
+    /// and the room's members meet the invitee.
+    Invite {
+        room: RoomIdx,
+        invitee: UserIdx,
+        inviter: UserIdx,
+    },
+}
+
+/// A membership change that changes who shares a room. Invites are
+/// [`Engine::handle_invite`]; knocks and bans other than leaving do not
+/// count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Membership {
     /// The user is now joined.
@@ -59,15 +77,13 @@ impl Engine {
         self.rooms.resized(r, self.config.max_room_size);
         let new_server = !is_local && self.rooms.add_server(r, user.server_name());
         self.track_remote(u);
+        // Recorded in every room: whether the meeting reveals anything is
+        // the audience's call at sync time (a router may let members of an
+        // excluded room see each other).
+        let at = self.meet(Meeting::Join { room: r, user: u });
         if !self.audience().eligible(r) {
             return;
         }
-
-        // Syncs show the joiner to the room and the room to the joiner
-        // (spec §10.4); the marker moves tokens past the join, and the
-        // room's waiting syncs (and the joiner's) are woken.
-        let at = self.log.mark();
-        self.joins.push(at, (r, u));
         if self.rooms.grow_log(r, at) {
             // Members already waiting move to the new waiter list.
             let waiting: Vec<_> = (self.rooms.get(r).members.iter())
@@ -78,11 +94,6 @@ impl Engine {
                 list.extend(waiting);
             }
         }
-        let mut woken = Vec::new();
-        self.wake(u, &mut woken);
-        self.wake_room(r, &mut woken);
-        self.push_wakes(woken);
-
         if self.config.tracking != Tracking::Enabled {
             return;
         }
@@ -124,6 +135,55 @@ impl Engine {
                 states,
             });
         }
+    }
+
+    /// `inviter` invited `invitee` to `room`. Nobody newly shares a room,
+    /// but the invitee's next sync shows the inviter's current presence
+    /// (while the inviter is still joined) and the room members' next syncs
+    /// show the invitee's (spec §10.4), when the audience says the invite
+    /// reveals them.
+    pub fn handle_invite(
+        &mut self,
+        _now: Timestamp,
+        room: &RoomId,
+        invitee: &UserId,
+        inviter: &UserId,
+    ) {
+        // Remote invitees are left out: nothing here keeps their slot (a
+        // room-less remote user may be forgotten and the slot reused), and
+        // their presence reaches us only through shared rooms anyway.
+        if !self.is_local(invitee) {
+            return;
+        }
+        let i = self.users.intern(invitee, true);
+        let inviter_local = self.is_local(inviter);
+        let v = self.users.intern(inviter, inviter_local);
+        self.track_remote(v);
+        let r = self
+            .rooms
+            .intern(room, &self.config.exclude_rooms_from_presence);
+        self.meet(Meeting::Invite {
+            room: r,
+            invitee: i,
+            inviter: v,
+        });
+    }
+
+    /// Records a meeting for syncs: the marker moves tokens past it, and
+    /// the syncs that may show it (the room's, and the newcomer's) are
+    /// woken.
+    fn meet(&mut self, meeting: Meeting) -> crate::StreamPos {
+        let at = self.log.mark();
+        self.meetings.push(at, meeting);
+        let (room, newcomer) = match meeting {
+            Meeting::Join { room, user } => (room, user),
+            Meeting::Invite { room, invitee, .. } => (room, invitee),
+        };
+        let mut woken = Vec::new();
+        self.wake(newcomer, &mut woken);
+        self.wake_room(room, &mut woken);
+        self.push_wakes(woken);
+        at
     }
 
     fn leave(&mut self, room: &RoomId, user: &UserId) {

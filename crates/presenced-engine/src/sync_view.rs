@@ -2,6 +2,7 @@
 
 use ruma_common::{OwnedRoomId, UserId};
 
+use crate::joins::Meeting;
 use crate::stream::StreamPos;
 use crate::users::UserIdx;
 use crate::{Engine, Interest, Presence, PresenceState};
@@ -96,7 +97,7 @@ impl Engine {
     }
 
     /// Users the syncing user may see whose presence changed after `since`,
-    /// plus users who newly share a room with them (spec §10.4).
+    /// plus users newly met through a join or an invite (spec §10.4).
     ///
     /// Small rooms are scanned member by member; large rooms answer from
     /// their own change log, so the cost follows what changed, not the
@@ -109,68 +110,108 @@ impl Engine {
     ) -> Vec<UserIdx> {
         let users = &self.users;
         let latest = |&(pos, u): &(StreamPos, UserIdx)| users.last_change(u) == pos;
-        if *interest == Interest::All {
-            return match self.log.since(since) {
+        let mut picked = if *interest == Interest::All {
+            match self.log.since(since) {
                 Some(changes) => changes.filter(latest).map(|(_, u)| u).collect(),
                 // Older than the log: slower but exact.
                 None => (0..users.index_bound())
                     .filter(|&u| users.last_change(u) > since)
                     .collect(),
-            };
-        }
-        let mut picked = self.extra_changed(interest, since);
+            }
+        } else {
+            self.extra_changed(interest, since)
+        };
         let Some(me) = me else {
-            // No slot: no rooms; only router-named users can be visible.
+            // No slot: no rooms, no meetings; only router-named users can
+            // be visible.
             return picked;
         };
+        if *interest != Interest::All {
+            let audience = self.audience();
+            if users.last_change(me) > since {
+                picked.push(me);
+            }
+            for &r in &users.get(me).rooms {
+                if !audience.eligible(r) {
+                    continue;
+                }
+                let room = self.rooms.get(r);
+                match room.log().and_then(|log| log.since(since)) {
+                    // Leavers' records are dropped from the log when they
+                    // leave, so every record is of a current member.
+                    Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
+                    None => picked.extend(
+                        room.members
+                            .iter()
+                            .copied()
+                            .filter(|&m| users.last_change(m) > since),
+                    ),
+                }
+            }
+        }
+        self.newly_met(me, since, interest, &mut picked);
+        picked
+    }
+
+    /// Users `me` met after `since` whose current presence the meeting
+    /// reveals: co-members of a room `me` joined, users who joined a room
+    /// of `me` (and are still in it), users invited to a room of `me`, and
+    /// the inviter of `me` (while still joined).
+    fn newly_met(
+        &self,
+        me: UserIdx,
+        since: StreamPos,
+        interest: &Interest,
+        picked: &mut Vec<UserIdx>,
+    ) {
         let audience = self.audience();
-        if users.last_change(me) > since {
-            picked.push(me);
-        }
-        for &r in &users.get(me).rooms {
-            if !audience.eligible(r) {
-                continue;
-            }
-            let room = self.rooms.get(r);
-            match room.log().and_then(|log| log.since(since)) {
-                // Leavers' records are dropped from the log when they
-                // leave, so every record is of a current member.
-                Some(changes) => picked.extend(changes.filter(latest).map(|(_, u)| u)),
-                None => picked.extend(
-                    room.members
-                        .iter()
-                        .copied()
-                        .filter(|&m| users.last_change(m) > since),
-                ),
-            }
-        }
-        match self.joins.since(since) {
-            Some(joins) => {
-                for (_, (r, joiner)) in joins {
-                    let mine = users.get(me).rooms.binary_search(&r).is_ok();
-                    if !mine || !audience.eligible(r) {
-                        continue;
-                    }
-                    // The syncing user is not a new co-member of themself
-                    // (spec §10.4), and a joiner who left since is not one.
-                    if joiner == me {
+        let users = &self.users;
+        let joined = |u: UserIdx, r| users.get(u).rooms.binary_search(&r).is_ok();
+        let Some(meetings) = self.meetings.since(since) else {
+            // Meetings older than we remember: show every co-member.
+            picked.extend(audience.co_members(me));
+            return;
+        };
+        for (_, meeting) in meetings {
+            match meeting {
+                // The syncing user is not a new co-member of themself
+                // (spec §10.4), and a joiner who left since is not one.
+                Meeting::Join { room, user } if user == me => {
+                    if joined(me, room) {
                         picked.extend(
-                            self.rooms
-                                .get(r)
-                                .members
-                                .iter()
-                                .copied()
-                                .filter(|&m| m != me),
+                            self.rooms.get(room).members.iter().copied().filter(|&m| {
+                                m != me && audience.meeting_reveals(m, room, interest)
+                            }),
                         );
-                    } else if users.get(joiner).rooms.binary_search(&r).is_ok() {
-                        picked.push(joiner);
+                    }
+                }
+                Meeting::Join { room, user } => {
+                    if joined(me, room)
+                        && joined(user, room)
+                        && audience.meeting_reveals(user, room, interest)
+                    {
+                        picked.push(user);
+                    }
+                }
+                Meeting::Invite {
+                    room,
+                    invitee,
+                    inviter,
+                } if invitee == me => {
+                    if inviter != me
+                        && joined(inviter, room)
+                        && audience.meeting_reveals(inviter, room, interest)
+                    {
+                        picked.push(inviter);
+                    }
+                }
+                Meeting::Invite { room, invitee, .. } => {
+                    if joined(me, room) && audience.meeting_reveals(invitee, room, interest) {
+                        picked.push(invitee);
                     }
                 }
             }
-            // Joins older than we remember: show every co-member.
-            None => picked.extend(audience.co_members(me)),
         }
-        picked
     }
 
     fn extra_changed(&self, interest: &Interest, since: StreamPos) -> Vec<UserIdx> {

@@ -78,6 +78,11 @@ pub struct Config {
     pub rc_registration: limits::RcRegistration,
     /// Body size, `status_msg` and memory caps (presenced-specific).
     pub request_limits: limits::RequestLimits,
+    /// Longest `/sync` long-poll honoured; a client asking for more waits
+    /// this long. Absent: the client's `timeout` as given, as in Synapse
+    /// (presenced addition).
+    #[serde(with = "duration::optional")]
+    pub max_sync_timeout: Option<std::time::Duration>,
     /// Modules (presence routers), in load order.
     pub modules: Vec<ModuleConfig>,
     /// Serve Prometheus metrics at `GET /metrics` on the client listeners
@@ -136,6 +141,7 @@ impl Default for Config {
             rc_login: limits::RcLogin::default(),
             rc_registration: limits::RcRegistration::default(),
             request_limits: limits::RequestLimits::default(),
+            max_sync_timeout: None,
             modules: Vec::new(),
             enable_metrics: false,
             log: LogConfig::default(),

@@ -58,6 +58,8 @@ pub struct MembershipChange {
     pub room_id: OwnedRoomId,
     /// Whose membership changed.
     pub user_id: OwnedUserId,
+    /// Who made the change (the inviter, for an invite).
+    pub sender: OwnedUserId,
     /// The new membership.
     pub membership: Membership,
     /// Stream position of the membership event.

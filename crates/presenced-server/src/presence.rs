@@ -23,7 +23,9 @@ use presenced_engine::{
     StreamPos, Timestamp, Visibility,
 };
 use presenced_router::{ModuleCommand, ModuleReason, PresenceRouter};
-use ruma_common::{DeviceId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
+use ruma_common::{
+    DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, RoomId, ServerName, UserId,
+};
 use tokio::sync::{mpsc, Notify};
 
 use self::store::PresenceStore;
@@ -35,6 +37,22 @@ pub fn now() -> Timestamp {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     )
+}
+
+/// Where a stream started at `now` begins.
+///
+/// A restarted stream must begin past every position the previous process
+/// handed out in sync tokens, stored or not (join and invite markers are
+/// not stored): otherwise a token from before the restart sits at or ahead
+/// of the new positions and its sync misses the changes made after the
+/// restart. The clock gives that without a write per marker: 1,024
+/// positions per millisecond since the Unix epoch, as no process hands out
+/// a million positions a second on average over its life. Stays below
+/// 2^53 (exact in an f64 metric) until the 23rd century. A clock set back
+/// by more than the previous process's lifetime defeats it; the stored
+/// positions still bound it from below.
+fn stream_epoch(now: Timestamp) -> StreamPos {
+    now.0.saturating_mul(1 << 10)
 }
 
 /// Presence for the whole server; cheap to clone.
@@ -65,16 +83,46 @@ pub struct SyncPresence {
     pub next: StreamPos,
 }
 
+/// What a `/sync` request does to its device's presence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncEffect {
+    /// `set_presence=offline` (or presence off): the request does not
+    /// touch presence at all (Synapse's rule).
+    None,
+    /// The device counts as syncing, but its `set_presence` is not applied
+    /// (`rc_presence` limited it).
+    KeepAlive,
+    /// The device counts as syncing and takes this presence.
+    Set(Presence),
+}
+
+/// A device counted as syncing, for as long as this lives: the whole
+/// `/sync` request, whatever its filter lets through. Dropping it ends the
+/// sync (its device's sync timeout restarts then), also when the request
+/// is cancelled because the client went away.
+pub struct SyncingDevice {
+    /// The counted device; `None` when the sync does not count.
+    counted: Option<(PresenceService, OwnedUserId, Option<OwnedDeviceId>)>,
+}
+
+impl Drop for SyncingDevice {
+    fn drop(&mut self) {
+        // Dispatching outputs may spawn tasks; without a runtime (the
+        // process is going away) there is nothing left to keep alive.
+        if let Some((service, user, device)) = &self.counted {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                service.drive(|e, now| e.handle_sync_end(now, user, device.as_deref()));
+            }
+        }
+    }
+}
+
 /// A sync's presence request.
 pub struct SyncRequest<'a> {
     /// The syncing user.
     pub user: &'a UserId,
-    /// Their device.
-    pub device: Option<&'a DeviceId>,
     /// Presence position of the `since` token (`None`: initial/full state).
     pub since: Option<StreamPos>,
-    /// `set_presence` (`None` or offline: the sync does not touch presence).
-    pub set_presence: Option<Presence>,
     /// Include offline users.
     pub include_offline: bool,
     /// How long to wait for presence if there is none yet.
@@ -108,11 +156,13 @@ impl PresenceService {
             Vec::new()
         });
         // The stream restarts past every stored position and every mark, so
-        // new tokens never fall at or before a mark (one snapshot per token).
+        // new tokens never fall at or before a mark (one snapshot per token),
+        // and past the clock's epoch (see `stream_epoch`).
         let position = stored
             .iter()
             .map(|(p, _)| *p)
             .chain(marks.iter().map(|(_, at)| at + 1))
+            .chain([stream_epoch(now())])
             .max()
             .unwrap_or(0);
         let config = EngineConfig {
@@ -314,9 +364,14 @@ impl PresenceService {
         self.drive(|e, now| e.handle_activity(now, user, device));
     }
 
-    /// A joined/left membership change (invites do not count).
+    /// A joined/left membership change.
     pub fn membership(&self, room: &RoomId, user: &UserId, membership: Membership) {
         self.drive(|e, now| e.handle_membership(now, room, user, membership));
+    }
+
+    /// `inviter` invited `invitee` to `room`.
+    pub fn invite(&self, room: &RoomId, invitee: &UserId, inviter: &UserId) {
+        self.drive(|e, now| e.handle_invite(now, room, invitee, inviter));
     }
 
     /// The account was deactivated.
@@ -409,24 +464,41 @@ impl PresenceService {
             .position()
     }
 
-    /// The presence section of a sync: marks the device as syncing (if
-    /// `set_presence` says so), returns what the user may see, and waits up
-    /// to `timeout` for something if there is nothing yet.
+    /// A `/sync` request starts: its device counts as syncing until the
+    /// returned guard is dropped (unless `effect` is [`SyncEffect::None`]).
+    /// Every sync request holds one for its whole life, whether or not it
+    /// asks for presence, so "is this device syncing" is decided here only.
+    pub fn start_syncing(
+        &self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        effect: SyncEffect,
+    ) -> SyncingDevice {
+        let counted = match effect {
+            SyncEffect::None => false,
+            SyncEffect::KeepAlive => {
+                self.drive(|e, now| e.handle_sync_keepalive_start(now, user, device))
+            }
+            SyncEffect::Set(p) => self.drive(|e, now| e.handle_sync_start(now, user, device, p)),
+        };
+        SyncingDevice {
+            counted: counted
+                .then(|| (self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
+        }
+    }
+
+    /// The presence section of a sync: returns what the user may see, and
+    /// waits up to `timeout` for something if there is nothing yet. Whether
+    /// the device counts as syncing is [`Self::start_syncing`]'s business.
     pub async fn sync(&self, request: SyncRequest<'_>) -> SyncPresence {
         let SyncRequest {
             user,
-            device,
             since,
-            set_presence,
             include_offline,
             timeout,
             stop_waiting,
         } = request;
         let interest = self.interest(user).await;
-        let counted = match set_presence {
-            Some(p) => self.drive(|e, now| e.handle_sync_start(now, user, device, p)),
-            None => false,
-        };
         let deadline = tokio::time::Instant::now() + timeout;
         let notify = {
             let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -472,9 +544,6 @@ impl PresenceService {
                     .cancel_wait(user);
             }
         };
-        if counted {
-            self.drive(|e, now| e.handle_sync_end(now, user, device));
-        }
         result
     }
 

@@ -76,10 +76,13 @@ pub async fn create_room(state: &Arc<AppState>, req: NewRoom) -> Result<OwnedRoo
                     .iter()
                     .copied(),
             );
+            // The creator sends every initial membership event.
+            let sender = &members[0].0;
             for ((user_id, membership), stream) in members.iter().zip(member_streams) {
                 st.emit_membership(MembershipChange {
                     room_id: room.clone(),
                     user_id: user_id.clone(),
+                    sender: sender.clone(),
                     membership: *membership,
                     stream,
                 });
@@ -259,6 +262,7 @@ pub async fn set_membership(
                     st.emit_membership(MembershipChange {
                         room_id: room.clone(),
                         user_id: tgt.clone(),
+                        sender: snd.clone(),
                         membership: new,
                         stream,
                     });

@@ -69,6 +69,28 @@ pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S:
     serializer.serialize_str(&format(*d))
 }
 
+/// `#[serde(with = "duration::optional")]`: a duration or `~` (none).
+pub mod optional {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Reads `~` as `None`, anything else as [`super::deserialize`] does.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(v)| v))
+    }
+
+    /// Writes `None` as `~`, a duration as [`super::serialize`] does.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 struct DurationVisitor;
 
 impl Visitor<'_> for DurationVisitor {
@@ -117,6 +139,24 @@ mod tests {
         assert!(parse("1.5s").is_err());
         assert!(parse("s").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn optional_durations() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            #[serde(with = "optional", default)]
+            cap: Option<Duration>,
+        }
+        let read = |text: &str| serde_yaml::from_str::<Doc>(text).map(|d| d.cap);
+        assert_eq!(read("cap: ~").unwrap(), None);
+        assert_eq!(read("{}").unwrap(), None);
+        assert_eq!(read("cap: 2m").unwrap(), Some(Duration::from_secs(120)));
+        assert_eq!(
+            read("cap: 1500").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert!(read("cap: soon").is_err());
     }
 
     #[test]

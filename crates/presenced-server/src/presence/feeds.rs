@@ -21,13 +21,12 @@ pub fn spawn(state: &Arc<AppState>, receivers: StateReceivers) -> StateReceivers
     let presence = state.presence.clone();
     tokio::spawn(async move {
         while let Some(change) = membership_rx.recv().await {
-            let membership = match change.membership {
-                Membership::Join => Some(EngineMembership::Join),
-                Membership::Leave => Some(EngineMembership::Leave),
-                Membership::Invite => None, // invites do not make presence flow
-            };
-            if let Some(m) = membership {
-                presence.membership(&change.room_id, &change.user_id, m);
+            let (room, user) = (&change.room_id, &change.user_id);
+            match change.membership {
+                Membership::Join => presence.membership(room, user, EngineMembership::Join),
+                Membership::Leave => presence.membership(room, user, EngineMembership::Leave),
+                // No shared room, but the two meet (spec §10.4).
+                Membership::Invite => presence.invite(room, user, &change.sender),
             }
             let _ = membership_copy.send(change);
         }

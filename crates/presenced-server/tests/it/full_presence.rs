@@ -36,9 +36,7 @@ async fn sync(service: &PresenceService, since: Option<StreamPos>) -> (Vec<Strin
     let view = service
         .sync(SyncRequest {
             user: &receiver,
-            device: None,
             since,
-            set_presence: None,
             include_offline: since.is_some(),
             timeout: Duration::ZERO,
             stop_waiting: None,

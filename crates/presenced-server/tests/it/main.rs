@@ -25,5 +25,6 @@ mod presence_catalogue;
 mod rooms;
 mod server_wide;
 mod store;
+mod sync_conformance;
 mod sync_wake;
 mod two_servers;

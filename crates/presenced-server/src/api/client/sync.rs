@@ -13,14 +13,15 @@ use serde_json::{json, Value};
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
 use crate::presence::filter::PresenceFilter;
-use crate::presence::{now, wire, SyncRequest};
+use crate::presence::{now, wire, SyncEffect, SyncRequest};
 use crate::room_filter::RoomFilter;
 use crate::room_stream::RoomsMoved;
 use crate::state::AppState;
 use crate::sync_rooms;
 
-/// Longest long-poll we honour.
-const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Beyond this a client's `timeout` means "as long as you like": a year,
+/// so deadline arithmetic cannot overflow.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Deserialize)]
 pub(crate) struct SyncQuery {
@@ -84,17 +85,35 @@ pub(crate) async fn get_sync(
             )
         }
     };
-    let timeout = Duration::from_millis(query.timeout.unwrap_or(0)).min(MAX_TIMEOUT);
+    // The client's timeout as given (Synapse has no cap), unless the
+    // operator set `max_sync_timeout`.
+    let timeout = Duration::from_millis(query.timeout.unwrap_or(0))
+        .min(state.config.max_sync_timeout.unwrap_or(FOREVER))
+        .min(FOREVER);
     let deadline = Instant::now() + timeout;
 
-    // A rate-limited sync is served; it just does not count for presence.
-    let affects_presence = set_presence != Presence::Offline
-        && state
-            .presence_sync_limiter
-            .take(&auth.user_id, Instant::now())
-            .is_ok();
+    // The device counts as syncing for the whole request, whatever its
+    // filter lets through: the guard ends the sync when the request ends
+    // (or is dropped because the client went away). A rate-limited sync is
+    // served and keeps the device alive; only its `set_presence` is not
+    // applied, so a client's next long-poll right after a sync never lets
+    // it time out.
+    let effect = if set_presence == Presence::Offline {
+        SyncEffect::None
+    } else if state
+        .presence_sync_limiter
+        .take(&auth.user_id, Instant::now())
+        .is_ok()
+    {
+        SyncEffect::Set(set_presence)
+    } else {
+        SyncEffect::KeepAlive
+    };
+    let _syncing = state
+        .presence
+        .start_syncing(&auth.user_id, Some(&auth.device_id), effect);
     let presence_wanted = !filter.blocks_all() && !state.presence_disabled();
-    let (ev_since, presence_since) = match (since, full_state) {
+    let (ev_since, mut presence_since) = match (since, full_state) {
         (Some((e, p)), false) => (Some(e), Some(p)),
         (Some((e, _)), true) => (Some(e).filter(|_| false), None),
         (None, _) => (None, None),
@@ -131,9 +150,7 @@ pub(crate) async fn get_sync(
                 .presence
                 .sync(SyncRequest {
                     user: &auth.user_id,
-                    device: Some(&auth.device_id),
                     since: presence_since,
-                    set_presence: affects_presence.then_some(set_presence),
                     include_offline,
                     timeout: wait,
                     stop_waiting: Some(&stop_waiting),
@@ -157,7 +174,12 @@ pub(crate) async fn get_sync(
             || Instant::now() >= deadline
             || state.presence.is_stopping();
         if !done {
-            // Woken by a room change: look again from the top.
+            // Woken by a room change, or by presence the filter drops
+            // (senders): look again from the top, past what was dropped,
+            // so it does not end the next wait at once.
+            if presence_since.is_some() {
+                presence_since = Some(presence.next);
+            }
             continue;
         }
         let rooms = if rooms_ready {
