@@ -37,6 +37,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .extensions
             .get::<OriginalUri>()
             .map_or(&parts.uri, |o| &o.0);
+        let logged_uri = crate::api::request_span::redacted_uri(uri);
         let uri = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
@@ -72,7 +73,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .await
             .inspect_err(|e| {
                 state.metrics.federation_refused();
-                tracing::info!(%method, %uri, "federation request refused: {e}");
+                tracing::info!(%method, uri = %logged_uri, "federation request refused: {e}");
             })?;
         Ok(Self { origin, body })
     }
