@@ -41,41 +41,27 @@ pub struct Resolved {
 }
 
 /// Addresses found through SRV, keyed by the host name in the URL; the
-/// client's DNS hook reads them, other names go to the system resolver.
+/// client's DNS hook (`ip_filter::FilteringResolver`) reads them, other
+/// names go to the system resolver.
 #[derive(Default)]
 pub struct SrvOverrides {
     by_host: Mutex<HashMap<String, Vec<SocketAddr>>>,
 }
 
 impl SrvOverrides {
-    fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
+    pub(crate) fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
         self.by_host
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(host.to_ascii_lowercase(), addrs);
     }
 
-    fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
         self.by_host
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&host.to_ascii_lowercase())
             .cloned()
-    }
-}
-
-impl reqwest::dns::Resolve for SrvOverrides {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        let known = self.get(&host);
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = match known {
-                Some(addrs) => addrs,
-                // Port 0: the URL's port (explicit or 443) replaces it.
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
-            };
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
     }
 }
 
@@ -307,8 +293,12 @@ mod tests {
         });
         let overrides = Arc::new(SrvOverrides::default());
         overrides.set("Target.Example", vec![addr]);
+        let resolver = crate::federation::ip_filter::FilteringResolver::new(
+            Some(overrides),
+            Arc::new(crate::federation::ip_filter::IpFilter::default()),
+        );
         let client = reqwest::Client::builder()
-            .dns_resolver(overrides)
+            .dns_resolver(Arc::new(resolver))
             .build()
             .unwrap();
         let body = client
