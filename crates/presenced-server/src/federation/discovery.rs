@@ -30,6 +30,10 @@ pub const DEFAULT_FEDERATION_PORT: u16 = 8448;
 const CACHE_FOR: Duration = Duration::from_secs(3600);
 /// A well-known answer larger than this is ignored.
 const MAX_WELL_KNOWN_BYTES: usize = 50 * 1024;
+/// Servers whose answer is kept at most: anyone can make us look a name up
+/// (by naming it as a request's origin), so the cache must not grow with
+/// the names an attacker makes up.
+const MAX_CACHED: usize = 10_000;
 
 /// Where to send requests for one server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,10 +54,13 @@ pub struct SrvOverrides {
 
 impl SrvOverrides {
     pub(crate) fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
-        self.by_host
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.to_ascii_lowercase(), addrs);
+        let mut by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like the discovery cache; an entry dropped here is set
+        // again the next time discovery hands out its answer.
+        if by_host.len() >= MAX_CACHED && !by_host.contains_key(&host.to_ascii_lowercase()) {
+            by_host.clear();
+        }
+        by_host.insert(host.to_ascii_lowercase(), addrs);
     }
 
     pub(crate) fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
@@ -102,7 +109,13 @@ impl Discovery {
             .get(server)
         {
             if at.elapsed() < CACHE_FOR {
-                return resolved.clone();
+                let resolved = resolved.clone();
+                if let Some((host, addrs)) = &resolved.srv_target {
+                    if self.overrides.get(host).is_none() {
+                        self.overrides.set(host, addrs.clone());
+                    }
+                }
+                return resolved;
             }
         }
         let resolved = self.discover(server).await;
@@ -110,10 +123,19 @@ impl Discovery {
             self.overrides.set(host, addrs.clone());
         }
         tracing::debug!(%server, url = %resolved.base_url, "federation destination resolved");
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server.to_owned(), (Instant::now(), resolved.clone()));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+        }
+        if cache.len() >= MAX_CACHED {
+            // Still full of live answers: drop a tenth (any; they are
+            // looked up again when needed).
+            let drop: Vec<OwnedServerName> = cache.keys().take(MAX_CACHED / 10).cloned().collect();
+            for name in drop {
+                cache.remove(&name);
+            }
+        }
+        cache.insert(server.to_owned(), (Instant::now(), resolved.clone()));
         resolved
     }
 
