@@ -99,6 +99,7 @@ def main():
                 f"listeners: [{{port: {port}, bind_addresses: ['127.0.0.1']}}]\n"
                 f"data_dir: {data}\n"
                 "log: {level: warn}\n"
+                "enable_metrics: true\n"
             )
         proc = subprocess.Popen(
             [args.binary, "--config", config],
@@ -117,6 +118,9 @@ def main():
                     slowest = max(slowest, took)
             elapsed = time.monotonic() - started
             after = rss_kib(proc.pid)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/metrics")
+            metrics = conn.getresponse().read().decode()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -128,6 +132,9 @@ def main():
         f"RSS before {before['VmRSS'] / 1024:.1f} MiB, after {after['VmRSS'] / 1024:.1f} MiB "
         f"(peak {after['VmHWM'] / 1024:.1f} MiB)"
     )
+    for line in metrics.splitlines():
+        if line.startswith("presenced_federation_key_lookups_refused_total{"):
+            print(line)
 
 
 if __name__ == "__main__":
