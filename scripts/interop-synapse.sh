@@ -284,6 +284,11 @@ YAML
   else
     log "this presenced has no federation_custom_ca_list: it cannot reach Synapse's TLS port"
   fi
+  # Both servers run on loopback, which the default ip_range_blacklist
+  # blocks (as Synapse's does; Synapse's config above whitelists it too).
+  if has_key ip_range_whitelist; then
+    echo "ip_range_whitelist: ['127.0.0.0/8', '::1/128']"
+  fi
   cat <<YAML
 data_dir: "$PD_DIR/data"
 registration_shared_secret: "$PD_SECRET"

@@ -8,6 +8,7 @@
 //! - `admin`: presenced's admin API (`/_presenced/admin/v1`).
 //! - `metrics`: `/metrics` (Prometheus).
 //! - `health`: `/health`.
+//! - `request_span`: the per-request log span, secrets redacted.
 
 pub mod admin;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod extract;
 pub mod federation;
 pub mod health;
 pub mod metrics;
+pub mod request_span;
 pub mod synapse_admin;
 
 use std::sync::Arc;
@@ -66,7 +68,7 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         // axum's own limit (not tower-http's) so an oversized body is
         // refused by the extractor, through ApiError, as M_TOO_LARGE.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span::request_span))
         .with_state(state)
 }
 

@@ -19,6 +19,7 @@
 pub mod duration;
 pub mod env;
 pub mod federation;
+pub mod ip_ranges;
 pub mod limits;
 pub mod log_config;
 pub mod presence;
@@ -32,6 +33,7 @@ use ruma_common::{OwnedRoomId, OwnedServerName};
 use serde::{Deserialize, Serialize, Serializer};
 
 pub use self::federation::FederationConfig;
+pub use self::ip_ranges::IpRanges;
 pub use self::presence::{
     FederationPresence, ModuleConfig, PresenceConfig, PresenceEnabled, RateLimit, RcPresence,
 };
@@ -104,6 +106,12 @@ pub struct Config {
     pub federation_custom_ca_list: Option<Vec<PathBuf>>,
     /// Retry intervals of outgoing federation presence.
     pub federation: FederationConfig,
+    /// Addresses outbound federation and key requests never connect to,
+    /// checked after DNS (Synapse key; default: Synapse's private,
+    /// loopback, link-local, ... ranges).
+    pub ip_range_blacklist: IpRanges,
+    /// Addresses allowed even when `ip_range_blacklist` lists them.
+    pub ip_range_whitelist: IpRanges,
     /// PEM certificate chain for `tls: true` listeners.
     pub tls_certificate_path: Option<PathBuf>,
     /// PEM private key for `tls: true` listeners.
@@ -150,6 +158,8 @@ impl Default for Config {
             federation_verify_certificates: true,
             federation_custom_ca_list: None,
             federation: FederationConfig::default(),
+            ip_range_blacklist: IpRanges::synapse_default_blacklist(),
+            ip_range_whitelist: IpRanges::default(),
             tls_certificate_path: None,
             tls_private_key_path: None,
             pid_file: None,

@@ -17,7 +17,8 @@
 //!   [`keys::RemoteKeyCache`] (checked, cached, rate-limited refetch).
 //! - `client`: [`client::FederationClient`], signed HTTPS requests to
 //!   peers (and the real [`keys::KeyFetcher`]); `discovery` finds where a
-//!   server name lives (well-known, SRV, 8448).
+//!   server name lives (well-known, SRV, 8448); `ip_filter` keeps every
+//!   outbound connection off `ip_range_blacklist`.
 //! - `auth`: checking an incoming request's X-Matrix authorization
 //!   (destination, `federation_domain_whitelist`, signature).
 //! - `transactions`: transaction IDs already processed, per origin.
@@ -34,6 +35,7 @@
 pub mod auth;
 pub mod client;
 pub mod discovery;
+pub mod ip_filter;
 pub mod keys;
 pub mod outgoing;
 pub mod presence_edu;

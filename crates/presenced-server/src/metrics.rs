@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use presenced_engine::EngineStats;
 use presenced_router::ModuleStats;
 
+use crate::federation::presence_edu::DropReason;
 use crate::federation::sender::OutboundStats;
 use crate::limiters::HeldState;
 
@@ -33,6 +34,13 @@ pub struct Metrics {
     sync: Histogram,
     federation_transactions: AtomicU64,
     federation_refused: AtomicU64,
+    /// Per [`DropReason::ALL`] entry.
+    presence_entries_refused: [AtomicU64; 3],
+    /// Federation requests refused without a key look-up because the
+    /// origin's key failed recently (the negative cache).
+    key_lookups_negative: AtomicU64,
+    /// ... or because too many look-ups were already running.
+    key_lookups_busy: AtomicU64,
 }
 
 impl Metrics {
@@ -49,6 +57,27 @@ impl Metrics {
     /// A federation request was refused for its authorization (401/403).
     pub fn federation_refused(&self) {
         self.federation_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An `m.presence` entry from another server was dropped.
+    pub fn presence_entry_refused(&self, reason: DropReason) {
+        let i = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.presence_entries_refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A federation request was refused without looking its origin's key
+    /// up: the last look-up failed too recently (`busy` false) or too many
+    /// look-ups are running (`busy` true).
+    pub fn key_lookup_refused(&self, busy: bool) {
+        let counter = if busy {
+            &self.key_lookups_busy
+        } else {
+            &self.key_lookups_negative
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Starts timing a `/sync`; the time is recorded when the guard drops,
@@ -185,6 +214,31 @@ impl Metrics {
         for (name, help, value) in counters {
             w.family(name, help, "counter");
             w.sample(name, &[], value);
+        }
+        let name = "presenced_federation_presence_entries_refused_total";
+        w.family(
+            name,
+            "m.presence entries from other servers dropped before the engine, by reason (local_user: names a user of this server; other_server: names a user of a server other than the origin; invalid: bad types or values).",
+            "counter",
+        );
+        for (reason, count) in DropReason::ALL.iter().zip(&self.presence_entries_refused) {
+            w.sample(
+                name,
+                &[("reason", reason.label())],
+                count.load(Ordering::Relaxed),
+            );
+        }
+        let name = "presenced_federation_key_lookups_refused_total";
+        w.family(
+            name,
+            "Federation requests refused without fetching the origin's key (negative_cache: a look-up failed recently; busy: too many look-ups running).",
+            "counter",
+        );
+        for (reason, count) in [
+            ("negative_cache", &self.key_lookups_negative),
+            ("busy", &self.key_lookups_busy),
+        ] {
+            w.sample(name, &[("reason", reason)], count.load(Ordering::Relaxed));
         }
         self.sync.render(
             &mut w,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderValue, Method, Request};
 use ruma_common::{OwnedServerName, ServerName};
-use ruma_federation_api::authentication::XMatrix;
+use ruma_federation_api::authentication::{XMatrix, XMatrixParseError};
 use ruma_signatures::PublicKeyMap;
 
 use super::keys::{KeyError, RemoteKeyCache};
@@ -66,8 +66,8 @@ impl Verifier<'_> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let header = header
             .to_str()
-            .map_err(|e| AuthError::Malformed(e.to_string()))?;
-        let x_matrix = XMatrix::parse(header).map_err(|e| AuthError::Malformed(e.to_string()))?;
+            .map_err(|_| AuthError::Malformed("not visible ASCII".to_owned()))?;
+        let x_matrix = XMatrix::parse(header).map_err(|e| AuthError::Malformed(describe(&e)))?;
         if let Some(destination) = &x_matrix.destination {
             if destination != self.server_name {
                 return Err(AuthError::WrongDestination(destination.clone()));
@@ -97,10 +97,25 @@ impl Verifier<'_> {
             .method(method)
             .uri(uri)
             .body(body)
-            .map_err(|e| AuthError::Malformed(e.to_string()))?;
+            .map_err(|_| AuthError::Malformed("unusable request URI".to_owned()))?;
         x_matrix
             .verify_request(&request, self.server_name, &public_keys)
             .map_err(|e| AuthError::BadSignature(e.to_string()))?;
         Ok(origin)
+    }
+}
+
+/// What is wrong with an Authorization header, in words that never quote
+/// it: the header may hold a secret (a client's `Bearer` token sent to the
+/// wrong API), and this text goes into the log and the 401 body. ruma's
+/// own messages for an unparsable header repeat the input.
+fn describe(error: &XMatrixParseError) -> String {
+    match error {
+        XMatrixParseError::NotFound => "no X-Matrix credentials".to_owned(),
+        XMatrixParseError::MissingParameter(name) => format!("missing parameter {name:?}"),
+        XMatrixParseError::DuplicateParameter(name) => format!("duplicate parameter {name:?}"),
+        XMatrixParseError::ParseId(_) => "origin, destination or key is not a valid ID".to_owned(),
+        XMatrixParseError::ParseBase64(_) => "sig is not valid base64".to_owned(),
+        _ => "not a valid authorization header".to_owned(),
     }
 }

@@ -2,8 +2,10 @@
 //! X-Matrix, to wherever [`Discovery`] says each server lives.
 //!
 //! One reqwest client (rustls) carries all federation traffic; its DNS hook
-//! is [`SrvOverrides`], so a server found through SRV is reached at the SRV
-//! target while TLS checks the server's own name. Certificates are checked
+//! reads [`SrvOverrides`], so a server found through SRV is reached at the
+//! SRV target while TLS checks the server's own name, and drops addresses
+//! that `ip_range_blacklist` blocks (`ip_filter`; IP literals are checked
+//! before the request). Certificates are checked
 //! against the built-in web roots, or only against the PEM files of
 //! `federation_custom_ca_list` when it is set (as in Synapse), and not at
 //! all with `federation_verify_certificates: false` (tests, interop).
@@ -14,6 +16,7 @@ use std::time::Duration;
 use ruma_common::{OwnedServerName, ServerName};
 
 use super::discovery::{Discovery, SrvOverrides};
+use super::ip_filter::{FilteringResolver, IpFilter};
 use super::keys::{BoxFuture, FetchError, KeyFetcher};
 use super::signing::ServerSigningKey;
 use crate::config::Config;
@@ -73,22 +76,31 @@ pub struct FederationClient {
     key: Arc<ServerSigningKey>,
     http: reqwest::Client,
     discovery: Discovery,
+    /// `ip_range_blacklist` / `ip_range_whitelist`, for IP literals (the
+    /// DNS hook checks names).
+    filter: Arc<IpFilter>,
 }
 
 impl FederationClient {
     /// The client for `config`'s server, signing with `key`.
     pub fn new(config: &Config, key: Arc<ServerSigningKey>) -> Result<Self, ClientError> {
         let overrides = Arc::new(SrvOverrides::default());
+        let filter = Arc::new(IpFilter::from_config(config));
         let http = tls_builder(config)?
-            .dns_resolver(overrides.clone())
+            .dns_resolver(Arc::new(FilteringResolver::new(
+                Some(overrides.clone()),
+                filter.clone(),
+            )))
             // A peer's redirect is not followed: requests are signed for
             // one destination.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        // The spec lets a well-known answer redirect.
+        // The spec lets a well-known answer redirect (never to a blocked
+        // address).
         let well_known = tls_builder(config)?
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .dns_resolver(Arc::new(FilteringResolver::new(None, filter.clone())))
+            .redirect(filter.redirect_policy(5))
             .build()
             .map_err(|e| ClientError::Http(e.to_string()))?;
         Ok(Self {
@@ -96,6 +108,7 @@ impl FederationClient {
             key,
             http,
             discovery: Discovery::new(well_known, overrides),
+            filter,
         })
     }
 
@@ -141,7 +154,11 @@ impl FederationClient {
         };
         let resolved = self.discovery.resolve(destination).await;
         let url = format!("{}{path}", resolved.base_url);
-        let mut request = self.http.request(method.clone(), &url);
+        let url = reqwest::Url::parse(&url).map_err(|e| transport(format!("bad URL: {e}")))?;
+        self.filter
+            .check_url(&url)
+            .map_err(|blocked| transport(blocked.to_string()))?;
+        let mut request = self.http.request(method.clone(), url);
         if signed {
             let auth = self
                 .key

@@ -30,6 +30,10 @@ pub const DEFAULT_FEDERATION_PORT: u16 = 8448;
 const CACHE_FOR: Duration = Duration::from_secs(3600);
 /// A well-known answer larger than this is ignored.
 const MAX_WELL_KNOWN_BYTES: usize = 50 * 1024;
+/// Servers whose answer is kept at most: anyone can make us look a name up
+/// (by naming it as a request's origin), so the cache must not grow with
+/// the names an attacker makes up.
+const MAX_CACHED: usize = 10_000;
 
 /// Where to send requests for one server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,41 +45,30 @@ pub struct Resolved {
 }
 
 /// Addresses found through SRV, keyed by the host name in the URL; the
-/// client's DNS hook reads them, other names go to the system resolver.
+/// client's DNS hook (`ip_filter::FilteringResolver`) reads them, other
+/// names go to the system resolver.
 #[derive(Default)]
 pub struct SrvOverrides {
     by_host: Mutex<HashMap<String, Vec<SocketAddr>>>,
 }
 
 impl SrvOverrides {
-    fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
-        self.by_host
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host.to_ascii_lowercase(), addrs);
+    pub(crate) fn set(&self, host: &str, addrs: Vec<SocketAddr>) {
+        let mut by_host = self.by_host.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded like the discovery cache; an entry dropped here is set
+        // again the next time discovery hands out its answer.
+        if by_host.len() >= MAX_CACHED && !by_host.contains_key(&host.to_ascii_lowercase()) {
+            by_host.clear();
+        }
+        by_host.insert(host.to_ascii_lowercase(), addrs);
     }
 
-    fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn get(&self, host: &str) -> Option<Vec<SocketAddr>> {
         self.by_host
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&host.to_ascii_lowercase())
             .cloned()
-    }
-}
-
-impl reqwest::dns::Resolve for SrvOverrides {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        let known = self.get(&host);
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = match known {
-                Some(addrs) => addrs,
-                // Port 0: the URL's port (explicit or 443) replaces it.
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
-            };
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
     }
 }
 
@@ -116,7 +109,13 @@ impl Discovery {
             .get(server)
         {
             if at.elapsed() < CACHE_FOR {
-                return resolved.clone();
+                let resolved = resolved.clone();
+                if let Some((host, addrs)) = &resolved.srv_target {
+                    if self.overrides.get(host).is_none() {
+                        self.overrides.set(host, addrs.clone());
+                    }
+                }
+                return resolved;
             }
         }
         let resolved = self.discover(server).await;
@@ -124,10 +123,19 @@ impl Discovery {
             self.overrides.set(host, addrs.clone());
         }
         tracing::debug!(%server, url = %resolved.base_url, "federation destination resolved");
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(server.to_owned(), (Instant::now(), resolved.clone()));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+        }
+        if cache.len() >= MAX_CACHED {
+            // Still full of live answers: drop a tenth (any; they are
+            // looked up again when needed).
+            let drop: Vec<OwnedServerName> = cache.keys().take(MAX_CACHED / 10).cloned().collect();
+            for name in drop {
+                cache.remove(&name);
+            }
+        }
+        cache.insert(server.to_owned(), (Instant::now(), resolved.clone()));
         resolved
     }
 
@@ -307,8 +315,12 @@ mod tests {
         });
         let overrides = Arc::new(SrvOverrides::default());
         overrides.set("Target.Example", vec![addr]);
+        let resolver = crate::federation::ip_filter::FilteringResolver::new(
+            Some(overrides),
+            Arc::new(crate::federation::ip_filter::IpFilter::default()),
+        );
         let client = reqwest::Client::builder()
-            .dns_resolver(overrides)
+            .dns_resolver(Arc::new(resolver))
             .build()
             .unwrap();
         let body = client

@@ -11,6 +11,18 @@
 //! [`KeyCacheConfig::refetch_interval`] per server, so a peer sending made-up
 //! key IDs cannot make us fetch in a loop. Concurrent lookups for one
 //! server share one fetch.
+//!
+//! Anyone can name any origin in an unauthenticated request, so what such
+//! requests can make us do is bounded: a failed look-up is remembered
+//! (the negative cache: the server is not asked again for
+//! [`KeyCacheConfig::failure_backoff`], doubling with each further failure
+//! up to [`KeyCacheConfig::max_failure_backoff`]); at most
+//! [`KeyCacheConfig::max_concurrent_fetches`] fetches run at once and at
+//! most [`KeyCacheConfig::max_waiting_per_server`] lookups wait for one
+//! server's fetch, each fetch within [`KeyCacheConfig::fetch_timeout`]; a
+//! lookup past a bound fails at once ([`KeyError::Busy`]) instead of
+//! queueing; and at most [`KeyCacheConfig::max_servers`] servers are
+//! remembered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -91,13 +103,20 @@ pub enum KeyError {
         /// The key asked for.
         key_id: String,
     },
-    /// The key is unknown and the server was asked too recently to ask again.
+    /// The key is unknown and the server was asked too recently to ask
+    /// again (after a failed look-up: the negative cache).
     #[error("key {key_id} of {server} is unknown; refetch is rate-limited")]
     RateLimited {
         /// The server.
         server: OwnedServerName,
         /// The key asked for.
         key_id: String,
+    },
+    /// Too many look-ups are running (in all, or waiting for this server).
+    #[error("too many key look-ups in progress; {server} not asked")]
+    Busy {
+        /// The server.
+        server: OwnedServerName,
     },
 }
 
@@ -111,6 +130,17 @@ pub struct KeyCacheConfig {
     /// Servers remembered at most; past it, servers with no valid key are
     /// forgotten first, then the ones fetched longest ago.
     pub max_servers: usize,
+    /// How long a server whose look-up failed is not asked again; doubled
+    /// for each further failure in a row.
+    pub failure_backoff: Duration,
+    /// Longest such wait.
+    pub max_failure_backoff: Duration,
+    /// Fetches running at once, all servers together.
+    pub max_concurrent_fetches: usize,
+    /// Lookups waiting for one server's fetch at once.
+    pub max_waiting_per_server: usize,
+    /// Longest time one fetch (discovery included) may take.
+    pub fetch_timeout: Duration,
 }
 
 impl Default for KeyCacheConfig {
@@ -119,7 +149,23 @@ impl Default for KeyCacheConfig {
             refetch_interval: Duration::from_secs(60),
             max_validity: Duration::from_secs(7 * 24 * 3600),
             max_servers: 10_000,
+            failure_backoff: Duration::from_secs(60),
+            max_failure_backoff: Duration::from_secs(600),
+            max_concurrent_fetches: 32,
+            max_waiting_per_server: 8,
+            fetch_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+impl KeyCacheConfig {
+    /// The wait after `failures` failed look-ups in a row.
+    fn backoff(&self, failures: u32) -> u64 {
+        let first = self.failure_backoff.as_millis() as u64;
+        let factor = 1u64 << failures.saturating_sub(1).min(20);
+        first
+            .saturating_mul(factor)
+            .min(self.max_failure_backoff.as_millis() as u64)
     }
 }
 
@@ -130,6 +176,10 @@ struct ServerKeys {
     keys: HashMap<String, (Base64, u64)>,
     /// When we last started a fetch (ms since the epoch).
     last_fetch_ms: Option<u64>,
+    /// Failed fetches in a row (0 after a success).
+    failures: u32,
+    /// Lookups waiting for (or running) this server's fetch.
+    waiting: usize,
     /// Held while a fetch is in flight, so concurrent lookups share it.
     fetching: Arc<tokio::sync::Mutex<()>>,
 }
@@ -148,6 +198,24 @@ pub struct RemoteKeyCache {
     fetcher: Arc<dyn KeyFetcher>,
     config: KeyCacheConfig,
     servers: Mutex<HashMap<OwnedServerName, ServerKeys>>,
+    /// One permit per fetch allowed to run.
+    fetch_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Counts a lookup among its server's waiters while it lives.
+struct Waiting<'a> {
+    cache: &'a RemoteKeyCache,
+    server: &'a ServerName,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // The entry may have been trimmed meanwhile; then there is nothing
+        // to count down.
+        if let Some(entry) = self.cache.lock().get_mut(self.server) {
+            entry.waiting = entry.waiting.saturating_sub(1);
+        }
+    }
 }
 
 impl RemoteKeyCache {
@@ -155,9 +223,17 @@ impl RemoteKeyCache {
     pub fn new(fetcher: Arc<dyn KeyFetcher>, config: KeyCacheConfig) -> Self {
         Self {
             fetcher,
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_fetches.max(1),
+            )),
             config,
             servers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How many servers are remembered (keys or a failed look-up).
+    pub fn servers_remembered(&self) -> usize {
+        self.lock().len()
     }
 
     /// The public key `key_id` of `server`, valid at `now_ms`: from the
@@ -168,6 +244,9 @@ impl RemoteKeyCache {
         key_id: &str,
         now_ms: u64,
     ) -> Result<Base64, KeyError> {
+        let busy = || KeyError::Busy {
+            server: server.to_owned(),
+        };
         let fetching = {
             let mut servers = self.lock();
             if !servers.contains_key(server) {
@@ -177,42 +256,59 @@ impl RemoteKeyCache {
             if let Some(key) = entry.valid(key_id, now_ms) {
                 return Ok(key);
             }
+            // A fetch in flight may bring the key: wait for it. Otherwise
+            // a server asked too recently is refused without waiting.
+            if entry.fetching.try_lock().is_ok() {
+                self.too_soon(server, key_id, entry, now_ms)?;
+            }
+            if entry.waiting >= self.config.max_waiting_per_server {
+                return Err(busy());
+            }
+            entry.waiting += 1;
             entry.fetching.clone()
+        };
+        let _waiting = Waiting {
+            cache: self,
+            server,
         };
         let _guard = fetching.lock().await;
         // Another lookup may have fetched while this one waited.
-        {
+        let _slot = {
             let mut servers = self.lock();
             let entry = servers.entry(server.to_owned()).or_default();
             if let Some(key) = entry.valid(key_id, now_ms) {
                 return Ok(key);
             }
-            let interval = self.config.refetch_interval.as_millis() as u64;
-            if entry
-                .last_fetch_ms
-                .is_some_and(|at| now_ms.saturating_sub(at) < interval)
-            {
-                return Err(if entry.keys.is_empty() {
-                    KeyError::RateLimited {
-                        server: server.to_owned(),
-                        key_id: key_id.to_owned(),
-                    }
-                } else {
-                    KeyError::UnknownKey {
-                        server: server.to_owned(),
-                        key_id: key_id.to_owned(),
-                    }
-                });
-            }
+            self.too_soon(server, key_id, entry, now_ms)?;
+            let slot = self
+                .fetch_slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| busy())?;
             entry.last_fetch_ms = Some(now_ms);
-        }
-        let fetched = self.fetcher.fetch_server_keys(server).await;
+            slot
+        };
+        let fetched = tokio::time::timeout(
+            self.config.fetch_timeout,
+            self.fetcher.fetch_server_keys(server),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(FetchError::Unreachable {
+                server: server.to_owned(),
+                message: format!("no answer within {:?}", self.config.fetch_timeout),
+            })
+        });
         let keys = fetched
             .map_err(KeyError::from)
             .and_then(|body| self.check_response(server, body, now_ms));
         let mut servers = self.lock();
         let entry = servers.entry(server.to_owned()).or_default();
-        let keys = keys.inspect_err(|e| tracing::warn!(%server, "fetching server keys: {e}"))?;
+        let keys = keys.inspect_err(|e| {
+            entry.failures = entry.failures.saturating_add(1);
+            tracing::debug!(%server, failures = entry.failures, "fetching server keys: {e}");
+        })?;
+        entry.failures = 0;
         entry.keys = keys;
         entry
             .valid(key_id, now_ms)
@@ -220,6 +316,40 @@ impl RemoteKeyCache {
                 server: server.to_owned(),
                 key_id: key_id.to_owned(),
             })
+    }
+
+    /// Refuses a fetch from `server` made too soon after the last one: within
+    /// the refetch interval, or within the failure backoff after a failed
+    /// look-up.
+    fn too_soon(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        entry: &ServerKeys,
+        now_ms: u64,
+    ) -> Result<(), KeyError> {
+        let Some(at) = entry.last_fetch_ms else {
+            return Ok(());
+        };
+        let wait = if entry.failures > 0 {
+            self.config.backoff(entry.failures)
+        } else {
+            self.config.refetch_interval.as_millis() as u64
+        };
+        if now_ms.saturating_sub(at) >= wait {
+            return Ok(());
+        }
+        Err(if entry.keys.is_empty() {
+            KeyError::RateLimited {
+                server: server.to_owned(),
+                key_id: key_id.to_owned(),
+            }
+        } else {
+            KeyError::UnknownKey {
+                server: server.to_owned(),
+                key_id: key_id.to_owned(),
+            }
+        })
     }
 
     /// Checks a `/_matrix/key/v2/server` response and returns its keys with
@@ -296,12 +426,15 @@ impl RemoteKeyCache {
     }
 
     /// Makes room for one more entry within `max_servers`. An entry whose
-    /// fetch is in flight may go too; its lookup then re-creates it.
+    /// fetch is in flight may go too; its lookup then re-creates it. A
+    /// tenth of the entries go at once, so a flood of new names pays for
+    /// the sort once per thousand names, not once per name.
     fn trim(&self, servers: &mut HashMap<OwnedServerName, ServerKeys>, now_ms: u64) {
         let excess = (servers.len() + 1).saturating_sub(self.config.max_servers);
         if excess == 0 {
             return;
         }
+        let excess = excess.max(self.config.max_servers / 10);
         let mut order: Vec<(bool, u64, OwnedServerName)> = servers
             .iter()
             .map(|(name, keys)| {
@@ -526,5 +659,115 @@ mod tests {
             let _ = cache.key(name(&server), key.key_id(), HOUR + i).await;
         }
         assert!(cache.lock().len() <= 3, "{}", cache.lock().len());
+    }
+
+    /// Never answers until `open` is notified; counts calls.
+    struct GatedFetcher {
+        open: tokio::sync::Semaphore,
+        calls: AtomicUsize,
+    }
+
+    impl KeyFetcher for GatedFetcher {
+        fn fetch_server_keys<'a>(
+            &'a self,
+            server: &'a ServerName,
+        ) -> BoxFuture<'a, Result<serde_json::Value, FetchError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let _ = self.open.acquire().await;
+                Err(FetchError::Unreachable {
+                    server: server.to_owned(),
+                    message: "gate".to_owned(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_lookups_back_off_doubling_up_to_the_cap() {
+        let cache = RemoteKeyCache::new(
+            Arc::new(NoKeyFetcher),
+            KeyCacheConfig {
+                failure_backoff: Duration::from_secs(60),
+                max_failure_backoff: Duration::from_secs(150),
+                ..KeyCacheConfig::default()
+            },
+        );
+        let at = |t: u64| cache.key(name("a.test"), "ed25519:x", HOUR + t);
+        let fetched = |r: Result<Base64, KeyError>| matches!(r, Err(KeyError::Fetch(_)));
+        assert!(fetched(at(0).await));
+        assert!(!fetched(at(59_000).await));
+        assert!(fetched(at(60_000).await)); // second failure: 120 s
+        assert!(!fetched(at(179_000).await));
+        assert!(fetched(at(180_000).await)); // third: 240 s, capped at 150 s
+        assert!(!fetched(at(329_000).await));
+        assert!(fetched(at(330_000).await));
+    }
+
+    #[tokio::test]
+    async fn lookups_past_the_bounds_fail_at_once() {
+        let fetcher = Arc::new(GatedFetcher {
+            open: tokio::sync::Semaphore::new(0),
+            calls: AtomicUsize::new(0),
+        });
+        let cache = Arc::new(RemoteKeyCache::new(
+            fetcher.clone(),
+            KeyCacheConfig {
+                max_concurrent_fetches: 2,
+                max_waiting_per_server: 2,
+                ..KeyCacheConfig::default()
+            },
+        ));
+        let spawn = |server: &'static str| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.key(name(server), "ed25519:x", HOUR).await })
+        };
+        // Two fetches run (a, b); a second lookup waits for a's.
+        let running = [spawn("a.test"), spawn("b.test"), spawn("a.test")];
+        while fetcher.calls.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // A third server finds no free fetch slot; a third lookup of a
+        // finds its waiting room full. Both fail without waiting.
+        let third = cache.key(name("c.test"), "ed25519:x", HOUR).await;
+        assert!(matches!(third, Err(KeyError::Busy { .. })), "{third:?}");
+        let crowd = cache.key(name("a.test"), "ed25519:x", HOUR).await;
+        assert!(matches!(crowd, Err(KeyError::Busy { .. })), "{crowd:?}");
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
+        fetcher.open.add_permits(10);
+        for task in running {
+            assert!(task.await.unwrap().is_err());
+        }
+        // The slots and the waiting room are free again (c was never
+        // asked, so it may be now).
+        fetcher.open.add_permits(10);
+        let c = cache.key(name("c.test"), "ed25519:x", HOUR).await;
+        assert!(matches!(c, Err(KeyError::Fetch(_))), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_that_never_answers_times_out_and_is_remembered() {
+        let fetcher = Arc::new(GatedFetcher {
+            open: tokio::sync::Semaphore::new(0),
+            calls: AtomicUsize::new(0),
+        });
+        let cache = RemoteKeyCache::new(
+            fetcher.clone(),
+            KeyCacheConfig {
+                fetch_timeout: Duration::from_millis(50),
+                ..KeyCacheConfig::default()
+            },
+        );
+        let first = cache.key(name("slow.test"), "ed25519:x", HOUR).await;
+        assert!(matches!(first, Err(KeyError::Fetch(_))), "{first:?}");
+        let again = cache.key(name("slow.test"), "ed25519:x", HOUR + 1).await;
+        assert!(
+            matches!(again, Err(KeyError::RateLimited { .. })),
+            "{again:?}"
+        );
+        assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1);
     }
 }

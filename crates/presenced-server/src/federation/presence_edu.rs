@@ -4,7 +4,10 @@
 //! dropped with its reason and the others still count (Synapse drops the
 //! rest of the EDU at the first badly typed entry). An entry is accepted
 //! when:
-//! - `user_id` is a valid user ID on the origin server;
+//! - `user_id` is a valid user ID on the origin server (an entry naming
+//!   one of our own users, or a user of a third server, is dropped with
+//!   its own [`DropReason`], which `/metrics` counts: a peer may only speak
+//!   for its own users);
 //! - `presence` is a known value (`online`, `unavailable`, `offline`, busy);
 //! - `last_active_ago`, if present, is a non-negative integer that does
 //!   not reach back before the Unix epoch;
@@ -28,36 +31,88 @@ pub const MAX_STATUS_MSG_BYTES: usize = 4096;
 pub struct PresencePush {
     /// Entries that passed every check.
     pub accepted: Vec<RemotePresence>,
-    /// Dropped entries: their index in `push` and why.
-    pub dropped: Vec<(usize, String)>,
+    /// Dropped entries: their index in `push`, the kind of fault and why.
+    pub dropped: Vec<(usize, DropReason, String)>,
 }
 
-/// Reads `content` of an `m.presence` EDU from `origin`. A missing or
-/// non-list `push` yields nothing.
-pub fn read(origin: &ServerName, content: &Value, now_ms: u64) -> PresencePush {
+/// Why an entry was dropped, as `/metrics` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// It names a user of the receiving server: a peer cannot set our
+    /// users' presence.
+    LocalUser,
+    /// It names a user of a server other than the origin.
+    OtherServer,
+    /// Anything else: not an object, bad types or values.
+    Invalid,
+}
+
+impl DropReason {
+    /// Every reason, in the order `/metrics` lists them.
+    pub const ALL: [Self; 3] = [Self::LocalUser, Self::OtherServer, Self::Invalid];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::LocalUser => "local_user",
+            Self::OtherServer => "other_server",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// Reads `content` of an `m.presence` EDU that `origin` sent to `local`
+/// (this server). A missing or non-list `push` yields nothing.
+pub fn read(origin: &ServerName, local: &ServerName, content: &Value, now_ms: u64) -> PresencePush {
     let mut out = PresencePush::default();
     let Some(push) = content.get("push").and_then(Value::as_array) else {
         return out;
     };
     for (i, entry) in push.iter().enumerate() {
-        match read_entry(origin, entry, now_ms) {
+        match read_entry(origin, local, entry, now_ms) {
             Ok(p) => out.accepted.push(p),
-            Err(why) => out.dropped.push((i, why)),
+            Err((reason, why)) => out.dropped.push((i, reason, why)),
         }
     }
     out
 }
 
-fn read_entry(origin: &ServerName, entry: &Value, now_ms: u64) -> Result<RemotePresence, String> {
-    let entry = entry.as_object().ok_or("entry is not an object")?;
+fn read_entry(
+    origin: &ServerName,
+    local: &ServerName,
+    entry: &Value,
+    now_ms: u64,
+) -> Result<RemotePresence, (DropReason, String)> {
+    let user_id = entry_user(entry).map_err(|why| (DropReason::Invalid, why))?;
+    if user_id.server_name() == local && origin != local {
+        return Err((
+            DropReason::LocalUser,
+            format!("{user_id} is a user of this server, not of {origin}"),
+        ));
+    }
+    if user_id.server_name() != origin {
+        return Err((
+            DropReason::OtherServer,
+            format!("{user_id} is not a user of {origin}"),
+        ));
+    }
+    read_state(user_id, entry, now_ms).map_err(|why| (DropReason::Invalid, why))
+}
+
+fn entry_user(entry: &Value) -> Result<ruma_common::OwnedUserId, String> {
     let user_id = entry
         .get("user_id")
         .and_then(Value::as_str)
-        .ok_or("user_id is missing or not a string")?;
-    let user_id = UserId::parse(user_id).map_err(|e| format!("user_id {user_id:?}: {e}"))?;
-    if user_id.server_name() != origin {
-        return Err(format!("{user_id} is not a user of {origin}"));
-    }
+        .ok_or("entry is not an object with a string user_id")?;
+    UserId::parse(user_id).map_err(|e| format!("user_id {user_id:?}: {e}"))
+}
+
+fn read_state(
+    user_id: ruma_common::OwnedUserId,
+    entry: &Value,
+    now_ms: u64,
+) -> Result<RemotePresence, String> {
+    let entry = entry.as_object().ok_or("entry is not an object")?;
     let presence = entry
         .get("presence")
         .and_then(Value::as_str)
@@ -104,13 +159,17 @@ mod tests {
         <&ServerName>::try_from("remote.test").unwrap()
     }
 
+    fn local() -> &'static ServerName {
+        <&ServerName>::try_from("local.test").unwrap()
+    }
+
     #[test]
     fn a_full_entry_is_read() {
         let content = json!({"push": [{
             "user_id": "@bob:remote.test", "presence": "online",
             "last_active_ago": 5000, "currently_active": true, "status_msg": "hi"
         }]});
-        let push = read(origin(), &content, NOW);
+        let push = read(origin(), local(), &content, NOW);
         assert!(push.dropped.is_empty(), "{:?}", push.dropped);
         assert_eq!(
             push.accepted,
@@ -131,7 +190,7 @@ mod tests {
             {"user_id": "@b:remote.test", "presence": "org.matrix.msc3026.busy",
              "status_msg": null, "last_active_ago": null, "currently_active": null},
         ]});
-        let push = read(origin(), &content, NOW);
+        let push = read(origin(), local(), &content, NOW);
         assert!(push.dropped.is_empty(), "{:?}", push.dropped);
         assert_eq!(push.accepted.len(), 2);
         assert_eq!(push.accepted[1].presence, Presence::Busy);
@@ -157,8 +216,8 @@ mod tests {
             {"user_id": "@c:remote.test", "presence": "online", "status_msg": long},
             {"user_id": "@good:remote.test", "presence": "online", "last_active_ago": 0},
         ]});
-        let push = read(origin(), &content, NOW);
-        let dropped: Vec<usize> = push.dropped.iter().map(|(i, _)| *i).collect();
+        let push = read(origin(), local(), &content, NOW);
+        let dropped: Vec<usize> = push.dropped.iter().map(|(i, _, _)| *i).collect();
         assert_eq!(dropped, (0..13).collect::<Vec<_>>(), "{:?}", push.dropped);
         assert_eq!(push.accepted.len(), 1);
         assert_eq!(push.accepted[0].user_id, "@good:remote.test");
@@ -167,8 +226,29 @@ mod tests {
     #[test]
     fn no_push_list_is_nothing() {
         for content in [json!({}), json!({"push": 5}), json!("x")] {
-            let push = read(origin(), &content, NOW);
+            let push = read(origin(), local(), &content, NOW);
             assert!(push.accepted.is_empty() && push.dropped.is_empty());
         }
+    }
+
+    #[test]
+    fn entries_for_other_servers_users_are_told_apart() {
+        let content = json!({"push": [
+            {"user_id": "@mine:local.test", "presence": "online"},
+            {"user_id": "@eve:other.test", "presence": "online"},
+            {"user_id": "@ok:remote.test", "presence": "online"},
+            {"user_id": "@mine:local.test", "presence": 5},
+        ]});
+        let push = read(origin(), local(), &content, NOW);
+        let reasons: Vec<DropReason> = push.dropped.iter().map(|(_, r, _)| *r).collect();
+        assert_eq!(
+            reasons,
+            [
+                DropReason::LocalUser,
+                DropReason::OtherServer,
+                DropReason::LocalUser
+            ]
+        );
+        assert_eq!(push.accepted.len(), 1);
     }
 }

@@ -313,11 +313,19 @@ impl OutboundPresence {
             self.inner.txn_prefix,
             self.inner.next_txn.fetch_add(1, Ordering::Relaxed)
         );
-        self.inner
+        let n = entries.len();
+        let edus = body["edus"].as_array().map_or(0, Vec::len);
+        tracing::debug!(%destination, %txn_id, edus, states = n, "outbound transaction sending");
+        if let Err(why) = self
+            .inner
             .client
             .send_transaction(destination, &txn_id, &body)
-            .await?;
-        let n = entries.len();
+            .await
+        {
+            tracing::debug!(%destination, %txn_id, "outbound transaction failed: {why}");
+            return Err(why);
+        }
+        tracing::debug!(%destination, %txn_id, edus, states = n, "outbound transaction acknowledged");
         let sent: Vec<(OwnedUserId, i64)> = entries
             .into_iter()
             .map(|e| (e.state.user_id, e.seq))

@@ -709,3 +709,152 @@ async fn forgotten_remote_users_leave_storage() {
     let _restarted = start(1);
     assert_eq!(stored(), ["@u2:peer.test"]);
 }
+
+/// Never answers until the test opens the gate; counts calls.
+struct GatedKeys {
+    open: tokio::sync::Semaphore,
+    calls: AtomicUsize,
+}
+
+impl KeyFetcher for GatedKeys {
+    fn fetch_server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Value, FetchError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let _ = self.open.acquire().await;
+            Err(FetchError::Unreachable {
+                server: server.to_owned(),
+                message: "gate".to_owned(),
+            })
+        })
+    }
+}
+
+/// A metric sample's value (0 when absent).
+fn sample(text: &str, line_start: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A signed request from an origin whose key cannot be fetched is refused
+/// (401), and the failure is remembered: the next requests from it are
+/// refused without asking again, and `/metrics` counts them.
+#[tokio::test]
+async fn a_failed_key_lookup_is_not_repeated_at_once() {
+    let ghost = Peer::new("ghost.test");
+    let (app, keys) = app_knowing(&[], |c| c.enable_metrics = true).await;
+    for i in 0..5 {
+        let resp = send(
+            &app,
+            &ghost,
+            &format!("t{i}"),
+            &transaction("ghost.test", json!([])),
+        )
+        .await;
+        assert_error(&resp, 401, "M_UNAUTHORIZED");
+    }
+    assert_eq!(keys.calls.load(Ordering::SeqCst), 1);
+    let text = app.metrics_text().await;
+    assert_eq!(
+        sample(
+            &text,
+            "presenced_federation_key_lookups_refused_total{reason=\"negative_cache\"}"
+        ),
+        4,
+        "{text}"
+    );
+}
+
+/// Key look-ups that unauthenticated requests trigger are bounded: with
+/// every fetch hanging, requests naming new origins past the bound of
+/// concurrent fetches (32) get 401 at once instead of queueing, and those
+/// waiting get their 401 when their fetch fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lookups_past_the_bound_are_refused_at_once() {
+    let gate = Arc::new(GatedKeys {
+        open: tokio::sync::Semaphore::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let app = spawn_app_with_fetcher(|c| c.enable_metrics = true, gate.clone()).await;
+    let app = Arc::new(app);
+    let peers: Vec<Arc<Peer>> = (0..40).map(|i| Peer::new(&format!("o{i}.test"))).collect();
+    let mut waiting = Vec::new();
+    for peer in &peers[..32] {
+        let (app, peer) = (app.clone(), peer.clone());
+        waiting.push(tokio::spawn(async move {
+            let body = transaction(peer.name.as_str(), json!([]));
+            send(&app, &peer, "t", &body).await
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gate.calls.load(Ordering::SeqCst) < 32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 32 fetches did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // All fetch slots are taken: the next origins are refused at once.
+    for peer in &peers[32..] {
+        let body = transaction(peer.name.as_str(), json!([]));
+        let resp = send(&app, peer, "t", &body).await;
+        assert_error(&resp, 401, "M_UNAUTHORIZED");
+    }
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 32);
+    gate.open.add_permits(100);
+    for task in waiting {
+        assert_error(&task.await.unwrap(), 401, "M_UNAUTHORIZED");
+    }
+    let text = app.metrics_text().await;
+    assert_eq!(
+        sample(
+            &text,
+            "presenced_federation_key_lookups_refused_total{reason=\"busy\"}"
+        ),
+        8,
+        "{text}"
+    );
+}
+
+/// A presence entry naming one of our users, or a user of a server other
+/// than the origin, is dropped alone and counted by reason.
+#[tokio::test]
+async fn entries_for_users_the_origin_does_not_own_are_dropped_and_counted() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |c| {
+        alice_observes(c);
+        c.enable_metrics = true;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let push = json!([
+        {"user_id": "@alice:test.local", "presence": "unavailable", "status_msg": "spoofed"},
+        {"user_id": "@eve:third.test", "presence": "online"},
+        {"user_id": "@bob:peer.test", "presence": "online"},
+        {"user_id": "@bob:peer.test", "presence": 7},
+    ]);
+    let body = transaction(PEER, json!([presence_edu(push)]));
+    assert_eq!(send(&app, &peer, "mixed", &body).await.0, StatusCode::OK);
+    eventually(|| async {
+        get_presence(&app, &alice, "@bob:peer.test").await.1["presence"] == "online"
+    })
+    .await;
+    // alice's own presence is untouched, eve is unknown.
+    let (_, own) = get_presence(&app, &alice, "@alice:test.local").await;
+    assert_ne!(own["status_msg"], "spoofed", "{own}");
+    let (_, eve) = get_presence(&app, &alice, "@eve:third.test").await;
+    assert_ne!(eve["presence"], "online", "{eve}");
+    let text = app.metrics_text().await;
+    let refused = |reason: &str| {
+        sample(
+            &text,
+            &format!("presenced_federation_presence_entries_refused_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(refused("local_user"), 1, "{text}");
+    assert_eq!(refused("other_server"), 1, "{text}");
+    assert_eq!(refused("invalid"), 1, "{text}");
+}

@@ -315,3 +315,45 @@ async fn certificates_are_checked_unless_verification_is_off() {
         }
     }
 }
+
+/// `ip_range_blacklist` holds for outbound transactions and for key
+/// fetches: a server with the default blacklist (loopback blocked) and no
+/// whitelist neither delivers to a peer on loopback nor accepts that
+/// peer's transactions (it cannot fetch the peer's key); the peer, which
+/// whitelists loopback, delivers nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_blacklist_keeps_loopback_peers_out() {
+    let ca = TestCa::new();
+    let (fa, fb) = (bind(0).await, bind(0).await);
+    let alice_id = format!("@alice:localhost:{}", fa.local_addr().unwrap().port());
+    let bob_id = format!("@bob:localhost:{}", fb.local_addr().unwrap().port());
+    let routes = static_routes(&[
+        (bob_id.as_str(), &[alice_id.as_str()]),
+        (alice_id.as_str(), &[bob_id.as_str()]),
+    ]);
+    let routes_b = routes.clone();
+    let a = FedServer::start(&ca, fa, |c| {
+        c.modules.push(routes);
+        c.ip_range_whitelist = presenced_server::config::IpRanges::default();
+    })
+    .await;
+    let b = FedServer::start(&ca, fb, |c| c.modules.push(routes_b)).await;
+    let alice = a.app.register("alice").await;
+    let bob = b.app.register("bob").await;
+    set_status(&a.app, &alice, "online", "from a").await;
+    set_status(&b.app, &bob, "online", "from b").await;
+    until_metric(&a, FAILED, 2).await;
+    until_metric(&b, FAILED, 2).await;
+    assert_eq!(a.metric(DELIVERED).await, 0);
+    assert_eq!(b.metric(DELIVERED).await, 0);
+    assert!(seen(&b.app, &bob, &alice).await.is_none());
+    assert!(seen(&a.app, &alice, &bob).await.is_none());
+    // B's transactions reached A and were refused there, before any
+    // presence was taken.
+    assert!(
+        a.metric("presenced_federation_requests_refused_total")
+            .await
+            >= 2
+    );
+    assert_eq!(a.metric(ACCEPTED).await, 0);
+}

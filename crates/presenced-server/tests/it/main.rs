@@ -23,6 +23,7 @@ mod ops;
 mod presence;
 mod presence_catalogue;
 mod rooms;
+mod secrets;
 mod server_wide;
 mod store;
 mod sync_conformance;

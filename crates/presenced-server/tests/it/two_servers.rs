@@ -165,10 +165,18 @@ pub fn fed_config(ca: &TestCa, data: &TempDir, fed_port: u16) -> Config {
         },
         enable_metrics: true,
         federation_custom_ca_list: Some(vec![ca.ca_path.clone()]),
+        // Both servers live on loopback, which the default
+        // ip_range_blacklist blocks.
+        ip_range_whitelist: loopback(),
         tls_certificate_path: Some(ca.cert_path.clone()),
         tls_private_key_path: Some(ca.key_path.clone()),
         ..Config::default()
     }
+}
+
+/// `ip_range_whitelist` entries for servers on this machine.
+pub fn loopback() -> presenced_server::config::IpRanges {
+    serde_yaml::from_str("['127.0.0.0/8', '::1/128']").unwrap()
 }
 
 /// `StaticRoutes` sending each `(receiver, senders)` pair's senders'

@@ -39,20 +39,31 @@ struct Transaction {
 }
 
 /// PUT /_matrix/federation/v1/send/{txnId}
+///
+/// Every transaction leaves one debug line: origin, ID, PDU and EDU
+/// counts, and what became of it (refused and why, a repeat, or how many
+/// presence entries were taken and dropped).
 pub(crate) async fn put_transaction(
     State(state): State<Arc<AppState>>,
     MatrixPath(txn_id): MatrixPath<String>,
     SignedJson { origin, body }: SignedJson,
 ) -> Result<Json<Value>, ApiError> {
-    let txn: Transaction =
-        serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let refused =
+        |why: &str| tracing::debug!(%origin, %txn_id, "inbound transaction refused: {why}");
+    let txn: Transaction = serde_json::from_value(body).map_err(|e| {
+        refused(&e.to_string());
+        ApiError::BadJson(e.to_string())
+    })?;
+    let (pdus, edus) = (txn.pdus.len(), txn.edus.len());
     if txn.origin != origin {
+        refused("body origin is not the signing server");
         return Err(ApiError::Forbidden(format!(
             "transaction origin {} is not the signing server {origin}",
             txn.origin
         )));
     }
-    if txn.pdus.len() > MAX_PDUS || txn.edus.len() > MAX_EDUS {
+    if pdus > MAX_PDUS || edus > MAX_EDUS {
+        refused(&format!("{pdus} PDUs and {edus} EDUs is over the limit"));
         return Err(ApiError::BadJson(format!(
             "at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction"
         )));
@@ -61,27 +72,42 @@ pub(crate) async fn put_transaction(
     // It reached us, so it is up: presence queued for it goes now.
     state.outbound.peer_is_up(&origin);
     if !state.seen_transactions.first_time(&origin, &txn_id) {
-        tracing::debug!(%origin, %txn_id, "transaction already processed");
+        tracing::debug!(%origin, %txn_id, pdus, edus, "inbound transaction is a repeat: acknowledged, not applied");
         return Ok(Json(json!({ "pdus": {} })));
     }
     let receive = state.config.presence.federation.receive;
     let now_ms = ids::now_ms();
+    let (mut presence_edus, mut accepted, mut dropped) = (0usize, 0usize, 0usize);
     for edu in &txn.edus {
         if edu.get("edu_type").and_then(Value::as_str) != Some(presence_edu::EDU_TYPE) {
             continue;
         }
+        presence_edus += 1;
         if !receive {
-            tracing::debug!(%origin, "presence.federation.receive is off: m.presence ignored");
             continue;
         }
         let content = edu.get("content").unwrap_or(&Value::Null);
-        let push = presence_edu::read(&origin, content, now_ms);
-        for (index, why) in &push.dropped {
-            tracing::warn!(%origin, %txn_id, index, "dropped an m.presence entry: {why}");
+        let push = presence_edu::read(&origin, &state.server_name, content, now_ms);
+        for (index, reason, why) in &push.dropped {
+            state.metrics.presence_entry_refused(*reason);
+            tracing::debug!(%origin, %txn_id, index, reason = reason.label(), "dropped an m.presence entry: {why}");
         }
+        dropped += push.dropped.len();
+        accepted += push.accepted.len();
         if !push.accepted.is_empty() {
             state.presence.remote_presence(&origin, push.accepted);
         }
     }
+    tracing::debug!(
+        %origin,
+        %txn_id,
+        pdus,
+        edus,
+        presence_edus,
+        presence_entries_taken = accepted,
+        presence_entries_dropped = dropped,
+        presence_receive = receive,
+        "inbound transaction accepted"
+    );
     Ok(Json(json!({ "pdus": {} })))
 }

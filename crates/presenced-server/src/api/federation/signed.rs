@@ -1,8 +1,10 @@
 //! `SignedJson`: the extractor for federation requests. It yields the
 //! authenticated origin and the JSON body, or fails with 401
 //! `M_UNAUTHORIZED` (missing, malformed, misaddressed or unverifiable
-//! authorization) or 403 `M_FORBIDDEN` (origin not in
-//! `federation_domain_whitelist`).
+//! authorization, or the origin's key not looked up: failed recently or
+//! too many look-ups running) or 403 `M_FORBIDDEN` (origin not in
+//! `federation_domain_whitelist`, answered before any key look-up; Synapse
+//! 1.163 answers this case with 403 `M_FORBIDDEN` too).
 
 use std::sync::Arc;
 
@@ -13,7 +15,8 @@ use ruma_common::OwnedServerName;
 use serde_json::Value;
 
 use crate::api::error::ApiError;
-use crate::federation::auth::Verifier;
+use crate::federation::auth::{AuthError, Verifier};
+use crate::federation::keys::KeyError;
 use crate::ids;
 use crate::state::AppState;
 
@@ -37,6 +40,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .extensions
             .get::<OriginalUri>()
             .map_or(&parts.uri, |o| &o.0);
+        let logged_uri = crate::api::request_span::redacted_uri(uri);
         let uri = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
@@ -72,7 +76,14 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .await
             .inspect_err(|e| {
                 state.metrics.federation_refused();
-                tracing::info!(%method, %uri, "federation request refused: {e}");
+                match e {
+                    AuthError::Key(KeyError::RateLimited { .. }) => {
+                        state.metrics.key_lookup_refused(false);
+                    }
+                    AuthError::Key(KeyError::Busy { .. }) => state.metrics.key_lookup_refused(true),
+                    _ => {}
+                }
+                tracing::info!(%method, uri = %logged_uri, "federation request refused: {e}");
             })?;
         Ok(Self { origin, body })
     }
