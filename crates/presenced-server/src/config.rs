@@ -10,6 +10,7 @@
 //! Submodules: `duration` (Synapse's duration syntax), `env` (environment
 //! overrides), `presence` (the presence, rate-limit and module sections).
 
+pub mod connections;
 pub mod duration;
 pub mod env;
 pub mod federation;
@@ -87,6 +88,8 @@ pub struct Config {
     pub tls_certificate_path: Option<PathBuf>,
     /// PEM private key for `tls: true` listeners.
     pub tls_private_key_path: Option<PathBuf>,
+    /// Timeouts and caps of client connections (presenced-specific).
+    pub connections: connections::ConnectionsConfig,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             tls_certificate_path: None,
             tls_private_key_path: None,
+            connections: connections::ConnectionsConfig::default(),
         }
     }
 }
@@ -206,6 +210,7 @@ impl Config {
             return Err("listeners: at least one listener is needed".to_owned());
         }
         self.federation.validate()?;
+        self.connections.validate()?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.tls && (self.tls_certificate_path.is_none() || self.tls_private_key_path.is_none())
             {
