@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
+use crate::long_polls::LongPoll;
 use crate::presence::filter::PresenceFilter;
 use crate::presence::{now, wire, SyncRequest};
 use crate::room_filter::RoomFilter;
@@ -86,6 +87,8 @@ pub(crate) async fn get_sync(
     };
     let timeout = Duration::from_millis(query.timeout.unwrap_or(0)).min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
+    // Past the device's bound of open long-polls, the oldest answers now.
+    let long_poll = LongPoll::start(&state, &auth.user_id, &auth.device_id, timeout);
 
     // A rate-limited sync is served; it just does not count for presence.
     let affects_presence = set_presence != Presence::Offline
@@ -125,7 +128,7 @@ pub(crate) async fn get_sync(
         } else {
             deadline.saturating_duration_since(Instant::now())
         };
-        let stop_waiting = || ev_since.is_some_and(rooms_moved);
+        let stop_waiting = || long_poll.superseded() || ev_since.is_some_and(rooms_moved);
         let presence = if presence_wanted {
             state
                 .presence
@@ -155,7 +158,8 @@ pub(crate) async fn get_sync(
         let done = rooms_ready
             || !states.is_empty()
             || Instant::now() >= deadline
-            || state.presence.is_stopping();
+            || state.presence.is_stopping()
+            || long_poll.superseded();
         if !done {
             // Woken by a room change: look again from the top.
             continue;
