@@ -24,8 +24,9 @@ pub(crate) async fn get_metrics(
     let engine = state.presence.stats();
     let modules = state.presence.router().stats();
     let pending = state.db(|s| s.outbox_len()).await?;
-    let text = state
+    let mut text = state
         .metrics
         .render(&engine, &modules, state.outbound.stats(), pending);
+    text.push_str(&state.connections.metrics_text());
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }

@@ -132,6 +132,43 @@ impl ConnectionTracker {
         })
     }
 
+    /// The connection families of `/metrics`, in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "presenced_connections_open",
+                "Client connections open now, all listeners.",
+                self.open(),
+            ),
+            (
+                "presenced_connections_max",
+                "connections.max_connections as applied.",
+                self.limits.max_connections,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let name = "presenced_connections_closed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Connections refused at a cap or closed by a timeout, by reason.\n# TYPE {name} counter"
+        );
+        for reason in CloseReason::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.closed(reason)
+            );
+        }
+        out
+    }
+
     fn refuse(&self, reason: CloseReason, peer: IpAddr) -> CloseReason {
         self.count_close(reason);
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -134,7 +134,11 @@ async fn silent_and_slow_header_connections_are_closed_after_the_header_timeout(
 
 #[tokio::test]
 async fn idle_kept_alive_connections_are_closed_and_busy_ones_are_not() {
-    let app = spawn_app_with(short_timeouts).await;
+    let app = spawn_app_with(|c| {
+        short_timeouts(c);
+        c.enable_metrics = true;
+    })
+    .await;
     let mut idle = connect(&app).await;
     let mut busy = connect(&app).await;
     let (status, _) = get_on(&mut idle, "/health").await;
@@ -155,6 +159,17 @@ async fn idle_kept_alive_connections_are_closed_and_busy_ones_are_not() {
         "closed too early: {after:?}"
     );
     assert!(app.state.connections.closed(CloseReason::KeepAliveTimeout) >= 1);
+    let metrics = app.metrics_text().await;
+    let closed: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("presenced_connections_closed_total{reason=\"keep_alive_timeout\"} ")
+        })
+        .expect("the keep-alive closes are in /metrics")
+        .parse()
+        .unwrap();
+    assert!(closed >= 1, "{metrics}");
+    assert!(metrics.contains("# TYPE presenced_connections_open gauge"));
 }
 
 #[tokio::test]
