@@ -215,7 +215,13 @@ async fn serve_http<S>(
             }
             () = tokio::time::sleep_until(recheck) => {}
             _ = stop.changed(), if !stopping => {
-                // Answers the request in progress, if any, then closes.
+                // Shutting down: a connection with no request being
+                // handled (idle, or still sending headers) closes now, so
+                // a slow client cannot hold the shutdown up; one with a
+                // request answers it, then closes.
+                if !activity.handling_request() {
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -98,6 +98,11 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// Whether a request is being handled (its headers are complete).
+    pub(crate) fn handling_request(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether the connection has outlived its current deadline at `now`.
     pub(crate) fn verdict(&self, limits: &ConnectionLimits, now: Instant) -> Verdict {
         let (due, reason) = if self.in_flight.load(Ordering::Relaxed) > 0 {

@@ -367,3 +367,33 @@ async fn a_long_poll_past_the_device_bound_makes_the_oldest_answer() {
     );
     newer.abort();
 }
+
+#[tokio::test]
+async fn a_slow_client_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(&dir);
+    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
+    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(presenced_server::run(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    let (status, _) = get_on(&mut kept, "/health").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let asked = Instant::now();
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("shutdown is not held by the default 30 s header timeout")
+        .unwrap()
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    for stream in [&mut slow, &mut kept] {
+        read_until_closed(stream, Duration::from_secs(1)).await;
+    }
+}
