@@ -49,6 +49,24 @@ const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Retry-After: 5\r\nConnection: close\r\nContent-Type: application/json\r\n\
 Content-Length: 55\r\n\r\n{\"errcode\":\"M_UNKNOWN\",\"error\":\"Too many connections\"}";
 
+/// Connections the kernel may queue for the accept loop. Sockets are bound
+/// with a backlog of 128; a burst of connections (an attack, or many
+/// clients reconnecting after a restart) overflows that, and the kernel
+/// then drops handshakes or falls back to SYN cookies, which legitimate
+/// clients see as resets. The kernel caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: i32 = 4096;
+
+/// Listening again on a listening socket only changes its backlog (Linux
+/// and the BSDs), so the listener need not be rebuilt.
+fn raise_backlog(tcp: &TcpListener) {
+    #[cfg(unix)]
+    if let Err(e) = rustix::net::listen(tcp, ACCEPT_BACKLOG) {
+        tracing::debug!("could not raise the listen backlog: {e}");
+    }
+    #[cfg(not(unix))]
+    let _ = tcp;
+}
+
 /// Answers go out at once: Nagle's algorithm would hold a small answer
 /// back until the client acknowledges the previous one, and with delayed
 /// ACKs that added up to 40 ms to PUTs and long-poll answers under load.
@@ -69,6 +87,7 @@ pub async fn serve(
     tracker: Arc<ConnectionTracker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    raise_backlog(&tcp);
     let acceptor = tls.map(TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
