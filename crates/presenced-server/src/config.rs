@@ -16,6 +16,7 @@
 //! `synapse_keys` (Synapse's option names, typo suggestions), `log_config`
 //! (the root level of Synapse's Python logging file).
 
+pub mod connections;
 pub mod duration;
 pub mod env;
 pub mod federation;
@@ -129,6 +130,8 @@ pub struct Config {
     /// Warnings found while loading, logged once logging is up.
     #[serde(skip)]
     pub load_notes: Vec<String>,
+    /// Timeouts and caps of client connections (presenced-specific).
+    pub connections: connections::ConnectionsConfig,
 }
 
 impl Default for Config {
@@ -166,6 +169,7 @@ impl Default for Config {
             log_config: None,
             ignored_synapse_options: Vec::new(),
             load_notes: Vec::new(),
+            connections: connections::ConnectionsConfig::default(),
         }
     }
 }
@@ -310,6 +314,7 @@ impl Config {
         if self.database.name == DatabaseEngine::Psycopg2 {
             return Err(POSTGRES_NOT_YET.to_owned());
         }
+        self.connections.validate()?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
                 return Err(format!(

@@ -33,7 +33,10 @@
 //! - `federation` (+ `federation/*`): our signing key, other servers'
 //!   keys, and the pieces of the server-server API presence uses.
 //! - `ids`: minting IDs, tokens, timestamps.
-//! - `listeners`: serving plain and TLS (rustls) listeners.
+//! - `listeners` (+ `listeners/caps`, `listeners/watchdog`): serving plain
+//!   and TLS (rustls) listeners under the connection caps and timeouts;
+//!   `fd_limit` raises and reads `RLIMIT_NOFILE`, which the caps derive from.
+//! - `long_polls`: the bound on `/sync` long-polls open per device.
 //! - `api`: routing, `ApiError`, extractors, and the endpoints
 //!   (`api/client/*.rs`, `api/synapse_admin.rs`, `api/admin.rs` for
 //!   presenced's own admin API, `api/metrics.rs`, `api/health.rs`).
@@ -54,11 +57,13 @@ pub mod api;
 pub mod client_event;
 pub mod config;
 mod expiring_map;
+pub mod fd_limit;
 pub mod federation;
 pub mod filter_validation;
 pub mod ids;
 pub mod limiters;
 pub mod listeners;
+pub(crate) mod long_polls;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
@@ -78,7 +83,6 @@ pub mod uia;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -102,12 +106,8 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, server_name = %state.server_name, "listening");
     }
-    // The peer address feeds the per-address rate limits (`rc_login`,
-    // `rc_registration`).
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener.tap_io(listeners::set_nodelay), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let connections = Arc::clone(&state.connections);
+    listeners::serve(listener, None, app(state), connections, shutdown).await
 }
 
 /// Serves one configured listener: the resources it names
@@ -123,6 +123,7 @@ pub async fn run_listener(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = tls.is_some(), ?resources, server_name = %state.server_name, "listening");
     }
+    let connections = Arc::clone(&state.connections);
     let app = api::router_for(state, resources);
-    listeners::serve(listener, tls, app, shutdown).await
+    listeners::serve(listener, tls, app, connections, shutdown).await
 }

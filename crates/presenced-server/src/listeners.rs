@@ -1,126 +1,249 @@
 //! Serving HTTP and HTTPS listeners.
 //!
-//! A `tls: true` listener is a [`TlsListener`]: TCP connections are
-//! accepted by a background task, each handshake runs in its own task
-//! (with a deadline, so a slow or silent client holds up nobody), and
-//! finished TLS streams are handed to axum through its `Listener` trait.
-//! axum then serves them exactly like plain connections, graceful shutdown
-//! included. rustls via tokio-rustls.
+//! Each accepted TCP connection first takes a place under the connection
+//! caps (`caps`); over a cap it is closed at once (plain listeners first
+//! write a 503), so the accept loop keeps draining the backlog and
+//! established connections keep being served. An admitted connection runs
+//! in its own task: the TLS handshake (with a deadline) for `tls: true`
+//! listeners, then hyper's HTTP/1.1 server with the header size limit,
+//! watched by its [`watchdog`] deadlines (header read, keep-alive idle,
+//! stalled body). Requests reach the axum router with the peer's address
+//! as axum's `ConnectInfo<SocketAddr>`.
+//!
+//! HTTP/1.1 only: TLS listeners offer only `http/1.1` in ALPN, and plain
+//! listeners sit behind reverse proxies, which speak 1.1 to backends.
+
+mod caps;
+mod watchdog;
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
-/// A TLS handshake that takes longer is dropped.
+pub use self::caps::{Admission, CloseReason, ConnectionTracker};
+use self::watchdog::{Activity, TrackedBody, TrackedIo, Verdict};
+use crate::config::connections::{ConnectionLimits, MIN_HEADER_BYTES};
+
+/// A TLS handshake that takes longer is dropped (or sooner, when
+/// `header_read_timeout` is shorter).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Finished handshakes waiting for axum to take them.
-const READY_QUEUE: usize = 64;
+/// Pause after an accept error that is about the process (out of
+/// descriptors or memory), not one connection: retrying at once would
+/// spin, since the pending connection stays in the backlog.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// What a plain connection over a cap reads before it is closed.
+const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Retry-After: 5\r\nConnection: close\r\nContent-Type: application/json\r\n\
+Content-Length: 55\r\n\r\n{\"errcode\":\"M_UNKNOWN\",\"error\":\"Too many connections\"}";
 
-/// TLS connections, ready for axum.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-}
+/// Connections the kernel may queue for the accept loop. Sockets are bound
+/// with a backlog of 128; a burst of connections (an attack, or many
+/// clients reconnecting after a restart) overflows that, and the kernel
+/// then drops handshakes or falls back to SYN cookies, which legitimate
+/// clients see as resets. The kernel caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: i32 = 4096;
 
-impl TlsListener {
-    /// Starts accepting on `tcp` with `config`. Must run inside a tokio
-    /// runtime. The accept task ends when this listener is dropped.
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local_addr = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Ok(Self { ready, local_addr })
+/// Listening again on a listening socket only changes its backlog (Linux
+/// and the BSDs), so the listener need not be rebuilt.
+fn raise_backlog(tcp: &TcpListener) {
+    #[cfg(unix)]
+    if let Err(e) = rustix::net::listen(tcp, ACCEPT_BACKLOG) {
+        tracing::debug!("could not raise the listen backlog: {e}");
     }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
-            () = tx.closed() => return,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, as axum does.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        set_nodelay(&mut stream);
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send((tls, peer)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends once we are dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
+    #[cfg(not(unix))]
+    let _ = tcp;
 }
 
 /// Answers go out at once: Nagle's algorithm would hold a small answer
 /// back until the client acknowledges the previous one, and with delayed
 /// ACKs that added up to 40 ms to PUTs and long-poll answers under load.
-pub(crate) fn set_nodelay(stream: &mut TcpStream) {
+pub(crate) fn set_nodelay(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("could not set TCP_NODELAY: {e}");
     }
 }
 
-/// Serves `app` on `tcp` (over TLS when `tls` is set) until `shutdown`
-/// resolves, then lets in-flight requests finish.
+/// Serves `app` on `tcp` (over TLS when `tls` is set), under `tracker`'s
+/// caps and timeouts, until `shutdown` resolves; then stops accepting,
+/// lets in-flight requests finish and returns when every connection is
+/// closed.
 pub async fn serve(
     tcp: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
+    tracker: Arc<ConnectionTracker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    raise_backlog(&tcp);
+    let acceptor = tls.map(TlsAcceptor::from);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        match tracker.admit(peer.ip()) {
+            Ok(admission) => {
+                tokio::spawn(connection(
+                    stream,
+                    peer,
+                    acceptor.clone(),
+                    app.clone(),
+                    admission,
+                    stop_rx.clone(),
+                ));
+            }
+            Err(_) if acceptor.is_none() => {
+                // Best effort: a full socket buffer just means no answer.
+                let _ = stream.try_write(OVER_CAP_RESPONSE);
+            }
+            Err(_) => {}
+        }
+    }
+    drop(tcp);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    // Every connection task holds a receiver until it ends.
+    stop_tx.closed().await;
+    Ok(())
+}
+
+/// Accept errors that concern only the connection being accepted.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::Interrupted
+            | ErrorKind::PermissionDenied
+    )
+}
+
+/// One admitted connection, from handshake to close.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    admission: Admission,
+    stop: watch::Receiver<bool>,
+) {
+    set_nodelay(&stream);
+    let activity = Arc::new(Activity::new());
+    let tracker = admission.tracker();
     match tls {
         None => {
-            // The peer address feeds the per-address rate limits.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(tcp.tap_io(set_nodelay), app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let io = TrackedIo::new(stream, Arc::clone(&activity));
+            serve_http(io, peer, app, tracker, activity, stop).await;
         }
-        Some(config) => {
-            axum::serve(TlsListener::new(tcp, config)?, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+        Some(acceptor) => {
+            // The handshake is part of the time a client has for its first
+            // headers.
+            let limit = HANDSHAKE_TIMEOUT.min(tracker.limits().header_read_timeout);
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let io = TrackedIo::new(tls, Arc::clone(&activity));
+                    serve_http(io, peer, app, tracker, activity, stop).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => {
+                    tracker.count_close(CloseReason::HandshakeTimeout);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+    drop(admission);
+}
+
+/// HTTP/1.1 on an established stream, until the client closes, a deadline
+/// passes, or shutdown lets the last request finish.
+async fn serve_http<S>(
+    io: TrackedIo<S>,
+    peer: SocketAddr,
+    app: Router,
+    tracker: &ConnectionTracker,
+    activity: Arc<Activity>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits: &ConnectionLimits = tracker.limits();
+    let service = {
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let running = activity.request_started();
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            let request = hyper::Request::from_parts(parts, TrackedBody::new(body, &activity));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await;
+                drop(running);
+                response
+            }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
+        .max_header_size(limits.max_header_bytes);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        let recheck = match activity.verdict(limits, tokio::time::Instant::now()) {
+            Verdict::RecheckAt(at) => at,
+            Verdict::Close(reason) => {
+                tracker.count_close(reason);
+                tracing::debug!(%peer, reason = reason.label(), "closing connection");
+                return;
+            }
+        };
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(recheck) => {}
+            _ = stop.changed(), if !stopping => {
+                // Shutting down: a connection with no request being
+                // handled (idle, or still sending headers) closes now, so
+                // a slow client cannot hold the shutdown up; one with a
+                // request answers it, then closes.
+                if !activity.handling_request() {
+                    return;
+                }
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     }
 }

@@ -76,6 +76,10 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// Stored filters (they never change once created).
     filters: Mutex<HashMap<(OwnedUserId, String), Arc<Value>>>,
+    /// Open connections of all listeners and their caps (`connections:`).
+    pub connections: Arc<crate::listeners::ConnectionTracker>,
+    /// Open `/sync` long-polls per device, for their bound.
+    pub(crate) long_polls: crate::long_polls::LongPolls,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -131,6 +135,9 @@ impl AppState {
         let (per_second, burst) = (rc.per_second, rc.burst_count);
         let limits = &config.request_limits;
         let cap = limits.max_rate_limit_keys;
+        let conn_limits = config.connections.resolve(crate::fd_limit::raise_and_get());
+        let limits_per_device = config.connections.max_long_polls_per_device;
+        let connections = Arc::new(crate::listeners::ConnectionTracker::new(conn_limits));
         let state = Self {
             presence,
             presence_put_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
@@ -153,6 +160,8 @@ impl AppState {
             room_writer: rooms.writer,
             tokens: TokenCache::default(),
             filters: Mutex::default(),
+            connections,
+            long_polls: crate::long_polls::LongPolls::new(limits_per_device),
         };
         (
             Arc::new(state),

@@ -28,5 +28,6 @@ pub(crate) async fn get_metrics(
         .metrics
         .render(&engine, &modules, state.outbound.stats(), pending);
     text.push_str(&crate::metrics::render_held_state(&state.held_state()));
+    text.push_str(&state.connections.metrics_text());
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }

@@ -45,12 +45,16 @@ pub struct IpRanges(pub Vec<IpNet>);
 impl IpRanges {
     /// Synapse's default blacklist.
     pub fn synapse_default_blacklist() -> Self {
-        Self(
-            SYNAPSE_DEFAULT_BLACKLIST
-                .iter()
-                .map(|r| parse_range(r).expect("valid built-in range"))
-                .collect(),
-        )
+        Self::parse_all(SYNAPSE_DEFAULT_BLACKLIST).expect("valid built-in ranges")
+    }
+
+    /// Parses ranges written as in the config.
+    pub fn parse_all(texts: &[&str]) -> Result<Self, String> {
+        texts
+            .iter()
+            .map(|t| parse_range(t))
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     /// Whether a range holds `ip`.

@@ -14,13 +14,13 @@ use tempfile::TempDir;
 use crate::helpers::test_config;
 
 /// A CA certificate and a `localhost` certificate + key it signed, as PEM.
-struct Pem {
-    ca: String,
-    cert: String,
-    key: String,
+pub(crate) struct Pem {
+    pub(crate) ca: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
-fn localhost_certificate() -> Pem {
+pub(crate) fn localhost_certificate() -> Pem {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -37,7 +37,7 @@ fn localhost_certificate() -> Pem {
     }
 }
 
-fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     path

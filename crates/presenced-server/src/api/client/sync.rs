@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
+use crate::long_polls::LongPoll;
 use crate::presence::filter::PresenceFilter;
 use crate::presence::{now, wire, SyncEffect, SyncRequest};
 use crate::room_filter::RoomFilter;
@@ -91,6 +92,8 @@ pub(crate) async fn get_sync(
         .min(state.config.max_sync_timeout.unwrap_or(FOREVER))
         .min(FOREVER);
     let deadline = Instant::now() + timeout;
+    // Past the device's bound of open long-polls, the oldest answers now.
+    let long_poll = LongPoll::start(&state, &auth.user_id, &auth.device_id, timeout);
 
     // The device counts as syncing for the whole request, whatever its
     // filter lets through: the guard ends the sync when the request ends
@@ -144,7 +147,7 @@ pub(crate) async fn get_sync(
         } else {
             deadline.saturating_duration_since(Instant::now())
         };
-        let stop_waiting = || ev_since.is_some_and(rooms_moved);
+        let stop_waiting = || long_poll.superseded() || ev_since.is_some_and(rooms_moved);
         let presence = if presence_wanted {
             state
                 .presence
@@ -172,7 +175,8 @@ pub(crate) async fn get_sync(
         let done = rooms_ready
             || !states.is_empty()
             || Instant::now() >= deadline
-            || state.presence.is_stopping();
+            || state.presence.is_stopping()
+            || long_poll.superseded();
         if !done {
             // Woken by a room change, or by presence the filter drops
             // (senders): look again from the top, past what was dropped,
