@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod cli;
 mod config;
+mod contrib;
 mod crash;
 mod deactivate;
 mod errors;
