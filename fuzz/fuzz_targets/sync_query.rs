@@ -1,6 +1,8 @@
 //! `/sync` query strings: `since` tokens, inline and stored filters,
-//! `set_presence`, `full_state`, as the fuzz user. Any `timeout` the input
-//! carries is replaced by `timeout=0` so that no input long-polls.
+//! `set_presence`, `full_state`, as the fuzz user. Bytes a client could
+//! not put in a URI as they are get percent-encoded (as a client would),
+//! so every input reaches the server; any `timeout` the input carries is
+//! replaced by `timeout=0` so that no input long-polls.
 
 #![no_main]
 
@@ -8,11 +10,21 @@ use axum::http::Method;
 use libfuzzer_sys::fuzz_target;
 use presenced_fuzz::{check_response, Harness};
 
+/// Kept as they are in a query; everything else is percent-encoded.
+fn allowed_in_query(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(query) = std::str::from_utf8(data) else {
-        return;
-    };
     let h = Harness::get();
+    let mut query = String::with_capacity(data.len());
+    for &b in data {
+        if allowed_in_query(b) {
+            query.push(char::from(b));
+        } else {
+            query.push_str(&format!("%{b:02X}"));
+        }
+    }
     let mut kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
@@ -31,11 +43,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let path = format!("/_matrix/client/v3/sync?{query}");
     let bearer = h.bearer();
-    let (status, response) = h.call(
+    let Some((status, response)) = h.call(
         Method::GET,
         &path,
         &[("authorization", bearer.as_bytes())],
         Vec::new(),
-    );
+    ) else {
+        return;
+    };
     check_response(&format!("GET {path}"), status, &response);
 });
