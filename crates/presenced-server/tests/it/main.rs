@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod config;
 mod connections;
+mod contrib;
 mod crash;
 mod deactivate;
 mod errors;
