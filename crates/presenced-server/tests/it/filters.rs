@@ -124,3 +124,20 @@ async fn bad_inline_sync_filters_are_refused() {
     assert_eq!(status, 200, "{body}");
     assert!(body["next_batch"].is_string());
 }
+
+#[tokio::test]
+async fn sync_with_an_unknown_stored_filter_id_is_an_invalid_param() {
+    // Synapse turns the store's "not found" into 400 M_INVALID_PARAM here
+    // (GET of the filter itself stays 404 M_NOT_FOUND).
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let resp = sync_with(&app, &alice, "7").await;
+    assert_error(&resp, 400, "M_INVALID_PARAM");
+    let (status, body) = app
+        .post(&filter_path(&alice), Some(&alice.token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["filter_id"].as_str().unwrap().to_owned();
+    let (status, body) = sync_with(&app, &alice, &id).await;
+    assert_eq!(status, 200, "{body}");
+}

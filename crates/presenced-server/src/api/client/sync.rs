@@ -79,7 +79,7 @@ pub(crate) async fn get_sync(
             let value = state
                 .filter(&auth.user_id, id)
                 .await?
-                .ok_or_else(|| ApiError::NotFound("No such filter".to_owned()))?;
+                .ok_or_else(|| ApiError::InvalidParam("No such filter".to_owned()))?;
             (
                 PresenceFilter::from_filter(&value),
                 RoomFilter::from_filter(&value),
