@@ -59,7 +59,7 @@ impl KeyFetcher for PeerKeys {
         let result = if server == self.name {
             let mut body = json!({
                 "server_name": self.name,
-                "valid_until_ts": presenced_server::ids::now_ms() + 3_600_000,
+                "valid_until_ts": presenced_server::util::ids::now_ms() + 3_600_000,
                 "verify_keys": { self.key.key_id(): { "key": self.key.public_key_base64() } },
                 "old_verify_keys": {},
             });
@@ -129,11 +129,11 @@ impl Harness {
         let config = config(dir.path());
         let state = rt.block_on(async {
             let (state, receivers, _) =
-                presenced_server::startup::build_state_with(config, fetcher)
+                presenced_server::process::startup::build_state_with(config, fetcher)
                     .expect("the fuzz server starts");
             // Keep the feeds running (room writes report to them); their
             // receivers stay open as long as the process.
-            let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
+            let receivers = presenced_server::process::feeds::spawn(&state, receivers);
             std::mem::forget(receivers);
             state
         });

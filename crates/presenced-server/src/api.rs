@@ -1,4 +1,10 @@
-//! The HTTP API: routing, middleware, errors and extractors.
+//! The HTTP API: routing, extractors, handlers, and the mapping of every
+//! concern's errors to Matrix errors ([`error::ApiError`]).
+//!
+//! Architecture invariant: a handler parses, makes one call into
+//! `homeserver`, `presence` or `federation`, and maps the result; no rule
+//! lives here, and no handler holds a lock across an `.await`. Nothing
+//! below this layer imports it.
 //!
 //! - `error`: [`error::ApiError`], the only mapping to Matrix errors.
 //! - `extract`: body, path and auth extractors that fail with `ApiError`.
@@ -15,9 +21,12 @@ pub mod client;
 pub mod error;
 pub mod extract;
 pub mod federation;
+pub mod filter_validation;
 pub mod health;
+pub(crate) mod long_polls;
 pub mod metrics;
 pub mod request_span;
+pub mod state;
 pub mod synapse_admin;
 
 use std::sync::Arc;
@@ -28,7 +37,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use self::error::ApiError;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// The whole HTTP application (every resource).
 pub fn router(state: Arc<AppState>) -> Router {

@@ -1,4 +1,8 @@
-//! Configuration: Synapse's key names, YAML, `PRESENCED_…` overrides.
+//! Configuration: the YAML schema (Synapse's key names), defaults,
+//! `PRESENCED_…` overrides and the unknown-key check.
+//!
+//! Architecture invariant: a leaf. Every layer may read these plain types;
+//! this folder imports nothing else of the crate.
 //!
 //! Every section is a typed struct, so a wrong type or a bad duration stops
 //! start-up with the key and the file line (serde_yaml reports both). A key

@@ -1,4 +1,8 @@
-//! Federation: the server-server API pieces presence needs.
+//! Federation: our signing key, other servers' keys, X-Matrix auth, the
+//! inbound `m.presence` EDU parser, and the outbound presence sender.
+//!
+//! Architecture invariant: presence reaches the engine only through the
+//! presence driver; no key is fetched for a request its header refuses.
 //!
 //! presenced exchanges only presence with other homeservers: signed
 //! `m.presence` EDUs in `PUT /_matrix/federation/v1/send/{txnId}`

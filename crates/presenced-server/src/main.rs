@@ -16,8 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use presenced_server::config::{Config, ListenerKind, EXAMPLE_CONFIG};
-use presenced_server::startup::{self, PidFile, SecretOrigin};
-use presenced_server::{accounts, telemetry};
+use presenced_server::homeserver::accounts;
+use presenced_server::process::startup::{self, PidFile, SecretOrigin};
+use presenced_server::process::telemetry;
 use tokio::net::TcpListener;
 
 /// mimalloc rather than glibc malloc: a request allocates and frees many
@@ -228,7 +229,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
         SecretOrigin::Configured => {}
     }
     // Membership changes and activity feed the presence driver.
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -284,7 +285,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     }
     // Every store write is committed before its request answers; presence
     // timestamps that changed without a notification are written now.
-    match presenced_server::presence::store::SqlitePresenceStore::open(
+    match presenced_server::store::presence::SqlitePresenceStore::open(
         &state.config.database_path(),
     ) {
         Ok(store) => state.presence.flush(&store),

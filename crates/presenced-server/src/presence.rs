@@ -1,17 +1,42 @@
 //! The presence driver: the engine behind a lock, the router, wake-ups of
 //! waiting syncs, persistence and the timer task.
 //!
+//! Architecture invariant: only this folder calls the engine
+//! (`presenced_engine::Engine`); it stores presence only through
+//! `store::presence` and knows no HTTP.
+//!
 //! Handlers call [`PresenceService`] methods; each takes the lock, feeds one
 //! input to the engine with the current time, drains the engine's outputs
 //! and carries them out after releasing the lock (wake syncs, persist,
 //! ask the router, queue federation sends). No presence rule lives here.
+//!
+//! - **The lock** is a plain mutex, never held across an `.await`.
+//! - **Persist** jobs go to the presence writer, a thread of its own fed
+//!   by a channel: everything queued since its last commit goes into one
+//!   SQLite transaction, each user's latest state once; under load it
+//!   commits at most once a millisecond, so concurrent PUTs share a
+//!   commit's fixed cost. [`PresenceService::set_presence`] (a `PUT
+//!   /presence`) returns only after its commit.
+//! - **Wake** outputs notify the per-user `Notify` that waiting syncs
+//!   sleep on; room writes use the same path ([`PresenceService::wake_syncs`]).
+//! - **Route** outputs spawn the router call and hand its answer back as
+//!   an input, once per batch of updates (never once per reader).
+//! - **Send** outputs go to the caller of [`PresenceService::start`]
+//!   (`federation::sender` queues them in the durable outbox).
+//! - **Timers:** one task sleeps until `poll_timeout()` and re-reads the
+//!   clock when it wakes; an input that moves the next deadline pokes it.
+//! - **Syncing devices:** `/sync` holds a [`SyncingDevice`] guard for its
+//!   whole life, whatever its filter lets through: the one place that makes
+//!   a device count as syncing. Dropping it (also when the client goes
+//!   away) ends the sync and restarts the device's sync timeout.
+//! - **Stream positions** of a new process start past the clock's epoch
+//!   (`stream_epoch`, 1,024 per ms), so a token handed out before a
+//!   restart, whose unstored join markers may be ahead of the stored
+//!   positions, never hides a change made after it.
 
 pub mod directory;
-pub mod feeds;
 pub mod filter;
-pub mod rate_limit;
 pub mod startup;
-pub mod store;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -28,7 +53,7 @@ use ruma_common::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use self::store::PresenceStore;
+use crate::store::presence::PresenceStore;
 
 /// The wall clock, read only here (the engine never reads it).
 pub fn now() -> Timestamp {
@@ -348,12 +373,14 @@ impl PresenceService {
         device: Option<&DeviceId>,
         presence: Presence,
         status_msg: Option<&str>,
-    ) -> Result<(), store::StoreFailure> {
+    ) -> Result<(), crate::store::presence::StoreFailure> {
         let ((), stored) = self
             .drive_durable(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
         for committed in stored {
             if committed.await != Ok(true) {
-                return Err(store::StoreFailure::new("presence change not stored"));
+                return Err(crate::store::presence::StoreFailure::new(
+                    "presence change not stored",
+                ));
             }
         }
         Ok(())
@@ -681,7 +708,7 @@ fn persist_batch(store: &dyn PresenceStore, jobs: Vec<PersistJob>) {
         if !forget.is_empty() {
             store.forget(&forget)?;
         }
-        Ok::<_, store::StoreFailure>(())
+        Ok::<_, crate::store::presence::StoreFailure>(())
     }));
     let ok = match stored {
         Ok(Ok(())) => true,

@@ -1,13 +1,20 @@
-//! The storage interface and its types.
+//! Storage: every SQL statement of the server, behind traits ([`Store`],
+//! [`outbox::OutboxStore`], [`presence::PresenceStore`]).
+//!
+//! Architecture invariant: only this folder writes SQL (the only one that
+//! may use `rusqlite`); it holds no policy, reads no clock, and imports
+//! only the leaves (`config`, `util`).
 //!
 //! [`Store`] is a plain synchronous trait: the SQLite backend
 //! (`store::sqlite`) answers from a connection held behind a mutex, and the
-//! async code calls it through `AppState::db`, which runs the call on
-//! tokio's blocking pool. A PostgreSQL backend can implement the same trait
-//! later. The store holds no policy (who may join, which token is valid for
-//! how long) and reads no clock: callers pass timestamps in.
+//! async code calls it through [`blocking`] (`Homeserver::db`,
+//! `AppState::db`), which runs the call on tokio's blocking pool. A
+//! PostgreSQL backend can implement the same trait later. Callers pass
+//! timestamps in.
 
+pub mod membership;
 pub mod outbox;
+pub mod presence;
 pub mod sqlite;
 
 use ruma_common::{
@@ -15,7 +22,7 @@ use ruma_common::{
 };
 use serde_json::Value;
 
-use crate::membership::Membership;
+use crate::store::membership::Membership;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -249,4 +256,19 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
     fn create_filter(&self, user_id: &UserId, filter: &Value) -> StoreResult<String>;
     /// Reads a filter back.
     fn filter(&self, user_id: &UserId, filter_id: &str) -> StoreResult<Option<Value>>;
+}
+
+/// Runs a store call on tokio's blocking pool (SQLite calls block); the
+/// outer error is a panicked or cancelled task.
+pub async fn blocking<T, E, F>(
+    store: &std::sync::Arc<dyn Store>,
+    f: F,
+) -> Result<Result<T, E>, tokio::task::JoinError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+{
+    let store = std::sync::Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&*store)).await
 }

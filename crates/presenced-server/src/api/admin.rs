@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{bearer_token, AuthUser, MatrixPath, MatrixQuery};
-use crate::ids;
+use crate::api::state::AppState;
 use crate::presence::now;
-use crate::state::AppState;
+use crate::util::ids;
 
 /// The admin routes.
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// Prefixes a client route is served under.
 const PREFIXES: &[&str] = &["/_matrix/client/v3", "/_matrix/client/r0"];

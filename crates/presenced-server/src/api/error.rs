@@ -13,6 +13,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::federation::auth::AuthError;
+use crate::homeserver::accounts::AccountError;
+use crate::homeserver::Error as HomeserverError;
 use crate::store::StoreError;
 
 /// A failed request, as the client will see it.
@@ -130,6 +132,36 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::InvalidUsername(m) => Self::InvalidUsername(m),
+            AccountError::UserInUse => Self::UserInUse,
+            AccountError::Store(s) => s.into(),
+            AccountError::Hash(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<HomeserverError> for ApiError {
+    fn from(e: HomeserverError) -> Self {
+        match e {
+            HomeserverError::BadRequest(m) => Self::BadRequest(m),
+            HomeserverError::BadJson(m) => Self::BadJson(m),
+            HomeserverError::Forbidden(m) => Self::Forbidden(m),
+            HomeserverError::NotFound(m) => Self::NotFound(m),
+            HomeserverError::UserInUse => Self::UserInUse,
+            HomeserverError::AuthRequired { session, failure } => {
+                Self::AuthRequired { session, failure }
+            }
+            HomeserverError::LimitExceeded { retry_after_ms } => {
+                Self::LimitExceeded { retry_after_ms }
+            }
+            HomeserverError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -150,7 +182,7 @@ impl IntoResponse for ApiError {
             }),
             Self::AuthRequired { session, failure } => {
                 let mut body = json!({
-                    "flows": [{ "stages": [crate::uia::PASSWORD_STAGE] }],
+                    "flows": [{ "stages": [crate::homeserver::uia::PASSWORD_STAGE] }],
                     "params": {},
                     "session": session,
                     "completed": [],

@@ -18,8 +18,8 @@ use ruma_common::{OwnedDeviceId, OwnedUserId};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::ids;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::util::ids;
 
 /// A JSON request body. The `Content-Type` header is not checked: several
 /// Matrix clients omit it, and Synapse does not require it either.
@@ -178,7 +178,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts).ok_or(ApiError::MissingToken)?;
         let token_hash = ids::hash_token(&token);
-        let owner = match state.tokens.get(&token_hash) {
+        let owner = match state.homeserver.tokens.get(&token_hash) {
             Ok(owner) => owner,
             Err(generation) => {
                 let lookup = token_hash.clone();
@@ -187,6 +187,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
                     .await?
                     .ok_or(ApiError::UnknownToken)?;
                 state
+                    .homeserver
                     .tokens
                     .fill(token_hash.clone(), owner.clone(), generation);
                 owner

@@ -17,7 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, put};
 use axum::Router;
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// Largest accepted transaction: 50 PDUs of up to 64 KiB plus 100 EDUs.
 const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;

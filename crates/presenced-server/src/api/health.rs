@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// GET /health and GET /_presenced/health
 ///

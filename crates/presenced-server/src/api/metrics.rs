@@ -6,9 +6,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+mod registry;
+
+pub use self::registry::*;
+
 use super::error::ApiError;
-use crate::metrics::CONTENT_TYPE;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// GET /metrics: Prometheus text format. Unauthenticated, like Synapse's
 /// metrics listener; off by default (404 `M_UNRECOGNIZED`, as if the
@@ -27,7 +30,7 @@ pub(crate) async fn get_metrics(
     let mut text = state
         .metrics
         .render(&engine, &modules, state.outbound.stats(), pending);
-    text.push_str(&crate::metrics::render_held_state(&state.held_state()));
+    text.push_str(&render_held_state(&state.held_state()));
     text.push_str(&state.connections.metrics_text());
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }

@@ -19,9 +19,9 @@ use sha1::Sha1;
 
 use super::error::ApiError;
 use super::extract::MatrixJson;
-use crate::accounts;
-use crate::ids;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::accounts;
+use crate::util::ids;
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<Arc<AppState>> {

@@ -11,12 +11,22 @@ use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry}
 use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use super::directory::StoreDirectory;
-use super::store::SqlitePresenceStore;
 use super::PresenceService;
 use crate::config::presence::PresenceEnabled;
 use crate::config::Config;
-use crate::startup::StartupError;
+use crate::store::presence::{SqlitePresenceStore, StoreFailure};
 use crate::store::Store;
+
+/// Why the presence driver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A presence router module could not be loaded.
+    #[error("presence router modules: {0}")]
+    Modules(#[from] presenced_router::LoadError),
+    /// The presence store could not be opened.
+    #[error("presence store: {0}")]
+    PresenceStore(#[from] StoreFailure),
+}
 
 /// Local presence for remote servers, as the engine hands it out.
 pub type OutboundReceiver =
@@ -48,7 +58,7 @@ pub fn start(
     config: &Config,
     joined: Vec<(OwnedRoomId, OwnedUserId)>,
     store: Arc<dyn Store>,
-) -> Result<(PresenceService, OutboundReceiver), StartupError> {
+) -> Result<(PresenceService, OutboundReceiver), StartError> {
     let (commands_tx, mut commands_rx) = command_channel();
     let entries: Vec<ModuleEntry> = config
         .router_modules()

@@ -1,15 +1,30 @@
 //! The embedded SQLite backend.
 //!
-//! One connection behind a mutex: SQLite serialises writers anyway, and a
-//! single connection means a reader never sees stream position N+1 before
-//! N is committed, so `/sync` tokens need no gap tracking. Calls arrive on
-//! tokio's blocking pool (`AppState::db`), never on a runtime thread.
+//! One writer connection and a few read-only connections (mutex-guarded,
+//! picked round-robin, preferring a free one; small enough not to need a
+//! pool crate). Room writes are serialised by the room writer thread, so
+//! a reader never sees stream position N+1 before N is committed and
+//! `/sync` tokens need no gap tracking. Every statement goes through the
+//! per-connection statement cache (`prepare_cached`). Calls arrive on
+//! tokio's blocking pool (`store::blocking`), never on a runtime thread.
 //!
-//! The database runs in WAL mode with `synchronous = NORMAL`: a committed
-//! transaction survives the process being killed (the WAL is in the OS page
-//! cache); only a power cut can lose the last moments. Another process —
-//! `presenced register-user` — may write while the server runs; the busy
-//! timeout makes the two take turns.
+//! Durability: WAL mode with `synchronous = NORMAL`, here and in the
+//! presence store's own connection (`store/presence.rs`). A commit is in
+//! the WAL (the OS page cache) before the call returns, so an acknowledged
+//! PUT survives `kill -9` of the process (`tests/it/crash.rs`), but not a
+//! power cut or kernel crash, which can lose the last commits before the
+//! next checkpoint `fsync` (`synchronous = FULL` would close that; it is
+//! not a config key yet). Checkpoints run on a background thread with
+//! their own connection (`sqlite/checkpoint.rs`, PASSIVE every 250 ms), so
+//! no commit, and no PUT waiting on one, pays for the checkpoint's
+//! `fsync`s; the writers keep SQLite's automatic checkpoint only as a
+//! safety net at 20,000 WAL pages. Another process (`presenced
+//! register-user`) may write while the server runs; the busy timeout
+//! makes the two take turns.
+//!
+//! Ownership: presenced never writes into a database it did not create;
+//! `sqlite/ownership.rs` refuses a file holding other tables (Synapse's
+//! `homeserver.db`) before any pragma or migration.
 //!
 //! Migrations are the numbered files in `sqlite/migrations/`, applied in
 //! order and tracked with `PRAGMA user_version`.
@@ -30,7 +45,7 @@ use super::{
     MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, Timeline,
     TokenOwner, TxnKey, UserRecord,
 };
-use crate::membership::Membership;
+use crate::store::membership::Membership;
 
 mod checkpoint;
 mod outbox;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use presenced_server::config::connections::ConnectionsConfig;
 use presenced_server::config::Config;
-use presenced_server::listeners::CloseReason;
+use presenced_server::net::CloseReason;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -269,8 +269,8 @@ async fn a_tls_connection_is_timed_from_accept_through_its_headers() {
     );
     let mut config = crate::helpers::test_config(&dir);
     short_timeouts(&mut config);
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
     let tls_config = presenced_server::federation::tls::server_config(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -372,8 +372,8 @@ async fn a_long_poll_past_the_device_bound_makes_the_oldest_answer() {
 async fn a_slow_client_does_not_hold_up_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let config = crate::helpers::test_config(&dir);
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use presenced_engine::{EngineConfig, Presence, StreamPos};
 use presenced_router::{ModuleCommand, PresenceRouter};
-use presenced_server::presence::store::{PresenceStore, SqlitePresenceStore};
 use presenced_server::presence::{PresenceService, SyncRequest};
+use presenced_server::store::presence::{PresenceStore, SqlitePresenceStore};
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 fn ids() -> (OwnedUserId, OwnedUserId, OwnedRoomId) {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use presenced_server::config::{Config, PasswordHashing, Secret};
 use presenced_server::federation::keys::{KeyFetcher, NoKeyFetcher};
-use presenced_server::{startup, ActivityEvent, AppState, MembershipChange};
+use presenced_server::process::startup;
+use presenced_server::{ActivityEvent, AppState, MembershipChange};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -63,11 +64,9 @@ pub fn install_test_log() {
             level: Some("debug".to_owned()),
             ..Default::default()
         };
-        presenced_server::telemetry::install(presenced_server::telemetry::subscriber(
-            &log,
-            std::io::stderr,
-            false,
-        ));
+        presenced_server::process::telemetry::install(
+            presenced_server::process::telemetry::subscriber(&log, std::io::stderr, false),
+        );
     }
 }
 
@@ -81,7 +80,7 @@ pub async fn spawn_app_with_fetcher(
     let mut config = test_config(&dir);
     tweak(&mut config);
     let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
-    let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
+    let receivers = presenced_server::process::feeds::spawn(&state, receivers);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(presenced_server::run(

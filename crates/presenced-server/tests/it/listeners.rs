@@ -58,8 +58,8 @@ async fn a_tls_federation_listener_and_a_plain_client_listener_serve_their_resou
         write(&dir, "key.pem", &pem.key),
     );
     let config: Config = test_config(&dir);
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
 
     let tls_config = tls::server_config(&cert, &key).unwrap();
     let federation = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -18,6 +18,7 @@ mod federation_two_servers;
 mod filters;
 mod full_presence;
 mod helpers;
+mod layering;
 mod limits;
 mod listeners;
 mod metrics;

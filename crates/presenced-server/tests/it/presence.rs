@@ -329,8 +329,8 @@ async fn acknowledged_presence_survives_a_restart() {
     let before = app.state.presence.position();
 
     let config = (*app.state.config).clone();
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
     let user: ruma_common::OwnedUserId = alice.user_id.as_str().try_into().unwrap();
     let (restarted, _) = state.presence.state_of(&user);
     assert_eq!(restarted.presence.as_str(), "unavailable");
@@ -438,8 +438,8 @@ async fn excluded_rooms_do_not_share_presence() {
     // Restart on the same database with the room excluded.
     let mut config = (*app.state.config).clone();
     config.exclude_rooms_from_presence = vec![room.as_str().try_into().unwrap()];
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(presenced_server::run(

@@ -291,8 +291,13 @@ async fn send_is_idempotent_and_counts_as_activity() {
 
     // Timeline holds the two sends after the initial state.
     let room_id: &ruma_common::RoomId = room.as_str().try_into().unwrap();
-    let upto = app.state.store.max_stream().unwrap();
-    let timeline = app.state.store.timeline(room_id, None, upto, 2).unwrap();
+    let upto = app.state.homeserver.store.max_stream().unwrap();
+    let timeline = app
+        .state
+        .homeserver
+        .store
+        .timeline(room_id, None, upto, 2)
+        .unwrap();
     assert!(timeline.limited);
     let types: Vec<_> = timeline
         .events
@@ -474,9 +479,9 @@ async fn room_members_survive_a_restart() {
     assert_eq!(status, StatusCode::OK);
 
     let config = (*app.state.config).clone();
-    let (state, receivers, _) = presenced_server::startup::build_state(config).unwrap();
-    drop(presenced_server::presence::feeds::spawn(&state, receivers));
-    let members = state.room_stream.members();
+    let (state, receivers, _) = presenced_server::process::startup::build_state(config).unwrap();
+    drop(presenced_server::process::feeds::spawn(&state, receivers));
+    let members = state.homeserver.room_stream.members();
     let id = |s: &str| -> ruma_common::OwnedUserId { s.try_into().unwrap() };
     let room = |s: &str| -> ruma_common::OwnedRoomId { s.try_into().unwrap() };
     let (private, public) = (room(&private), room(&public));

@@ -8,7 +8,7 @@ use serde_json::json;
 
 fn member_event(room: &OwnedRoomId, user: &OwnedUserId, membership: &str) -> NewEvent {
     NewEvent {
-        event_id: presenced_server::ids::new_event_id(),
+        event_id: presenced_server::util::ids::new_event_id(),
         room_id: room.clone(),
         sender: user.clone(),
         event_type: "m.room.member".to_owned(),

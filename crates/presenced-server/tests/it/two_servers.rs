@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use presenced_server::config::presence::ModuleConfig;
 use presenced_server::config::{Config, PasswordHashing, Secret};
-use presenced_server::startup;
+use presenced_server::process::startup;
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -274,7 +274,7 @@ impl FedServer {
         {
             serving.stop().await;
         }
-        let store = presenced_server::presence::store::SqlitePresenceStore::open(
+        let store = presenced_server::store::presence::SqlitePresenceStore::open(
             &self.config.database_path(),
         )
         .unwrap();
@@ -301,7 +301,7 @@ impl FedServer {
 async fn instance(config: &Config) -> TestApp {
     install_test_log();
     let (state, receivers, _) = startup::build_state(config.clone()).unwrap();
-    let receivers = presenced_server::presence::feeds::spawn(&state, receivers);
+    let receivers = presenced_server::process::feeds::spawn(&state, receivers);
     TestApp {
         base: String::new(),
         client: reqwest::Client::new(),

@@ -4,7 +4,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::api::extract::AuthUser;
-use crate::rooms::ROOM_VERSION;
+use crate::homeserver::rooms::ROOM_VERSION;
 
 /// GET /_matrix/client/v3/capabilities
 ///

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson};
-use crate::rooms::{self, NewRoom, Preset};
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::rooms::{self, NewRoom, Preset};
 
 #[derive(Deserialize, Default)]
 pub(crate) struct CreateRoomRequest {
@@ -50,7 +50,7 @@ pub(crate) async fn post_create_room(
     let mut seen = std::collections::HashSet::new();
     invite.retain(|u| *u != auth.user_id && seen.insert(u.clone()));
     let room_id = rooms::create_room(
-        &state,
+        &state.homeserver,
         NewRoom {
             creator: auth.user_id.clone(),
             preset,

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, OptionalJson};
-use crate::state::AppState;
-use crate::uia::{self, AuthData};
+use crate::api::state::AppState;
+use crate::homeserver::uia::{self, AuthData};
 
 #[derive(Default, Deserialize)]
 pub(crate) struct DeactivateRequest {
@@ -30,10 +30,10 @@ pub(crate) async fn post_deactivate(
     auth: AuthUser,
     OptionalJson(req): OptionalJson<DeactivateRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    uia::require_password(&state, &auth.user_id, req.auth).await?;
+    uia::require_password(&state.homeserver, &auth.user_id, req.auth).await?;
     let user = auth.user_id.clone();
     state.db(move |s| s.deactivate_user(&user)).await?;
-    state.tokens.forget(&auth.user_id, None);
+    state.homeserver.tokens.forget(&auth.user_id, None);
     state.presence.deactivate(&auth.user_id);
     tracing::info!(user_id = %auth.user_id, "account deactivated");
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{nesting_exceeds, AuthUser, MatrixJson, MatrixPath, MAX_JSON_DEPTH};
-use crate::filter_validation;
-use crate::state::AppState;
+use crate::api::filter_validation;
+use crate::api::state::AppState;
 
 /// POST /_matrix/client/v3/user/{userId}/filter
 ///

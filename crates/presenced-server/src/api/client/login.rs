@@ -9,10 +9,10 @@ use ruma_common::OwnedDeviceId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::accounts;
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, MatrixJson};
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::accounts;
 
 /// GET /_matrix/client/v3/login
 pub(crate) async fn get_login_flows() -> Json<Value> {
@@ -55,7 +55,7 @@ pub(crate) async fn post_login(
     ClientAddr(addr): ClientAddr,
     MatrixJson(req): MatrixJson<LoginRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let limiters = &state.auth_limiters;
+    let limiters = &state.homeserver.auth_limiters;
     let limited = |retry_after_ms| ApiError::LimitExceeded { retry_after_ms };
     if let Some(addr) = addr {
         limiters
@@ -124,7 +124,10 @@ pub(crate) async fn post_login(
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
     // A login on an existing device replaced that device's token.
-    state.tokens.forget(&user_id, Some(&session.device_id));
+    state
+        .homeserver
+        .tokens
+        .forget(&user_id, Some(&session.device_id));
     tracing::info!(user_id = %user_id, device_id = %session.device_id, "logged in");
     Ok(Json(json!({
         "user_id": user_id,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::AuthUser;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// POST /_matrix/client/v3/logout
 ///
@@ -19,7 +19,10 @@ pub(crate) async fn post_logout(
 ) -> Result<Json<Value>, ApiError> {
     let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
     state.db(move |s| s.delete_device(&user, &device)).await?;
-    state.tokens.forget(&auth.user_id, Some(&auth.device_id));
+    state
+        .homeserver
+        .tokens
+        .forget(&auth.user_id, Some(&auth.device_id));
     tracing::info!(user_id = %auth.user_id, device_id = %auth.device_id, "logged out");
     Ok(Json(json!({})))
 }
@@ -33,7 +36,7 @@ pub(crate) async fn post_logout_all(
 ) -> Result<Json<Value>, ApiError> {
     let user = auth.user_id.clone();
     let devices = state.db(move |s| s.delete_all_devices(&user)).await?;
-    state.tokens.forget(&auth.user_id, None);
+    state.homeserver.tokens.forget(&auth.user_id, None);
     tracing::info!(user_id = %auth.user_id, devices = devices.len(), "logged out everywhere");
     Ok(Json(json!({})))
 }

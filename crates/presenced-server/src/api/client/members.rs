@@ -11,9 +11,9 @@ use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixPath, MatrixQuery};
-use crate::membership::Membership;
-use crate::rooms;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::rooms;
+use crate::store::membership::Membership;
 
 /// GET /_matrix/client/v3/joined_rooms
 pub(crate) async fn get_joined_rooms(
@@ -39,7 +39,7 @@ pub(crate) async fn get_joined_members(
     auth: AuthUser,
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
 ) -> Result<Json<Value>, ApiError> {
-    rooms::require_joined(&state, &room_id, &auth.user_id)?;
+    rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
     let rows = state.db(move |s| s.room_memberships(&room_id)).await?;
     let joined: Map<String, Value> = rows
         .into_iter()
@@ -60,7 +60,7 @@ pub(crate) async fn get_members(
     MatrixPath(room_id): MatrixPath<OwnedRoomId>,
     MatrixQuery(query): MatrixQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    rooms::require_joined(&state, &room_id, &auth.user_id)?;
+    rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
     let events = state.db(move |s| s.member_events(&room_id)).await?;
     let membership_of = |e: &crate::store::StoredEvent| {
         e.content

@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath, OptionalJson};
-use crate::membership::Membership;
-use crate::rooms;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::rooms;
+use crate::store::membership::Membership;
 
 #[derive(Deserialize)]
 pub(crate) struct InviteRequest {
@@ -41,7 +41,7 @@ pub(crate) async fn post_invite(
     MatrixJson(req): MatrixJson<InviteRequest>,
 ) -> Result<Json<Value>, ApiError> {
     rooms::set_membership(
-        &state,
+        &state.homeserver,
         &room_id,
         &auth.user_id,
         &req.user_id,
@@ -83,7 +83,7 @@ async fn join(
     reason: Option<String>,
 ) -> Result<Json<Value>, ApiError> {
     rooms::set_membership(
-        state,
+        &state.homeserver,
         &room_id,
         &auth.user_id,
         &auth.user_id,
@@ -104,7 +104,7 @@ pub(crate) async fn post_leave(
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
     rooms::set_membership(
-        &state,
+        &state.homeserver,
         &room_id,
         &auth.user_id,
         &auth.user_id,

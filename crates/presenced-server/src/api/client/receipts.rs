@@ -7,11 +7,11 @@ use axum::Json;
 use ruma_common::{OwnedEventId, OwnedRoomId};
 use serde_json::{json, Map, Value};
 
-use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixPath, OptionalJson};
-use crate::rooms;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::activity::ActivityEvent;
+use crate::homeserver::rooms;
 
 /// Receipt types the spec defines for this endpoint.
 const RECEIPT_TYPES: &[&str] = &["m.read", "m.read.private", "m.fully_read"];
@@ -31,8 +31,8 @@ pub(crate) async fn post_receipt(
             "Unknown receipt type {receipt_type}"
         )));
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id)?;
-    state.emit_activity(ActivityEvent {
+    rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
+    state.homeserver.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
     });
@@ -57,8 +57,8 @@ pub(crate) async fn post_read_markers(
             return Err(ApiError::BadJson(format!("{key} must be an event ID")));
         }
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id)?;
-    state.emit_activity(ActivityEvent {
+    rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
+    state.homeserver.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
     });

@@ -12,11 +12,11 @@ use ruma_common::OwnedDeviceId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::accounts;
 use crate::api::error::ApiError;
 use crate::api::extract::{ClientAddr, MatrixJson, MatrixQuery};
-use crate::ids;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::accounts;
+use crate::util::ids;
 
 #[derive(Deserialize)]
 pub(crate) struct RegisterRequest {
@@ -66,6 +66,7 @@ pub(crate) async fn post_register(
     let reservation = addr
         .map(|addr| {
             state
+                .homeserver
                 .auth_limiters
                 .registration
                 .reserve(addr, Instant::now())
@@ -117,7 +118,10 @@ pub(crate) async fn post_register(
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
     // A login on an existing device replaced that device's token.
-    state.tokens.forget(&user_id, Some(&session.device_id));
+    state
+        .homeserver
+        .tokens
+        .forget(&user_id, Some(&session.device_id));
     Ok(Json(json!({
         "user_id": user_id,
         "access_token": session.access_token,

@@ -7,14 +7,14 @@ use axum::Json;
 use ruma_common::OwnedRoomId;
 use serde_json::{json, Map, Value};
 
-use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
-use crate::ids;
-use crate::room_stream::Committed;
-use crate::rooms;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::activity::ActivityEvent;
+use crate::homeserver::room_stream::Committed;
+use crate::homeserver::rooms;
 use crate::store::{NewEvent, TxnKey};
+use crate::util::ids;
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 ///
@@ -34,7 +34,7 @@ pub(crate) async fn put_send(
     let event_id = match earlier {
         Some(id) => id,
         None => {
-            rooms::require_joined(&state, &room_id, &auth.user_id)?;
+            rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
             let event = NewEvent {
                 event_id: ids::new_event_id(),
                 room_id,
@@ -52,6 +52,7 @@ pub(crate) async fn put_send(
             let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
             let room = event.room_id.clone();
             state
+                .homeserver
                 .room_write(move |s, _| match s.append_events(&[event]) {
                     Ok(streams) => Ok((
                         event_id,
@@ -64,7 +65,7 @@ pub(crate) async fn put_send(
                 .await?
         }
     };
-    state.emit_activity(ActivityEvent {
+    state.homeserver.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
     });

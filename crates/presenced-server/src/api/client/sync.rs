@@ -1,4 +1,20 @@
-//! `GET /_matrix/client/v3/sync`.
+//! `GET /_matrix/client/v3/sync`: where a sync answer is built.
+//!
+//! The handler parses the token, the filter (a stored filter id, read
+//! through `Homeserver::filter`, or inline JSON checked by
+//! `api/filter_validation.rs`) and `set_presence`, then holds a
+//! `SyncingDevice` guard ([`crate::presence::PresenceService::start_syncing`])
+//! for the whole request, whatever the filter lets through; an
+//! `rc_presence`-limited sync keeps the device alive without applying its
+//! `set_presence`. The client's `timeout` is honoured as given unless
+//! `max_sync_timeout` caps it. Each turn of the loop asks the presence
+//! driver for the presence section (`PresenceService::sync`, which asks the
+//! engine's `sync_view`) and the homeserver for the rooms section
+//! (`homeserver/sync_rooms.rs`, only when `RoomStream` says the caller's
+//! rooms moved after the token, and only the rooms the filter's
+//! `room.rooms` / `room.not_rooms` allow); with nothing new it waits on the
+//! user's wake-up until the timeout. Long-polls per device are bounded
+//! (`api/long_polls.rs`): past the bound the oldest answers at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +28,13 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
-use crate::long_polls::LongPoll;
+use crate::api::long_polls::LongPoll;
+use crate::api::state::AppState;
+use crate::homeserver::room_filter::RoomFilter;
+use crate::homeserver::room_stream::RoomsMoved;
+use crate::homeserver::sync_rooms;
 use crate::presence::filter::PresenceFilter;
 use crate::presence::{now, wire, SyncEffect, SyncRequest};
-use crate::room_filter::RoomFilter;
-use crate::room_stream::RoomsMoved;
-use crate::state::AppState;
-use crate::sync_rooms;
 
 /// Beyond this a client's `timeout` means "as long as you like": a year,
 /// so deadline arithmetic cannot overflow.
@@ -77,6 +93,7 @@ pub(crate) async fn get_sync(
         }
         Some(id) => {
             let value = state
+                .homeserver
                 .filter(&auth.user_id, id)
                 .await?
                 .ok_or_else(|| ApiError::InvalidParam("No such filter".to_owned()))?;
@@ -126,11 +143,12 @@ pub(crate) async fn get_sync(
 
     // Whether the user's rooms moved after the token, from memory; only a
     // token older than this process needs the database (each loop turn, until a room change is recorded).
-    let rooms_moved = |e: i64| state.room_stream.moved_since(&auth.user_id, e).1 == RoomsMoved::Yes;
+    let rooms_moved =
+        |e: i64| state.homeserver.room_stream.moved_since(&auth.user_id, e).1 == RoomsMoved::Yes;
     loop {
         let (upto, rooms_ready) = match ev_since {
-            None => (state.room_stream.position(), true),
-            Some(e) => match state.room_stream.moved_since(&auth.user_id, e) {
+            None => (state.homeserver.room_stream.position(), true),
+            Some(e) => match state.homeserver.room_stream.moved_since(&auth.user_id, e) {
                 (upto, RoomsMoved::Yes) => (upto, true),
                 (upto, RoomsMoved::No) => (upto, false),
                 (upto, RoomsMoved::Unknown) => {

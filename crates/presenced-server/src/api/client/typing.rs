@@ -8,11 +8,11 @@ use ruma_common::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::activity::ActivityEvent;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
-use crate::rooms;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::homeserver::activity::ActivityEvent;
+use crate::homeserver::rooms;
 
 #[derive(Deserialize)]
 pub(crate) struct TypingRequest {
@@ -39,8 +39,8 @@ pub(crate) async fn put_typing(
             "Cannot set another user's typing state".to_owned(),
         ));
     }
-    rooms::require_joined(&state, &room_id, &auth.user_id)?;
-    state.emit_activity(ActivityEvent {
+    rooms::require_joined(&state.homeserver, &room_id, &auth.user_id)?;
+    state.homeserver.emit_activity(ActivityEvent {
         user: auth.user_id,
         device: auth.device_id,
     });

@@ -13,8 +13,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
-use crate::ids;
-use crate::state::AppState;
+use crate::api::state::AppState;
+use crate::util::ids;
 
 /// How long peers may cache our key response.
 const VALIDITY: Duration = Duration::from_secs(24 * 3600);

@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 use super::signed::SignedJson;
 use crate::api::error::ApiError;
 use crate::api::extract::MatrixPath;
+use crate::api::state::AppState;
 use crate::federation::presence_edu;
-use crate::ids;
-use crate::state::AppState;
+use crate::util::ids;
 
 /// Spec limits of one transaction.
 const MAX_PDUS: usize = 50;

@@ -15,10 +15,10 @@ use ruma_common::OwnedServerName;
 use serde_json::Value;
 
 use crate::api::error::ApiError;
+use crate::api::state::AppState;
 use crate::federation::auth::{AuthError, Verifier};
 use crate::federation::keys::KeyError;
-use crate::ids;
-use crate::state::AppState;
+use crate::util::ids;
 
 /// A verified federation request with a JSON object body.
 pub(crate) struct SignedJson {

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::MIGRATIONS;
 
-/// Tables the presence store (`presence/store.rs`) creates in the same
+/// Tables the presence store (`store/presence.rs`) creates in the same
 /// file, outside the migrations (a test checks this list stays complete).
 const PRESENCE_STORE_TABLES: &[&str] = &["presence_userid_state", "presence_full_marks"];
 
@@ -103,7 +103,7 @@ pub(crate) fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::presence::store::SqlitePresenceStore;
+    use crate::store::presence::SqlitePresenceStore;
     use crate::store::sqlite::SqliteStore;
 
     #[test]

@@ -1,4 +1,9 @@
-//! Serving HTTP and HTTPS listeners.
+//! Connections: accepting and serving the HTTP and HTTPS listeners.
+//!
+//! Owns the accept loops, the connection caps, the per-connection
+//! deadlines and the process's file-descriptor limit. Knows HTTP framing
+//! (hyper), not Matrix: it serves whatever axum router it is given and
+//! imports nothing of this crate but `config`.
 //!
 //! Each accepted TCP connection first takes a place under the connection
 //! caps (`caps`); over a cap it is closed at once (plain listeners first
@@ -6,7 +11,7 @@
 //! established connections keep being served. An admitted connection runs
 //! in its own task: the TLS handshake (with a deadline) for `tls: true`
 //! listeners, then hyper's HTTP/1.1 server with the header size limit,
-//! watched by its [`watchdog`] deadlines (header read, keep-alive idle,
+//! watched by its `watchdog` deadlines (header read, keep-alive idle,
 //! stalled body). Requests reach the axum router with the peer's address
 //! as axum's `ConnectInfo<SocketAddr>`.
 //!
@@ -14,6 +19,7 @@
 //! listeners sit behind reverse proxies, which speak 1.1 to backends.
 
 mod caps;
+pub mod fd_limit;
 mod watchdog;
 
 use std::future::Future;

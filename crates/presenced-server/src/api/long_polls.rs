@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ruma_common::{OwnedDeviceId, OwnedUserId};
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 type Key = (OwnedUserId, OwnedDeviceId);
 

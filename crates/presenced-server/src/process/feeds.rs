@@ -5,8 +5,8 @@ use std::sync::Arc;
 use presenced_engine::Membership as EngineMembership;
 use tokio::sync::mpsc::unbounded_channel;
 
-use crate::membership::Membership;
-use crate::state::{AppState, StateReceivers};
+use crate::api::state::{AppState, StateReceivers};
+use crate::store::membership::Membership;
 
 /// Consumes the state's membership and activity channels, applying each
 /// message to presence, and returns receivers that see a copy of every

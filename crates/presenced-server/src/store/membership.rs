@@ -1,7 +1,7 @@
 //! Room membership values and the change notice the room code emits.
 //!
 //! Every committed membership change (invite, join, leave) is sent as a
-//! [`MembershipChange`] on `AppState::membership_tx`, after the database
+//! [`MembershipChange`] through `Homeserver::emit_membership`, after the database
 //! write, so whoever consumes it (the presence engine driver) never sees a
 //! change that was not stored.
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use presenced_engine::EngineStats;
 use presenced_router::ModuleStats;
 
+use crate::api::state::HeldState;
 use crate::federation::presence_edu::DropReason;
 use crate::federation::sender::OutboundStats;
-use crate::limiters::HeldState;
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use ruma_common::{OwnedUserId, UserId};
 use serde::Deserialize;
 
-use crate::accounts;
-use crate::api::error::ApiError;
-use crate::expiring_map::ExpiringMap;
-use crate::ids;
-use crate::state::AppState;
+use crate::homeserver::accounts;
+use crate::homeserver::Error;
+use crate::homeserver::Homeserver;
+use crate::util::expiring_map::ExpiringMap;
+use crate::util::ids;
 
 /// The only stage offered.
 pub const PASSWORD_STAGE: &str = "m.login.password";
@@ -92,39 +92,37 @@ struct Identifier {
 
 /// Passes when `auth` proves `user`'s password; otherwise the UIA answer.
 pub(crate) async fn require_password(
-    state: &AppState,
+    state: &Homeserver,
     user: &UserId,
     auth: Option<AuthData>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let now = Instant::now();
     let sessions = &state.uia_sessions;
     let Some(auth) = auth else {
-        return Err(ApiError::AuthRequired {
+        return Err(Error::AuthRequired {
             session: sessions.start(user, now),
             failure: None,
         });
     };
     let session = match auth.session {
         Some(s) if sessions.is_open(&s, user, now) => s,
-        Some(_) => return Err(ApiError::BadRequest("Unknown session ID".to_owned())),
+        Some(_) => return Err(Error::BadRequest("Unknown session ID".to_owned())),
         None => sessions.start(user, now),
     };
     let Some(kind) = auth.kind else {
         // No stage attempted: tell the client where it stands.
-        return Err(ApiError::AuthRequired {
+        return Err(Error::AuthRequired {
             session,
             failure: None,
         });
     };
     if kind != PASSWORD_STAGE {
-        return Err(ApiError::BadRequest(format!(
-            "Unrecognised auth type {kind}"
-        )));
+        return Err(Error::BadRequest(format!("Unrecognised auth type {kind}")));
     }
     let named = match (auth.identifier, auth.user) {
         (Some(id), _) if id.kind == "m.id.user" => id.user,
         (Some(id), _) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "Unknown login identifier type {}",
                 id.kind
             )))
@@ -133,20 +131,20 @@ pub(crate) async fn require_password(
     };
     if let Some(named) = named {
         if accounts::login_user_id(&named, &state.server_name).as_deref() != Some(user) {
-            return Err(ApiError::Forbidden(
+            return Err(Error::Forbidden(
                 "The user in auth does not match the access token".to_owned(),
             ));
         }
     }
     let Some(password) = auth.password else {
-        return Err(ApiError::BadJson("missing password in auth".to_owned()));
+        return Err(Error::BadJson("missing password in auth".to_owned()));
     };
     // The login limit on failed attempts guards this password check too
     // (as in Synapse), so a stolen token cannot be used to guess it.
     let failed = &state.auth_limiters.login_failed;
     failed
         .take(user, Instant::now())
-        .map_err(|retry_after_ms| ApiError::LimitExceeded { retry_after_ms })?;
+        .map_err(|retry_after_ms| Error::LimitExceeded { retry_after_ms })?;
     let lookup = user.to_owned();
     let hash = state
         .db(move |s| s.user(&lookup))
@@ -157,12 +155,12 @@ pub(crate) async fn require_password(
         Some(hash) => {
             tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(Error::internal)?
         }
         None => false,
     };
     if !ok {
-        return Err(ApiError::AuthRequired {
+        return Err(Error::AuthRequired {
             session,
             failure: Some("Invalid password".to_owned()),
         });

@@ -7,19 +7,19 @@ use std::sync::Arc;
 
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
+use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
 use crate::federation::sender::OutboundPresence;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
-use crate::ids;
-use crate::membership::Membership;
-use crate::room_members::RoomMembers;
-use crate::room_writer::RoomWriter;
-use crate::rooms;
-use crate::state::{AppState, FederationParts, RoomParts, StateReceivers};
+use crate::homeserver::room_members::RoomMembers;
+use crate::homeserver::room_writer::RoomWriter;
+use crate::homeserver::rooms;
+use crate::store::membership::Membership;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use crate::util::ids;
 
 /// Name of the generated secret's file inside `data_dir`.
 pub const SECRET_FILE: &str = "registration_shared_secret";
@@ -39,12 +39,9 @@ pub enum StartupError {
     /// message says how to give presenced its own.
     #[error("{0}")]
     NotOurDatabase(Box<dyn std::error::Error + Send + Sync>),
-    /// A presence router module could not be loaded.
-    #[error("presence router modules: {0}")]
-    Modules(#[from] presenced_router::LoadError),
-    /// The presence store could not be opened.
-    #[error("presence store: {0}")]
-    PresenceStore(#[from] crate::presence::store::StoreFailure),
+    /// The presence driver could not start (modules, presence store).
+    #[error(transparent)]
+    Presence(#[from] crate::presence::startup::StartError),
     /// The signing key file could not be read or generated.
     #[error(transparent)]
     SigningKey(#[from] crate::federation::signing::SigningKeyError),

@@ -2,7 +2,7 @@
 //!
 //! Sending an event, typing, sending a receipt and moving read markers are
 //! signs that a person is at their device. The handlers of those endpoints
-//! emit an [`ActivityEvent`] on `AppState::activity_tx` once the request has
+//! emit an [`ActivityEvent`] through `Homeserver::emit_activity` once the request has
 //! succeeded; the presence engine driver turns it into a user-activity input.
 
 use ruma_common::{OwnedDeviceId, OwnedUserId};

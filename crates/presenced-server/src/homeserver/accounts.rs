@@ -3,16 +3,15 @@
 //! Shared by `POST /register`, Synapse's shared-secret registration,
 //! `POST /login` and the `presenced register-user` command. The functions
 //! here block (argon2 is deliberately slow, the store is synchronous), so
-//! async callers run them through `AppState::db`.
+//! async callers run them through `Homeserver::db` (or `AppState::db` in handlers).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use ruma_common::{OwnedDeviceId, OwnedUserId, ServerName};
 
-use crate::api::error::ApiError;
 use crate::config::PasswordHashing;
-use crate::ids;
 use crate::store::{NewUser, Store, StoreError};
+use crate::util::ids;
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +28,6 @@ pub enum AccountError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<AccountError> for ApiError {
-    fn from(e: AccountError) -> Self {
-        match e {
-            AccountError::InvalidUsername(m) => Self::InvalidUsername(m),
-            AccountError::UserInUse => Self::UserInUse,
-            AccountError::Store(s) => s.into(),
-            AccountError::Hash(_) => Self::internal(e),
-        }
-    }
 }
 
 /// Builds the user ID for a new account from the requested localpart.

@@ -1,14 +1,12 @@
 //! The login and registration rate limiters (`rc_login`,
-//! `rc_registration`), built from the config, and a snapshot of how much
-//! each piece of request-grown state holds (for `/metrics` and the tests
-//! that check it stays bounded).
+//! `rc_registration`), built from the config.
 
 use std::net::IpAddr;
 
 use ruma_common::OwnedUserId;
 
 use crate::config::Config;
-use crate::presence::rate_limit::RateLimiter;
+use crate::util::rate_limit::RateLimiter;
 
 /// Synapse's login and registration limiters.
 pub(crate) struct AuthLimiters {
@@ -49,17 +47,4 @@ impl AuthLimiters {
             ),
         }
     }
-}
-
-/// How many entries each piece of request-grown state holds right now.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HeldState {
-    /// Open user-interactive-auth sessions.
-    pub uia_sessions: usize,
-    /// Unused shared-secret registration nonces.
-    pub registration_nonces: usize,
-    /// Buckets of all rate limiters together.
-    pub rate_limit_buckets: usize,
-    /// Stored filters cached in memory.
-    pub cached_filters: usize,
 }

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 
-use crate::membership::Membership;
-use crate::room_members::RoomMembers;
+use crate::homeserver::room_members::RoomMembers;
+use crate::store::membership::Membership;
 
 /// In-memory room stream: current position, per-user latest change, and
 /// the rooms' members.

@@ -3,20 +3,20 @@
 //! Rooms are local only (no federation), and membership is the only state
 //! that has rules: join needs an invite or a public join rule, invite needs
 //! the inviter to be joined, leave needs the user to be joined or invited.
-//! Every stored change is reported on `AppState::membership_tx`.
+//! Every stored change is reported through `Homeserver::emit_membership`.
 
 use std::sync::Arc;
 
 use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::api::error::ApiError;
-use crate::ids;
-use crate::membership::{Membership, MembershipChange};
-use crate::room_members::{Room, RoomMembers};
-use crate::room_stream::Committed;
-use crate::state::AppState;
+use crate::homeserver::room_members::{Room, RoomMembers};
+use crate::homeserver::room_stream::Committed;
+use crate::homeserver::Error;
+use crate::homeserver::Homeserver;
+use crate::store::membership::{Membership, MembershipChange};
 use crate::store::{NewEvent, StoreError};
+use crate::util::ids;
 
 /// The room presets of `POST /createRoom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -54,7 +54,7 @@ pub const PUBLIC_JOIN_RULE: &str = "public";
 pub const ROOM_VERSION: &str = "10";
 
 /// Creates a room with its initial state and invites.
-pub async fn create_room(state: &Arc<AppState>, req: NewRoom) -> Result<OwnedRoomId, ApiError> {
+pub async fn create_room(state: &Arc<Homeserver>, req: NewRoom) -> Result<OwnedRoomId, Error> {
     check_invitees(state, &req.invite).await?;
     let room_id = ids::new_room_id(&state.server_name);
     let events = initial_events(&room_id, &req);
@@ -183,17 +183,17 @@ fn initial_events(room_id: &RoomId, req: &NewRoom) -> Vec<NewEvent> {
 }
 
 /// Invites can only go to existing local users: presenced does not federate.
-async fn check_invitee(state: &AppState, invitee: &UserId) -> Result<(), ApiError> {
+async fn check_invitee(state: &Homeserver, invitee: &UserId) -> Result<(), Error> {
     check_invitees(state, &[invitee.to_owned()]).await
 }
 
 /// [`check_invitee`] for many, with one trip to the blocking pool.
-async fn check_invitees(state: &AppState, invitees: &[OwnedUserId]) -> Result<(), ApiError> {
+async fn check_invitees(state: &Homeserver, invitees: &[OwnedUserId]) -> Result<(), Error> {
     if let Some(remote) = invitees
         .iter()
         .find(|u| u.server_name() != state.server_name)
     {
-        return Err(ApiError::Forbidden(format!(
+        return Err(Error::Forbidden(format!(
             "Cannot invite {remote}: presenced does not federate"
         )));
     }
@@ -213,7 +213,7 @@ async fn check_invitees(state: &AppState, invitees: &[OwnedUserId]) -> Result<()
         })
         .await?;
     match unknown {
-        Some(id) => Err(ApiError::NotFound(format!("Unknown user {id}"))),
+        Some(id) => Err(Error::NotFound(format!("Unknown user {id}"))),
         None => Ok(()),
     }
 }
@@ -224,13 +224,13 @@ async fn check_invitees(state: &AppState, invitees: &[OwnedUserId]) -> Result<()
 /// a room one is in, re-inviting an invited user): clients retry these
 /// calls, so they are idempotent.
 pub async fn set_membership(
-    state: &Arc<AppState>,
+    state: &Arc<Homeserver>,
     room_id: &RoomId,
     sender: &UserId,
     target: &UserId,
     new: Membership,
     extra_content: Map<String, Value>,
-) -> Result<Option<OwnedEventId>, ApiError> {
+) -> Result<Option<OwnedEventId>, Error> {
     if new == Membership::Invite {
         check_invitee(state, target).await?;
     }
@@ -308,27 +308,27 @@ impl Current {
         sender: &UserId,
         target: &UserId,
         new: Membership,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         if !self.exists {
-            return Err(ApiError::NotFound(format!("Unknown room {room_id}")));
+            return Err(Error::NotFound(format!("Unknown room {room_id}")));
         }
         match new {
             Membership::Join => match self.target {
                 Some(Membership::Join) => Ok(false),
                 Some(Membership::Invite) => Ok(true),
                 _ if self.public => Ok(true),
-                _ => Err(ApiError::Forbidden(
+                _ => Err(Error::Forbidden(
                     "You are not invited to this room.".to_owned(),
                 )),
             },
             Membership::Invite => {
                 if self.sender != Some(Membership::Join) {
-                    return Err(ApiError::Forbidden(format!(
+                    return Err(Error::Forbidden(format!(
                         "{sender} is not in room {room_id}."
                     )));
                 }
                 match self.target {
-                    Some(Membership::Join) => Err(ApiError::Forbidden(format!(
+                    Some(Membership::Join) => Err(Error::Forbidden(format!(
                         "{target} is already in the room."
                     ))),
                     Some(Membership::Invite) => Ok(false),
@@ -339,7 +339,7 @@ impl Current {
                 if matches!(self.target, Some(Membership::Join | Membership::Invite)) {
                     Ok(true)
                 } else {
-                    Err(ApiError::Forbidden(format!(
+                    Err(Error::Forbidden(format!(
                         "{target} is not in room {room_id}."
                     )))
                 }
@@ -350,9 +350,9 @@ impl Current {
 
 /// Fails with 403 unless `user` is joined to `room_id`. An unknown room
 /// gives the same answer, as in Synapse, so room IDs cannot be probed.
-pub fn require_joined(state: &AppState, room_id: &RoomId, user: &UserId) -> Result<(), ApiError> {
+pub fn require_joined(state: &Homeserver, room_id: &RoomId, user: &UserId) -> Result<(), Error> {
     if !state.room_stream.members().is_joined(room_id, user) {
-        return Err(ApiError::Forbidden(format!(
+        return Err(Error::Forbidden(format!(
             "{user} is not in room {room_id}."
         )));
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use ruma_common::{OwnedRoomId, RoomId, UserId};
 
-use crate::membership::Membership;
+use crate::store::membership::Membership;
 
 /// The current invites and joins of every local room.
 #[derive(Debug, Default)]

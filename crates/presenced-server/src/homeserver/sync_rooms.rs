@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use ruma_common::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::membership::Membership;
-use crate::room_filter::RoomFilter;
+use crate::homeserver::room_filter::RoomFilter;
+use crate::store::membership::Membership;
 use crate::store::{Store, StoreResult};
 
 /// Timeline events per room in one response.

@@ -3,8 +3,8 @@
 use ruma_common::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
 
-use crate::ids;
 use crate::store::StoredEvent;
+use crate::util::ids;
 
 impl StoredEvent {
     /// The event as a client sees it. `viewer` is the requesting user and
