@@ -116,6 +116,11 @@ pub enum LoadError {
 pub type ModuleConstructor =
     fn(config: serde_json::Value, api: &mut ModuleApi) -> Result<(), ConstructError>;
 
+/// Constructs modules the registry does not know (see
+/// [`ModuleRegistry::load_with_fallback`]).
+pub type ExternalConstructor<'a> =
+    dyn Fn(&ModuleEntry, &mut ModuleApi) -> Option<Result<(), ConstructError>> + 'a;
+
 /// A module constructor's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ConstructError {
@@ -175,19 +180,41 @@ impl ModuleRegistry {
         commands: tokio::sync::mpsc::UnboundedSender<ModuleCommand>,
         local_users: Option<Arc<dyn LocalUsers>>,
     ) -> Result<PresenceRouter, LoadError> {
+        self.load_with_fallback(entries, server_name, commands, local_users, &|_, _| None)
+    }
+
+    /// [`ModuleRegistry::load`], handing every entry whose name the
+    /// registry does not know to `fallback` (the server's Python module
+    /// host). `fallback` answers `None` when it does not know the entry
+    /// either, and otherwise constructs it on the given [`ModuleApi`] like
+    /// a [`ModuleConstructor`]; the order of `entries` is kept.
+    pub fn load_with_fallback(
+        &self,
+        entries: &[ModuleEntry],
+        server_name: OwnedServerName,
+        commands: tokio::sync::mpsc::UnboundedSender<ModuleCommand>,
+        local_users: Option<Arc<dyn LocalUsers>>,
+        fallback: &ExternalConstructor<'_>,
+    ) -> Result<PresenceRouter, LoadError> {
         let mut modules = Vec::new();
         for entry in entries {
-            let Some(constructor) = self.constructors.get(&entry.module) else {
-                return Err(LoadError::UnknownModule {
-                    name: entry.module.clone(),
-                    known: self.names(),
-                });
-            };
             let mut api = ModuleApi::new(server_name.clone(), commands.clone());
             if let Some(directory) = &local_users {
                 api = api.with_local_users(directory.clone());
             }
-            constructor(entry.config.clone(), &mut api).map_err(|e| match e {
+            let constructed = match self.constructors.get(&entry.module) {
+                Some(constructor) => constructor(entry.config.clone(), &mut api),
+                None => match fallback(entry, &mut api) {
+                    Some(result) => result,
+                    None => {
+                        return Err(LoadError::UnknownModule {
+                            name: entry.module.clone(),
+                            known: self.names(),
+                        })
+                    }
+                },
+            };
+            constructed.map_err(|e| match e {
                 ConstructError::Config(message) => LoadError::BadConfig {
                     module: entry.module.clone(),
                     message,

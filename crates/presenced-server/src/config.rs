@@ -28,6 +28,7 @@ pub mod ip_ranges;
 pub mod limits;
 pub mod log_config;
 pub mod presence;
+pub mod python_modules;
 pub mod synapse_keys;
 
 use std::fmt;
@@ -92,6 +93,8 @@ pub struct Config {
     pub max_sync_timeout: Option<std::time::Duration>,
     /// Modules (presence routers), in load order.
     pub modules: Vec<ModuleConfig>,
+    /// The Python host for modules given as Python class paths.
+    pub python_modules: python_modules::PythonModulesConfig,
     /// Serve Prometheus metrics at `GET /metrics` on the client listeners
     /// (Synapse's key; Synapse serves them on a `metrics` listener).
     pub enable_metrics: bool,
@@ -158,6 +161,7 @@ impl Default for Config {
             request_limits: limits::RequestLimits::default(),
             max_sync_timeout: None,
             modules: Vec::new(),
+            python_modules: Default::default(),
             enable_metrics: false,
             log: LogConfig::default(),
             signing_key_path: None,

@@ -36,6 +36,7 @@
 
 pub mod directory;
 pub mod filter;
+pub mod python;
 pub mod startup;
 pub mod wire;
 
@@ -98,6 +99,8 @@ struct Inner {
     stopping: std::sync::atomic::AtomicBool,
     persist_tx: std::sync::mpsc::Sender<PersistJob>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
+    /// Counters of the Python module host, when one runs.
+    python: std::sync::OnceLock<Arc<python::stats::HostStats>>,
 }
 
 /// What the sync handler gets.
@@ -223,6 +226,7 @@ impl PresenceService {
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 persist_tx,
                 outbound_tx,
+                python: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(service.clone().timer_task());
@@ -362,6 +366,16 @@ impl PresenceService {
     /// The presence router.
     pub fn router(&self) -> &PresenceRouter {
         &self.inner.router
+    }
+
+    /// The Python module host's counters, when Python modules are loaded.
+    pub fn python_stats(&self) -> Option<&Arc<python::stats::HostStats>> {
+        self.inner.python.get()
+    }
+
+    /// Records the Python module host's counters (once, at start-up).
+    pub fn set_python_stats(&self, stats: Arc<python::stats::HostStats>) {
+        let _ = self.inner.python.set(stats);
     }
 
     /// `PUT /presence/{userId}/status`. Returns once the change is stored

@@ -32,5 +32,8 @@ pub(crate) async fn get_metrics(
         .render(&engine, &modules, state.outbound.stats(), pending);
     text.push_str(&render_held_state(&state.held_state()));
     text.push_str(&state.connections.metrics_text());
+    if let Some(python) = state.presence.python_stats() {
+        text.push_str(&python.metrics_text());
+    }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }

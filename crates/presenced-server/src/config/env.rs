@@ -12,6 +12,11 @@ use serde_yaml::{Mapping, Value};
 /// The prefix every override starts with.
 pub const PREFIX: &str = "PRESENCED_";
 
+/// The one short name: `PRESENCED_PYTHON` sets `python_modules.python`
+/// (the interpreter of the Python module host), the variable an operator
+/// reaches for first.
+const PYTHON: &str = "PRESENCED_PYTHON";
+
 /// Variables with the prefix that are not config keys (the CLI reads them).
 const RESERVED: &[&str] = &["PRESENCED_CONFIG"];
 
@@ -33,10 +38,14 @@ pub fn collect(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override
         .into_iter()
         .filter(|(k, _)| k.starts_with(PREFIX) && !RESERVED.contains(&k.as_str()))
         .map(|(variable, value)| {
-            let path = variable[PREFIX.len()..]
-                .split("__")
-                .map(str::to_ascii_lowercase)
-                .collect();
+            let path = if variable == PYTHON {
+                vec!["python_modules".to_owned(), "python".to_owned()]
+            } else {
+                variable[PREFIX.len()..]
+                    .split("__")
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            };
             Override {
                 variable,
                 path,

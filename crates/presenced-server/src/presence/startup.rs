@@ -11,6 +11,7 @@ use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry}
 use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId};
 
 use super::directory::StoreDirectory;
+use super::python::{is_python_class_path, PythonEntry, PythonModules};
 use super::PresenceService;
 use crate::config::presence::PresenceEnabled;
 use crate::config::Config;
@@ -23,6 +24,9 @@ pub enum StartError {
     /// A presence router module could not be loaded.
     #[error("presence router modules: {0}")]
     Modules(#[from] presenced_router::LoadError),
+    /// The Python module host could not start or load a module.
+    #[error("presence router modules: {0}")]
+    Python(#[from] super::python::host::StartError),
     /// The presence store could not be opened.
     #[error("presence store: {0}")]
     PresenceStore(#[from] StoreFailure),
@@ -60,20 +64,64 @@ pub fn start(
     store: Arc<dyn Store>,
 ) -> Result<(PresenceService, OutboundReceiver), StartError> {
     let (commands_tx, mut commands_rx) = command_channel();
-    let entries: Vec<ModuleEntry> = config
-        .router_modules()
+    let modules = config.router_modules();
+    let legacy_at = config
+        .presence
+        .presence_router
+        .as_ref()
+        .map(|_| modules.len() - 1);
+    let entries: Vec<ModuleEntry> = modules
         .into_iter()
         .map(|m| ModuleEntry {
             deadline: m.deadline_ms.map(Duration::from_millis),
             ..ModuleEntry::new(m.module, m.config)
         })
         .collect();
+    let registry = ModuleRegistry::default();
+    let known = registry.names();
+    // Every entry the registry does not know and that reads as a class path
+    // is a Python module (Synapse's `modules:` shape, unchanged).
+    let python_entries: Vec<PythonEntry<'_>> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !known.contains(&e.module) && is_python_class_path(&e.module))
+        .map(|(i, entry)| PythonEntry {
+            entry,
+            legacy: Some(i) == legacy_at,
+        })
+        .collect();
+    let python = if python_entries.is_empty() {
+        None
+    } else {
+        Some(PythonModules::start(
+            &config.python_modules,
+            config.server_name.as_str(),
+            &python_entries,
+            commands_tx.clone(),
+        )?)
+    };
+    // The router's own deadline for a Python entry is set by the adapter
+    // (the call's deadline plus a grace), so the entry's must not override it.
+    let entries: Vec<ModuleEntry> = entries
+        .into_iter()
+        .map(|e| {
+            if python.is_some() && !known.contains(&e.module) {
+                ModuleEntry { deadline: None, ..e }
+            } else {
+                e
+            }
+        })
+        .collect();
     let directory: Arc<dyn LocalUsers> = Arc::new(StoreDirectory::new(store));
-    let router = ModuleRegistry::default().load(
+    let router = registry.load_with_fallback(
         &entries,
         config.server_name.clone(),
         commands_tx,
         Some(directory),
+        &|entry, api| {
+            let python = python.as_ref()?;
+            is_python_class_path(&entry.module).then(|| python.construct(entry, api))
+        },
     )?;
     let store = Arc::new(SqlitePresenceStore::open(&config.database_path())?);
     let (service, outbound) = PresenceService::start(
@@ -83,6 +131,9 @@ pub fn start(
         store,
         joined,
     );
+    if let Some(python) = &python {
+        service.set_python_stats(python.stats());
+    }
     let for_commands = service.clone();
     tokio::spawn(async move {
         while let Some(command) = commands_rx.recv().await {

@@ -25,6 +25,7 @@ mod metrics;
 mod ops;
 mod presence;
 mod presence_catalogue;
+mod python_modules;
 mod rooms;
 mod secrets;
 mod server_wide;

@@ -1,0 +1,416 @@
+//! Synapse's Python presence router modules in the Python host, over
+//! real HTTP with a real interpreter (`python3` on `PATH`, or
+//! `PRESENCED_TEST_PYTHON`). The fixtures are in `python/fixtures/`;
+//! `custom_router.py` is the module API docs' example, verbatim.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use presenced_server::config::presence::ModuleConfig;
+use presenced_server::config::Config;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, TestApp, SECRET};
+use crate::ops::{eventually, generous, get_presence, presence_of, put_presence, sync};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/fixtures")
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("PRESENCED_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+fn module(name: &str, config: Value) -> ModuleConfig {
+    ModuleConfig {
+        config,
+        ..ModuleConfig::new(name)
+    }
+}
+
+/// example.com (the docs example's server), the fixtures on `sys.path`.
+fn python_server(config: &mut Config) {
+    generous(config);
+    config.server_name = "example.com".try_into().unwrap();
+    config.python_modules.python = Some(python());
+    config.python_modules.path = vec![fixtures()];
+}
+
+fn with_modules(modules: Vec<ModuleConfig>) -> impl FnOnce(&mut Config) {
+    move |config| {
+        python_server(config);
+        config.modules = modules;
+    }
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.metrics_text().await
+}
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+fn sample(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_docs_example_routes_bob_to_alice_over_sync_and_get() {
+    let app = spawn_app_with(with_modules(vec![module(
+        "custom_router.CustomPresenceRouter",
+        json!({}),
+    )]))
+    .await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    put_presence(
+        &app,
+        &bob,
+        json!({"presence": "online", "status_msg": "routed"}),
+    )
+    .await;
+
+    eventually(|| async {
+        presence_of(&sync(&app, &alice, "set_presence=offline").await, &bob.user_id)
+            .is_some_and(|c| c["status_msg"] == "routed")
+    })
+    .await;
+    let (status, body) = get_presence(&app, &alice, &bob.user_id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["presence"], "online");
+    // carol is not routed: no shared room, no answer.
+    assert_eq!(get_presence(&app, &carol, &bob.user_id).await.0, 403);
+    assert!(presence_of(&sync(&app, &carol, "set_presence=offline").await, &bob.user_id).is_none());
+
+    // The admin explanation names the Python module like any other.
+    let (status, body) = app
+        .get(
+            &format!(
+                "/_presenced/admin/v1/visibility?observer={}&target={}",
+                crate::helpers::enc(&alice.user_id),
+                crate::helpers::enc(&bob.user_id)
+            ),
+            Some(SECRET),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["visible"], true, "{body}");
+    assert_eq!(
+        body["modules"][0]["module"], "custom_router.CustomPresenceRouter",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_legacy_router_and_an_all_users_router_load_in_synapse_order() {
+    let app = spawn_app_with(|config: &mut Config| {
+        python_server(config);
+        config.modules = vec![module(
+            "all_users_router.AllUsersRouter",
+            json!({"monitors": ["@monitor:example.com"]}),
+        )];
+        config.presence.presence_router = Some(module(
+            "legacy_router.LegacyRouter",
+            json!({"routes": {"@dave:example.com": ["@erin:example.com"]}}),
+        ));
+    })
+    .await;
+    let monitor = app.register("monitor").await;
+    let dave = app.register("dave").await;
+    let erin = app.register("erin").await;
+    let frank = app.register("frank").await;
+    put_presence(&app, &dave, json!({"presence": "online"})).await;
+    put_presence(&app, &frank, json!({"presence": "unavailable"})).await;
+
+    // The monitor sees everyone (PRESENCE_ALL_USERS); erin sees dave
+    // through the legacy router's routes; frank sees neither.
+    eventually(|| async {
+        let body = sync(&app, &monitor, "set_presence=offline").await;
+        presence_of(&body, &dave.user_id).is_some() && presence_of(&body, &frank.user_id).is_some()
+    })
+    .await;
+    assert_eq!(get_presence(&app, &monitor, &frank.user_id).await.0, 200);
+    assert_eq!(get_presence(&app, &erin, &dave.user_id).await.0, 200);
+    assert_eq!(get_presence(&app, &erin, &frank.user_id).await.0, 403);
+    assert_eq!(get_presence(&app, &frank, &dave.user_id).await.0, 403);
+
+    let text = metrics(&app).await;
+    assert!(
+        sample(
+            &text,
+            "presenced_python_module_calls_total{module=\"legacy_router.LegacyRouter\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+}
+
+/// Start-up errors name the module and carry Python's own words.
+#[test]
+fn start_up_fails_clearly_for_a_broken_module_or_interpreter() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let start = |tweak: &dyn Fn(&mut Config)| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::helpers::test_config(&dir);
+        python_server(&mut config);
+        tweak(&mut config);
+        match presenced_server::process::startup::build_state(config) {
+            Ok(_) => panic!("start-up should fail"),
+            Err(e) => e.to_string(),
+        }
+    };
+
+    let message = start(&|c| {
+        c.modules = vec![module("imports_storage.ImportsStorage", json!({}))];
+    });
+    assert!(message.contains("imports_storage.ImportsStorage"), "{message}");
+    assert!(message.contains("synapse.storage"), "{message}");
+
+    let message = start(&|c| {
+        c.modules = vec![module("no_such_package.Router", json!({}))];
+    });
+    assert!(message.contains("No module named 'no_such_package'"), "{message}");
+
+    let message = start(&|c| {
+        c.presence.presence_router = Some(module(
+            "legacy_router.LegacyRouter",
+            json!({"routes": "not a mapping"}),
+        ));
+    });
+    assert!(message.contains("legacy_router.LegacyRouter"), "{message}");
+    assert!(message.contains("parse_config"), "{message}");
+
+    let message = start(&|c| {
+        c.modules = vec![module("half_registered.HalfRegistered", json!({}))];
+    });
+    assert!(message.contains("get_users_for_states"), "{message}");
+    assert!(message.contains("get_interested_users"), "{message}");
+
+    let message = start(&|c| {
+        c.python_modules.python = Some("/nonexistent/bin/python".into());
+        c.modules = vec![module("custom_router.CustomPresenceRouter", json!({}))];
+    });
+    assert!(message.contains("/nonexistent/bin/python"), "{message}");
+    assert!(message.contains("PRESENCED_PYTHON"), "{message}");
+
+    // An interpreter older than 3.10: a stand-in that answers the way the
+    // boot snippet does on one (no old CPython is installed here).
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("python3.8");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'presenced: Python 3.10 or newer is needed; /usr/bin/python3.8 is 3.8.10' >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let message = start(&|c| {
+        c.python_modules.python = Some(old.clone());
+        c.modules = vec![module("custom_router.CustomPresenceRouter", json!({}))];
+    });
+    assert!(message.contains("3.10 or newer"), "{message}");
+    assert!(message.contains("3.8.10"), "{message}");
+}
+
+/// What a misbehaving module must leave working: dave and erin share a
+/// room, so dave's presence reaches erin whatever the module does, and
+/// bob's reaches alice through the docs example in the same host once the
+/// host serves again.
+struct Scenario {
+    app: TestApp,
+    trigger: crate::helpers::User,
+    alice: crate::helpers::User,
+    bob: crate::helpers::User,
+    dave: crate::helpers::User,
+    erin: crate::helpers::User,
+}
+
+async fn scenario(class: &str, tweak: impl FnOnce(&mut Config)) -> Scenario {
+    let class = format!("misbehaving.{class}");
+    let app = spawn_app_with(|config: &mut Config| {
+        python_server(config);
+        config.python_modules.deadline_ms = 300;
+        config.modules = vec![
+            module(&class, json!({"trigger": "@trigger:example.com"})),
+            module("custom_router.CustomPresenceRouter", json!({})),
+        ];
+        tweak(config);
+    })
+    .await;
+    let trigger = app.register("trigger").await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let dave = app.register("dave").await;
+    let erin = app.register("erin").await;
+    crate::ops::shared_room(&app, &dave, &erin).await;
+    Scenario {
+        app,
+        trigger,
+        alice,
+        bob,
+        dave,
+        erin,
+    }
+}
+
+impl Scenario {
+    /// The trigger user syncs and sets presence: both callbacks misbehave.
+    async fn provoke(&self) {
+        let app = &self.app;
+        let _ = app
+            .get(
+                "/_matrix/client/v3/sync?timeout=0&set_presence=offline",
+                Some(&self.trigger.token),
+            )
+            .await;
+        put_presence(app, &self.trigger, json!({"presence": "online"})).await;
+    }
+
+    /// Presence between room members keeps flowing while the module
+    /// misbehaves.
+    async fn room_presence_flows(&self, msg: &str) {
+        put_presence(
+            &self.app,
+            &self.dave,
+            json!({"presence": "online", "status_msg": msg}),
+        )
+        .await;
+        eventually(|| async {
+            presence_of(
+                &sync(&self.app, &self.erin, "set_presence=offline").await,
+                &self.dave.user_id,
+            )
+            .is_some_and(|c| c["status_msg"] == msg)
+        })
+        .await;
+    }
+
+    /// How long until the docs example in the same host routes again.
+    async fn routing_recovers(&self, msg: &str) -> Duration {
+        let started = Instant::now();
+        put_presence(
+            &self.app,
+            &self.bob,
+            json!({"presence": "online", "status_msg": msg}),
+        )
+        .await;
+        eventually(|| async {
+            // A PUT routed while the host was down reached nobody extra;
+            // a fresh one is routed by the new host.
+            if get_presence(&self.app, &self.alice, &self.bob.user_id).await.0 != 200 {
+                return false;
+            }
+            put_presence(
+                &self.app,
+                &self.bob,
+                json!({"presence": "online", "status_msg": msg}),
+            )
+            .await;
+            presence_of(
+                &sync(&self.app, &self.alice, "set_presence=offline&timeout=200").await,
+                &self.bob.user_id,
+            )
+            .is_some_and(|c| c["status_msg"] == msg)
+        })
+        .await;
+        started.elapsed()
+    }
+
+    async fn counter(&self, line: &str) -> f64 {
+        sample(&metrics(&self.app).await, line)
+    }
+}
+
+fn errors_line(class: &str, kind: &str) -> String {
+    format!("presenced_python_module_errors_total{{module=\"misbehaving.{class}\",kind=\"{kind}\"}}")
+}
+
+/// Misbehaviours answered inside the host: the call fails, the host
+/// keeps serving.
+#[tokio::test]
+async fn wrong_answers_and_exceptions_are_that_calls_error() {
+    for (class, kind) in [
+        ("Raises", "exception"),
+        ("ReturnsList", "wrong_type"),
+        ("ReturnsFrozenset", "wrong_type"),
+        ("ReturnsBareStr", "wrong_type"),
+        ("AwaitsForever", "deadline"),
+    ] {
+        let s = scenario(class, |_| {}).await;
+        s.provoke().await;
+        s.room_presence_flows(class).await;
+        let line = errors_line(class, kind);
+        eventually(|| async { s.counter(&line).await >= 1.0 }).await;
+        s.routing_recovers(class).await;
+        assert_eq!(
+            s.counter("presenced_python_host_restarts_total{reason=\"exited\"}").await
+                + s.counter("presenced_python_host_restarts_total{reason=\"stalled\"}").await,
+            0.0,
+            "{class}: the host keeps running"
+        );
+    }
+}
+
+/// Misbehaviours that take the host down: it is killed (or found dead)
+/// and restarted, and presence flows meanwhile.
+#[tokio::test]
+async fn a_crashed_or_stuck_host_is_restarted_and_presence_flows() {
+    for (class, reason) in [
+        ("ExitsProcess", "exited"),
+        ("Segfaults", "exited"),
+        ("BusyLoops", "stalled"),
+        ("SleepsInC", "stalled"),
+    ] {
+        let s = scenario(class, |_| {}).await;
+        s.provoke().await;
+        s.room_presence_flows(class).await;
+        let line = format!("presenced_python_host_restarts_total{{reason=\"{reason}\"}}");
+        eventually(|| async { s.counter(&line).await >= 1.0 }).await;
+        let took = s.routing_recovers(class).await;
+        eprintln!("{class}: routing again {took:?} after the restart was counted");
+    }
+}
+
+#[tokio::test]
+async fn a_leaking_host_is_restarted_at_its_memory_cap() {
+    let s = scenario("LeaksMemory", |c| c.python_modules.max_rss_mb = 256).await;
+    s.provoke().await;
+    s.room_presence_flows("leak").await;
+    eventually(|| async {
+        s.counter("presenced_python_host_restarts_total{reason=\"memory\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    s.routing_recovers("leak").await;
+}
+
+#[tokio::test]
+async fn module_api_calls_from_python_reach_presence() {
+    let app = spawn_app_with(with_modules(vec![module(
+        "calls_module_api.CallsModuleApi",
+        json!({
+            "on_interest_of": "@a:example.com",
+            "send_to": ["@c:example.com"],
+            "set": {"@b:example.com": ["busy", "in a meeting"]},
+        }),
+    )]))
+    .await;
+    let a = app.register("a").await;
+    let b = app.register("b").await;
+    let _c = app.register("c").await;
+    // a's sync asks get_interested_users(a): the module then sets b busy.
+    let _ = sync(&app, &a, "set_presence=offline&timeout=0").await;
+    eventually(|| async {
+        let (status, body) = get_presence(&app, &b, &b.user_id).await;
+        status == 200 && body["presence"] == "org.matrix.msc3026.busy"
+    })
+    .await;
+    let (_, body) = get_presence(&app, &b, &b.user_id).await;
+    assert_eq!(body["status_msg"], "in a meeting", "{body}");
+}
