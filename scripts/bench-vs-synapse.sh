@@ -12,7 +12,8 @@
 # Environment: SYNAPSE_VERSION (default 1.163.2), BENCH_DURATION (seconds
 # per step, default 10), BENCH_W1_RATE / BENCH_W2_RATE (first rate of the
 # search and the rate both servers are compared at, default 50 / 10),
-# BENCH_WORKLOADS (default "rooms observers").
+# BENCH_WORKLOADS (default "rooms observers"), BENCH_PYTHON_ROUTER (default 1:
+# workload 2 also runs presenced with Synapse's Python router file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -184,7 +185,18 @@ rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_sec
 rc_registration: {per_second: 100000, burst_count: 100000}
 log: {level: warn}
 YAML
-  if [ "$w" = observers ]; then
+  if [ "$w" = observers ] && [ "${4:-}" = python ]; then
+    # The same Python router file Synapse loads, in Synapse's virtualenv.
+    cat >>"$dir/presenced.yaml" <<YAML
+modules:
+  - module: bench_observers_router.ObserversRouter
+    config:
+      observers: [$(monitor_list localhost)]
+python_modules:
+  python: "$VENV/bin/python"
+  path: ["$ROUTER_DIR"]
+YAML
+  elif [ "$w" = observers ]; then
     cat >>"$dir/presenced.yaml" <<YAML
 modules:
   - module: presenced.routers.Observers
@@ -202,11 +214,19 @@ RESULTS="$OUT/results.jsonl"
 for w in $WORKLOADS; do
   rate=$W1_RATE
   [ "$w" = observers ] && rate=$W2_RATE
-  for server in synapse presenced; do
+  servers="synapse presenced"
+  # Workload 2 once more with the Python router file on presenced too
+  # (BENCH_PYTHON_ROUTER=0 skips it).
+  [ "$w" = observers ] && [ "${BENCH_PYTHON_ROUTER:-1}" = 1 ] && servers="$servers presenced-py"
+  for server in $servers; do
     port=$(free_port)
     dir="$OUT/$server-$w"
     log "$w: starting $server on 127.0.0.1:$port"
-    "start_$server" "$w" "$port" "$dir"
+    if [ "$server" = presenced-py ]; then
+      start_presenced "$w" "$port" "$dir" python
+    else
+      "start_$server" "$w" "$port" "$dir"
+    fi
     "$BENCH" --base-url "http://127.0.0.1:$port" --shared-secret "$SECRET" \
       --workload "$w" --rate "$rate" --find-max --duration "$DURATION" \
       --server-pid "$SERVER_PID" --label "$server" --json | tee -a "$RESULTS" ||
@@ -292,6 +312,23 @@ for w in ["rooms", "observers"]:
             f"| {r['deliveries_seen']}/{r['deliveries_expected']} | {fmt(r['server_cpu_ms_per_update'], 3)} | {fmt(r['server_cpu_percent'], 0)} "
             f"| {fmt(r['server_peak_rss_mib'])} | {fmt(r['client_cpu_percent'], 0)} | {fmt(r.get('load_avg_1m'), 2)} |")
     lines += ["", "</details>", ""]
+
+py = maxes.get(("presenced-py", "observers"))
+if py:
+    sm = maxes.get(("synapse", "observers"), {})
+    pm = maxes.get(("presenced", "observers"), {})
+    lines += ["**Workload 2 with the same Python router file on both servers** "
+              "(`bench_observers_router.ObserversRouter`, in presenced's Python module host)", "",
+              "| figure | presenced, Python router | Synapse | presenced, built-in Observers | vs Synapse | vs built-in |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for key, name in [("max_put_per_s_p99_1s", "highest sustained PUT/s, PUT→sync p99 ≤ 1 s"),
+                      ("max_put_per_s_p99_10ms", "highest sustained PUT/s, PUT→sync p99 ≤ 10 ms")]:
+        a, s_, b = py.get(key), sm.get(key), pm.get(key)
+        lines.append(f"| {name} | {fmt(a, 0)} | {fmt(s_, 0)} | {fmt(b, 0)} | {ratio(a, s_)} | {ratio(a, b)} |")
+    first = steps.get(("presenced-py", "observers"), [None])[0]
+    if first:
+        lines.append(f"| server CPU ms per update at {first['target_put_per_s']:.0f} PUT/s | {fmt(first['server_cpu_ms_per_update'], 3)} | | | | |")
+    lines.append("")
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 block = [

@@ -10,7 +10,8 @@
 #     no trusted key servers, a StaticRoutes-like presence router
 #     (scripts/interop/static_routes_router.py);
 #   - presenced `localhost:<port>`: TLS federation listener + plain client
-#     listener, the test CA as its federation CA, presenced.routers.StaticRoutes.
+#     listener, the test CA as its federation CA, and the same Python router
+#     file as Synapse (scripts/interop/static_routes_router.py) in Synapse's venv.
 # Both route @alice (Synapse) <-> @bob (presenced); they share no room.
 # scripts/interop/drive.py then registers the users, sets presence on one
 # side and long-polls /sync on the other, both ways, and checks that the
@@ -297,11 +298,28 @@ rc_presence: {per_user: {per_second: 100000, burst_count: 100000}}
 rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_second: 100000, burst_count: 100000}, failed_attempts: {per_second: 100000, burst_count: 100000}}
 rc_registration: {per_second: 100000, burst_count: 100000}
 log: {level: "info,presenced_server::federation=debug"}
+YAML
+  # The same Python router file Synapse loads, in Synapse's own virtualenv
+  # (a presenced without Python modules uses its built-in StaticRoutes,
+  # which reads the same route table).
+  if has_key python_modules; then
+    cat <<YAML
+modules:
+  - module: static_routes_router.StaticRoutes
+    config:
+$(routes_yaml "      ")
+python_modules:
+  python: "$VENV/bin/python"
+  path: ["$ROOT/scripts/interop"]
+YAML
+  else
+    cat <<YAML
 modules:
   - module: presenced.routers.StaticRoutes
     config:
 $(routes_yaml "      ")
 YAML
+  fi
 } >"$PD_DIR/presenced.yaml"
 log "starting presenced $PD_NAME (client http://127.0.0.1:$PD_CLIENT, federation TLS: $PD_TLS)"
 "$PRESENCED" --config "$PD_DIR/presenced.yaml" >"$PD_DIR/server.log" 2>&1 &

@@ -72,7 +72,8 @@ pub use callbacks::{
     GetInterestedUsers, GetUsersForStates, ModuleError, PRESENCE_ALL_USERS, PRESENCE_ALL_USERS_STR,
 };
 pub use config::{
-    parse_config, ConstructError, ExternalConstructor, LoadError, ModuleConstructor, ModuleEntry, ModuleRegistry,
+    parse_config, ConstructError, ExternalConstructor, LoadError, ModuleConstructor, ModuleEntry,
+    ModuleRegistry,
 };
 pub use explain::{ModuleReason, RouteReason};
 pub use ids::ConfigUserId;

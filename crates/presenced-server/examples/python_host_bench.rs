@@ -42,7 +42,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-async fn run(host: &PythonHost, calls: usize, tasks: usize, interest: bool) -> (f64, Vec<Duration>) {
+async fn run(
+    host: &PythonHost,
+    calls: usize,
+    tasks: usize,
+    interest: bool,
+) -> (f64, Vec<Duration>) {
     let states = Arc::new(batch());
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -108,7 +113,8 @@ async fn main() {
         max_rss: 1 << 30,
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (host, _) = PythonHost::start(spec, tx, Arc::new(HostStats::default())).expect("host starts");
+    let (host, _) =
+        PythonHost::start(spec, tx, Arc::new(HostStats::default())).expect("host starts");
     // Warm up.
     run(&host, 500, 1, false).await;
     for (name, interest) in [

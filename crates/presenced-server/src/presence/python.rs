@@ -44,9 +44,7 @@ pub fn is_python_class_path(name: &str) -> bool {
         && name.contains('.')
         && name.split('.').all(|part| {
             let mut chars = part.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_alphabetic() || c == '_')
+            chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
                 && chars.all(|c| c.is_alphanumeric() || c == '_')
         })
 }
@@ -117,7 +115,11 @@ impl PythonModules {
 
     /// Constructs the next Python entry on `api` (called by the router's
     /// loader, in the same order the entries were given to [`Self::start`]).
-    pub fn construct(&self, entry: &ModuleEntry, api: &mut ModuleApi) -> Result<(), ConstructError> {
+    pub fn construct(
+        &self,
+        entry: &ModuleEntry,
+        api: &mut ModuleApi,
+    ) -> Result<(), ConstructError> {
         let index = self.next.get();
         self.next.set(index + 1);
         let deadline = self.deadlines[index];

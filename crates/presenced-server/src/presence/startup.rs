@@ -106,7 +106,10 @@ pub fn start(
         .into_iter()
         .map(|e| {
             if python.is_some() && !known.contains(&e.module) {
-                ModuleEntry { deadline: None, ..e }
+                ModuleEntry {
+                    deadline: None,
+                    ..e
+                }
             } else {
                 e
             }

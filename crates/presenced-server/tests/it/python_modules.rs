@@ -36,6 +36,7 @@ fn python_server(config: &mut Config) {
     config.server_name = "example.com".try_into().unwrap();
     config.python_modules.python = Some(python());
     config.python_modules.path = vec![fixtures()];
+    config.enable_metrics = true;
 }
 
 fn with_modules(modules: Vec<ModuleConfig>) -> impl FnOnce(&mut Config) {
@@ -76,8 +77,11 @@ async fn the_docs_example_routes_bob_to_alice_over_sync_and_get() {
     .await;
 
     eventually(|| async {
-        presence_of(&sync(&app, &alice, "set_presence=offline").await, &bob.user_id)
-            .is_some_and(|c| c["status_msg"] == "routed")
+        presence_of(
+            &sync(&app, &alice, "set_presence=offline").await,
+            &bob.user_id,
+        )
+        .is_some_and(|c| c["status_msg"] == "routed")
     })
     .await;
     let (status, body) = get_presence(&app, &alice, &bob.user_id).await;
@@ -85,7 +89,11 @@ async fn the_docs_example_routes_bob_to_alice_over_sync_and_get() {
     assert_eq!(body["presence"], "online");
     // carol is not routed: no shared room, no answer.
     assert_eq!(get_presence(&app, &carol, &bob.user_id).await.0, 403);
-    assert!(presence_of(&sync(&app, &carol, "set_presence=offline").await, &bob.user_id).is_none());
+    assert!(presence_of(
+        &sync(&app, &carol, "set_presence=offline").await,
+        &bob.user_id
+    )
+    .is_none());
 
     // The admin explanation names the Python module like any other.
     let (status, body) = app
@@ -168,13 +176,19 @@ fn start_up_fails_clearly_for_a_broken_module_or_interpreter() {
     let message = start(&|c| {
         c.modules = vec![module("imports_storage.ImportsStorage", json!({}))];
     });
-    assert!(message.contains("imports_storage.ImportsStorage"), "{message}");
+    assert!(
+        message.contains("imports_storage.ImportsStorage"),
+        "{message}"
+    );
     assert!(message.contains("synapse.storage"), "{message}");
 
     let message = start(&|c| {
         c.modules = vec![module("no_such_package.Router", json!({}))];
     });
-    assert!(message.contains("No module named 'no_such_package'"), "{message}");
+    assert!(
+        message.contains("No module named 'no_such_package'"),
+        "{message}"
+    );
 
     let message = start(&|c| {
         c.presence.presence_router = Some(module(
@@ -302,7 +316,11 @@ impl Scenario {
         eventually(|| async {
             // A PUT routed while the host was down reached nobody extra;
             // a fresh one is routed by the new host.
-            if get_presence(&self.app, &self.alice, &self.bob.user_id).await.0 != 200 {
+            if get_presence(&self.app, &self.alice, &self.bob.user_id)
+                .await
+                .0
+                != 200
+            {
                 return false;
             }
             put_presence(
@@ -327,7 +345,9 @@ impl Scenario {
 }
 
 fn errors_line(class: &str, kind: &str) -> String {
-    format!("presenced_python_module_errors_total{{module=\"misbehaving.{class}\",kind=\"{kind}\"}}")
+    format!(
+        "presenced_python_module_errors_total{{module=\"misbehaving.{class}\",kind=\"{kind}\"}}"
+    )
 }
 
 /// Misbehaviours answered inside the host: the call fails, the host
@@ -348,8 +368,10 @@ async fn wrong_answers_and_exceptions_are_that_calls_error() {
         eventually(|| async { s.counter(&line).await >= 1.0 }).await;
         s.routing_recovers(class).await;
         assert_eq!(
-            s.counter("presenced_python_host_restarts_total{reason=\"exited\"}").await
-                + s.counter("presenced_python_host_restarts_total{reason=\"stalled\"}").await,
+            s.counter("presenced_python_host_restarts_total{reason=\"exited\"}")
+                .await
+                + s.counter("presenced_python_host_restarts_total{reason=\"stalled\"}")
+                    .await,
             0.0,
             "{class}: the host keeps running"
         );
@@ -413,4 +435,47 @@ async fn module_api_calls_from_python_reach_presence() {
     .await;
     let (_, body) = get_presence(&app, &b, &b.user_id).await;
     assert_eq!(body["status_msg"], "in a meeting", "{body}");
+}
+
+/// A virtualenv with a third-party package (attrs from PyPI), made once
+/// under cargo's target tmp dir and reused.
+fn venv_python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-modules-venv");
+    let venv_python = venv.join("bin/python");
+    let has_attrs = || {
+        std::process::Command::new(&venv_python)
+            .args(["-c", "import attrs"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_attrs() {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().expect("run python");
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new(python())
+            .args(["-m", "venv"])
+            .arg(&venv));
+        run(std::process::Command::new(&venv_python).args(["-m", "pip", "install", "-q", "attrs"]));
+    }
+    venv_python
+}
+
+#[tokio::test]
+async fn a_module_with_a_dependency_runs_in_its_virtualenv() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let app = spawn_app_with(|config: &mut Config| {
+        python_server(config);
+        config.python_modules.python = Some(python);
+        config.modules = vec![module("uses_attrs.UsesAttrs", json!({}))];
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    put_presence(&app, &bob, json!({"presence": "online"})).await;
+    assert_eq!(get_presence(&app, &alice, &bob.user_id).await.0, 200);
 }

@@ -115,10 +115,13 @@ impl Callbacks {
     /// Counts the call and turns a failure into the router's error (the
     /// router logs it with the module's name and counts the answer empty).
     fn finish<T>(&self, started: Instant, answer: Result<T, CallError>) -> Result<T, ModuleError> {
-        self.calls.record(started.elapsed(), answer.as_ref().map(|_| ()));
+        self.calls
+            .record(started.elapsed(), answer.as_ref().map(|_| ()));
         answer.map_err(|e| match e {
             CallError::Exception(traceback) => ModuleError::new(format!("raised:\n{traceback}")),
-            CallError::WrongType(detail) => ModuleError::new(format!("wrong answer type: {detail}")),
+            CallError::WrongType(detail) => {
+                ModuleError::new(format!("wrong answer type: {detail}"))
+            }
             CallError::Deadline => ModuleError::new(format!(
                 "no answer within {:?}; its Python task was cancelled",
                 self.deadline

@@ -336,7 +336,10 @@ fn spawn(inner: &Arc<Inner>) -> Result<Process, StartError> {
                 message,
             })
         }
-        Ok(other) => Err(died(&mut child, format!("unexpected first frame {other:?}"))),
+        Ok(other) => Err(died(
+            &mut child,
+            format!("unexpected first frame {other:?}"),
+        )),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(died(
             &mut child,
             format!("no answer within {INIT_TIMEOUT:?}"),
@@ -523,11 +526,9 @@ fn module_api(
                 let id = user(&serde_json::Value::String(id.clone()))?;
                 let (state, msg) = match value.as_array().map(Vec::as_slice) {
                     Some([state, msg]) => (state, msg),
-                    _ => {
-                        return Err(format!(
-                            "set_presence_for_users: {id}: expected (state, status_msg), got {value}"
-                        ))
-                    }
+                    _ => return Err(format!(
+                        "set_presence_for_users: {id}: expected (state, status_msg), got {value}"
+                    )),
                 };
                 let presence = state.as_str().and_then(Presence::parse).ok_or_else(|| {
                     format!("set_presence_for_users: invalid presence state {state} for {id}")
@@ -572,7 +573,12 @@ fn supervise(inner: Weak<Inner>, mut process: Process) {
         let _ = process.child.wait();
         process.conn.fail_all();
         strong.stats.restarted(reason.label());
-        let names: Vec<String> = strong.spec.modules.iter().map(|m| m.module.clone()).collect();
+        let names: Vec<String> = strong
+            .spec
+            .modules
+            .iter()
+            .map(|m| m.module.clone())
+            .collect();
         if process.conn.born.elapsed() > HEALTHY_RUN {
             backoff = BACKOFF_MIN;
         }
@@ -584,7 +590,9 @@ fn supervise(inner: Weak<Inner>, mut process: Process) {
         process = loop {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            let Some(strong) = inner.upgrade() else { return };
+            let Some(strong) = inner.upgrade() else {
+                return;
+            };
             match spawn(&strong) {
                 Ok(next) => {
                     *strong.conn.write().unwrap_or_else(|p| p.into_inner()) =
@@ -622,8 +630,13 @@ impl std::fmt::Display for Unhealthy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Exited(status) => write!(f, "exited ({status})"),
-            Self::Stalled(for_) => write!(f, "stopped answering for {for_:?} (a module blocks its event loop)"),
-            Self::Memory(rss) => write!(f, "uses {} MiB, over python_modules.max_rss_mb", rss >> 20),
+            Self::Stalled(for_) => write!(
+                f,
+                "stopped answering for {for_:?} (a module blocks its event loop)"
+            ),
+            Self::Memory(rss) => {
+                write!(f, "uses {} MiB, over python_modules.max_rss_mb", rss >> 20)
+            }
         }
     }
 }
