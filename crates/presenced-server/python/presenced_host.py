@@ -29,6 +29,7 @@ import types
 _HEADER = struct.Struct(">I")
 _out_fd = 1  # replaced at start by a private copy of the original stdout
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
 
 
 def send(message):
@@ -93,16 +94,12 @@ class UserPresenceState(_StateTuple):
         raise AttributeError("UserPresenceState is frozen; use copy_and_replace")
 
 
-def _state_from_wire(d):
-    return UserPresenceState(
-        d["user_id"],
-        d["state"],
-        d["last_active_ts"],
-        d["last_federation_update_ts"],
-        d["last_user_sync_ts"],
-        d["status_msg"],
-        d["currently_active"],
-    )
+def _states_from_wire(rows):
+    """STATE arrays (PROTOCOL.md) to UserPresenceStates, without a copy
+    of the fields: the tuple is built from the decoded list directly."""
+    new = tuple.__new__
+    cls = UserPresenceState
+    return [new(cls, row) for row in rows]
 
 
 class SynapseError(Exception):
@@ -392,12 +389,11 @@ def check_users_for_states(result):
             raise WrongType("has a %s key %r; expected str user ids" % (_type_name(user_id), user_id))
         if not isinstance(states, set):
             raise WrongType("maps %s to a %s; expected a set of UserPresenceState" % (user_id, _type_name(states)))
-        wire = []
         for state in states:
             if not isinstance(state, UserPresenceState):
                 raise WrongType("maps %s to a set holding a %s; expected UserPresenceState" % (user_id, _type_name(state)))
-            wire.append(dict(zip(_STATE_FIELDS, state)))
-        out[user_id] = wire
+        # A UserPresenceState is a tuple: it encodes as the STATE array.
+        out[user_id] = list(states)
     return out
 
 
@@ -461,21 +457,25 @@ class Host:
     # -- input ----------------------------------------------------------
 
     def on_readable(self):
-        try:
-            chunk = os.read(0, 1 << 20)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self.loop.stop()
-            return
         buffer = self.buffer
-        buffer += chunk
+        while True:
+            # 64 KiB reads: a larger size costs an mmap per read in CPython.
+            try:
+                chunk = os.read(0, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.loop.stop()
+                return
+            buffer += chunk
+            if len(chunk) < 65536:
+                break
         offset = 0
         while len(buffer) - offset >= 4:
             (length,) = _HEADER.unpack_from(buffer, offset)
             if len(buffer) - offset - 4 < length:
                 break
-            message = json.loads(bytes(buffer[offset + 4 : offset + 4 + length]))
+            message = _loads(buffer[offset + 4 : offset + 4 + length])
             offset += 4 + length
             try:
                 self.dispatch(message)
@@ -517,7 +517,7 @@ class Host:
             return
         if message["callback"] == "get_users_for_states":
             function = pair[0]
-            argument = [_state_from_wire(d) for d in message["states"]]
+            argument = _states_from_wire(message["states"])
             check = check_users_for_states
         else:
             function = pair[1]

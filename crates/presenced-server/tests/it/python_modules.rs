@@ -229,6 +229,24 @@ fn start_up_fails_clearly_for_a_broken_module_or_interpreter() {
     });
     assert!(message.contains("3.10 or newer"), "{message}");
     assert!(message.contains("3.8.10"), "{message}");
+
+    // And real old interpreters, where the machine has them (pyenv).
+    let pyenv = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".pyenv/versions"))
+        .and_then(|d| std::fs::read_dir(d).ok());
+    for version in pyenv.into_iter().flatten().flatten() {
+        let name = version.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("2.") || name.starts_with("3.9.") || name.starts_with("3.8.")) {
+            continue;
+        }
+        let interpreter = version.path().join("bin/python");
+        let message = start(&|c| {
+            c.python_modules.python = Some(interpreter.clone());
+            c.modules = vec![module("custom_router.CustomPresenceRouter", json!({}))];
+        });
+        assert!(message.contains("3.10 or newer"), "{name}: {message}");
+        assert!(message.contains(&name), "{name}: {message}");
+    }
 }
 
 /// What a misbehaving module must leave working: dave and erin share a

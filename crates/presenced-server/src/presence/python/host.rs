@@ -524,11 +524,10 @@ fn module_api(
             let mut out = Vec::with_capacity(users.len());
             for (id, value) in users {
                 let id = user(&serde_json::Value::String(id.clone()))?;
-                let (state, msg) = match value.as_array().map(Vec::as_slice) {
-                    Some([state, msg]) => (state, msg),
-                    _ => return Err(format!(
+                let Some([state, msg]) = value.as_array().map(Vec::as_slice) else {
+                    return Err(format!(
                         "set_presence_for_users: {id}: expected (state, status_msg), got {value}"
-                    )),
+                    ));
                 };
                 let presence = state.as_str().and_then(Presence::parse).ok_or_else(|| {
                     format!("set_presence_for_users: invalid presence state {state} for {id}")

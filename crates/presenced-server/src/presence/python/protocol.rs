@@ -155,66 +155,52 @@ pub struct ReadyModule {
     pub pairs: usize,
 }
 
-/// A presence state as `UserPresenceState`'s fields.
+/// A presence state as `UserPresenceState`'s seven fields, in order, as a
+/// JSON array: `[user_id, state, last_active_ts, last_federation_update_ts,
+/// last_user_sync_ts, status_msg, currently_active]`. An array, not an
+/// object, because Python decodes it three times faster and turns it into
+/// a `UserPresenceState` (a tuple underneath) without a copy.
 #[derive(Serialize)]
-pub struct WireState<'a> {
-    user_id: &'a str,
-    state: &'static str,
-    last_active_ts: u64,
-    last_federation_update_ts: u64,
-    last_user_sync_ts: u64,
-    status_msg: Option<&'a str>,
-    currently_active: bool,
-}
+pub struct WireState<'a>(&'a str, &'static str, u64, u64, u64, Option<&'a str>, bool);
 
 impl<'a> From<&'a PresenceState> for WireState<'a> {
     fn from(s: &'a PresenceState) -> Self {
-        Self {
-            user_id: s.user_id.as_str(),
-            state: s.presence.as_str(),
-            last_active_ts: s.last_active_ts.as_millis(),
-            last_federation_update_ts: s.last_federation_update_ts.as_millis(),
-            last_user_sync_ts: s.last_user_sync_ts.as_millis(),
-            status_msg: s.status_msg.as_deref(),
-            currently_active: s.currently_active,
-        }
+        Self(
+            s.user_id.as_str(),
+            s.presence.as_str(),
+            s.last_active_ts.as_millis(),
+            s.last_federation_update_ts.as_millis(),
+            s.last_user_sync_ts.as_millis(),
+            s.status_msg.as_deref(),
+            s.currently_active,
+        )
     }
 }
 
 /// A state in a module's answer (a module may build its own with
 /// `copy_and_replace`, so every field is checked again here).
 #[derive(Deserialize)]
-pub struct OwnedWireState {
-    user_id: String,
-    state: String,
-    last_active_ts: u64,
-    last_federation_update_ts: u64,
-    last_user_sync_ts: u64,
-    status_msg: Option<String>,
-    currently_active: bool,
-}
+pub struct OwnedWireState(String, String, u64, u64, u64, Option<String>, bool);
 
 impl OwnedWireState {
     /// The engine's form, or why the module's value is not a state.
     pub fn into_state(self) -> Result<PresenceState, String> {
-        let user_id = self
-            .user_id
+        let Self(user_id, state, last_active, last_federation, last_sync, status_msg, active) =
+            self;
+        let user_id = user_id
             .as_str()
             .try_into()
-            .map_err(|e| format!("user_id {:?}: {e}", self.user_id))?;
-        let presence = Presence::parse(&self.state)
-            .ok_or_else(|| format!("state {:?} is not a presence value", self.state))?;
+            .map_err(|e| format!("user_id {user_id:?}: {e}"))?;
+        let presence = Presence::parse(&state)
+            .ok_or_else(|| format!("state {state:?} is not a presence value"))?;
         Ok(PresenceState {
             user_id,
             presence,
-            last_active_ts: Timestamp(self.last_active_ts),
-            last_federation_update_ts: Timestamp(self.last_federation_update_ts),
-            last_user_sync_ts: Timestamp(self.last_user_sync_ts),
-            status_msg: self
-                .status_msg
-                .filter(|m| !m.is_empty())
-                .map(Arc::<str>::from),
-            currently_active: self.currently_active,
+            last_active_ts: Timestamp(last_active),
+            last_federation_update_ts: Timestamp(last_federation),
+            last_user_sync_ts: Timestamp(last_sync),
+            status_msg: status_msg.filter(|m| !m.is_empty()).map(Arc::<str>::from),
+            currently_active: active,
         })
     }
 }
@@ -236,11 +222,15 @@ mod tests {
 
     #[test]
     fn a_state_from_a_module_is_checked() {
-        let state: OwnedWireState = serde_json::from_value(serde_json::json!({
-            "user_id": "@bob:example.com", "state": "away", "last_active_ts": 1,
-            "last_federation_update_ts": 0, "last_user_sync_ts": 0,
-            "status_msg": null, "currently_active": false
-        }))
+        let state: OwnedWireState = serde_json::from_value(serde_json::json!([
+            "@bob:example.com",
+            "away",
+            1,
+            0,
+            0,
+            null,
+            false
+        ]))
         .unwrap();
         assert!(state.into_state().unwrap_err().contains("\"away\""));
     }
