@@ -497,3 +497,69 @@ async fn a_module_with_a_dependency_runs_in_its_virtualenv() {
     put_presence(&app, &bob, json!({"presence": "online"})).await;
     assert_eq!(get_presence(&app, &alice, &bob.user_id).await.0, 200);
 }
+
+/// `send_local_online_presence_to` from Python with a remote user queues
+/// the local states that user may see for its server (the outbox is read
+/// back; nothing listens at the destination). A built-in router and a
+/// Python module share one `modules:` list.
+#[tokio::test]
+async fn send_local_online_presence_to_from_python_reaches_the_federation_outbox() {
+    const NOWHERE: &str = "127.0.0.1:1";
+    let bob = format!("@bob:{NOWHERE}");
+    let app = spawn_app_with(|config: &mut Config| {
+        python_server(config);
+        config.federation.destination_min_retry_interval = Duration::from_secs(3600);
+        config.federation.destination_max_retry_interval = Duration::from_secs(3600);
+        config.modules = vec![
+            module(
+                "presenced.routers.StaticRoutes",
+                json!({"routes": [{"receiver": bob, "senders": ["@alice:example.com"]}]}),
+            ),
+            module(
+                "calls_module_api.CallsModuleApi",
+                json!({"on_interest_of": "@a:example.com", "send_to": [bob]}),
+            ),
+        ];
+    })
+    .await;
+    let destination: ruma_common::OwnedServerName = NOWHERE.try_into().unwrap();
+    let pending = || {
+        let destination = destination.clone();
+        let state = app.state.clone();
+        async move {
+            state
+                .db(move |s| s.pending_presence(&destination, 100))
+                .await
+                .unwrap()
+        }
+    };
+    let alice = app.register("alice").await;
+    let a = app.register("a").await;
+    put_presence(
+        &app,
+        &alice,
+        json!({"presence": "online", "status_msg": "hi"}),
+    )
+    .await;
+    // The route queues alice's state on its own; clear it as if bob's
+    // server had acknowledged it.
+    eventually(|| async { !pending().await.is_empty() }).await;
+    let acked: Vec<_> = pending()
+        .await
+        .into_iter()
+        .map(|e| (e.state.user_id, e.seq))
+        .collect();
+    let d = destination.clone();
+    app.state
+        .db(move |s| s.remove_sent_presence(&d, &acked))
+        .await
+        .unwrap();
+    assert!(pending().await.is_empty());
+
+    // a's sync makes the module call send_local_online_presence_to([bob]).
+    let _ = sync(&app, &a, "set_presence=offline&timeout=0").await;
+    eventually(|| async { !pending().await.is_empty() }).await;
+    let entries = pending().await;
+    assert_eq!(entries[0].state.user_id.as_str(), "@alice:example.com");
+    assert_eq!(entries[0].state.status_msg.as_deref(), Some("hi"));
+}
