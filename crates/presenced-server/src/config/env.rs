@@ -134,6 +134,18 @@ mod tests {
     }
 
     #[test]
+    fn presenced_python_sets_the_module_hosts_interpreter() {
+        let mut doc: Value = serde_yaml::from_str("python_modules: {path: [/m]}").unwrap();
+        let o = collect(vars(&[("PRESENCED_PYTHON", "/opt/synapse/env/bin/python")]));
+        apply(&mut doc, &o).unwrap();
+        assert_eq!(
+            doc["python_modules"]["python"],
+            Value::String("/opt/synapse/env/bin/python".into())
+        );
+        assert_eq!(doc["python_modules"]["path"][0], Value::String("/m".into()));
+    }
+
+    #[test]
     fn bad_index_names_variable() {
         let mut doc: Value = serde_yaml::from_str("listeners: []").unwrap();
         let o = collect(vars(&[("PRESENCED_LISTENERS__3__PORT", "1")]));

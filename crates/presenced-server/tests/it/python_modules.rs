@@ -459,8 +459,36 @@ async fn module_api_calls_from_python_reach_presence() {
     .await;
     let a = app.register("a").await;
     let b = app.register("b").await;
-    let _c = app.register("c").await;
-    // a's sync asks get_interested_users(a): the module then sets b busy.
+    let c = app.register("c").await;
+    let d = app.register("d").await;
+    crate::ops::shared_room(&app, &c, &d).await;
+    put_presence(
+        &app,
+        &d,
+        json!({"presence": "online", "status_msg": "here"}),
+    )
+    .await;
+    // c has seen d's presence; an incremental sync from here shows it
+    // again only if something sends c a full presence snapshot.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let since = loop {
+        let body = sync(&app, &c, "set_presence=offline&timeout=0").await;
+        if presence_of(&body, &d.user_id).is_some() {
+            break body["next_batch"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "c never saw d");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let quiet = sync(
+        &app,
+        &c,
+        &format!("set_presence=offline&timeout=0&since={since}"),
+    )
+    .await;
+    assert!(presence_of(&quiet, &d.user_id).is_none(), "{quiet}");
+
+    // a's sync asks get_interested_users(a): the module then calls
+    // send_local_online_presence_to([c]) and sets b busy.
     let _ = sync(&app, &a, "set_presence=offline&timeout=0").await;
     eventually(|| async {
         let (status, body) = get_presence(&app, &b, &b.user_id).await;
@@ -469,6 +497,17 @@ async fn module_api_calls_from_python_reach_presence() {
     .await;
     let (_, body) = get_presence(&app, &b, &b.user_id).await;
     assert_eq!(body["status_msg"], "in a meeting", "{body}");
+    let full = sync(
+        &app,
+        &c,
+        &format!("set_presence=offline&timeout=0&since={since}"),
+    )
+    .await;
+    assert_eq!(
+        presence_of(&full, &d.user_id).map(|p| p["status_msg"].clone()),
+        Some(json!("here")),
+        "{full}"
+    );
 }
 
 /// A virtualenv with a third-party package (attrs from PyPI), made once
