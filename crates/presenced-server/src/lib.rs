@@ -37,7 +37,8 @@ pub mod homeserver;
 pub mod net;
 pub mod presence;
 pub mod process;
-pub mod store;
+/// Storage lives in its own crate; `crate::store` keeps its old path.
+pub use presenced_store as store;
 pub mod util;
 
 use std::future::Future;

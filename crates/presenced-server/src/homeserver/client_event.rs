@@ -6,11 +6,17 @@ use serde_json::{json, Map, Value};
 use crate::store::StoredEvent;
 use crate::util::ids;
 
-impl StoredEvent {
+/// The client wire format of a stored event (a trait because
+/// [`StoredEvent`] lives in the store crate, which knows no wire formats).
+pub trait ToClientEvent {
     /// The event as a client sees it. `viewer` is the requesting user and
     /// device: the sender's own device also gets `unsigned.transaction_id`,
     /// which is how clients match their local echo.
-    pub fn to_client_event(&self, viewer: Option<(&UserId, &DeviceId)>) -> Value {
+    fn to_client_event(&self, viewer: Option<(&UserId, &DeviceId)>) -> Value;
+}
+
+impl ToClientEvent for StoredEvent {
+    fn to_client_event(&self, viewer: Option<(&UserId, &DeviceId)>) -> Value {
         let mut unsigned = Map::new();
         unsigned.insert(
             "age".to_owned(),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use ruma_common::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
 
+use crate::homeserver::client_event::ToClientEvent;
 use crate::homeserver::room_filter::RoomFilter;
 use crate::store::membership::Membership;
 use crate::store::{Store, StoreResult};

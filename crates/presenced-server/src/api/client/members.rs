@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixPath, MatrixQuery};
 use crate::api::state::AppState;
+use crate::homeserver::client_event::ToClientEvent;
 use crate::homeserver::rooms;
 use crate::store::membership::Membership;
 

@@ -22,7 +22,7 @@ use ruma_common::{
 };
 use serde_json::Value;
 
-use crate::store::membership::Membership;
+use crate::membership::Membership;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@ use ruma_common::{OwnedServerName, OwnedUserId, ServerName};
 use rusqlite::{params, TransactionBehavior};
 
 use super::{parse_or_skip, SqliteStore};
-use crate::store::outbox::{OutboxEntry, OutboxStore};
-use crate::store::StoreResult;
+use crate::outbox::{OutboxEntry, OutboxStore};
+use crate::StoreResult;
 
 impl OutboxStore for SqliteStore {
     fn queue_presence(&self, items: &[(OwnedServerName, PresenceState)]) -> StoreResult<()> {

@@ -103,8 +103,8 @@ pub(crate) fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::presence::SqlitePresenceStore;
-    use crate::store::sqlite::SqliteStore;
+    use crate::presence::SqlitePresenceStore;
+    use crate::sqlite::SqliteStore;
 
     #[test]
     fn a_database_presenced_made_is_its_own() {

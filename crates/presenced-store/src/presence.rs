@@ -79,7 +79,7 @@ impl SqlitePresenceStore {
         conn.pragma_update(
             None,
             "wal_autocheckpoint",
-            crate::store::sqlite::WRITER_AUTOCHECKPOINT_PAGES,
+            crate::sqlite::WRITER_AUTOCHECKPOINT_PAGES,
         )
         .map_err(fail)?;
         Ok(Self {

@@ -45,7 +45,7 @@ use super::{
     MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, Timeline,
     TokenOwner, TxnKey, UserRecord,
 };
-use crate::store::membership::Membership;
+use crate::membership::Membership;
 
 mod checkpoint;
 mod outbox;
