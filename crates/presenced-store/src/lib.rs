@@ -14,8 +14,10 @@
 
 pub mod membership;
 pub mod outbox;
+pub mod postgres;
 pub mod presence;
 pub mod sqlite;
+pub mod testing;
 
 use ruma_common::{
     DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
@@ -30,6 +32,13 @@ pub enum StoreError {
     /// `create_user` found the user ID taken.
     #[error("user id already taken")]
     UserInUse,
+    /// The database was migrated by a newer presenced (`user_version` or
+    /// `presenced_schema_version` beyond this binary's migrations).
+    #[error(
+        "the database has schema version {found}, newer than this presenced knows ({known}); \
+         run the newer presenced, or restore a backup"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     /// The backend failed (I/O, SQL, a poisoned lock).
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -161,6 +161,12 @@ impl SqliteStore {
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if done > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: done as i64,
+            known: MIGRATIONS.len() as i64,
+        });
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
