@@ -31,6 +31,7 @@ pub mod presence;
 pub mod python_modules;
 pub mod synapse_keys;
 
+use crate::store::postgres::PgConnectOptions;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -262,14 +263,6 @@ impl Config {
                 ))
             })?;
         }
-        // Before the unknown keys: PostgreSQL's connection arguments are not
-        // in the SQLite list, and the error that matters is this one.
-        if config.database.name == DatabaseEngine::Psycopg2 {
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                message: POSTGRES_NOT_YET.to_owned(),
-            });
-        }
         let (synapse, unknown): (Vec<KeyPath>, Vec<KeyPath>) = unused
             .into_iter()
             .partition(|p| synapse_keys::is_synapse_option(&p.dotted()));
@@ -319,9 +312,7 @@ impl Config {
             return Err("listeners: at least one listener is needed".to_owned());
         }
         self.federation.validate()?;
-        if self.database.name == DatabaseEngine::Psycopg2 {
-            return Err(POSTGRES_NOT_YET.to_owned());
-        }
+        self.database_target()?;
         self.connections.validate()?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
@@ -371,13 +362,44 @@ impl Config {
         }
     }
 
-    /// The SQLite file: `database.args.database`, else `data_dir/presenced.db`.
+    /// The SQLite file: `database.args.database`, else `data_dir/presenced.db`
+    /// (meaningful when [`Self::database_target`] is SQLite).
     pub fn database_path(&self) -> PathBuf {
         self.database
             .args
             .database
             .clone()
             .unwrap_or_else(|| self.data_dir.join("presenced.db"))
+    }
+
+    /// Which database to open: `database.url` (`PRESENCED_DATABASE_URL`)
+    /// when set, else the `name`/`args` block in Synapse's shape.
+    pub fn database_target(&self) -> Result<DatabaseTarget, String> {
+        if let Some(url) = &self.database.url {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                return PgConnectOptions::from_url(url)
+                    .map(DatabaseTarget::Postgres)
+                    .map_err(|e| format!("database.url (PRESENCED_DATABASE_URL): {e}"));
+            }
+            if let Some(path) = url.strip_prefix("sqlite:") {
+                let path = path.strip_prefix("//").unwrap_or(path);
+                return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
+            }
+            return Err(
+                "database.url (PRESENCED_DATABASE_URL): expected postgres://user@host:port/dbname \
+                 or sqlite:/path/to/file.db"
+                    .to_owned(),
+            );
+        }
+        match self.database.name {
+            DatabaseEngine::Sqlite3 => Ok(DatabaseTarget::Sqlite(self.database_path())),
+            DatabaseEngine::Psycopg2 => self
+                .database
+                .args
+                .postgres()
+                .map(DatabaseTarget::Postgres)
+                .map_err(|e| format!("database.args: {e}")),
+        }
     }
 
     /// The signing key file: `signing_key_path`, else
@@ -407,10 +429,14 @@ impl Config {
     }
 }
 
-/// The answer to `database.name: psycopg2`.
-const POSTGRES_NOT_YET: &str = "database.name: psycopg2 (PostgreSQL) is not supported yet; \
-     PostgreSQL support is planned (issue 15). Use `name: sqlite3` with `args.database` naming a \
-     new file (presenced keeps its own database; it never writes into Synapse's)";
+/// The database a config names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// An SQLite file (the embedded default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgConnectOptions),
+}
 
 /// Deserializes a [`Config`], collecting the path of every key that no
 /// field took instead of failing on it.
@@ -584,10 +610,15 @@ impl Default for ListenerResource {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// The backend; only `sqlite3` for now.
+    /// The backend: `sqlite3` (default) or `psycopg2` (PostgreSQL).
     pub name: DatabaseEngine,
     /// Backend arguments.
     pub args: DatabaseArgs,
+    /// presenced's own: the whole connection as one URL, which wins over
+    /// `name` and `args` (`postgres://user:pw@host:5432/db?sslmode=…` or
+    /// `sqlite:/path`). Usually set as `PRESENCED_DATABASE_URL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Storage backends.
@@ -597,18 +628,87 @@ pub enum DatabaseEngine {
     #[default]
     #[serde(rename = "sqlite3")]
     Sqlite3,
-    /// Synapse's PostgreSQL driver name: recognised so that the error says
-    /// PostgreSQL is not supported yet, rather than "unknown variant".
+    /// PostgreSQL, by Synapse's driver name.
     #[serde(rename = "psycopg2")]
     Psycopg2,
 }
 
-/// `database.args`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+/// `database.args`: the SQLite file, or psycopg2's connection arguments
+/// as Synapse passes them (`database` is psycopg2's alias of `dbname`).
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct DatabaseArgs {
-    /// Path of the SQLite file; default `data_dir/presenced.db`.
+    /// SQLite: path of the file (default `data_dir/presenced.db`).
+    /// PostgreSQL: the database name, if `dbname` is not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<PathBuf>,
+    /// PostgreSQL database name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dbname: Option<String>,
+    /// PostgreSQL role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// PostgreSQL password (never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Host name, address, or Unix socket directory (default `localhost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port (default 5432).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// libpq's `sslmode` (default `prefer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<String>,
+    /// Connections opened at start (Synapse's default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cp_min: Option<usize>,
+    /// The pool's size (Synapse's default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cp_max: Option<usize>,
+}
+
+// By hand, so that the password never reaches a log through `{:?}`.
+impl fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database", &self.database)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("sslmode", &self.sslmode)
+            .field("cp_min", &self.cp_min)
+            .field("cp_max", &self.cp_max)
+            .finish()
+    }
+}
+
+impl DatabaseArgs {
+    /// The PostgreSQL connection these arguments describe.
+    pub fn postgres(&self) -> Result<PgConnectOptions, String> {
+        let defaults = PgConnectOptions::default();
+        let dbname = match (&self.dbname, &self.database) {
+            (Some(name), _) => name.clone(),
+            (None, Some(name)) => name.to_string_lossy().into_owned(),
+            (None, None) => {
+                return Err("dbname (or database) is needed for psycopg2".to_owned());
+            }
+        };
+        let opts = PgConnectOptions {
+            host: self.host.clone().unwrap_or(defaults.host),
+            port: self.port.unwrap_or(defaults.port),
+            user: self.user.clone().unwrap_or(defaults.user),
+            password: self.password.clone(),
+            dbname,
+            sslmode: self.sslmode.clone().unwrap_or(defaults.sslmode),
+            cp_min: self.cp_min.unwrap_or(defaults.cp_min),
+            cp_max: self.cp_max.unwrap_or(defaults.cp_max),
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
 }
 
 /// Argon2id cost parameters.

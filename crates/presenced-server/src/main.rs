@@ -142,7 +142,7 @@ fn register_user(
     }
     let store = startup::open_store(config).map_err(|e| e.to_string())?;
     accounts::create_account(
-        &store,
+        &*store,
         &user_id,
         Some(&password),
         admin,
@@ -285,12 +285,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     }
     // Every store write is committed before its request answers; presence
     // timestamps that changed without a notification are written now.
-    match presenced_server::store::presence::SqlitePresenceStore::open(
-        &state.config.database_path(),
-    ) {
-        Ok(store) => state.presence.flush(&store),
-        Err(e) => tracing::error!("cannot flush presence: {e}"),
-    }
+    state.presence.flush_to_own_store();
     if let Some(pid_file) = pid_file {
         pid_file.remove();
     }

@@ -98,6 +98,8 @@ struct Inner {
     /// the graceful shutdown for their whole timeout.
     stopping: std::sync::atomic::AtomicBool,
     persist_tx: std::sync::mpsc::Sender<PersistJob>,
+    /// The store the writer thread commits to, for the shutdown flush.
+    store: Arc<dyn PresenceStore>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
     /// Counters of the Python module host, when one runs.
     python: std::sync::OnceLock<Arc<python::stats::HostStats>>,
@@ -215,7 +217,7 @@ impl PresenceService {
                 }
             }
         }
-        let persist_tx = spawn_persist_thread(store);
+        let persist_tx = spawn_persist_thread(store.clone());
         let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
         let service = Self {
             inner: Arc::new(Inner {
@@ -225,6 +227,7 @@ impl PresenceService {
                 timers_moved: Notify::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 persist_tx,
+                store,
                 outbound_tx,
                 python: std::sync::OnceLock::new(),
             }),
@@ -628,6 +631,12 @@ impl PresenceService {
                 return;
             }
         }
+    }
+
+    /// [`Self::flush`] into the store the service writes to.
+    pub fn flush_to_own_store(&self) {
+        let store = self.inner.store.clone();
+        self.flush(&*store);
     }
 
     /// Writes every state (timestamps that changed without a notification

@@ -39,7 +39,7 @@ use tokio_postgres::Client;
 pub(crate) use connect::error_chain;
 pub use connect::{PgConnectOptions, PgOpenError};
 
-use crate::{StoreError, StoreResult};
+use crate::StoreError;
 
 /// Schema migrations, in order; `presenced_schema_version` counts how many
 /// ran.
@@ -72,7 +72,9 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     /// The connection holding the advisory lock; its session is the lock.
-    _lock: Client,
+    /// `None` for a store opened beside a running server
+    /// ([`Self::open_beside_server`]).
+    _lock: Option<Client>,
     /// Where it is, for error messages.
     target: String,
     /// Set once a call found the pool unable to connect, so the log says
@@ -85,6 +87,17 @@ impl PgStore {
     /// database is presenced's (or empty), applies the migrations, and
     /// opens `cp_min` pool connections.
     pub fn open(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
+        Self::open_with(opts, true)
+    }
+
+    /// For a command that writes next to a running presenced
+    /// (`register-user`): takes no lock and migrates nothing, so it needs a
+    /// database a presenced of this version has already set up.
+    pub fn open_beside_server(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
+        Self::open_with(opts, false)
+    }
+
+    fn open_with(opts: &PgConnectOptions, exclusive: bool) -> Result<Self, PgOpenError> {
         opts.validate().map_err(|reason| PgOpenError::Other {
             target: opts.describe(),
             reason,
@@ -99,7 +112,7 @@ impl PgStore {
                 target: opts.describe(),
                 reason: format!("cannot start the database runtime: {e}"),
             })?;
-        let (lock, pool) = runtime.block_on(open_async(opts))?;
+        let (lock, pool) = runtime.block_on(open_async(opts, exclusive))?;
         Ok(Self {
             runtime: Some(runtime),
             pool,
@@ -194,23 +207,33 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
     }
 }
 
-async fn open_async(opts: &PgConnectOptions) -> Result<(Client, Pool), PgOpenError> {
+async fn open_async(
+    opts: &PgConnectOptions,
+    exclusive: bool,
+) -> Result<(Option<Client>, Pool), PgOpenError> {
     let target = opts.describe();
     let other = |reason: String| PgOpenError::Other {
         target: target.clone(),
         reason,
     };
-    let mut lock = connect_client(opts).await?;
-    let got: bool = lock
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
-        .await
-        .map_err(|e| other(error_chain(&e)))?
-        .get(0);
-    if !got {
-        return Err(PgOpenError::Locked { target });
+    let mut first = connect_client(opts).await?;
+    if exclusive {
+        let got: bool = first
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
+            .await
+            .map_err(|e| other(error_chain(&e)))?
+            .get(0);
+        if !got {
+            return Err(PgOpenError::Locked { target });
+        }
     }
-    check_ownership(&lock, opts).await?;
-    migrate(&mut lock, opts).await?;
+    check_ownership(&first, opts).await?;
+    if exclusive {
+        migrate(&mut first, opts).await?;
+    } else {
+        check_current(&first, opts).await?;
+    }
+    let lock = exclusive.then_some(first);
 
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
@@ -268,6 +291,35 @@ async fn check_ownership(client: &Client, opts: &PgConnectOptions) -> Result<(),
         target: opts.describe(),
         tables,
     })
+}
+
+/// Without the lock, nothing is migrated: the schema must be this
+/// binary's already.
+async fn check_current(client: &Client, opts: &PgConnectOptions) -> Result<(), PgOpenError> {
+    let found: i64 = client
+        .query_opt("SELECT version FROM presenced_schema_version", &[])
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.get(0));
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(PgOpenError::SchemaTooNew {
+            target: opts.describe(),
+            found,
+            known,
+        });
+    }
+    if found < known {
+        return Err(PgOpenError::Other {
+            target: opts.describe(),
+            reason: format!(
+                "schema version {found}, this presenced needs {known}: start presenced once \
+                 to set the database up"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Applies the migrations this database has not had; refuses a schema

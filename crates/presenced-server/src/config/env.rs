@@ -17,6 +17,10 @@ pub const PREFIX: &str = "PRESENCED_";
 /// reaches for first.
 const PYTHON: &str = "PRESENCED_PYTHON";
 
+/// The other short name: `PRESENCED_DATABASE_URL` sets `database.url`,
+/// the whole connection in one variable (`postgres://…` or `sqlite:path`).
+const DATABASE_URL: &str = "PRESENCED_DATABASE_URL";
+
 /// Variables with the prefix that are not config keys (the CLI reads them).
 const RESERVED: &[&str] = &["PRESENCED_CONFIG"];
 
@@ -40,6 +44,8 @@ pub fn collect(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override
         .map(|(variable, value)| {
             let path = if variable == PYTHON {
                 vec!["python_modules".to_owned(), "python".to_owned()]
+            } else if variable == DATABASE_URL {
+                vec!["database".to_owned(), "url".to_owned()]
             } else {
                 variable[PREFIX.len()..]
                     .split("__")

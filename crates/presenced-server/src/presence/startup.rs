@@ -15,7 +15,7 @@ use super::python::{is_python_class_path, PythonEntry, PythonModules};
 use super::PresenceService;
 use crate::config::presence::PresenceEnabled;
 use crate::config::Config;
-use crate::store::presence::{SqlitePresenceStore, StoreFailure};
+use crate::store::presence::{PresenceStore, StoreFailure};
 use crate::store::Store;
 
 /// Why the presence driver could not start.
@@ -62,6 +62,7 @@ pub fn start(
     config: &Config,
     joined: Vec<(OwnedRoomId, OwnedUserId)>,
     store: Arc<dyn Store>,
+    presence_store: Arc<dyn PresenceStore>,
 ) -> Result<(PresenceService, OutboundReceiver), StartError> {
     let (commands_tx, mut commands_rx) = command_channel();
     let modules = config.router_modules();
@@ -126,12 +127,11 @@ pub fn start(
             is_python_class_path(&entry.module).then(|| python.construct(entry, api))
         },
     )?;
-    let store = Arc::new(SqlitePresenceStore::open(&config.database_path())?);
     let (service, outbound) = PresenceService::start(
         engine_config(config),
         config.server_name.clone(),
         router,
-        store,
+        presence_store,
         joined,
     );
     if let Some(python) = &python {

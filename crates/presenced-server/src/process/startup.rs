@@ -17,6 +17,9 @@ use crate::homeserver::room_members::RoomMembers;
 use crate::homeserver::room_writer::RoomWriter;
 use crate::homeserver::rooms;
 use crate::store::membership::Membership;
+use crate::config::DatabaseTarget;
+use crate::store::postgres::{PgOpenError, PgStore};
+use crate::store::presence::{PresenceStore, SqlitePresenceStore, StoreFailure};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::util::ids;
@@ -28,13 +31,28 @@ pub const SECRET_FILE: &str = "registration_shared_secret";
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// The database could not be opened or migrated.
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {what}: {source}")]
     Database {
-        /// The SQLite file.
-        path: PathBuf,
+        /// The SQLite file, or PostgreSQL's host, port and database.
+        what: String,
         /// The cause.
         source: StoreError,
     },
+    /// PostgreSQL could not be opened; the message names host, port and
+    /// database, never the password.
+    #[error(transparent)]
+    Postgres(#[from] PgOpenError),
+    /// The presence table could not be opened.
+    #[error("cannot open the presence store {what}: {source}")]
+    PresenceStore {
+        /// Where.
+        what: String,
+        /// The cause.
+        source: StoreFailure,
+    },
+    /// `database:` is not valid.
+    #[error("database: {0}")]
+    DatabaseConfig(String),
     /// The database file holds another program's tables (Synapse's); the
     /// message says how to give presenced its own.
     #[error("{0}")]
@@ -127,12 +145,68 @@ fn process_running(pid: u32) -> bool {
     cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Opens the store named by the config, unless the file is another
-/// program's (see `store::sqlite::ownership`).
-pub fn open_store(config: &Config) -> Result<SqliteStore, StartupError> {
-    let path = config.database_path();
-    crate::store::sqlite::ownership::check(&path).map_err(StartupError::NotOurDatabase)?;
-    SqliteStore::open(&path).map_err(|source| StartupError::Database { path, source })
+/// The server's two stores on one database: rooms, accounts and the
+/// outbox; and presence, written by the presence writer thread.
+#[derive(Clone)]
+pub struct Stores {
+    /// Accounts, rooms, filters, the federation outbox.
+    pub store: Arc<dyn Store>,
+    /// Presence states and full-presence marks.
+    pub presence: Arc<dyn PresenceStore>,
+    /// The database in words, for logs and errors (no password).
+    pub describe: String,
+}
+
+/// Opens the database the config names, unless it is another program's
+/// (see `store::sqlite::ownership`, `store::postgres`). On PostgreSQL this
+/// takes the one-writer lock for as long as the stores live.
+pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
+    match config
+        .database_target()
+        .map_err(StartupError::DatabaseConfig)?
+    {
+        DatabaseTarget::Sqlite(path) => {
+            let store = open_sqlite(&path)?;
+            let presence =
+                SqlitePresenceStore::open(&path).map_err(|source| StartupError::PresenceStore {
+                    what: path.display().to_string(),
+                    source,
+                })?;
+            Ok(Stores {
+                store: Arc::new(store),
+                presence: Arc::new(presence),
+                describe: format!("SQLite {}", path.display()),
+            })
+        }
+        DatabaseTarget::Postgres(opts) => {
+            let store = Arc::new(PgStore::open(&opts)?);
+            Ok(Stores {
+                store: store.clone(),
+                presence: store,
+                describe: format!("PostgreSQL {}", opts.describe()),
+            })
+        }
+    }
+}
+
+/// Opens the configured database for a command run beside a server
+/// (`register-user`): on PostgreSQL without the server's lock.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    match config
+        .database_target()
+        .map_err(StartupError::DatabaseConfig)?
+    {
+        DatabaseTarget::Sqlite(path) => Ok(Arc::new(open_sqlite(&path)?)),
+        DatabaseTarget::Postgres(opts) => Ok(Arc::new(PgStore::open_beside_server(&opts)?)),
+    }
+}
+
+fn open_sqlite(path: &Path) -> Result<SqliteStore, StartupError> {
+    crate::store::sqlite::ownership::check(path).map_err(StartupError::NotOurDatabase)?;
+    SqliteStore::open(path).map_err(|source| StartupError::Database {
+        what: path.display().to_string(),
+        source,
+    })
 }
 
 /// The configured secret, or the one kept in `data_dir` (made on first use).
@@ -201,7 +275,8 @@ fn build(
 ) -> Result<(Arc<AppState>, StateReceivers, SecretOrigin), StartupError> {
     // The database first: a file that is not presenced's (Synapse's) stops
     // start-up before anything else (signing key, secret) is written.
-    let store = open_store(&config)?;
+    let stores = open_stores(&config)?;
+    tracing::info!(database = %stores.describe, "database opened");
     let signing_key = Arc::new(ServerSigningKey::load_or_generate(
         &config.signing_key_path(),
     )?);
@@ -209,12 +284,14 @@ fn build(
     let key_fetcher = key_fetcher.unwrap_or_else(|| client.clone());
     let remote_keys = Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default()));
     let (secret, origin) = registration_secret(&config)?;
-    let (joined, members) = read_rooms(&store).map_err(|source| StartupError::Database {
-        path: config.database_path(),
-        source,
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let (presence, outbound) = crate::presence::startup::start(&config, joined, store.clone())?;
+    let (joined, members) =
+        read_rooms(&*stores.store).map_err(|source| StartupError::Database {
+            what: stores.describe.clone(),
+            source,
+        })?;
+    let store = stores.store.clone();
+    let (presence, outbound) =
+        crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
     let outbound =
         OutboundPresence::start(Arc::new(config.clone()), store.clone(), client, outbound);
     let federation = FederationParts {
