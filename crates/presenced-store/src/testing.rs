@@ -55,7 +55,13 @@ impl FreshPgDatabase {
         let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}");
         match admin_batch(&admin, &sql) {
             Ok(()) => Some(Self {
-                opts: admin.with_dbname(&name),
+                // Small pools: tests run in parallel, several servers each,
+                // under PostgreSQL's 100 connections.
+                opts: PgConnectOptions {
+                    cp_min: 1,
+                    cp_max: 4,
+                    ..admin.with_dbname(&name)
+                },
                 admin,
             }),
             Err(e) if postgres_required() => {
@@ -71,16 +77,14 @@ impl FreshPgDatabase {
     /// A `postgres://` URL for the new database (for configs and env).
     pub fn url(&self) -> String {
         let o = &self.opts;
-        match &o.password {
-            Some(p) => format!(
-                "postgres://{}:{}@{}:{}/{}?sslmode=disable",
-                o.user, p, o.host, o.port, o.dbname
-            ),
-            None => format!(
-                "postgres://{}@{}:{}/{}?sslmode=disable",
-                o.user, o.host, o.port, o.dbname
-            ),
-        }
+        let login = match &o.password {
+            Some(p) => format!("{}:{p}", o.user),
+            None => o.user.clone(),
+        };
+        format!(
+            "postgres://{login}@{}:{}/{}?sslmode={}&cp_min={}&cp_max={}",
+            o.host, o.port, o.dbname, o.sslmode, o.cp_min, o.cp_max
+        )
     }
 }
 

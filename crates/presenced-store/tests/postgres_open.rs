@@ -53,19 +53,10 @@ fn unreachable_server_names_host_port_and_database_but_not_the_password() {
 }
 
 #[test]
-fn wrong_password_and_missing_database_are_refusals_that_hide_the_password() {
+fn a_missing_database_is_a_refusal_that_hides_the_password() {
     let Some(db) = FreshPgDatabase::create("refused") else {
         return;
     };
-    let role = format!("{}_role", db.opts.dbname);
-    admin_batch(
-        &db.opts,
-        &format!("CREATE ROLE {role} LOGIN PASSWORD 'right-password'"),
-    )
-    .unwrap();
-    // Trust auth on this machine lets any password in over TCP; what must
-    // hold everywhere is that a refusal names the database and not the
-    // password. A missing database is refused by every server.
     let missing = PgStore::open(&PgConnectOptions {
         password: Some("wrong-password-xyz".to_owned()),
         ..db.opts.with_dbname("presenced_no_such_db")
@@ -75,8 +66,8 @@ fn wrong_password_and_missing_database_are_refusals_that_hide_the_password() {
     let text = missing.to_string();
     assert!(matches!(missing, PgOpenError::Refused { .. }), "{text}");
     assert!(text.contains("database presenced_no_such_db"), "{text}");
+    assert!(text.contains("3D000"), "{text}");
     assert!(!text.contains("wrong-password-xyz"), "{text}");
-    admin_batch(&db.opts, &format!("DROP ROLE {role}")).unwrap();
 }
 
 #[test]
@@ -118,4 +109,69 @@ fn a_database_with_foreign_tables_is_refused_untouched() {
          RAISE EXCEPTION 'presenced wrote into a foreign database'; END IF; END $$",
     )
     .unwrap();
+}
+
+/// This machine's PostgreSQL trusts every local login, so a wrong password
+/// cannot be shown against it: a listener that speaks the start of the
+/// PostgreSQL protocol asks for a password and refuses it with
+/// `28P01`, as a server with password authentication does.
+#[test]
+fn a_refused_password_names_the_database_and_not_the_password() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).unwrap();
+        let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        conn.read_exact(&mut startup).unwrap();
+        // AuthenticationCleartextPassword.
+        conn.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).unwrap();
+        let mut tag = [0u8; 1];
+        conn.read_exact(&mut tag).unwrap();
+        conn.read_exact(&mut len).unwrap();
+        let mut password = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        conn.read_exact(&mut password).unwrap();
+        let mut fields = Vec::new();
+        for (code, text) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "28P01"),
+            (b'M', "password authentication failed for user \"syn\""),
+        ] {
+            fields.push(code);
+            fields.extend_from_slice(text.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut reply = vec![b'E'];
+        reply.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        reply.extend_from_slice(&fields);
+        conn.write_all(&reply).unwrap();
+        String::from_utf8_lossy(&password).into_owned()
+    });
+    let opts = PgConnectOptions {
+        host: "127.0.0.1".to_owned(),
+        port,
+        user: "syn".to_owned(),
+        password: Some("wrong-horse-battery".to_owned()),
+        dbname: "synapse".to_owned(),
+        sslmode: "disable".to_owned(),
+        ..PgConnectOptions::default()
+    };
+    let err = PgStore::open(&opts).err().expect("refused");
+    let sent = server.join().unwrap();
+    assert!(sent.contains("wrong-horse-battery"), "the client sent it");
+    let text = err.to_string();
+    assert!(matches!(err, PgOpenError::Refused { .. }), "{text}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(text.contains("28P01"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "host 127.0.0.1, port {port}, database synapse, user syn"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-horse-battery"), "{text}");
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
+use crate::config::DatabaseTarget;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
@@ -17,7 +18,6 @@ use crate::homeserver::room_members::RoomMembers;
 use crate::homeserver::room_writer::RoomWriter;
 use crate::homeserver::rooms;
 use crate::store::membership::Membership;
-use crate::config::DatabaseTarget;
 use crate::store::postgres::{PgOpenError, PgStore};
 use crate::store::presence::{PresenceStore, SqlitePresenceStore, StoreFailure};
 use crate::store::sqlite::SqliteStore;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use presenced_server::config::{Config, PasswordHashing, Secret};
 use presenced_server::federation::keys::{KeyFetcher, NoKeyFetcher};
 use presenced_server::process::startup;
+use presenced_server::store::testing::FreshPgDatabase;
 use presenced_server::{ActivityEvent, AppState, MembershipChange};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -25,6 +26,27 @@ pub struct TestApp {
     pub activity_rx: UnboundedReceiver<ActivityEvent>,
     /// Kept so the directory lives as long as the server.
     pub _dir: TempDir,
+    /// The PostgreSQL database of a `PRESENCED_TEST_BACKEND=postgres` run,
+    /// dropped after the server.
+    pub _db: Option<FreshPgDatabase>,
+}
+
+/// The database backend of this test run: SQLite, unless
+/// `PRESENCED_TEST_BACKEND=postgres` (`scripts/test` runs the suite both
+/// ways); then a fresh PostgreSQL database per server, named after the
+/// test. `None` means SQLite.
+pub fn test_database() -> Option<FreshPgDatabase> {
+    if std::env::var("PRESENCED_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("test")
+        .rsplit("::")
+        .next()
+        .unwrap_or("test")
+        .to_owned();
+    FreshPgDatabase::create(&name)
 }
 
 /// Config for tests: a temp data dir, a known secret, cheap password hashes,
@@ -78,6 +100,10 @@ pub async fn spawn_app_with_fetcher(
     install_test_log();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
+    let db = test_database();
+    if let Some(db) = &db {
+        config.database.url = Some(db.url());
+    }
     tweak(&mut config);
     let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
     let receivers = presenced_server::process::feeds::spawn(&state, receivers);
@@ -95,6 +121,7 @@ pub async fn spawn_app_with_fetcher(
         membership_rx: receivers.membership_rx,
         activity_rx: receivers.activity_rx,
         _dir: dir,
+        _db: db,
     }
 }
 

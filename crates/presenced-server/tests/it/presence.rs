@@ -454,6 +454,7 @@ async fn excluded_rooms_do_not_share_presence() {
         membership_rx: tokio::sync::mpsc::unbounded_channel().1,
         activity_rx: tokio::sync::mpsc::unbounded_channel().1,
         _dir: tempfile::tempdir().unwrap(),
+        _db: None,
     };
     put_presence(&second, &alice, json!({"presence": "online"})).await;
     assert_error(

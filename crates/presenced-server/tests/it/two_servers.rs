@@ -309,5 +309,6 @@ async fn instance(config: &Config) -> TestApp {
         membership_rx: receivers.membership_rx,
         activity_rx: receivers.activity_rx,
         _dir: tempfile::tempdir().unwrap(),
+        _db: None,
     }
 }

@@ -67,10 +67,36 @@ impl PgConnectOptions {
     /// Reads `postgres://user:password@host:port/dbname?sslmode=…` (also
     /// `postgresql://`; `cp_min` and `cp_max` may be query parameters too).
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let parsed: tokio_postgres::Config = url
+        // tokio-postgres knows neither verify-ca/verify-full nor the pool
+        // sizes, and refuses unknown parameters: take ours out first.
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut rest = Vec::new();
+        let mut opts = Self::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => opts.sslmode = value.to_owned(),
+                "cp_min" => {
+                    opts.cp_min = value
+                        .parse()
+                        .map_err(|_| format!("cp_min={value} is not a number"))?;
+                }
+                "cp_max" => {
+                    opts.cp_max = value
+                        .parse()
+                        .map_err(|_| format!("cp_max={value} is not a number"))?;
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let driver_url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let parsed: tokio_postgres::Config = driver_url
             .parse()
             .map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
-        let mut opts = Self::default();
         if let Some(host) = parsed.get_hosts().first() {
             opts.host = match host {
                 tokio_postgres::config::Host::Tcp(h) => h.clone(),
@@ -89,33 +115,6 @@ impl PgConnectOptions {
             .map(|p| String::from_utf8_lossy(p).into_owned());
         if let Some(db) = parsed.get_dbname() {
             opts.dbname = db.to_owned();
-        }
-        opts.sslmode = match parsed.get_ssl_mode() {
-            SslMode::Disable => "disable",
-            SslMode::Require => "require",
-            _ => "prefer",
-        }
-        .to_owned();
-        // tokio-postgres does not know verify-ca/verify-full or the pool
-        // sizes: read them from the query string ourselves.
-        if let Some((_, query)) = url.split_once('?') {
-            for pair in query.split('&') {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                match key {
-                    "sslmode" => opts.sslmode = value.to_owned(),
-                    "cp_min" => {
-                        opts.cp_min = value
-                            .parse()
-                            .map_err(|_| format!("cp_min={value} is not a number"))?;
-                    }
-                    "cp_max" => {
-                        opts.cp_max = value
-                            .parse()
-                            .map_err(|_| format!("cp_max={value} is not a number"))?;
-                    }
-                    _ => {}
-                }
-            }
         }
         opts.validate()?;
         Ok(opts)
