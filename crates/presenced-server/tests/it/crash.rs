@@ -11,7 +11,9 @@ use presenced_server::api::synapse_admin::registration_mac;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, SECRET};
+use presenced_server::store::testing::FreshPgDatabase;
+
+use crate::helpers::{enc, test_database, SECRET};
 
 /// One `presenced` process on a fixed data directory and port.
 struct Process {
@@ -146,8 +148,17 @@ fn free_port() -> u16 {
 }
 
 /// Writes a config for one `presenced` process on `port` with its data in
-/// `dir/data`; `extra` adds YAML lines.
-fn write_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+/// `dir/data` (and in `db`, a PostgreSQL run's database); `extra` adds
+/// YAML lines.
+fn write_config(
+    dir: &std::path::Path,
+    port: u16,
+    db: Option<&FreshPgDatabase>,
+    extra: &str,
+) -> std::path::PathBuf {
+    let database = db.map_or_else(String::new, |db| {
+        format!("database: {{url: \"{}\"}}\n", db.url())
+    });
     let config = dir.join("presenced.yaml");
     std::fs::write(
         &config,
@@ -158,7 +169,7 @@ data_dir: {}
 registration_shared_secret: {SECRET}
 password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}
 log: {{level: warn}}
-{extra}",
+{database}{extra}",
             dir.join("data").display()
         ),
     )
@@ -170,11 +181,13 @@ log: {{level: warn}}
 async fn acknowledged_presence_survives_kill_9_and_stale_devices_time_out() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let db = test_database();
     let with_sync_timeout = |timeout: &str| {
         let rc = "rc_presence: {per_user: {per_second: 1000, burst_count: 1000}}";
         write_config(
             dir.path(),
             port,
+            db.as_ref(),
             &format!("{rc}\npresence: {{sync_online_timeout: {timeout}}}\n"),
         )
     };
@@ -247,7 +260,8 @@ async fn acknowledged_presence_survives_kill_9_and_stale_devices_time_out() {
 async fn sigterm_answers_long_polls_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = write_config(dir.path(), port, "");
+    let db = test_database();
+    let config = write_config(dir.path(), port, db.as_ref(), "");
     let server = Process::start(&config, port).await;
     let (_, token) = server.register("sleeper").await;
     let (status, first) = server
