@@ -666,6 +666,27 @@ pub struct DatabaseArgs {
     /// The pool's size (Synapse's default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cp_max: Option<usize>,
+    /// CA file for `sslmode: verify-ca`/`verify-full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<String>,
+    /// Seconds to wait for a connection (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<u64>,
+    /// TCP keepalive: idle seconds before the first probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalives_idle: Option<u64>,
+    /// TCP keepalive: seconds between probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalives_interval: Option<u64>,
+    /// TCP keepalive: unanswered probes before the connection drops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalives_count: Option<u32>,
+    /// `any` (default) or `read-write`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_session_attrs: Option<String>,
+    /// Shown in `pg_stat_activity` (default `presenced`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
 }
 
 // By hand, so that the password never reaches a log through `{:?}`.
@@ -681,6 +702,13 @@ impl fmt::Debug for DatabaseArgs {
             .field("sslmode", &self.sslmode)
             .field("cp_min", &self.cp_min)
             .field("cp_max", &self.cp_max)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalives_idle", &self.keepalives_idle)
+            .field("keepalives_interval", &self.keepalives_interval)
+            .field("keepalives_count", &self.keepalives_count)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -705,6 +733,13 @@ impl DatabaseArgs {
             sslmode: self.sslmode.clone().unwrap_or(defaults.sslmode),
             cp_min: self.cp_min.unwrap_or(defaults.cp_min),
             cp_max: self.cp_max.unwrap_or(defaults.cp_max),
+            sslrootcert: self.sslrootcert.clone(),
+            connect_timeout: self.connect_timeout,
+            keepalives_idle: self.keepalives_idle,
+            keepalives_interval: self.keepalives_interval,
+            keepalives_count: self.keepalives_count,
+            target_session_attrs: self.target_session_attrs.clone(),
+            application_name: self.application_name.clone(),
         };
         opts.validate()?;
         Ok(opts)

@@ -7,7 +7,12 @@
 //! - `presenced register-user --user NAME [--password PW] [--admin]`:
 //!   create an account, like Synapse's `register_new_matrix_user`. It
 //!   writes to the database named by the config directly (no running
-//!   server needed; SQLite lets it share the file with a running one).
+//!   server needed; SQLite lets it share the file with a running one, and
+//!   on PostgreSQL it does not take the server's lock).
+//! - `presenced port-db --sqlite-database FILE [--postgres-config FILE]`:
+//!   copy a SQLite database into an empty PostgreSQL one, all or nothing,
+//!   like Synapse's `synapse_port_db` (the target is the config's
+//!   `database:`, which must be PostgreSQL).
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -67,6 +72,18 @@ enum Command {
         #[arg(long, short = 'a')]
         admin: bool,
     },
+    /// Copy a SQLite database into an empty PostgreSQL database (all or
+    /// nothing; row counts checked), then point `database:` at PostgreSQL.
+    PortDb {
+        /// The SQLite file to copy (presenced's, e.g.
+        /// ./presenced-data/presenced.db). It is only read.
+        #[arg(long)]
+        sqlite_database: PathBuf,
+        /// A config whose `database:` names the PostgreSQL target
+        /// (`name: psycopg2`, or PRESENCED_DATABASE_URL); default `--config`.
+        #[arg(long)]
+        postgres_config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +95,10 @@ fn main() -> ExitCode {
             password,
             admin,
         }) => load(cli.config).and_then(|c| register_user(&c, &user, password, admin)),
+        Some(Command::PortDb {
+            sqlite_database,
+            postgres_config,
+        }) => load(postgres_config.or(cli.config)).and_then(|c| port_db(&c, &sqlite_database)),
         None => load(cli.config).and_then(serve),
     };
     match result {
@@ -150,6 +171,34 @@ fn register_user(
     )
     .map_err(|e| e.to_string())?;
     println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+fn port_db(config: &Config, sqlite: &std::path::Path) -> Result<(), String> {
+    use presenced_server::config::DatabaseTarget;
+    let DatabaseTarget::Postgres(target) = config.database_target()? else {
+        return Err(
+            "port-db: the config's database is not PostgreSQL; give --postgres-config with \
+             `database: {name: psycopg2, args: {...}}` or set PRESENCED_DATABASE_URL"
+                .to_owned(),
+        );
+    };
+    println!(
+        "Copying {} into PostgreSQL {}",
+        sqlite.display(),
+        target.describe()
+    );
+    let report =
+        presenced_server::store::port::port_sqlite_to_postgres(sqlite, &target, &mut |line| {
+            println!("  {line}")
+        })
+        .map_err(|e| format!("port-db: {e}"))?;
+    let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+    println!(
+        "Done: {rows} rows in {} tables, counts checked. Point `database:` at PostgreSQL and \
+         start presenced; the signing key and data_dir stay where they are.",
+        report.tables.len()
+    );
     Ok(())
 }
 

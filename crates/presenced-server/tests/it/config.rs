@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use presenced_server::config::synapse_keys::SYNAPSE_OPTIONS;
 use presenced_server::config::{
-    presenced_keys, Config, ListenerKind, PresenceEnabled, EXAMPLE_CONFIG,
+    presenced_keys, Config, DatabaseTarget, ListenerKind, PresenceEnabled, EXAMPLE_CONFIG,
 };
 
 fn parse(text: &str) -> Result<Config, String> {
@@ -488,16 +488,81 @@ fn unknown_keys_name_their_path_line_and_nearest_key() {
     );
 }
 
+/// Synapse's documented PostgreSQL block, unchanged.
 #[test]
-fn postgres_and_unix_sockets_are_refused_with_what_to_do() {
-    let err = parse(
-        "database:\n  name: psycopg2\n  args:\n    user: synapse\n    host: localhost\n    target_session_attrs: any\n",
+fn a_synapse_postgres_block_names_the_database() {
+    let c = parse(
+        "database:\n  name: psycopg2\n  txn_limit: 10000\n  args:\n    user: synapse_user\n    password: secretpassword\n    dbname: synapse\n    host: db.internal\n    port: 6432\n    cp_min: 5\n    cp_max: 10\n    keepalives_idle: 10\n    keepalives_interval: 10\n    keepalives_count: 3\n    sslmode: require\n    target_session_attrs: any\n",
     )
-    .unwrap_err();
+    .unwrap();
+    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+        panic!("PostgreSQL expected");
+    };
+    assert_eq!(
+        pg.describe(),
+        "host db.internal, port 6432, database synapse, user synapse_user"
+    );
+    assert_eq!(pg.password.as_deref(), Some("secretpassword"));
+    assert_eq!((pg.cp_min, pg.cp_max), (5, 10));
+    assert_eq!(pg.sslmode, "require");
+    assert_eq!(
+        (
+            pg.keepalives_idle,
+            pg.keepalives_interval,
+            pg.keepalives_count
+        ),
+        (Some(10), Some(10), Some(3))
+    );
+    assert!(!format!("{c:?}").contains("secretpassword"));
+    // psycopg2's alias `database` for `dbname`.
+    let c = parse("database:\n  name: psycopg2\n  args:\n    database: matrix\n").unwrap();
+    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+        panic!("PostgreSQL expected");
+    };
+    assert_eq!(
+        pg.describe(),
+        "host localhost, port 5432, database matrix, user postgres"
+    );
+    // Bad arguments are config errors that name the key.
+    let err =
+        parse("database:\n  name: psycopg2\n  args:\n    dbname: x\n    sslmode: sometimes\n")
+            .unwrap_err();
     assert!(
-        err.contains("psycopg2") && err.contains("not supported yet") && err.contains("sqlite3"),
+        err.contains("database.args") && err.contains("sslmode"),
         "{err}"
     );
+    let err = parse("database:\n  name: psycopg2\n  args:\n    user: x\n").unwrap_err();
+    assert!(err.contains("dbname"), "{err}");
+}
+
+/// `PRESENCED_DATABASE_URL` replaces the whole `database:` block.
+#[test]
+fn the_database_url_variable_wins_over_the_file() {
+    let vars = vec![(
+        "PRESENCED_DATABASE_URL".to_owned(),
+        "postgres://pd:pw@10.0.0.5:5433/presence?sslmode=disable&cp_max=20".to_owned(),
+    )];
+    let c = Config::from_yaml(
+        "database:\n  name: sqlite3\n  args:\n    database: /tmp/x.db\n",
+        "test",
+        vars,
+    )
+    .unwrap();
+    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+        panic!("PostgreSQL expected");
+    };
+    assert_eq!(
+        pg.describe(),
+        "host 10.0.0.5, port 5433, database presence, user pd"
+    );
+    assert_eq!((pg.sslmode.as_str(), pg.cp_max), ("disable", 20));
+    let vars = vec![("PRESENCED_DATABASE_URL".to_owned(), "mysql://x".to_owned())];
+    let err = Config::from_yaml("", "test", vars).unwrap_err().to_string();
+    assert!(err.contains("PRESENCED_DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn unix_sockets_are_refused_with_what_to_do() {
     let err = parse("listeners:\n  - path: /run/synapse.sock\n    type: http\n").unwrap_err();
     assert!(
         err.contains("listeners[0].path") && err.contains("Unix"),

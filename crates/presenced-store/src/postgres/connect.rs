@@ -29,6 +29,23 @@ pub struct PgConnectOptions {
     pub cp_min: usize,
     /// Synapse's `cp_max`: the pool's size.
     pub cp_max: usize,
+    /// libpq's `sslrootcert`: a PEM file of CAs for `verify-ca` and
+    /// `verify-full` (instead of the web PKI roots).
+    pub sslrootcert: Option<String>,
+    /// libpq's `connect_timeout`, seconds (default 10).
+    pub connect_timeout: Option<u64>,
+    /// libpq's TCP keepalives (Synapse's documented example sets them):
+    /// idle seconds before the first probe, seconds between probes, and
+    /// probes before the connection is dropped.
+    pub keepalives_idle: Option<u64>,
+    /// See `keepalives_idle`.
+    pub keepalives_interval: Option<u64>,
+    /// See `keepalives_idle`.
+    pub keepalives_count: Option<u32>,
+    /// libpq's `target_session_attrs`: `any` (default) or `read-write`.
+    pub target_session_attrs: Option<String>,
+    /// libpq's `application_name` (default `presenced`).
+    pub application_name: Option<String>,
 }
 
 impl Default for PgConnectOptions {
@@ -43,6 +60,13 @@ impl Default for PgConnectOptions {
             // Synapse's defaults.
             cp_min: 5,
             cp_max: 10,
+            sslrootcert: None,
+            connect_timeout: None,
+            keepalives_idle: None,
+            keepalives_interval: None,
+            keepalives_count: None,
+            target_session_attrs: None,
+            application_name: None,
         }
     }
 }
@@ -59,6 +83,13 @@ impl fmt::Debug for PgConnectOptions {
             .field("sslmode", &self.sslmode)
             .field("cp_min", &self.cp_min)
             .field("cp_max", &self.cp_max)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalives_idle", &self.keepalives_idle)
+            .field("keepalives_interval", &self.keepalives_interval)
+            .field("keepalives_count", &self.keepalives_count)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -131,6 +162,13 @@ impl PgConnectOptions {
                 self.sslmode
             ));
         }
+        if let Some(attrs) = &self.target_session_attrs {
+            if !matches!(attrs.as_str(), "any" | "read-write") {
+                return Err(format!(
+                    "target_session_attrs {attrs:?}: expected any or read-write"
+                ));
+            }
+        }
         if self.cp_max == 0 {
             return Err("cp_max must be at least 1".to_owned());
         }
@@ -162,14 +200,15 @@ impl PgConnectOptions {
 
     /// tokio-postgres's config for these options.
     pub(crate) fn driver_config(&self) -> tokio_postgres::Config {
+        let secs = std::time::Duration::from_secs;
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.host)
             .port(self.port)
             .user(&self.user)
             .dbname(&self.dbname)
-            .application_name("presenced")
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .application_name(self.application_name.as_deref().unwrap_or("presenced"))
+            .connect_timeout(secs(self.connect_timeout.unwrap_or(10)))
             .ssl_mode(match self.sslmode.as_str() {
                 "disable" => SslMode::Disable,
                 "require" | "verify-ca" | "verify-full" => SslMode::Require,
@@ -177,6 +216,18 @@ impl PgConnectOptions {
             });
         if let Some(password) = &self.password {
             config.password(password);
+        }
+        if let Some(idle) = self.keepalives_idle {
+            config.keepalives_idle(secs(idle));
+        }
+        if let Some(interval) = self.keepalives_interval {
+            config.keepalives_interval(secs(interval));
+        }
+        if let Some(count) = self.keepalives_count {
+            config.keepalives_retries(count);
+        }
+        if self.target_session_attrs.as_deref() == Some("read-write") {
+            config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
         }
         config
     }
@@ -191,9 +242,9 @@ impl PgConnectOptions {
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions");
         let config = if matches!(self.sslmode.as_str(), "verify-ca" | "verify-full") {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder
+                .with_root_certificates(self.roots())
+                .with_no_client_auth()
         } else {
             builder
                 .dangerous()
@@ -201,6 +252,31 @@ impl PgConnectOptions {
                 .with_no_client_auth()
         };
         tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    }
+}
+
+impl PgConnectOptions {
+    /// The CAs to check the server's certificate against: `sslrootcert`'s,
+    /// else the web PKI roots. An unreadable file leaves the store empty,
+    /// so the handshake fails (and says so) rather than trusting anyone.
+    fn roots(&self) -> rustls::RootCertStore {
+        let Some(path) = &self.sslrootcert else {
+            return rustls::RootCertStore::from_iter(
+                webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+            );
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::pem_file_iter(path) {
+            Ok(certs) => {
+                for cert in certs.flatten() {
+                    if let Err(e) = roots.add(cert) {
+                        tracing::warn!(path, "sslrootcert: skipping a certificate: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(path, "sslrootcert cannot be read: {e}"),
+        }
+        roots
     }
 }
 
