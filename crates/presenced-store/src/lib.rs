@@ -14,6 +14,7 @@
 
 pub mod membership;
 pub mod outbox;
+pub mod port;
 pub mod postgres;
 pub mod presence;
 pub mod sqlite;

@@ -29,6 +29,9 @@
 //! order in one transaction each, tracked in `presenced_schema_version`.
 
 mod connect;
+mod outbox;
+mod presence;
+mod store;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -59,8 +59,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0002_federation_outbox.sql"),
 ];
 
+/// How many migrations this binary's SQLite schema has (`port-db` wants
+/// a file at exactly this version).
+pub(crate) const MIGRATION_COUNT: usize = MIGRATIONS.len();
+
 /// The columns `event_from_row` reads, in order.
-const EVENT_COLUMNS: &str = "stream, event_id, room_id, sender, event_type, state_key, content, \
+pub(crate) const EVENT_COLUMNS: &str =
+    "stream, event_id, room_id, sender, event_type, state_key, content, \
                              origin_server_ts, txn_device_id, txn_id";
 
 /// Read connections next to the writer: enough for the two cores this
@@ -179,7 +184,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 /// A row that no longer parses (hand-edited DB, older bug) is logged and
 /// skipped rather than failing the whole request.
-fn parse_or_skip<T: FromStr>(what: &str, raw: &str) -> Option<T> {
+pub(crate) fn parse_or_skip<T: FromStr>(what: &str, raw: &str) -> Option<T> {
     match raw.parse() {
         Ok(v) => Some(v),
         Err(_) => {
@@ -189,18 +194,19 @@ fn parse_or_skip<T: FromStr>(what: &str, raw: &str) -> Option<T> {
     }
 }
 
-/// Raw event columns, parsed into typed IDs by [`RawEvent::parse`].
-struct RawEvent {
-    stream: i64,
-    event_id: String,
-    room_id: String,
-    sender: String,
-    event_type: String,
-    state_key: Option<String>,
-    content: String,
-    origin_server_ts: i64,
-    txn_device_id: Option<String>,
-    txn_id: Option<String>,
+/// Raw event columns, parsed into typed IDs by [`RawEvent::parse`]
+/// (both backends read events into it).
+pub(crate) struct RawEvent {
+    pub(crate) stream: i64,
+    pub(crate) event_id: String,
+    pub(crate) room_id: String,
+    pub(crate) sender: String,
+    pub(crate) event_type: String,
+    pub(crate) state_key: Option<String>,
+    pub(crate) content: String,
+    pub(crate) origin_server_ts: i64,
+    pub(crate) txn_device_id: Option<String>,
+    pub(crate) txn_id: Option<String>,
 }
 
 impl RawEvent {
@@ -219,7 +225,7 @@ impl RawEvent {
         })
     }
 
-    fn parse(self) -> Option<StoredEvent> {
+    pub(crate) fn parse(self) -> Option<StoredEvent> {
         let event_id: OwnedEventId = parse_or_skip("event_id", &self.event_id)?;
         let room_id: OwnedRoomId = parse_or_skip("room_id", &self.room_id)?;
         let sender: OwnedUserId = parse_or_skip("sender", &self.sender)?;
