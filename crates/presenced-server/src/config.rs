@@ -31,7 +31,6 @@ pub mod presence;
 pub mod python_modules;
 pub mod synapse_keys;
 
-use crate::store::postgres::PgConnectOptions;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -312,7 +311,6 @@ impl Config {
             return Err("listeners: at least one listener is needed".to_owned());
         }
         self.federation.validate()?;
-        self.database_target()?;
         self.connections.validate()?;
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
@@ -372,36 +370,6 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("presenced.db"))
     }
 
-    /// Which database to open: `database.url` (`PRESENCED_DATABASE_URL`)
-    /// when set, else the `name`/`args` block in Synapse's shape.
-    pub fn database_target(&self) -> Result<DatabaseTarget, String> {
-        if let Some(url) = &self.database.url {
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                return PgConnectOptions::from_url(url)
-                    .map(DatabaseTarget::Postgres)
-                    .map_err(|e| format!("database.url (PRESENCED_DATABASE_URL): {e}"));
-            }
-            if let Some(path) = url.strip_prefix("sqlite:") {
-                let path = path.strip_prefix("//").unwrap_or(path);
-                return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
-            }
-            return Err(
-                "database.url (PRESENCED_DATABASE_URL): expected postgres://user@host:port/dbname \
-                 or sqlite:/path/to/file.db"
-                    .to_owned(),
-            );
-        }
-        match self.database.name {
-            DatabaseEngine::Sqlite3 => Ok(DatabaseTarget::Sqlite(self.database_path())),
-            DatabaseEngine::Psycopg2 => self
-                .database
-                .args
-                .postgres()
-                .map(DatabaseTarget::Postgres)
-                .map_err(|e| format!("database.args: {e}")),
-        }
-    }
-
     /// The signing key file: `signing_key_path`, else
     /// `data_dir/<server_name>.signing.key` (Synapse's file name).
     pub fn signing_key_path(&self) -> PathBuf {
@@ -427,15 +395,6 @@ impl Config {
             .cloned()
             .collect()
     }
-}
-
-/// The database a config names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatabaseTarget {
-    /// An SQLite file (the embedded default).
-    Sqlite(PathBuf),
-    /// A PostgreSQL database.
-    Postgres(PgConnectOptions),
 }
 
 /// Deserializes a [`Config`], collecting the path of every key that no
@@ -640,52 +599,36 @@ pub enum DatabaseEngine {
 pub struct DatabaseArgs {
     /// SQLite: path of the file (default `data_dir/presenced.db`).
     /// PostgreSQL: the database name, if `dbname` is not given.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<PathBuf>,
     /// PostgreSQL database name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub dbname: Option<String>,
     /// PostgreSQL role.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// PostgreSQL password (never logged).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Host name, address, or Unix socket directory (default `localhost`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Port (default 5432).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// libpq's `sslmode` (default `prefer`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sslmode: Option<String>,
     /// Connections opened at start (Synapse's default 5).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cp_min: Option<usize>,
     /// The pool's size (Synapse's default 10).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cp_max: Option<usize>,
     /// CA file for `sslmode: verify-ca`/`verify-full`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sslrootcert: Option<String>,
     /// Seconds to wait for a connection (default 10).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,
     /// TCP keepalive: idle seconds before the first probe.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalives_idle: Option<u64>,
     /// TCP keepalive: seconds between probes.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalives_interval: Option<u64>,
     /// TCP keepalive: unanswered probes before the connection drops.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalives_count: Option<u32>,
     /// `any` (default) or `read-write`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_session_attrs: Option<String>,
     /// Shown in `pg_stat_activity` (default `presenced`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
 }
 
@@ -710,39 +653,6 @@ impl fmt::Debug for DatabaseArgs {
             .field("target_session_attrs", &self.target_session_attrs)
             .field("application_name", &self.application_name)
             .finish()
-    }
-}
-
-impl DatabaseArgs {
-    /// The PostgreSQL connection these arguments describe.
-    pub fn postgres(&self) -> Result<PgConnectOptions, String> {
-        let defaults = PgConnectOptions::default();
-        let dbname = match (&self.dbname, &self.database) {
-            (Some(name), _) => name.clone(),
-            (None, Some(name)) => name.to_string_lossy().into_owned(),
-            (None, None) => {
-                return Err("dbname (or database) is needed for psycopg2".to_owned());
-            }
-        };
-        let opts = PgConnectOptions {
-            host: self.host.clone().unwrap_or(defaults.host),
-            port: self.port.unwrap_or(defaults.port),
-            user: self.user.clone().unwrap_or(defaults.user),
-            password: self.password.clone(),
-            dbname,
-            sslmode: self.sslmode.clone().unwrap_or(defaults.sslmode),
-            cp_min: self.cp_min.unwrap_or(defaults.cp_min),
-            cp_max: self.cp_max.unwrap_or(defaults.cp_max),
-            sslrootcert: self.sslrootcert.clone(),
-            connect_timeout: self.connect_timeout,
-            keepalives_idle: self.keepalives_idle,
-            keepalives_interval: self.keepalives_interval,
-            keepalives_count: self.keepalives_count,
-            target_session_attrs: self.target_session_attrs.clone(),
-            application_name: self.application_name.clone(),
-        };
-        opts.validate()?;
-        Ok(opts)
     }
 }
 

@@ -175,8 +175,8 @@ fn register_user(
 }
 
 fn port_db(config: &Config, sqlite: &std::path::Path) -> Result<(), String> {
-    use presenced_server::config::DatabaseTarget;
-    let DatabaseTarget::Postgres(target) = config.database_target()? else {
+    use presenced_server::process::database::{database_target, DatabaseTarget};
+    let DatabaseTarget::Postgres(target) = database_target(config)? else {
         return Err(
             "port-db: the config's database is not PostgreSQL; give --postgres-config with \
              `database: {name: psycopg2, args: {...}}` or set PRESENCED_DATABASE_URL"

@@ -115,7 +115,14 @@ impl PgStore {
                 target: opts.describe(),
                 reason: format!("cannot start the database runtime: {e}"),
             })?;
-        let (lock, pool) = runtime.block_on(open_async(opts, exclusive))?;
+        // Spawned and waited for rather than `block_on`: the caller may be
+        // a thread of another runtime (the server starts inside its own).
+        let owned = opts.clone();
+        let opening = runtime.spawn(async move { open_async(&owned, exclusive).await });
+        let (lock, pool) = match futures::executor::block_on(opening) {
+            Ok(opened) => opened?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         Ok(Self {
             runtime: Some(runtime),
             pool,
@@ -163,10 +170,13 @@ impl PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        // Dropping a runtime inside another runtime's context panics; the
-        // background shutdown does not wait.
+        // Dropping a runtime inside another runtime's context panics (the
+        // last handle may go on a server task), so it goes on a thread of
+        // its own; the connections close with it.
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
+            let _ = std::thread::Builder::new()
+                .name("presenced-pg-drop".to_owned())
+                .spawn(move || runtime.shutdown_background());
         }
     }
 }

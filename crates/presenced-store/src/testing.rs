@@ -52,8 +52,14 @@ impl FreshPgDatabase {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}");
-        match admin_batch(&admin, &sql) {
+        // Two calls: DROP/CREATE DATABASE cannot share an (implicit)
+        // transaction.
+        let made = admin_batch(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .and_then(|()| admin_batch(&admin, &format!("CREATE DATABASE {name}")));
+        match made {
             Ok(()) => Some(Self {
                 // Small pools: tests run in parallel, several servers each,
                 // under PostgreSQL's 100 connections.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
-use crate::config::DatabaseTarget;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
@@ -17,6 +16,7 @@ use crate::federation::{RemoteKeyCache, ServerSigningKey};
 use crate::homeserver::room_members::RoomMembers;
 use crate::homeserver::room_writer::RoomWriter;
 use crate::homeserver::rooms;
+use crate::process::database::{database_target, DatabaseTarget};
 use crate::store::membership::Membership;
 use crate::store::postgres::{PgOpenError, PgStore};
 use crate::store::presence::{PresenceStore, SqlitePresenceStore, StoreFailure};
@@ -161,10 +161,7 @@ pub struct Stores {
 /// (see `store::sqlite::ownership`, `store::postgres`). On PostgreSQL this
 /// takes the one-writer lock for as long as the stores live.
 pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
-    match config
-        .database_target()
-        .map_err(StartupError::DatabaseConfig)?
-    {
+    match database_target(config).map_err(StartupError::DatabaseConfig)? {
         DatabaseTarget::Sqlite(path) => {
             let store = open_sqlite(&path)?;
             let presence =
@@ -192,10 +189,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
 /// Opens the configured database for a command run beside a server
 /// (`register-user`): on PostgreSQL without the server's lock.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
-    match config
-        .database_target()
-        .map_err(StartupError::DatabaseConfig)?
-    {
+    match database_target(config).map_err(StartupError::DatabaseConfig)? {
         DatabaseTarget::Sqlite(path) => Ok(Arc::new(open_sqlite(&path)?)),
         DatabaseTarget::Postgres(opts) => Ok(Arc::new(PgStore::open_beside_server(&opts)?)),
     }

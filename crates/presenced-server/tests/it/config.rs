@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use presenced_server::config::synapse_keys::SYNAPSE_OPTIONS;
 use presenced_server::config::{
-    presenced_keys, Config, DatabaseTarget, ListenerKind, PresenceEnabled, EXAMPLE_CONFIG,
+    presenced_keys, Config, ListenerKind, PresenceEnabled, EXAMPLE_CONFIG,
 };
+use presenced_server::process::database::{database_target, DatabaseTarget};
 
 fn parse(text: &str) -> Result<Config, String> {
     Config::from_yaml(text, "test.yaml", Vec::new()).map_err(|e| e.to_string())
@@ -371,7 +372,6 @@ fn synapse_operator_config_is_accepted_and_its_keys_keep_their_meaning() {
         "listeners[1].request_id_header",
         "database.txn_limit",
         "database.allow_unsafe_locale",
-        "database.args.cp_min",
         "database.args.check_same_thread",
         "federation.client_timeout",
         "federation.max_long_retries",
@@ -495,7 +495,7 @@ fn a_synapse_postgres_block_names_the_database() {
         "database:\n  name: psycopg2\n  txn_limit: 10000\n  args:\n    user: synapse_user\n    password: secretpassword\n    dbname: synapse\n    host: db.internal\n    port: 6432\n    cp_min: 5\n    cp_max: 10\n    keepalives_idle: 10\n    keepalives_interval: 10\n    keepalives_count: 3\n    sslmode: require\n    target_session_attrs: any\n",
     )
     .unwrap();
-    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+    let DatabaseTarget::Postgres(pg) = database_target(&c).unwrap() else {
         panic!("PostgreSQL expected");
     };
     assert_eq!(
@@ -516,22 +516,23 @@ fn a_synapse_postgres_block_names_the_database() {
     assert!(!format!("{c:?}").contains("secretpassword"));
     // psycopg2's alias `database` for `dbname`.
     let c = parse("database:\n  name: psycopg2\n  args:\n    database: matrix\n").unwrap();
-    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+    let DatabaseTarget::Postgres(pg) = database_target(&c).unwrap() else {
         panic!("PostgreSQL expected");
     };
     assert_eq!(
         pg.describe(),
         "host localhost, port 5432, database matrix, user postgres"
     );
-    // Bad arguments are config errors that name the key.
-    let err =
-        parse("database:\n  name: psycopg2\n  args:\n    dbname: x\n    sslmode: sometimes\n")
-            .unwrap_err();
+    // Bad arguments are start-up errors that name the key.
+    let c = parse("database:\n  name: psycopg2\n  args:\n    dbname: x\n    sslmode: sometimes\n")
+        .unwrap();
+    let err = database_target(&c).unwrap_err();
     assert!(
         err.contains("database.args") && err.contains("sslmode"),
         "{err}"
     );
-    let err = parse("database:\n  name: psycopg2\n  args:\n    user: x\n").unwrap_err();
+    let c = parse("database:\n  name: psycopg2\n  args:\n    user: x\n").unwrap();
+    let err = database_target(&c).unwrap_err();
     assert!(err.contains("dbname"), "{err}");
 }
 
@@ -548,7 +549,7 @@ fn the_database_url_variable_wins_over_the_file() {
         vars,
     )
     .unwrap();
-    let DatabaseTarget::Postgres(pg) = c.database_target().unwrap() else {
+    let DatabaseTarget::Postgres(pg) = database_target(&c).unwrap() else {
         panic!("PostgreSQL expected");
     };
     assert_eq!(
@@ -557,7 +558,8 @@ fn the_database_url_variable_wins_over_the_file() {
     );
     assert_eq!((pg.sslmode.as_str(), pg.cp_max), ("disable", 20));
     let vars = vec![("PRESENCED_DATABASE_URL".to_owned(), "mysql://x".to_owned())];
-    let err = Config::from_yaml("", "test", vars).unwrap_err().to_string();
+    let c = Config::from_yaml("", "test", vars).unwrap();
+    let err = database_target(&c).unwrap_err();
     assert!(err.contains("PRESENCED_DATABASE_URL"), "{err}");
 }
 
