@@ -93,11 +93,15 @@ impl PgStore {
         Self::open_with(opts, true)
     }
 
-    /// For a command that writes next to a running presenced
-    /// (`register-user`): takes no lock and migrates nothing, so it needs a
-    /// database a presenced of this version has already set up.
+    /// For a command that may write next to a running presenced
+    /// (`register-user`): as [`Self::open`] when no presenced holds the
+    /// database; otherwise without the lock and without migrating, which
+    /// needs the schema of this version already there.
     pub fn open_beside_server(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        Self::open_with(opts, false)
+        match Self::open_with(opts, true) {
+            Err(PgOpenError::Locked { .. }) => Self::open_with(opts, false),
+            other => other,
+        }
     }
 
     fn open_with(opts: &PgConnectOptions, exclusive: bool) -> Result<Self, PgOpenError> {
@@ -120,7 +124,11 @@ impl PgStore {
         let owned = opts.clone();
         let opening = runtime.spawn(async move { open_async(&owned, exclusive).await });
         let (lock, pool) = match futures::executor::block_on(opening) {
-            Ok(opened) => opened?,
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => {
+                retire(runtime);
+                return Err(e);
+            }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         Ok(Self {
@@ -174,11 +182,17 @@ impl Drop for PgStore {
         // last handle may go on a server task), so it goes on a thread of
         // its own; the connections close with it.
         if let Some(runtime) = self.runtime.take() {
-            let _ = std::thread::Builder::new()
-                .name("presenced-pg-drop".to_owned())
-                .spawn(move || runtime.shutdown_background());
+            retire(runtime);
         }
     }
+}
+
+/// Shuts a runtime down on a thread of its own: dropping it on a thread
+/// of another runtime panics.
+fn retire(runtime: tokio::runtime::Runtime) {
+    let _ = std::thread::Builder::new()
+        .name("presenced-pg-drop".to_owned())
+        .spawn(move || runtime.shutdown_background());
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -21,8 +21,13 @@ const PYTHON: &str = "PRESENCED_PYTHON";
 /// the whole connection in one variable (`postgres://…` or `sqlite:path`).
 const DATABASE_URL: &str = "PRESENCED_DATABASE_URL";
 
-/// Variables with the prefix that are not config keys (the CLI reads them).
-const RESERVED: &[&str] = &["PRESENCED_CONFIG"];
+/// Variables with the prefix that are not config keys: the CLI's, and
+/// those of the test scripts (which also reach the binaries they start).
+const RESERVED: &[&str] = &["PRESENCED_CONFIG", "PRESENCED_REQUIRE_POSTGRES"];
+
+/// A prefix of variables that are never config keys (test settings such as
+/// `PRESENCED_TEST_BACKEND`, `PRESENCED_TEST_POSTGRES`).
+const RESERVED_PREFIX: &str = "PRESENCED_TEST_";
 
 /// One override taken from the environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +45,11 @@ pub struct Override {
 pub fn collect(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
     let mut out: Vec<Override> = vars
         .into_iter()
-        .filter(|(k, _)| k.starts_with(PREFIX) && !RESERVED.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.starts_with(PREFIX)
+                && !k.starts_with(RESERVED_PREFIX)
+                && !RESERVED.contains(&k.as_str())
+        })
         .map(|(variable, value)| {
             let path = if variable == PYTHON {
                 vec!["python_modules".to_owned(), "python".to_owned()]

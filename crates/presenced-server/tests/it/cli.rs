@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use presenced_server::config::EXAMPLE_CONFIG;
+use presenced_server::store::testing::FreshPgDatabase;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -44,10 +45,15 @@ async fn register_user_then_log_in() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("presenced.yaml");
     let data = dir.path().join("data");
+    let db = crate::helpers::test_database();
+    let url = db.as_ref().map(FreshPgDatabase::url);
+    let database = url
+        .as_ref()
+        .map_or_else(String::new, |u| format!("database: {{url: \"{u}\"}}\n"));
     std::fs::write(
         &file,
         format!(
-            "server_name: test.local\ndata_dir: {}\npassword_hashing:\n  memory_kib: 64\n  iterations: 1\n  parallelism: 1\n",
+            "server_name: test.local\ndata_dir: {}\npassword_hashing:\n  memory_kib: 64\n  iterations: 1\n  parallelism: 1\n{database}",
             data.display()
         ),
     )
@@ -74,8 +80,13 @@ async fn register_user_then_log_in() {
         .unwrap()
         .contains("@admin:test.local"));
 
-    // A server on the same data directory lets the new user in.
-    let app = spawn_app_with(|c| c.data_dir = data.clone()).await;
+    // A server on the same data directory (and database) lets the new
+    // user in.
+    let app = spawn_app_with(|c| {
+        c.data_dir = data.clone();
+        c.database.url = url.clone();
+    })
+    .await;
     let login = json!({ "type": "m.login.password", "user": "admin", "password": "pw" });
     let (status, body) = app.post("/_matrix/client/v3/login", None, login).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -71,6 +71,14 @@ pub fn test_config(dir: &TempDir) -> Config {
     config
 }
 
+/// For a test that starts a second instance beside the first on one
+/// database (a restart inside one process): SQLite only, because
+/// PostgreSQL's one-writer lock refuses exactly that. `crash.rs` restarts
+/// real processes on both backends.
+pub fn sqlite_only(c: &mut Config) {
+    c.database.url = None;
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

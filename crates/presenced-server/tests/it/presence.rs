@@ -7,7 +7,7 @@ use presenced_server::config::presence::ModuleConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, enc, spawn_app_with, TestApp, User};
+use crate::helpers::{assert_error, enc, spawn_app_with, sqlite_only, TestApp, User};
 use crate::ops::{eventually, generous, get_presence, presence_of, shared_room, sync};
 
 async fn app() -> TestApp {
@@ -317,7 +317,11 @@ async fn static_routes_show_presence_without_a_shared_room() {
 /// and its stream continues past the stored positions.
 #[tokio::test]
 async fn acknowledged_presence_survives_a_restart() {
-    let app = app().await;
+    let app = spawn_app_with(|c| {
+        generous(c);
+        sqlite_only(c);
+    })
+    .await;
     let alice = app.register("alice").await;
     let resp = put_presence(
         &app,
@@ -431,7 +435,11 @@ pub(crate) async fn observers_router_flow(app: &TestApp) {
 /// make its members see each other; a second, ordinary room does.
 #[tokio::test]
 async fn excluded_rooms_do_not_share_presence() {
-    let app = app().await;
+    let app = spawn_app_with(|c| {
+        generous(c);
+        sqlite_only(c);
+    })
+    .await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = shared_room(&app, &alice, &bob).await;

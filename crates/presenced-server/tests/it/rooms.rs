@@ -458,7 +458,7 @@ async fn concurrent_joins_all_land_and_count_at_once() {
 /// joins, invites and join rules survive a restart, leaves stay gone.
 #[tokio::test]
 async fn room_members_survive_a_restart() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_app_with(crate::helpers::sqlite_only).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;

@@ -375,6 +375,7 @@ async fn since_token_from_before_a_restart() {
     let tweak = move |c: &mut Config| {
         short_sync_timeout(c);
         generous(c);
+        crate::helpers::sqlite_only(c);
         c.data_dir = dir.clone();
     };
     let before = spawn_app_with(tweak.clone()).await;
