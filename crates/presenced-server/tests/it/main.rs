@@ -29,7 +29,6 @@ mod python_modules;
 mod rooms;
 mod secrets;
 mod server_wide;
-mod store;
 mod sync_conformance;
 mod sync_wake;
 mod two_servers;

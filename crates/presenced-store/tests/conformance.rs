@@ -1,0 +1,651 @@
+//! One storage conformance suite, run on both backends: every test below
+//! is a function of a [`Db`], called once on a SQLite file and once on a
+//! fresh PostgreSQL database (skipped with a message when PostgreSQL is
+//! not reachable, a failure under `PRESENCED_REQUIRE_POSTGRES=1`). The
+//! same inputs must give the same answers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use presenced_engine::{Presence, PresenceState, Timestamp};
+use presenced_store::membership::Membership;
+use presenced_store::postgres::{PgOpenError, PgStore};
+use presenced_store::presence::{PresenceStore, SqlitePresenceStore};
+use presenced_store::sqlite::SqliteStore;
+use presenced_store::testing::FreshPgDatabase;
+use presenced_store::{NewEvent, NewUser, Store, StoreError, TxnKey};
+use ruma_common::{OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId};
+use serde_json::json;
+
+/// Where a test's data lives; opened (and reopened) as the server opens it.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(FreshPgDatabase),
+}
+
+/// Both stores of one open database.
+struct Opened {
+    store: Arc<dyn Store>,
+    presence: Arc<dyn PresenceStore>,
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres(name: &str) -> Option<Self> {
+        FreshPgDatabase::create(name).map(Self::Postgres)
+    }
+
+    fn open(&self) -> Opened {
+        match self {
+            Self::Sqlite(dir) => {
+                let path = dir.path().join("presenced.db");
+                Opened {
+                    store: Arc::new(SqliteStore::open(&path).unwrap()),
+                    presence: Arc::new(SqlitePresenceStore::open(&path).unwrap()),
+                }
+            }
+            Self::Postgres(db) => {
+                // A closed store's lock goes with its session, which the
+                // server notices a moment later.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match PgStore::open(&db.opts) {
+                        Ok(store) => {
+                            let store = Arc::new(store);
+                            return Opened {
+                                store: store.clone(),
+                                presence: store,
+                            };
+                        }
+                        Err(PgOpenError::Locked { .. }) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(super::Db::sqlite()); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() {
+                if let Some(db) = super::Db::postgres(stringify!($name)) {
+                    super::$name(db);
+                }
+            } )*
+        }
+    };
+}
+
+conformance!(
+    users_are_created_once_and_deactivated,
+    tokens_belong_to_one_device_and_go_with_it,
+    membership_changes_and_timelines_since_a_position,
+    transactions_and_join_rules_are_found,
+    timelines_are_limited_from_the_newest_end,
+    filters_are_numbered_per_user,
+    the_outbox_keeps_the_latest_state_in_its_place,
+    a_sent_outbox_entry_replaced_meanwhile_stays,
+    presence_keeps_the_latest_state_per_user,
+    quiet_saves_keep_positions_and_marks_only_grow,
+    forget_deletes_only_states_at_or_before_the_position,
+    everything_survives_reopening,
+);
+
+fn user(id: &str) -> OwnedUserId {
+    id.try_into().unwrap()
+}
+
+fn room(id: &str) -> OwnedRoomId {
+    id.try_into().unwrap()
+}
+
+fn new_user(id: &str, admin: bool) -> NewUser {
+    NewUser {
+        user_id: user(id),
+        password_hash: Some(format!("hash-of-{id}")),
+        admin,
+        created_ts: 1_000,
+    }
+}
+
+fn member_event(room: &OwnedRoomId, user: &OwnedUserId, membership: &str) -> NewEvent {
+    NewEvent {
+        event_id: format!("${}", rand_id()).try_into().unwrap(),
+        room_id: room.clone(),
+        sender: user.clone(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some(user.to_string()),
+        content: json!({ "membership": membership }),
+        origin_server_ts: 1,
+        txn: None,
+    }
+}
+
+fn message(room: &OwnedRoomId, user: &OwnedUserId, body: &str) -> NewEvent {
+    NewEvent {
+        state_key: None,
+        event_type: "m.room.message".to_owned(),
+        content: json!({ "body": body }),
+        ..member_event(room, user, "join")
+    }
+}
+
+fn rand_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "ev{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn state(id: &str, presence: Presence, msg: Option<&str>) -> PresenceState {
+    let mut s = PresenceState::new(user(id));
+    s.presence = presence;
+    s.status_msg = msg.map(Into::into);
+    s.last_active_ts = Timestamp(1_000);
+    s
+}
+
+fn server(name: &str) -> OwnedServerName {
+    name.try_into().unwrap()
+}
+
+fn users_are_created_once_and_deactivated(db: Db) {
+    let s = db.open().store;
+    s.create_user(&new_user("@bob:x.org", false)).unwrap();
+    s.create_user(&new_user("@alice:x.org", true)).unwrap();
+    assert!(matches!(
+        s.create_user(&new_user("@alice:x.org", false)),
+        Err(StoreError::UserInUse)
+    ));
+    let alice = s.user(&user("@alice:x.org")).unwrap().unwrap();
+    assert!(alice.admin && !alice.deactivated);
+    assert_eq!(alice.password_hash.as_deref(), Some("hash-of-@alice:x.org"));
+    assert_eq!(s.user(&user("@nobody:x.org")).unwrap(), None);
+    assert_eq!(
+        s.local_users().unwrap(),
+        [user("@alice:x.org"), user("@bob:x.org")],
+        "sorted"
+    );
+    s.deactivate_user(&user("@bob:x.org")).unwrap();
+    assert!(s.user(&user("@bob:x.org")).unwrap().unwrap().deactivated);
+    assert_eq!(s.local_users().unwrap(), [user("@alice:x.org")]);
+}
+
+fn tokens_belong_to_one_device_and_go_with_it(db: Db) {
+    let s = db.open().store;
+    let alice = user("@alice:x.org");
+    s.create_user(&new_user("@alice:x.org", true)).unwrap();
+    let phone: OwnedDeviceId = "PHONE".into();
+    let laptop: OwnedDeviceId = "LAPTOP".into();
+    s.issue_token(&alice, &phone, Some("Phone"), "t1", 5)
+        .unwrap();
+    s.issue_token(&alice, &laptop, None, "t2", 6).unwrap();
+    let owner = s.token_owner("t1").unwrap().unwrap();
+    assert_eq!(
+        (
+            owner.user_id.as_str(),
+            owner.device_id.as_str(),
+            owner.admin
+        ),
+        ("@alice:x.org", "PHONE", true)
+    );
+    // A new login on the same device replaces its token.
+    s.issue_token(&alice, &phone, None, "t3", 7).unwrap();
+    assert_eq!(s.token_owner("t1").unwrap(), None);
+    assert!(s.token_owner("t3").unwrap().is_some());
+    s.delete_device(&alice, &phone).unwrap();
+    assert_eq!(s.token_owner("t3").unwrap(), None);
+    assert!(s.token_owner("t2").unwrap().is_some());
+    s.issue_token(&alice, &phone, None, "t4", 8).unwrap();
+    let mut gone = s.delete_all_devices(&alice).unwrap();
+    gone.sort();
+    assert_eq!(gone, [laptop, phone]);
+    assert_eq!(s.token_owner("t2").unwrap(), None);
+    assert_eq!(s.token_owner("t4").unwrap(), None);
+    // A deactivated user's token is not answered.
+    s.issue_token(&alice, &OwnedDeviceId::from("D"), None, "t5", 9)
+        .unwrap();
+    s.deactivate_user(&alice).unwrap();
+    assert_eq!(s.token_owner("t5").unwrap(), None);
+}
+
+fn membership_changes_and_timelines_since_a_position(db: Db) {
+    let store = db.open().store;
+    let alice = user("@alice:x.org");
+    let bob = user("@bob:x.org");
+    let r1 = room("!one:x.org");
+    let r2 = room("!two:x.org");
+    store
+        .create_room(&r1, &alice, 0, &[member_event(&r1, &alice, "join")])
+        .unwrap();
+    store
+        .create_room(&r2, &alice, 0, &[member_event(&r2, &alice, "join")])
+        .unwrap();
+    let before_bob = store.max_stream().unwrap();
+
+    store
+        .append_events(&[member_event(&r1, &bob, "invite")])
+        .unwrap();
+    store
+        .append_events(&[member_event(&r1, &bob, "join")])
+        .unwrap();
+    store
+        .append_events(&[member_event(&r2, &bob, "invite")])
+        .unwrap();
+    let streams = store
+        .append_events(&[message(&r1, &alice, "one"), message(&r1, &bob, "two")])
+        .unwrap();
+    assert_eq!(streams.len(), 2);
+    assert!(streams[0] < streams[1], "positions grow in order");
+    let now = store.max_stream().unwrap();
+    assert_eq!(now, streams[1]);
+
+    let changes = store.membership_changes(&bob, before_bob, now).unwrap();
+    let summary: Vec<_> = changes
+        .iter()
+        .map(|c| (c.room_id.as_str(), c.membership))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("!one:x.org", Membership::Join),
+            ("!two:x.org", Membership::Invite)
+        ]
+    );
+    assert!(store.membership_changes(&bob, now, now).unwrap().is_empty());
+
+    store
+        .append_events(&[member_event(&r2, &bob, "leave")])
+        .unwrap();
+    let later = store.max_stream().unwrap();
+    let changes = store.membership_changes(&bob, now, later).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].membership, Membership::Leave);
+
+    let join_pos = store
+        .user_memberships(&bob)
+        .unwrap()
+        .iter()
+        .find(|m| m.room_id == r1)
+        .unwrap()
+        .stream;
+    let tl = store.timeline(&r1, Some(join_pos), later, 10).unwrap();
+    assert!(!tl.limited);
+    let bodies: Vec<_> = tl
+        .events
+        .iter()
+        .map(|e| e.content["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["one", "two"]);
+
+    let state = store.state_at(&r1, join_pos - 1).unwrap();
+    let bob_member = state
+        .iter()
+        .find(|e| e.state_key.as_deref() == Some("@bob:x.org"))
+        .unwrap();
+    assert_eq!(bob_member.content["membership"], "invite");
+    let state = store.state_at(&r1, later).unwrap();
+    let bob_member = state
+        .iter()
+        .find(|e| e.state_key.as_deref() == Some("@bob:x.org"))
+        .unwrap();
+    assert_eq!(bob_member.content["membership"], "join");
+
+    assert_eq!(
+        store.membership(&r2, &bob).unwrap(),
+        Some(Membership::Leave)
+    );
+    assert_eq!(store.membership(&r2, &user("@carol:x.org")).unwrap(), None);
+    assert_eq!(store.room_memberships(&r1).unwrap().len(), 2);
+    let members: Vec<_> = store
+        .member_events(&r1)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.state_key.clone().unwrap(),
+                e.content["membership"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("@alice:x.org".to_owned(), json!("join")),
+            ("@bob:x.org".to_owned(), json!("join"))
+        ]
+    );
+    let live: Vec<_> = store
+        .live_memberships()
+        .unwrap()
+        .iter()
+        .map(|m| (m.room_id.to_string(), m.user_id.to_string(), m.membership))
+        .collect();
+    assert_eq!(live.len(), 3, "alice twice, bob in r1 (left r2): {live:?}");
+}
+
+fn transactions_and_join_rules_are_found(db: Db) {
+    let s = db.open().store;
+    let alice = user("@alice:x.org");
+    let open = room("!open:x.org");
+    let plain = room("!plain:x.org");
+    let mut rule = message(&open, &alice, "");
+    rule.event_type = "m.room.join_rules".to_owned();
+    rule.state_key = Some(String::new());
+    rule.content = json!({"join_rule": "public"});
+    s.create_room(
+        &open,
+        &alice,
+        0,
+        &[member_event(&open, &alice, "join"), rule],
+    )
+    .unwrap();
+    s.create_room(&plain, &alice, 0, &[member_event(&plain, &alice, "join")])
+        .unwrap();
+    let mut rules = s.room_join_rules().unwrap();
+    rules.sort();
+    assert_eq!(
+        rules,
+        [
+            (open.clone(), Some("public".to_owned())),
+            (plain.clone(), None)
+        ]
+    );
+    let mut sent = message(&open, &alice, "hi");
+    sent.txn = Some(TxnKey {
+        device_id: "PHONE".into(),
+        txn_id: "m1".to_owned(),
+    });
+    let id = sent.event_id.clone();
+    s.append_events(&[sent]).unwrap();
+    assert_eq!(
+        s.event_for_txn(&alice, &OwnedDeviceId::from("PHONE"), "m1")
+            .unwrap(),
+        Some(id.clone())
+    );
+    assert_eq!(
+        s.event_for_txn(&alice, &OwnedDeviceId::from("LAPTOP"), "m1")
+            .unwrap(),
+        None
+    );
+    let tl = s.timeline(&open, None, s.max_stream().unwrap(), 1).unwrap();
+    assert_eq!(tl.events[0].event_id, id);
+    assert_eq!(
+        tl.events[0].txn,
+        Some(TxnKey {
+            device_id: "PHONE".into(),
+            txn_id: "m1".to_owned()
+        })
+    );
+}
+
+fn timelines_are_limited_from_the_newest_end(db: Db) {
+    let s = db.open().store;
+    let alice = user("@alice:x.org");
+    let r = room("!r:x.org");
+    s.create_room(&r, &alice, 0, &[member_event(&r, &alice, "join")])
+        .unwrap();
+    let events: Vec<_> = (0..5)
+        .map(|i| message(&r, &alice, &format!("m{i}")))
+        .collect();
+    s.append_events(&events).unwrap();
+    let upto = s.max_stream().unwrap();
+    let tl = s.timeline(&r, None, upto, 3).unwrap();
+    assert!(tl.limited);
+    let bodies: Vec<_> = tl
+        .events
+        .iter()
+        .map(|e| e.content["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bodies, ["m2", "m3", "m4"], "the newest three, oldest first");
+    let tl = s.timeline(&r, None, upto, 6).unwrap();
+    assert!(!tl.limited);
+    assert_eq!(tl.events.len(), 6);
+    assert!(s
+        .timeline(&r, Some(upto), upto, 10)
+        .unwrap()
+        .events
+        .is_empty());
+}
+
+fn filters_are_numbered_per_user(db: Db) {
+    let s = db.open().store;
+    let (alice, bob) = (user("@alice:x.org"), user("@bob:x.org"));
+    let f = json!({"presence": {"types": []}});
+    assert_eq!(s.create_filter(&alice, &f).unwrap(), "0");
+    assert_eq!(s.create_filter(&alice, &json!({})).unwrap(), "1");
+    assert_eq!(s.create_filter(&bob, &json!({})).unwrap(), "0");
+    assert_eq!(s.filter(&alice, "0").unwrap(), Some(f));
+    assert_eq!(s.filter(&bob, "1").unwrap(), None);
+    assert_eq!(s.filter(&alice, "not-a-number").unwrap(), None);
+}
+
+fn the_outbox_keeps_the_latest_state_in_its_place(db: Db) {
+    let store = db.open().store;
+    let b = server("b.test");
+    store
+        .queue_presence(&[
+            (
+                b.clone(),
+                state("@x:a.test", Presence::Online, Some("first")),
+            ),
+            (b.clone(), state("@y:a.test", Presence::Online, None)),
+            (server("c.test"), state("@x:a.test", Presence::Online, None)),
+        ])
+        .unwrap();
+    store
+        .queue_presence(&[(
+            b.clone(),
+            state("@x:a.test", Presence::Unavailable, Some("second")),
+        )])
+        .unwrap();
+    let pending = store.pending_presence(&b, 10).unwrap();
+    let users: Vec<&str> = pending.iter().map(|e| e.state.user_id.as_str()).collect();
+    assert_eq!(users, ["@x:a.test", "@y:a.test"], "x keeps its place");
+    assert_eq!(pending[0].state.presence, Presence::Unavailable);
+    assert_eq!(pending[0].state.status_msg.as_deref(), Some("second"));
+    assert_eq!(pending[0].state.last_active_ts, Timestamp(1_000));
+    assert!(
+        pending[0].seq > pending[1].seq,
+        "a replaced entry gets a new seq"
+    );
+    assert_eq!(store.outbox_len().unwrap(), 3);
+    let mut destinations = store.outbox_destinations().unwrap();
+    destinations.sort();
+    assert_eq!(destinations, [b.clone(), server("c.test")]);
+    assert_eq!(store.pending_presence(&b, 1).unwrap().len(), 1, "limit");
+    // The same user twice in one batch: the later state, the first place.
+    store
+        .queue_presence(&[
+            (
+                server("d.test"),
+                state("@z:a.test", Presence::Online, Some("a")),
+            ),
+            (server("d.test"), state("@w:a.test", Presence::Online, None)),
+            (
+                server("d.test"),
+                state("@z:a.test", Presence::Offline, Some("b")),
+            ),
+        ])
+        .unwrap();
+    let d = store.pending_presence(&server("d.test"), 10).unwrap();
+    let summary: Vec<_> = d
+        .iter()
+        .map(|e| (e.state.user_id.as_str(), e.state.status_msg.as_deref()))
+        .collect();
+    assert_eq!(summary, [("@z:a.test", Some("b")), ("@w:a.test", None)]);
+}
+
+fn a_sent_outbox_entry_replaced_meanwhile_stays(db: Db) {
+    let store = db.open().store;
+    let b = server("b.test");
+    store
+        .queue_presence(&[
+            (b.clone(), state("@x:a.test", Presence::Online, None)),
+            (b.clone(), state("@y:a.test", Presence::Online, None)),
+        ])
+        .unwrap();
+    let sent: Vec<_> = store
+        .pending_presence(&b, 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.state.user_id, e.seq))
+        .collect();
+    store
+        .queue_presence(&[(b.clone(), state("@x:a.test", Presence::Offline, None))])
+        .unwrap();
+    assert_eq!(store.remove_sent_presence(&b, &sent).unwrap(), 1);
+    let left = store.pending_presence(&b, 10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state.user_id.as_str(), "@x:a.test");
+    assert_eq!(left[0].state.presence, Presence::Offline);
+    assert_eq!(store.remove_sent_presence(&b, &[]).unwrap(), 0);
+}
+
+fn presence_keeps_the_latest_state_per_user(db: Db) {
+    let p = db.open().presence;
+    let mut full = state("@a:x.org", Presence::Unavailable, Some("away"));
+    full.last_federation_update_ts = Timestamp(7);
+    full.last_user_sync_ts = Timestamp(8);
+    full.currently_active = true;
+    p.persist(&[
+        (5, full.clone()),
+        (6, state("@b:x.org", Presence::Online, None)),
+    ])
+    .unwrap();
+    // An older position never overwrites a newer one; within one batch the
+    // later of two equal positions wins.
+    p.persist(&[(4, state("@a:x.org", Presence::Offline, None))])
+        .unwrap();
+    p.persist(&[
+        (9, state("@b:x.org", Presence::Offline, Some("one"))),
+        (9, state("@b:x.org", Presence::Offline, Some("two"))),
+        (8, state("@b:x.org", Presence::Online, Some("old"))),
+    ])
+    .unwrap();
+    let loaded = p.load().unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[0], (5, full), "every field, ordered by position");
+    assert_eq!(loaded[1].0, 9);
+    assert_eq!(loaded[1].1.status_msg.as_deref(), Some("two"));
+}
+
+fn quiet_saves_keep_positions_and_marks_only_grow(db: Db) {
+    let p = db.open().presence;
+    p.persist(&[(5, state("@a:x.org", Presence::Online, None))])
+        .unwrap();
+    let mut quiet = state("@a:x.org", Presence::Online, None);
+    quiet.last_active_ts = Timestamp(99);
+    p.save_quiet(&[quiet, state("@new:x.org", Presence::Offline, None)])
+        .unwrap();
+    let loaded = p.load().unwrap();
+    let a = loaded
+        .iter()
+        .find(|(_, s)| s.user_id == "@a:x.org")
+        .unwrap();
+    assert_eq!((a.0, a.1.last_active_ts), (5, Timestamp(99)));
+    let new = loaded
+        .iter()
+        .find(|(_, s)| s.user_id == "@new:x.org")
+        .unwrap();
+    assert_eq!(new.0, 0);
+    p.persist_marks(&[(user("@a:x.org"), 10), (user("@b:x.org"), 3)])
+        .unwrap();
+    p.persist_marks(&[(user("@a:x.org"), 7), (user("@b:x.org"), 4)])
+        .unwrap();
+    let mut marks = p.load_marks().unwrap();
+    marks.sort();
+    assert_eq!(marks, [(user("@a:x.org"), 10), (user("@b:x.org"), 4)]);
+}
+
+fn forget_deletes_only_states_at_or_before_the_position(db: Db) {
+    let p = db.open().presence;
+    p.persist(&[
+        (3, state("@old:r.org", Presence::Online, None)),
+        (5, state("@back:r.org", Presence::Online, None)),
+    ])
+    .unwrap();
+    p.forget(&[
+        (user("@old:r.org"), 3),
+        (user("@back:r.org"), 4),
+        (user("@never:r.org"), 0),
+    ])
+    .unwrap();
+    let left: Vec<String> = p
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s.user_id.to_string())
+        .collect();
+    assert_eq!(left, ["@back:r.org"]);
+}
+
+fn everything_survives_reopening(db: Db) {
+    let alice = user("@alice:x.org");
+    let r = room("!r:x.org");
+    {
+        let opened = db.open();
+        opened
+            .store
+            .create_user(&new_user("@alice:x.org", true))
+            .unwrap();
+        opened
+            .store
+            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", 1)
+            .unwrap();
+        opened
+            .store
+            .create_room(&r, &alice, 0, &[member_event(&r, &alice, "join")])
+            .unwrap();
+        opened
+            .store
+            .create_filter(&alice, &json!({"a": 1}))
+            .unwrap();
+        opened
+            .store
+            .queue_presence(&[(
+                server("b.test"),
+                state("@alice:x.org", Presence::Online, None),
+            )])
+            .unwrap();
+        opened
+            .presence
+            .persist(&[(42, state("@alice:x.org", Presence::Online, Some("hi")))])
+            .unwrap();
+        opened
+            .presence
+            .persist_marks(&[(alice.clone(), 40)])
+            .unwrap();
+    }
+    // Reopening runs no migration twice and finds everything.
+    let opened = db.open();
+    let s = &opened.store;
+    assert!(s.user(&alice).unwrap().unwrap().admin);
+    assert!(s.token_owner("tok").unwrap().is_some());
+    assert_eq!(s.membership(&r, &alice).unwrap(), Some(Membership::Join));
+    assert_eq!(s.filter(&alice, "0").unwrap(), Some(json!({"a": 1})));
+    assert_eq!(s.outbox_len().unwrap(), 1);
+    let loaded = opened.presence.load().unwrap();
+    assert_eq!(loaded[0].0, 42);
+    assert_eq!(loaded[0].1.status_msg.as_deref(), Some("hi"));
+    assert_eq!(opened.presence.load_marks().unwrap(), [(alice, 40)]);
+    // New events continue after the old ones.
+    let before = s.max_stream().unwrap();
+    let after = s
+        .append_events(&[message(&r, &user("@alice:x.org"), "x")])
+        .unwrap();
+    assert!(after[0] > before);
+}
