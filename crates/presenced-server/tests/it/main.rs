@@ -23,6 +23,7 @@ mod limits;
 mod listeners;
 mod metrics;
 mod ops;
+mod postgres;
 mod presence;
 mod presence_catalogue;
 mod python_modules;
