@@ -20,7 +20,7 @@ use serde_json::json;
 /// Where a test's data lives; opened (and reopened) as the server opens it.
 enum Db {
     Sqlite(tempfile::TempDir),
-    Postgres(FreshPgDatabase),
+    Postgres(Box<FreshPgDatabase>),
 }
 
 /// Both stores of one open database.
@@ -35,7 +35,7 @@ impl Db {
     }
 
     fn postgres(name: &str) -> Option<Self> {
-        FreshPgDatabase::create(name).map(Self::Postgres)
+        FreshPgDatabase::create(name).map(|db| Self::Postgres(Box::new(db)))
     }
 
     fn open(&self) -> Opened {

@@ -13,8 +13,9 @@ use crate::store::postgres::PgConnectOptions;
 pub enum DatabaseTarget {
     /// An SQLite file (the embedded default).
     Sqlite(PathBuf),
-    /// A PostgreSQL database.
-    Postgres(PgConnectOptions),
+    /// A PostgreSQL database (boxed: the options are large, and the enum
+    /// is passed around once at start).
+    Postgres(Box<PgConnectOptions>),
 }
 
 /// `database.url` when set (it wins over the block), else `name`/`args`.
@@ -22,7 +23,7 @@ pub fn database_target(config: &Config) -> Result<DatabaseTarget, String> {
     if let Some(url) = &config.database.url {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return PgConnectOptions::from_url(url)
-                .map(DatabaseTarget::Postgres)
+                .map(|o| DatabaseTarget::Postgres(Box::new(o)))
                 .map_err(|e| format!("database.url (PRESENCED_DATABASE_URL): {e}"));
         }
         if let Some(path) = url.strip_prefix("sqlite:") {
@@ -38,7 +39,7 @@ pub fn database_target(config: &Config) -> Result<DatabaseTarget, String> {
     match config.database.name {
         DatabaseEngine::Sqlite3 => Ok(DatabaseTarget::Sqlite(config.database_path())),
         DatabaseEngine::Psycopg2 => {
-            postgres_options(&config.database.args).map(DatabaseTarget::Postgres)
+            postgres_options(&config.database.args).map(|o| DatabaseTarget::Postgres(Box::new(o)))
         }
     }
 }

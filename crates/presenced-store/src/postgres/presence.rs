@@ -22,9 +22,7 @@ fn fail(e: StoreError) -> StoreFailure {
 
 /// The latest entry per user: the highest position, the later one on a
 /// tie (the SQLite upsert's `>=`).
-fn latest_per_user<'a>(
-    states: &'a [(StreamPos, PresenceState)],
-) -> Vec<&'a (StreamPos, PresenceState)> {
+fn latest_per_user(states: &[(StreamPos, PresenceState)]) -> Vec<&(StreamPos, PresenceState)> {
     let mut at: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<&(StreamPos, PresenceState)> = Vec::new();
     for entry in states {
