@@ -13,7 +13,14 @@
 # per step, default 10), BENCH_W1_RATE / BENCH_W2_RATE (first rate of the
 # search and the rate both servers are compared at, default 50 / 10),
 # BENCH_WORKLOADS (default "rooms observers"), BENCH_PYTHON_ROUTER (default 1:
-# workload 2 also runs presenced with Synapse's Python router file).
+# workload 2 also runs presenced with Synapse's Python router file),
+# BENCH_DATABASE (default "sqlite"; "postgres" runs both servers on
+# PostgreSQL, Synapse's recommended production setup, each on a fresh
+# database of the machine's server at BENCH_POSTGRES, default
+# postgres://postgres@127.0.0.1:5432/postgres; "sqlite postgres" runs both
+# modes in one go). The PostgreSQL mode also reports the CPU of the whole
+# PostgreSQL cluster (postmaster and backends) per update, and writes its
+# own table between the bench-vs-synapse-postgres markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,6 +30,8 @@ DURATION="${BENCH_DURATION:-10}"
 W1_RATE="${BENCH_W1_RATE:-50}"
 W2_RATE="${BENCH_W2_RATE:-10}"
 WORKLOADS="${BENCH_WORKLOADS:-rooms observers}"
+DATABASES="${BENCH_DATABASE:-sqlite}"
+PG_ADMIN="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
 MONITORS=10
 SECRET="bench-vs-synapse-secret"
 OUT="$ROOT/target/bench-vs-synapse"
@@ -39,7 +48,37 @@ if [ "$(synapse_version)" != "$SYNAPSE_VERSION" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
 fi
+# Synapse's PostgreSQL driver (its `postgres` extra), built against the
+# machine's libpq.
+if [[ " $DATABASES " == *" postgres "* ]] && ! "$VENV/bin/python" -c 'import psycopg2' 2>/dev/null; then
+  log "installing matrix-synapse[postgres]==$SYNAPSE_VERSION"
+  "$VENV/bin/pip" install -q "matrix-synapse[postgres]==$SYNAPSE_VERSION"
+fi
 SYNAPSE_ACTUAL=$(synapse_version)
+
+# --- PostgreSQL: a fresh database per server run -----------------------------
+PG_HOSTPORT="${PG_ADMIN#*@}"; PG_HOSTPORT="${PG_HOSTPORT%%/*}"
+PG_HOST="${PG_HOSTPORT%%:*}"; PG_PORT="${PG_HOSTPORT##*:}"
+[ "$PG_PORT" = "$PG_HOSTPORT" ] && PG_PORT=5432
+PG_USER="${PG_ADMIN#*://}"; PG_USER="${PG_USER%%@*}"; PG_USER="${PG_USER%%:*}"
+pg() { psql "$PG_ADMIN" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
+pg_fresh() { # name: a new database with the C collation Synapse requires
+  pg "DROP DATABASE IF EXISTS $1 WITH (FORCE)"
+  pg "CREATE DATABASE $1 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+}
+pg_block() { # name: the database block both servers take (Synapse's shape)
+  cat <<YAML
+database:
+  name: psycopg2
+  args: {user: $PG_USER, dbname: $1, host: $PG_HOST, port: $PG_PORT, cp_min: 5, cp_max: 10}
+YAML
+}
+# The postmaster: its process tree is the whole cluster's CPU.
+postmaster_pid() {
+  local dir
+  dir=$(pg "SHOW data_directory")
+  head -1 "$dir/postmaster.pid" 2>/dev/null || pgrep -o -u postgres postgres
+}
 
 log "building presenced and presenced-bench (release)"
 cargo build --release -q -p presenced-server -p presenced-bench --bins
@@ -116,8 +155,8 @@ class ObserversRouter:
         return set()
 PY
 
-start_synapse() { # workload port dir
-  local w=$1 port=$2 dir=$3
+start_synapse() { # workload port dir [postgres-database]
+  local w=$1 port=$2 dir=$3 db=${4:-}
   rm -rf "$dir"; mkdir -p "$dir"
   "$VENV/bin/python" -m synapse.app.homeserver --server-name localhost \
     --config-path "$dir/homeserver.yaml" --data-directory "$dir" \
@@ -155,6 +194,7 @@ rc_room_creation: $lim
 rc_presence: {per_user: $lim}
 rc_delayed_event_mgmt: $lim
 YAML
+  [ -n "$db" ] && pg_block "$db" >>"$dir/bench.yaml"
   if [ "$w" = observers ]; then
     cat >>"$dir/bench.yaml" <<YAML
 modules:
@@ -169,8 +209,8 @@ YAML
   wait_up "$port" "$dir/homeserver.log"
 }
 
-start_presenced() { # workload port dir
-  local w=$1 port=$2 dir=$3
+start_presenced() { # workload port dir [python] [postgres-database]
+  local w=$1 port=$2 dir=$3 db=${5:-}
   rm -rf "$dir"; mkdir -p "$dir"
   cat >"$dir/presenced.yaml" <<YAML
 server_name: "localhost"
@@ -185,6 +225,7 @@ rc_login: {address: {per_second: 100000, burst_count: 100000}, account: {per_sec
 rc_registration: {per_second: 100000, burst_count: 100000}
 log: {level: warn}
 YAML
+  [ -n "$db" ] && pg_block "$db" >>"$dir/presenced.yaml"
   if [ "$w" = observers ] && [ "${4:-}" = python ]; then
     # The same Python router file Synapse loads, in Synapse's virtualenv.
     cat >>"$dir/presenced.yaml" <<YAML
@@ -211,38 +252,49 @@ YAML
 
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
+for database in $DATABASES; do
 for w in $WORKLOADS; do
   rate=$W1_RATE
   [ "$w" = observers ] && rate=$W2_RATE
   servers="synapse presenced"
   # Workload 2 once more with the Python router file on presenced too
-  # (BENCH_PYTHON_ROUTER=0 skips it).
-  [ "$w" = observers ] && [ "${BENCH_PYTHON_ROUTER:-1}" = 1 ] && servers="$servers presenced-py"
+  # (BENCH_PYTHON_ROUTER=0 skips it; SQLite mode only).
+  [ "$database" = sqlite ] && [ "$w" = observers ] && [ "${BENCH_PYTHON_ROUTER:-1}" = 1 ] &&
+    servers="$servers presenced-py"
   for server in $servers; do
     port=$(free_port)
-    dir="$OUT/$server-$w"
-    log "$w: starting $server on 127.0.0.1:$port"
-    if [ "$server" = presenced-py ]; then
-      start_presenced "$w" "$port" "$dir" python
-    else
-      "start_$server" "$w" "$port" "$dir"
+    label=$server db="" db_args=()
+    if [ "$database" = postgres ]; then
+      label="$server-pg" db="bench_${server//-/_}_$w"
+      pg_fresh "$db"
+      db_args=(--db-pid "$(postmaster_pid)")
     fi
+    dir="$OUT/$label-$w"
+    log "$w: starting $label on 127.0.0.1:$port"
+    case $server in
+      presenced-py) start_presenced "$w" "$port" "$dir" python "$db" ;;
+      presenced) start_presenced "$w" "$port" "$dir" "" "$db" ;;
+      synapse) start_synapse "$w" "$port" "$dir" "$db" ;;
+    esac
     "$BENCH" --base-url "http://127.0.0.1:$port" --shared-secret "$SECRET" \
       --workload "$w" --rate "$rate" --find-max --duration "$DURATION" \
-      --server-pid "$SERVER_PID" --label "$server" --json | tee -a "$RESULTS" ||
-      log "$w: the run against $server failed (see $dir)"
+      --server-pid "$SERVER_PID" "${db_args[@]}" --label "$label" --json | tee -a "$RESULTS" ||
+      log "$w: the run against $label failed (see $dir)"
     stop_server
+    [ -n "$db" ] && pg "DROP DATABASE IF EXISTS $db WITH (FORCE)"
   done
+done
 done
 
 # --- The table ---------------------------------------------------------------
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 PRESENCED_VERSION="$("$PRESENCED" --version) ($(git rev-parse --short HEAD))"
+PG_VERSION=$(pg "SHOW server_version" 2>/dev/null || echo "?")
 python3 - "$RESULTS" "$ROOT/BENCHMARKS.md" "$SYNAPSE_ACTUAL" "$PRESENCED_VERSION" \
-  "$(nproc)" "$CPU_MODEL" "$DURATION" <<'PY'
+  "$(nproc)" "$CPU_MODEL" "$DURATION" "$PG_VERSION" <<'PY'
 import datetime, json, sys
 
-results, md, syn_ver, pd_ver, nproc, cpu, duration = sys.argv[1:8]
+results, md, syn_ver, pd_ver, nproc, cpu, duration, pg_ver = sys.argv[1:9]
 steps, maxes = {}, {}
 for line in open(results):
     r = json.loads(line)
@@ -331,21 +383,79 @@ if py:
     lines.append("")
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-block = [
-    "<!-- bench-vs-synapse:start (written by scripts/bench-vs-synapse.sh) -->",
-    f"Run of {now}: {nproc} cores ({cpu}), presenced {pd_ver}, Synapse {syn_ver} "
-    f"(SQLite, Python {sys.version.split()[0]}), {duration} s per step.",
-    "",
-] + lines + ["<!-- bench-vs-synapse:end -->"]
-text = open(md).read() if __import__("os").path.exists(md) else ""
-start, end = "<!-- bench-vs-synapse:start", "<!-- bench-vs-synapse:end -->"
-if start in text and end in text:
-    head = text[: text.index(start)]
-    tail = text[text.index(end) + len(end):]
-    text = head + "\n".join(block) + tail
-else:
-    text = text + ("\n" if text else "") + "\n".join(block) + "\n"
-open(md, "w").write(text)
-print("\n".join(block))
+
+def write_block(name, block):
+    start, end = f"<!-- {name}:start", f"<!-- {name}:end -->"
+    text = open(md).read() if __import__("os").path.exists(md) else ""
+    if start in text and end in text:
+        head = text[: text.index(start)]
+        tail = text[text.index(end) + len(end):]
+        text = head + "\n".join(block) + tail
+    else:
+        text = text + ("\n" if text else "") + "\n".join(block) + "\n"
+    open(md, "w").write(text)
+    print("\n".join(block))
+
+if lines:
+    write_block("bench-vs-synapse", [
+        "<!-- bench-vs-synapse:start (written by scripts/bench-vs-synapse.sh) -->",
+        f"Run of {now}: {nproc} cores ({cpu}), presenced {pd_ver}, Synapse {syn_ver} "
+        f"(SQLite, Python {sys.version.split()[0]}), {duration} s per step.",
+        "",
+    ] + lines + ["<!-- bench-vs-synapse:end -->"])
+
+# --- PostgreSQL mode: both servers on PostgreSQL -----------------------------
+pg_lines = []
+for w in ["rooms", "observers"]:
+    if ("presenced-pg", w) not in steps or ("synapse-pg", w) not in steps:
+        continue
+    ps, ss = steps[("presenced-pg", w)], steps[("synapse-pg", w)]
+    pm, sm = maxes.get(("presenced-pg", w), {}), maxes.get(("synapse-pg", w), {})
+    lite = maxes.get(("presenced", w), {})
+    title = {"rooms": "Workload 1 on PostgreSQL (rooms)",
+             "observers": "Workload 2 on PostgreSQL (observers: 10 routed monitors)"}[w]
+    pg_lines += [f"**{title}**", "",
+                 "| figure | presenced | Synapse | presenced/Synapse |",
+                 "|---|---:|---:|---:|"]
+    def row(name, p, s_, d=1):
+        pg_lines.append(f"| {name} | {fmt(p, d)} | {fmt(s_, d)} | {ratio(p, s_)} |")
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 1 s", pm.get("max_put_per_s_p99_1s"), sm.get("max_put_per_s_p99_1s"), 0)
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 10 ms", pm.get("max_put_per_s_p99_10ms"), sm.get("max_put_per_s_p99_10ms"), 0)
+    p0, s0 = ps[0], ss[0]
+    rate = p0["target_put_per_s"]
+    row(f"server CPU ms per update at {rate:.0f} PUT/s", p0["server_cpu_ms_per_update"], s0["server_cpu_ms_per_update"], 3)
+    row(f"PostgreSQL CPU ms per update at {rate:.0f} PUT/s", p0.get("db_cpu_ms_per_update"), s0.get("db_cpu_ms_per_update"), 3)
+    row(f"PUT latency p50 / p99 ms at {rate:.0f} PUT/s",
+        f"{p0['put_p50_ms']:.2f} / {p0['put_p99_ms']:.2f}", f"{s0['put_p50_ms']:.2f} / {s0['put_p99_ms']:.2f}")
+    row(f"PUT→sync p99 ms at {rate:.0f} PUT/s", p0["delivery_p99_ms"], s0["delivery_p99_ms"], 2)
+    def at(steps_, target):
+        return next((r for r in steps_ if r["target_put_per_s"] == target), None)
+    pr, sr = at(ps, pm.get("max_put_per_s_p99_1s")), at(ss, sm.get("max_put_per_s_p99_1s"))
+    if pr and sr:
+        row("server CPU ms per update, each at its highest sustained rate (1 s)", pr["server_cpu_ms_per_update"], sr["server_cpu_ms_per_update"], 3)
+        row("PostgreSQL CPU ms per update, each at its highest sustained rate (1 s)", pr.get("db_cpu_ms_per_update"), sr.get("db_cpu_ms_per_update"), 3)
+        row("PostgreSQL CPU %, each at its highest sustained rate (1 s)", pr.get("db_cpu_percent"), sr.get("db_cpu_percent"), 0)
+    a, b = pm.get("max_put_per_s_p99_1s"), lite.get("max_put_per_s_p99_1s")
+    share = f"{100 * a / b:.0f} %" if a and b else "–"
+    pg_lines.append(f"| presenced on PostgreSQL / on SQLite (same run, highest sustained, 1 s) | {fmt(a, 0)} / {fmt(b, 0)} = {share} | | |")
+    pg_lines.append("")
+    pg_lines += ["<details><summary>every step</summary>", "",
+                 "| server | target PUT/s | accepted PUT/s | errors | PUT p50/p99 ms | PUT→sync p50/p99/max ms | seen/expected | server CPU ms/update | PostgreSQL CPU ms/update | server CPU % | PostgreSQL CPU % |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in ss + ps:
+        pg_lines.append(
+            f"| {r['label']} | {r['target_put_per_s']:.0f} | {r['accepted_put_per_s']:.1f} | {r['errors']} "
+            f"| {r['put_p50_ms']:.1f} / {r['put_p99_ms']:.1f} | {r['delivery_p50_ms']:.1f} / {r['delivery_p99_ms']:.1f} / {r['delivery_max_ms']:.1f} "
+            f"| {r['deliveries_seen']}/{r['deliveries_expected']} | {fmt(r['server_cpu_ms_per_update'], 3)} | {fmt(r.get('db_cpu_ms_per_update'), 3)} "
+            f"| {fmt(r['server_cpu_percent'], 0)} | {fmt(r.get('db_cpu_percent'), 0)} |")
+    pg_lines += ["", "</details>", ""]
+
+if pg_lines:
+    write_block("bench-vs-synapse-postgres", [
+        "<!-- bench-vs-synapse-postgres:start (written by scripts/bench-vs-synapse.sh) -->",
+        f"Run of {now}: {nproc} cores ({cpu}), presenced {pd_ver}, Synapse {syn_ver} "
+        f"(PostgreSQL {pg_ver}, psycopg2, Python {sys.version.split()[0]}), {duration} s per step.",
+        "",
+    ] + pg_lines + ["<!-- bench-vs-synapse-postgres:end -->"])
 PY
 log "table written to BENCHMARKS.md; raw results in $RESULTS"

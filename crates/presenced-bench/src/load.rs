@@ -275,6 +275,10 @@ pub(crate) struct StepResult {
     pub(crate) server_cpu_ms_per_update: Option<f64>,
     pub(crate) server_cpu_percent: Option<f64>,
     pub(crate) server_peak_rss_mib: Option<f64>,
+    /// CPU of the database server (`--db-pid`: a PostgreSQL postmaster and
+    /// its backends) per accepted update, and in % of one core.
+    pub(crate) db_cpu_ms_per_update: Option<f64>,
+    pub(crate) db_cpu_percent: Option<f64>,
     /// CPU of this tool during the step (100 = one core).
     pub(crate) client_cpu_percent: Option<f64>,
     /// The machine's 1-minute load average at the end of the step (other
@@ -304,6 +308,8 @@ pub(crate) struct Runner {
     pub(crate) observers: Observers,
     pub(crate) run: String,
     pub(crate) server_pid: Option<String>,
+    /// The database server's postmaster, whose process tree is measured.
+    pub(crate) db_pid: Option<String>,
     pub(crate) label: String,
     pub(crate) workload: String,
     pub(crate) next_seq: u64,
@@ -354,6 +360,8 @@ impl Runner {
         let sync_errors0 = self.observers.sync_errors.load(Ordering::Relaxed);
         let pid = self.server_pid.clone();
         let server_cpu0 = pid.as_deref().and_then(procfs::cpu_time);
+        let db_pid = self.db_pid.clone();
+        let db_cpu0 = db_pid.as_deref().and_then(procfs::tree_cpu_time);
         let client_cpu0 = procfs::cpu_time("self");
 
         // One sending task per updater, fed by the schedule below.
@@ -397,6 +405,7 @@ impl Runner {
         }
         tokio::time::sleep(step.drain).await;
         let server_cpu1 = pid.as_deref().and_then(procfs::cpu_time);
+        let db_cpu1 = db_pid.as_deref().and_then(procfs::tree_cpu_time);
         let client_cpu1 = procfs::cpu_time("self");
         let wall = started.elapsed();
         let sightings = self.observers.take();
@@ -464,6 +473,10 @@ impl Runner {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
+        let db_cpu = match (db_cpu0, db_cpu1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
         let client_cpu = match (client_cpu0, client_cpu1) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
@@ -494,6 +507,8 @@ impl Runner {
             sync_errors,
             server_cpu_ms_per_update: cpu.filter(|_| ok > 0).map(|c| ms(c) / ok as f64),
             server_cpu_percent: cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
+            db_cpu_ms_per_update: db_cpu.filter(|_| ok > 0).map(|c| ms(c) / ok as f64),
+            db_cpu_percent: db_cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
             server_peak_rss_mib: pid
                 .as_deref()
                 .and_then(procfs::peak_rss)

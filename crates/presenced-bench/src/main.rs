@@ -106,6 +106,10 @@ struct Args {
     /// PID of the server, to report its CPU time and peak RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// PID of the database server's postmaster (PostgreSQL): its CPU and its
+    /// backends' is reported per step as `db_cpu_ms_per_update`.
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// Raise the rate (×--step-factor) until the server stops keeping up;
     /// report the highest sustained rate for PUT→sync p99 bounds 1 s and 10 ms.
     #[arg(long)]
@@ -240,6 +244,7 @@ async fn run(args: Args) -> Result<(), String> {
         observers,
         run,
         server_pid: args.server_pid.map(|p| p.to_string()),
+        db_pid: args.db_pid.map(|p| p.to_string()),
         label: args.label.clone(),
         workload: w.name().to_owned(),
         next_seq: 0,

@@ -24,6 +24,50 @@ pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
     parse_cpu(&stat, ticks_per_second())
 }
 
+/// CPU time of a process and all its children, living and reaped: what a
+/// PostgreSQL postmaster's cluster spent (backends come and go; a reaped
+/// one's time is in the postmaster's `cutime`/`cstime`).
+pub(crate) fn tree_cpu_time(pid: &str) -> Option<Duration> {
+    let hz = ticks_per_second();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut total = parse_cpu(&stat, hz)? + parse_children_cpu(&stat, hz)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(child) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        if parent_of(&stat).is_some_and(|ppid| ppid == pid) {
+            total += parse_cpu(&stat, hz).unwrap_or_default()
+                + parse_children_cpu(&stat, hz).unwrap_or_default();
+        }
+    }
+    Some(total)
+}
+
+fn fields_after_name(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// Field 4 (ppid).
+fn parent_of(stat: &str) -> Option<&str> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)
+}
+
+/// Fields 16 and 17: `cutime` + `cstime`, the reaped children's CPU.
+fn parse_children_cpu(stat: &str, hz: u64) -> Option<Duration> {
+    let fields = fields_after_name(stat)?;
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(Duration::from_micros((cutime + cstime) * 1_000_000 / hz))
+}
+
 fn parse_cpu(stat: &str, hz: u64) -> Option<Duration> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -64,6 +108,19 @@ mod tests {
     fn stat_fields_after_the_command_name() {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 0 0";
         assert_eq!(parse_cpu(stat, 100), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn children_fields_and_parent() {
+        let stat = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 100 200 20 0 3 0 1 0 0";
+        assert_eq!(parse_children_cpu(stat, 100), Some(Duration::from_secs(3)));
+        assert_eq!(parent_of(stat), Some("7"));
+    }
+
+    #[test]
+    fn own_tree_counts_at_least_itself() {
+        let me = std::process::id().to_string();
+        assert!(tree_cpu_time(&me).unwrap() >= cpu_time(&me).unwrap());
     }
 
     #[test]
