@@ -425,8 +425,8 @@ for w in ["rooms", "observers"]:
     rate = p0["target_put_per_s"]
     row(f"server CPU ms per update at {rate:.0f} PUT/s", p0["server_cpu_ms_per_update"], s0["server_cpu_ms_per_update"], 3)
     row(f"PostgreSQL CPU ms per update at {rate:.0f} PUT/s", p0.get("db_cpu_ms_per_update"), s0.get("db_cpu_ms_per_update"), 3)
-    row(f"PUT latency p50 / p99 ms at {rate:.0f} PUT/s",
-        f"{p0['put_p50_ms']:.2f} / {p0['put_p99_ms']:.2f}", f"{s0['put_p50_ms']:.2f} / {s0['put_p99_ms']:.2f}")
+    pg_lines.append(f"| PUT latency p50 / p99 ms at {rate:.0f} PUT/s | {p0['put_p50_ms']:.2f} / {p0['put_p99_ms']:.2f} "
+                    f"| {s0['put_p50_ms']:.2f} / {s0['put_p99_ms']:.2f} | |")
     row(f"PUT→sync p99 ms at {rate:.0f} PUT/s", p0["delivery_p99_ms"], s0["delivery_p99_ms"], 2)
     def at(steps_, target):
         return next((r for r in steps_ if r["target_put_per_s"] == target), None)
