@@ -22,21 +22,18 @@ use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use crate::postgres::{connect_client, error_chain, PgConnectOptions, PgOpenError, PgStore};
+use crate::postgres::{
+    connect_client, error_chain, PgConnectOptions, PgOpenError, PgStore, TABLES,
+};
 
-/// Tables in an order that satisfies the foreign keys.
-const COPY_ORDER: &[&str] = &[
-    "users",
-    "devices",
-    "access_tokens",
-    "rooms",
-    "events",
-    "roomid_userid_membership",
-    "userid_filterid_filter",
-    "destination_presence_outbox",
-    "presence_userid_state",
-    "presence_full_marks",
-];
+/// The tables to copy, in an order that satisfies the foreign keys
+/// (`TABLES` is in that order; the schema version is the target's own).
+fn copy_order() -> impl Iterator<Item = &'static str> {
+    TABLES
+        .iter()
+        .copied()
+        .filter(|t| *t != "presenced_schema_version")
+}
 
 /// Rows per `INSERT` (10 columns × 1,000 stays far below PostgreSQL's
 /// 65,535 parameters).
@@ -147,7 +144,7 @@ async fn copy_all(
         .transaction()
         .await
         .map_err(|e| failed("-", error_chain(&e)))?;
-    for table in COPY_ORDER {
+    for table in copy_order() {
         let rows: i64 = tx
             .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
             .await
@@ -155,14 +152,14 @@ async fn copy_all(
             .get(0);
         if rows > 0 {
             return Err(PortError::NotEmpty {
-                table: (*table).to_owned(),
+                table: table.to_owned(),
                 rows,
                 target: target.describe(),
             });
         }
     }
     let mut report = PortReport::default();
-    for table in COPY_ORDER {
+    for table in copy_order() {
         let copied = copy_table(source, &tx, table)
             .await
             .map_err(|reason| failed(table, reason))?;
@@ -173,13 +170,13 @@ async fn copy_all(
             .get(0);
         if in_postgres as u64 != copied {
             return Err(PortError::Mismatch {
-                table: (*table).to_owned(),
+                table: table.to_owned(),
                 sqlite: copied,
                 postgres: in_postgres as u64,
             });
         }
         progress(&format!("{table}: {copied} rows"));
-        report.tables.push(((*table).to_owned(), copied));
+        report.tables.push((table.to_owned(), copied));
     }
     // New events continue after the copied stream positions.
     tx.execute(

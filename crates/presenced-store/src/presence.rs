@@ -281,41 +281,4 @@ impl PresenceStore for SqlitePresenceStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state(user: &str, presence: Presence) -> PresenceState {
-        let mut s = PresenceState::new(user.try_into().unwrap());
-        s.presence = presence;
-        s
-    }
-
-    #[test]
-    fn forget_deletes_only_states_at_or_before_the_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap();
-        store
-            .persist(&[
-                (3, state("@old:r.org", Presence::Online)),
-                (5, state("@back:r.org", Presence::Online)),
-            ])
-            .unwrap();
-        // "@back" was forgotten at position 4 but came back at 5 (whichever
-        // reached storage first): only "@old" goes.
-        store
-            .forget(&[
-                ("@old:r.org".try_into().unwrap(), 3),
-                ("@back:r.org".try_into().unwrap(), 4),
-                ("@never:r.org".try_into().unwrap(), 0),
-            ])
-            .unwrap();
-        let left: Vec<String> = store
-            .load()
-            .unwrap()
-            .into_iter()
-            .map(|(_, s)| s.user_id.to_string())
-            .collect();
-        assert_eq!(left, vec!["@back:r.org".to_owned()]);
-    }
-}
+// Behaviour tests: `tests/conformance.rs` (the same on both backends).
