@@ -594,7 +594,7 @@ pub enum DatabaseEngine {
 
 /// `database.args`: the SQLite file, or psycopg2's connection arguments
 /// as Synapse passes them (`database` is psycopg2's alias of `dbname`).
-#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct DatabaseArgs {
     /// SQLite: path of the file (default `data_dir/presenced.db`).
@@ -604,8 +604,8 @@ pub struct DatabaseArgs {
     pub dbname: Option<String>,
     /// PostgreSQL role.
     pub user: Option<String>,
-    /// PostgreSQL password (never logged).
-    pub password: Option<String>,
+    /// PostgreSQL password (a [`Secret`]: never logged).
+    pub password: Option<Secret>,
     /// Host name, address, or Unix socket directory (default `localhost`).
     pub host: Option<String>,
     /// Port (default 5432).
@@ -630,30 +630,6 @@ pub struct DatabaseArgs {
     pub target_session_attrs: Option<String>,
     /// Shown in `pg_stat_activity` (default `presenced`).
     pub application_name: Option<String>,
-}
-
-// By hand, so that the password never reaches a log through `{:?}`.
-impl fmt::Debug for DatabaseArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseArgs")
-            .field("database", &self.database)
-            .field("dbname", &self.dbname)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("sslmode", &self.sslmode)
-            .field("cp_min", &self.cp_min)
-            .field("cp_max", &self.cp_max)
-            .field("sslrootcert", &self.sslrootcert)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("keepalives_idle", &self.keepalives_idle)
-            .field("keepalives_interval", &self.keepalives_interval)
-            .field("keepalives_count", &self.keepalives_count)
-            .field("target_session_attrs", &self.target_session_attrs)
-            .field("application_name", &self.application_name)
-            .finish()
-    }
 }
 
 /// Argon2id cost parameters.

@@ -59,7 +59,7 @@ fn postgres_options(args: &DatabaseArgs) -> Result<PgConnectOptions, String> {
         host: args.host.clone().unwrap_or(defaults.host),
         port: args.port.unwrap_or(defaults.port),
         user: args.user.clone().unwrap_or(defaults.user),
-        password: args.password.clone(),
+        password: args.password.as_ref().map(|p| p.expose().to_owned()),
         dbname,
         sslmode: args.sslmode.clone().unwrap_or(defaults.sslmode),
         cp_min: args.cp_min.unwrap_or(defaults.cp_min),
