@@ -1,0 +1,37 @@
+//! Cluster mode: several presenced nodes sharing presence over a bus.
+//!
+//! Users hash into 16 partitions; each partition has one owner node at a
+//! time (a lease on the bus), which is the only writer of the partition's
+//! log; every node keeps a full replica of all logs and serves reads from
+//! it. The design, and why NATS JetStream, is in the project's
+//! `shared/design/scale-out.md`; ARCHITECTURE.md says what was built.
+//!
+//! # Layout
+//! - [`bus`]: the [`Bus`] contract; [`MemBus`] (in memory, fault hooks,
+//!   for the simulator) and [`JetStreamBus`] (NATS JetStream) implement it.
+//! - [`partition`]: user → partition, and the preferred owners.
+//! - [`record`]: what logs and owner commands carry.
+//! - `owner`: taking, fencing and serving a partition.
+//! - [`replica`]: the full replica and the readers that feed it.
+//! - [`token`]: vector sync tokens.
+//! - [`node`]: one node (heartbeat, replica, owners, front door).
+
+pub mod bus;
+pub mod jetstream;
+pub mod mem_bus;
+pub mod node;
+mod owner;
+pub mod partition;
+pub mod record;
+pub mod replica;
+pub mod testing;
+pub mod token;
+
+pub use bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Seq};
+pub use jetstream::{JetStreamBus, JetStreamConfig};
+pub use mem_bus::{MemBus, MemBusConfig};
+pub use node::{Node, NodeHandle, Timing, WriteError};
+pub use owner::command_subject;
+pub use partition::{partition_of, PARTITIONS};
+pub use replica::{Replica, ReplicatedState};
+pub use token::VectorToken;

@@ -1,0 +1,263 @@
+//! One cluster node: heartbeat, a replica of all 16 partitions, the owner
+//! loop of each partition, and the front door that routes a write to its
+//! partition's owner.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::bus::{Bus, BusError, LeaseBucket, Seq};
+use crate::owner::{self, command_subject};
+use crate::partition::{partition_of, PARTITIONS};
+use crate::record::{to_bytes, Command, CommandReply};
+use crate::replica::{self, Replica};
+
+/// The cluster's clocks. Safety never depends on them (fencing is in the
+/// log); they decide how fast a dead owner is replaced.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_every: Duration,
+    /// Must match the owner bucket's time to live on the bus.
+    pub owner_ttl: Duration,
+    pub renew_every: Duration,
+    /// How often a node looks for a free partition.
+    pub owner_poll: Duration,
+    /// Delay per place in a partition's preference order before taking it.
+    pub takeover_step: Duration,
+    /// How long a new owner waits for its replica to reach the log's end.
+    pub catch_up: Duration,
+    pub max_batch: usize,
+    /// How long the front door waits for an owner's answer.
+    pub request_timeout: Duration,
+    /// How long the front door keeps trying owners before it gives up (503).
+    pub write_deadline: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_every: Duration::from_secs(2),
+            owner_ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(3),
+            owner_poll: Duration::from_secs(1),
+            takeover_step: Duration::from_millis(500),
+            catch_up: Duration::from_secs(3),
+            max_batch: 256,
+            request_timeout: Duration::from_secs(2),
+            write_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct NodeInner<B> {
+    pub(crate) name: String,
+    pub(crate) bus: B,
+    pub(crate) replica: Arc<Replica>,
+    pub(crate) timing: Timing,
+    owned: Mutex<BTreeMap<u16, u64>>,
+    commands: AtomicU64,
+    /// Turns false when the node is stopped: its in-flight writes then end
+    /// without an answer, as a dead process's would.
+    running: watch::Sender<bool>,
+}
+
+impl<B> NodeInner<B> {
+    pub(crate) fn set_owned(&self, partition: u16, epoch: Option<u64>) {
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        match epoch {
+            Some(epoch) => owned.insert(partition, epoch),
+            None => owned.remove(&partition),
+        };
+    }
+}
+
+/// Why a write was not acknowledged. Nothing is promised about it: it may
+/// or may not have been written, and the client should retry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("no owner of partition {0} answered in time")]
+    NoOwner(u16),
+    #[error("the write was written but this node's replica did not catch up in time")]
+    ReplicaBehind,
+    #[error("this node stopped")]
+    Stopped,
+}
+
+/// A running node; dropping it (or [`Node::stop`]) ends all its tasks at
+/// once, like `kill -9`: leases it held run out on their own.
+pub struct Node<B: Bus> {
+    inner: Arc<NodeInner<B>>,
+    tasks: JoinSet<()>,
+}
+
+/// A cheap handle to a node's front door and replica.
+#[derive(Clone)]
+pub struct NodeHandle<B: Bus> {
+    inner: Arc<NodeInner<B>>,
+}
+
+impl<B: Bus> Node<B> {
+    /// Starts the node's tasks on the current runtime.
+    pub fn start(name: &str, bus: B, timing: Timing) -> Self {
+        let inner = Arc::new(NodeInner {
+            name: name.to_owned(),
+            bus,
+            replica: Arc::new(Replica::new()),
+            timing,
+            owned: Mutex::new(BTreeMap::new()),
+            commands: AtomicU64::new(0),
+            running: watch::channel(true).0,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(heartbeat(inner.clone()));
+        for partition in 0..PARTITIONS {
+            tasks.spawn(replica::follow(
+                inner.bus.clone(),
+                inner.replica.clone(),
+                partition,
+            ));
+            tasks.spawn(owner::run(inner.clone(), partition));
+        }
+        Self { inner, tasks }
+    }
+
+    pub fn handle(&self) -> NodeHandle<B> {
+        NodeHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Ends every task now, without releasing anything.
+    pub fn stop(mut self) {
+        self.inner.running.send_replace(false);
+        self.tasks.abort_all();
+    }
+}
+
+impl<B: Bus> Drop for Node<B> {
+    fn drop(&mut self) {
+        self.inner.running.send_replace(false);
+        self.tasks.abort_all();
+    }
+}
+
+impl<B: Bus> NodeHandle<B> {
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.inner.replica
+    }
+
+    /// Partitions this node owns now, with their epochs.
+    pub fn owned(&self) -> BTreeMap<u16, u64> {
+        self.inner
+            .owned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Writes a user's state through its partition's owner and returns
+    /// where it landed once this node's replica has applied it
+    /// (read-your-writes on this node). `command_id` names the write; a
+    /// retry may write it twice, which latest-wins state makes harmless.
+    pub async fn write(
+        &self,
+        user: &str,
+        state: serde_json::Value,
+    ) -> Result<(u16, Seq, String), WriteError> {
+        let id = format!(
+            "{}-{}",
+            self.inner.name,
+            self.inner.commands.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut running = self.inner.running.subscribe();
+        let command = Command {
+            id: id.clone(),
+            user: user.to_owned(),
+            state,
+        };
+        tokio::select! {
+            biased;
+            _ = running.wait_for(|running| !running) => Err(WriteError::Stopped),
+            result = self.write_command(command) => result.map(|(p, seq)| (p, seq, id)),
+        }
+    }
+
+    async fn write_command(&self, command: Command) -> Result<(u16, Seq), WriteError> {
+        let timing = &self.inner.timing;
+        let partition = partition_of(&command.user);
+        let payload: Bytes = to_bytes(&command);
+        let subject = command_subject(partition);
+        let deadline = tokio::time::Instant::now() + timing.write_deadline;
+        loop {
+            let answer = self
+                .inner
+                .bus
+                .request(&subject, payload.clone(), timing.request_timeout)
+                .await;
+            match answer.map(|bytes| serde_json::from_slice::<CommandReply>(&bytes)) {
+                Ok(Ok(CommandReply::Written { partition, seq })) => {
+                    let caught_up = self
+                        .inner
+                        .replica
+                        .wait_applied(partition, seq, timing.request_timeout)
+                        .await;
+                    return if caught_up {
+                        Ok((partition, seq))
+                    } else {
+                        Err(WriteError::ReplicaBehind)
+                    };
+                }
+                Ok(Ok(CommandReply::NotOwner))
+                | Ok(Err(_))
+                | Err(BusError::NoResponders(_) | BusError::TimedOut | BusError::Unavailable(_)) => {
+                }
+                Err(error) => tracing::debug!(%error, "cluster write"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NoOwner(partition));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Keeps the node's entry in the nodes bucket alive (its presence there is
+/// what the others count as "live" when they rank owners).
+async fn heartbeat<B: Bus>(node: Arc<NodeInner<B>>) {
+    let mut revision: Option<u64> = None;
+    loop {
+        let value = Bytes::from(node.name.clone());
+        revision = match revision {
+            Some(rev) => node
+                .bus
+                .lease_update(LeaseBucket::Nodes, &node.name, value, rev)
+                .await
+                .ok(),
+            None => None,
+        };
+        if revision.is_none() {
+            // First beat, or the entry was lost (expired while cut off):
+            // create it again; if an older incarnation's entry is still
+            // live, wait for it to run out.
+            revision = node
+                .bus
+                .lease_create(
+                    LeaseBucket::Nodes,
+                    &node.name,
+                    Bytes::from(node.name.clone()),
+                )
+                .await
+                .ok();
+        }
+        tokio::time::sleep(node.timing.heartbeat_every).await;
+    }
+}

@@ -1,0 +1,251 @@
+//! Owning a partition: the lease, the epoch marker, and the one writer.
+//!
+//! Safety lives in the log, not in the lease: every append names the
+//! sequence it must follow. A new owner first appends an epoch marker
+//! after everything its replica has applied; from then on any append of
+//! the old owner fails the check, so a paused or cut-off old owner learns
+//! it was deposed and answers its pending commands "not owner". The lease
+//! only decides who *tries* to own (liveness), so no clock is trusted for
+//! safety.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::bus::{Bus, BusError, LeaseBucket, Request, Seq};
+use crate::node::NodeInner;
+use crate::partition::preference_order;
+use crate::record::{to_bytes, Command, CommandReply, EpochMarker, Record, StateRecord};
+
+/// The subject owners of `partition` serve commands on.
+pub fn command_subject(partition: u16) -> String {
+    format!("pres.own.{partition}.cmd")
+}
+
+pub(crate) fn owner_key(partition: u16) -> String {
+    format!("p{partition}")
+}
+
+/// Runs for the node's life: takes the partition when it is free and this
+/// node's turn comes, serves it until deposed, and tries again.
+pub(crate) async fn run<B: Bus>(node: Arc<NodeInner<B>>, partition: u16) {
+    loop {
+        match try_acquire(&node, partition).await {
+            Some(revision) => {
+                serve(&node, partition, revision).await;
+                node.set_owned(partition, None);
+            }
+            None => tokio::time::sleep(node.timing.owner_poll).await,
+        }
+    }
+}
+
+/// Takes the lease if it is free and this node's turn has come (its place
+/// in the partition's preference order, one `takeover_step` per place, so
+/// the preferred live node normally wins without a race). Returns the
+/// lease revision, which is also the epoch.
+async fn try_acquire<B: Bus>(node: &NodeInner<B>, partition: u16) -> Option<u64> {
+    let key = owner_key(partition);
+    if node
+        .bus
+        .lease_get(LeaseBucket::Owners, &key)
+        .await
+        .ok()?
+        .is_some()
+    {
+        return None;
+    }
+    let live = node.bus.lease_list(LeaseBucket::Nodes).await.ok()?;
+    let names: Vec<&str> = live.iter().map(|(name, _)| name.as_str()).collect();
+    let place = preference_order(partition, names.iter().copied())
+        .iter()
+        .position(|name| *name == node.name)
+        .unwrap_or(names.len());
+    tokio::time::sleep(node.timing.takeover_step * place as u32).await;
+    let value = Bytes::from(node.name.clone());
+    node.bus
+        .lease_create(LeaseBucket::Owners, &key, value)
+        .await
+        .ok()
+}
+
+/// Serves the partition under the lease taken at `revision` until the
+/// lease is lost or an append fails.
+async fn serve<B: Bus>(node: &NodeInner<B>, partition: u16, revision: u64) {
+    let epoch = revision;
+    let key = owner_key(partition);
+    let mut lease = Lease {
+        revision,
+        renewed: Instant::now(),
+    };
+    let Some(mut last) = write_marker(node, partition, epoch).await else {
+        release(node, &key, lease.revision).await;
+        return;
+    };
+    let Ok(mut requests) = node.bus.serve(&command_subject(partition)).await else {
+        release(node, &key, lease.revision).await;
+        return;
+    };
+    node.set_owned(partition, Some(epoch));
+    tracing::info!(node = %node.name, partition, epoch, "partition owned");
+    let mut renew = tokio::time::interval(node.timing.renew_every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = renew.tick() => {
+                if !lease.renew(node, &key).await {
+                    break;
+                }
+            }
+            request = requests.next() => {
+                let Some(first) = request else { break };
+                let mut batch = vec![first];
+                while batch.len() < node.timing.max_batch {
+                    match requests.next().now_or_never() {
+                        Some(Some(request)) => batch.push(request),
+                        _ => break,
+                    }
+                }
+                match write_batch(node, partition, epoch, last, batch).await {
+                    Some(new_last) => last = new_last,
+                    None => break,
+                }
+            }
+        }
+    }
+    tracing::info!(node = %node.name, partition, epoch, "partition given up");
+    drop(requests);
+    release(node, &key, lease.revision).await;
+}
+
+struct Lease {
+    revision: u64,
+    renewed: Instant,
+}
+
+impl Lease {
+    /// Renews the lease; false when it is lost, or when renewals kept
+    /// failing for longer than it lives (it has surely expired).
+    async fn renew<B: Bus>(&mut self, node: &NodeInner<B>, key: &str) -> bool {
+        let value = Bytes::from(node.name.clone());
+        match node
+            .bus
+            .lease_update(LeaseBucket::Owners, key, value, self.revision)
+            .await
+        {
+            Ok(revision) => {
+                self.revision = revision;
+                self.renewed = Instant::now();
+                true
+            }
+            Err(BusError::LeaseLost) => false,
+            Err(_) => self.renewed.elapsed() < node.timing.owner_ttl,
+        }
+    }
+}
+
+/// Catches the replica up with the log and appends the epoch marker after
+/// it. If an old owner's last batch lands first the append fails; the
+/// replica then applies that batch and the marker is tried again.
+async fn write_marker<B: Bus>(node: &NodeInner<B>, partition: u16, epoch: u64) -> Option<Seq> {
+    let marker = Record::Epoch(EpochMarker {
+        node: node.name.clone(),
+        epoch,
+    })
+    .encode();
+    for _ in 0..5 {
+        let last = node.bus.last_seq(partition).await.ok()?;
+        if !node
+            .replica
+            .wait_applied(partition, last, node.timing.catch_up)
+            .await
+        {
+            return None;
+        }
+        let expected = node.replica.applied().0[usize::from(partition)];
+        match node
+            .bus
+            .append(partition, expected, vec![marker.clone()])
+            .await
+        {
+            Ok(seq) => {
+                // Timers and devices are restored from a replica that has
+                // everything up to the marker.
+                node.replica
+                    .wait_applied(partition, seq, node.timing.catch_up)
+                    .await
+                    .then_some(seq)?;
+                return Some(seq);
+            }
+            Err(BusError::WrongLastSequence { .. }) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Appends one batch of commands after `last`; answers each command.
+/// Returns the new last sequence, or `None` when this node must stop
+/// owning (deposed, or the outcome is unknown).
+async fn write_batch<B: Bus>(
+    node: &NodeInner<B>,
+    partition: u16,
+    epoch: u64,
+    last: Seq,
+    batch: Vec<Request>,
+) -> Option<Seq> {
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut entries = Vec::with_capacity(batch.len());
+    for request in batch {
+        match serde_json::from_slice::<Command>(&request.payload) {
+            Ok(command) => {
+                let record = Record::State(StateRecord {
+                    user: command.user,
+                    epoch,
+                    command: command.id,
+                    state: command.state,
+                });
+                entries.push(record.encode());
+                accepted.push(request);
+            }
+            // A command this version cannot read: dropped, the sender times out.
+            Err(error) => tracing::warn!(%error, "unreadable cluster command"),
+        }
+    }
+    if entries.is_empty() {
+        return Some(last);
+    }
+    match node.bus.append(partition, last, entries).await {
+        Ok(new_last) => {
+            let first = new_last + 1 - accepted.len() as u64;
+            for (offset, request) in accepted.into_iter().enumerate() {
+                let reply = CommandReply::Written {
+                    partition,
+                    seq: first + offset as u64,
+                };
+                request.respond(to_bytes(&reply)).await;
+            }
+            Some(new_last)
+        }
+        Err(error) => {
+            tracing::info!(node = %node.name, partition, %error, "append refused: no longer the owner");
+            for request in accepted {
+                request.respond(to_bytes(&CommandReply::NotOwner)).await;
+            }
+            None
+        }
+    }
+}
+
+async fn release<B: Bus>(node: &NodeInner<B>, key: &str, revision: u64) {
+    // Best effort: if this fails the lease runs out by itself.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        node.bus.lease_release(LeaseBucket::Owners, key, revision),
+    )
+    .await;
+}
