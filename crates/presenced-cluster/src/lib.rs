@@ -26,6 +26,7 @@ pub mod record;
 pub mod replica;
 pub mod testing;
 pub mod token;
+mod watched;
 
 pub use bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Seq};
 pub use jetstream::{JetStreamBus, JetStreamConfig};

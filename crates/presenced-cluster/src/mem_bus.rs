@@ -21,19 +21,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Responder, Seq};
 use crate::partition::PARTITIONS;
+use crate::watched::Watched;
 
 /// Times to live of the lease buckets, and the delay range of every call.
 #[derive(Clone, Debug)]
 pub struct MemBusConfig {
     pub node_ttl: Duration,
     pub owner_ttl: Duration,
-    /// Each call waits a random time in this range on its way in and again
-    /// on its way out.
+    /// Each call waits a random time in this range (whole milliseconds) on
+    /// its way in and again on its way out.
     pub delay: (Duration, Duration),
     pub seed: u64,
 }
@@ -78,7 +79,7 @@ struct Log {
     live: BTreeMap<Seq, (String, Bytes)>,
     seq_of_key: BTreeMap<String, Seq>,
     history: Vec<LogEntry>,
-    written: watch::Sender<Seq>,
+    written: Arc<Watched<Seq>>,
 }
 
 struct Server {
@@ -88,14 +89,14 @@ struct Server {
 
 struct Endpoint {
     cut: bool,
-    frozen: watch::Sender<bool>,
+    frozen: Arc<Watched<bool>>,
 }
 
 impl Endpoint {
     fn new() -> Self {
         Self {
             cut: false,
-            frozen: watch::channel(false).0,
+            frozen: Arc::new(Watched::new(false)),
         }
     }
 }
@@ -108,7 +109,7 @@ impl MemBus {
                 live: BTreeMap::new(),
                 seq_of_key: BTreeMap::new(),
                 history: Vec::new(),
-                written: watch::channel(0).0,
+                written: Arc::new(Watched::new(0)),
             })
             .collect();
         let rng = SplitMix64(config.seed);
@@ -160,7 +161,7 @@ impl MemBus {
             .endpoints
             .entry(Arc::from(endpoint))
             .or_insert_with(Endpoint::new);
-        entry.frozen.send_replace(frozen);
+        entry.frozen.modify(|value| *value = frozen);
     }
 
     /// Extra delay on every call from now on.
@@ -203,27 +204,31 @@ impl MemBus {
     /// One leg of a call: a random delay, then wait while frozen, then
     /// fail if cut.
     async fn leg(&self) -> Result<(), BusError> {
-        let (delay, mut frozen) = {
+        let (delay, frozen) = {
             let mut state = self.state();
+            // Whole milliseconds: tokio's timer wheel rounds to them, and
+            // finer delays would make the order of timers in one tick
+            // depend on where the paused clock started (not replayable).
             let (low, high) = self.shared.config.delay;
-            let span = high.saturating_sub(low).as_micros() as u64;
+            let (low, high) = (low.as_millis() as u64, high.as_millis() as u64);
+            let span = high.saturating_sub(low);
             let jitter = if span == 0 {
                 0
             } else {
                 state.rng.next() % (span + 1)
             };
-            let delay = low + Duration::from_micros(jitter) + state.lag;
+            let delay = Duration::from_millis(low + jitter) + state.lag;
             let endpoint = state
                 .endpoints
                 .entry(self.endpoint.clone())
                 .or_insert_with(Endpoint::new);
-            (delay, endpoint.frozen.subscribe())
+            (delay, endpoint.frozen.clone())
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         // A frozen process does nothing until it is thawed.
-        let _ = frozen.wait_for(|frozen| !frozen).await;
+        frozen.wait_for(|frozen| !frozen).await;
         if self.is_cut() {
             return Err(BusError::Unavailable(format!(
                 "{} is cut off the bus",
@@ -294,7 +299,8 @@ impl Bus for MemBus {
                     payload,
                 });
             }
-            log.written.send_replace(log.last);
+            let last = log.last;
+            log.written.modify(|written| *written = last);
             log.last
         };
         // The write happened; the answer may still be lost on the way back.
@@ -311,12 +317,10 @@ impl Bus for MemBus {
 
     async fn read_from(&self, partition: u16, from: Seq) -> Result<Self::Entries, BusError> {
         self.leg().await?;
-        let written = self.state().logs[usize::from(partition)]
-            .written
-            .subscribe();
+        let written = self.state().logs[usize::from(partition)].written.clone();
         let reader = (self.clone(), from.max(1), written);
         let entries = stream::unfold(Some(reader), move |reader| async move {
-            let (bus, next, mut written) = reader?;
+            let (bus, next, written) = reader?;
             loop {
                 if let Err(error) = bus.leg().await {
                     return Some((Err(error), None));
@@ -338,9 +342,7 @@ impl Bus for MemBus {
                     let after = entry.seq + 1;
                     return Some((Ok(entry), Some((bus, after, written))));
                 }
-                if written.changed().await.is_err() {
-                    return None;
-                }
+                written.wait_for(|last| *last >= next).await;
             }
         });
         Ok(entries.boxed())

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::bus::{Bus, BusError, LeaseBucket, Seq};
@@ -16,6 +15,7 @@ use crate::owner::{self, command_subject};
 use crate::partition::{partition_of, PARTITIONS};
 use crate::record::{to_bytes, Command, CommandReply};
 use crate::replica::{self, Replica};
+use crate::watched::Watched;
 
 /// The cluster's clocks. Safety never depends on them (fencing is in the
 /// log); they decide how fast a dead owner is replaced.
@@ -63,7 +63,7 @@ pub(crate) struct NodeInner<B> {
     commands: AtomicU64,
     /// Turns false when the node is stopped: its in-flight writes then end
     /// without an answer, as a dead process's would.
-    running: watch::Sender<bool>,
+    running: Watched<bool>,
 }
 
 impl<B> NodeInner<B> {
@@ -111,7 +111,7 @@ impl<B: Bus> Node<B> {
             timing,
             owned: Mutex::new(BTreeMap::new()),
             commands: AtomicU64::new(0),
-            running: watch::channel(true).0,
+            running: Watched::new(true),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat(inner.clone()));
@@ -134,14 +134,14 @@ impl<B: Bus> Node<B> {
 
     /// Ends every task now, without releasing anything.
     pub fn stop(mut self) {
-        self.inner.running.send_replace(false);
+        self.inner.running.modify(|running| *running = false);
         self.tasks.abort_all();
     }
 }
 
 impl<B: Bus> Drop for Node<B> {
     fn drop(&mut self) {
-        self.inner.running.send_replace(false);
+        self.inner.running.modify(|running| *running = false);
         self.tasks.abort_all();
     }
 }
@@ -178,7 +178,6 @@ impl<B: Bus> NodeHandle<B> {
             self.inner.name,
             self.inner.commands.fetch_add(1, Ordering::Relaxed)
         );
-        let mut running = self.inner.running.subscribe();
         let command = Command {
             id: id.clone(),
             user: user.to_owned(),
@@ -186,7 +185,7 @@ impl<B: Bus> NodeHandle<B> {
         };
         tokio::select! {
             biased;
-            _ = running.wait_for(|running| !running) => Err(WriteError::Stopped),
+            _ = self.inner.running.wait_for(|running| !running) => Err(WriteError::Stopped),
             result = self.write_command(command) => result.map(|(p, seq)| (p, seq, id)),
         }
     }

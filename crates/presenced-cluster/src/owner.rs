@@ -166,7 +166,16 @@ async fn write_marker<B: Bus>(node: &NodeInner<B>, partition: u16, epoch: u64) -
         {
             return None;
         }
+        // A newer owner may have come and gone while this one was stopped
+        // between taking the lease and writing its marker: the log then
+        // already carries a higher epoch, and this lease is stale. (The
+        // simulator found this: without the check, epochs went backwards.)
+        // (Read the position first: the epoch read after it covers at
+        // least everything up to it.)
         let expected = node.replica.applied().0[usize::from(partition)];
+        if node.replica.epoch(partition) >= epoch {
+            return None;
+        }
         match node
             .bus
             .append(partition, expected, vec![marker.clone()])

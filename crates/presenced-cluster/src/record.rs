@@ -64,8 +64,8 @@ impl Record {
     /// The entry's key and payload.
     pub fn encode(&self) -> (String, Bytes) {
         match self {
-            Record::State(state) => (state_key(&state.user), to_bytes(state)),
-            Record::Epoch(marker) => (EPOCH_KEY.to_owned(), to_bytes(marker)),
+            Self::State(state) => (state_key(&state.user), to_bytes(state)),
+            Self::Epoch(marker) => (EPOCH_KEY.to_owned(), to_bytes(marker)),
         }
     }
 }

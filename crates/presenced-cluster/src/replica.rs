@@ -10,12 +10,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::watch;
 
 use crate::bus::{Bus, LogEntry, Seq};
 use crate::partition::PARTITIONS;
 use crate::record::{EpochMarker, Record, StateRecord};
 use crate::token::VectorToken;
+use crate::watched::Watched;
 
 /// One user's newest state and where it sits in its partition log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct ReplicatedState {
 
 pub struct Replica {
     state: Mutex<ReplicaState>,
-    applied: watch::Sender<VectorToken>,
+    applied: Watched<VectorToken>,
 }
 
 #[derive(Default)]
@@ -50,7 +50,7 @@ impl Replica {
     pub fn new() -> Self {
         Self {
             state: Mutex::new(ReplicaState::default()),
-            applied: watch::channel(VectorToken::default()).0,
+            applied: Watched::new(VectorToken::default()),
         }
     }
 
@@ -64,7 +64,7 @@ impl Replica {
     /// ignored (a resumed reader repeats them).
     pub fn apply(&self, entry: &LogEntry) {
         let p = usize::from(entry.partition);
-        if entry.seq <= self.applied.borrow().0[p] {
+        if entry.seq <= self.applied.get().0[p] {
             return;
         }
         {
@@ -94,21 +94,19 @@ impl Replica {
                 None => {}
             }
         }
-        self.applied.send_modify(|applied| applied.0[p] = entry.seq);
+        self.applied.modify(|applied| applied.0[p] = entry.seq);
     }
 
     /// The applied vector: partition `p` is applied up to `applied().0[p]`.
     pub fn applied(&self) -> VectorToken {
-        *self.applied.borrow()
+        self.applied.get()
     }
 
     /// Waits until partition `p` is applied up to `seq`; false on timeout.
     pub async fn wait_applied(&self, partition: u16, seq: Seq, timeout: Duration) -> bool {
-        let mut applied = self.applied.subscribe();
         let p = usize::from(partition);
-        tokio::time::timeout(timeout, applied.wait_for(|applied| applied.0[p] >= seq))
-            .await
-            .is_ok_and(|reached| reached.is_ok())
+        let reached = self.applied.wait_for(|applied| applied.0[p] >= seq);
+        tokio::time::timeout(timeout, reached).await.is_ok()
     }
 
     /// A user's newest state as applied here.
