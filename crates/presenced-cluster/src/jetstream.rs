@@ -145,6 +145,16 @@ impl JetStreamBus {
         Ok(())
     }
 
+    /// The server name of a partition stream's Raft leader (fault tests
+    /// kill it).
+    pub async fn leader_of(&self, partition: u16) -> Result<Option<String>, BusError> {
+        let info = self.streams[usize::from(partition)]
+            .get_info()
+            .await
+            .map_err(unavailable)?;
+        Ok(info.cluster.and_then(|cluster| cluster.leader))
+    }
+
     /// True while the client is connected to a server.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -148,19 +148,51 @@ impl Replica {
     }
 }
 
+/// How long a reader may go without an entry while the log is ahead of
+/// it before it is started again.
+const STALL_CHECK: Duration = Duration::from_secs(3);
+
 /// Keeps `replica` following partition `partition` for as long as it runs:
-/// reads from the applied sequence on and starts again after an error.
+/// reads from the applied sequence on and starts again after an error, or
+/// when it has stalled: a consumer can stop delivering without an error
+/// (JetStream clients have had such bugs, and a server restart under a
+/// consumer is one way there), so silence while the log's last sequence is
+/// ahead of the replica counts as a failure.
 pub async fn follow<B: Bus>(bus: B, replica: std::sync::Arc<Replica>, partition: u16) {
+    let p = usize::from(partition);
     loop {
-        let from = replica.applied().0[usize::from(partition)] + 1;
+        let from = replica.applied().0[p] + 1;
         match bus.read_from(partition, from).await {
             Ok(mut entries) => {
-                while let Some(entry) = entries.next().await {
-                    match entry {
-                        Ok(entry) => replica.apply(&entry),
-                        Err(error) => {
-                            tracing::debug!(partition, %error, "partition reader stopped");
-                            break;
+                let mut check = tokio::time::interval(STALL_CHECK);
+                check.reset();
+                let mut progressed = false;
+                loop {
+                    tokio::select! {
+                        biased;
+                        entry = entries.next() => match entry {
+                            Some(Ok(entry)) => {
+                                replica.apply(&entry);
+                                progressed = true;
+                            }
+                            Some(Err(error)) => {
+                                tracing::debug!(partition, %error, "partition reader stopped");
+                                break;
+                            }
+                            None => break,
+                        },
+                        _ = check.tick() => {
+                            if !progressed {
+                                let behind = bus
+                                    .last_seq(partition)
+                                    .await
+                                    .is_ok_and(|last| last > replica.applied().0[p]);
+                                if behind {
+                                    tracing::warn!(partition, "partition reader stalled; starting it again");
+                                    break;
+                                }
+                            }
+                            progressed = false;
                         }
                     }
                 }
