@@ -16,7 +16,8 @@
 //! 4. tokens never go backwards, whichever node serves them;
 //! 5. epochs grow per partition, every state entry carries the epoch of the
 //!    marker before it, and no replica saw a fencing violation;
-//! plus: no two acknowledgements share a log position.
+//!
+//! Plus: no two acknowledgements share a log position.
 //!
 //! Seeds: `PRESENCED_SIM_SEEDS` (default 100; CI runs 10,000 in release),
 //! starting at `PRESENCED_SIM_FIRST_SEED` (default 0). A failure names its
