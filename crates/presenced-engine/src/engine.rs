@@ -397,6 +397,87 @@ impl Engine {
         slot.full_presence_at = slot.full_presence_at.max(Some(at));
     }
 
+    // ---- inputs: cluster roles -----------------------------------------
+
+    /// Cluster mode: a state another node computed for a user it owns,
+    /// applied as it is (no state machine, no timers, no persistence, no
+    /// federation send: all of that happened on the owner). A change
+    /// enters the stream and wakes this node's watchers. Marks the user
+    /// replicated if it was not.
+    pub fn handle_replicated_state(&mut self, state: PresenceState) {
+        let is_local = self.is_local(&state.user_id);
+        let u = self.users.intern(&state.user_id, is_local);
+        self.mark_replicated(u);
+        let slot = self.users.get_mut(u);
+        if slot.state == state {
+            return;
+        }
+        slot.state = state;
+        let pos = self.log.push(u);
+        self.users.set_last_change(u, pos);
+        self.record_in_room_logs(u, pos);
+        self.counters.replicated_changes += 1;
+        self.enqueue(u, Pending::Notify);
+        self.track_remote(u);
+    }
+
+    /// Cluster mode: this node now owns these users (their partition was
+    /// taken over). Like [`Engine::restore`], but for users the engine
+    /// may already hold as replicas: their current state is kept, local
+    /// users who are not offline get the pseudo-device, and timers are
+    /// re-armed from the stored timestamps (late, never early).
+    pub fn handle_own(&mut self, users: impl IntoIterator<Item = OwnedUserId>) {
+        for user in users {
+            let Some(u) = self.users.find(&user) else {
+                continue;
+            };
+            let slot = self.users.get_mut(u);
+            if !slot.replicated {
+                continue;
+            }
+            slot.replicated = false;
+            if slot.is_local && slot.state.presence != Presence::Offline {
+                slot.devices = vec![DeviceState {
+                    device_id: None,
+                    presence: slot.state.presence,
+                    last_active_ts: slot.state.last_active_ts,
+                    last_sync_ts: slot.state.last_user_sync_ts,
+                    syncing: 0,
+                }];
+            }
+            self.reschedule(u);
+        }
+    }
+
+    /// Cluster mode: another node owns these users now. Their devices and
+    /// timers are dropped; their state stays as the replica's.
+    pub fn handle_disown(&mut self, users: impl IntoIterator<Item = OwnedUserId>) {
+        for user in users {
+            if let Some(u) = self.users.find(&user) {
+                self.mark_replicated(u);
+            }
+        }
+    }
+
+    /// Whether this node runs the user's state machine (always, outside
+    /// cluster mode).
+    pub fn is_owned(&self, user: &UserId) -> bool {
+        self.users
+            .find(user)
+            .is_none_or(|u| !self.users.get(u).replicated)
+    }
+
+    fn mark_replicated(&mut self, u: UserIdx) {
+        let slot = self.users.get_mut(u);
+        if slot.replicated {
+            return;
+        }
+        slot.replicated = true;
+        slot.devices.clear();
+        let filed = slot.deadline.take();
+        self.timers.refile(u, filed, None);
+    }
+
     // ---- inputs: federation --------------------------------------------
 
     /// Presence pushed by `origin` in an `m.presence` EDU, already parsed
@@ -467,10 +548,18 @@ impl Engine {
 
     // ---- internals -----------------------------------------------------
 
-    /// The slot of a local user whose presence clients may change.
+    /// The slot of a local user whose presence clients may change here
+    /// (not one another cluster node owns).
     fn tracked_local(&mut self, user: &UserId) -> Option<UserIdx> {
-        (self.config.tracking == Tracking::Enabled && self.is_local(user))
-            .then(|| self.users.intern(user, true))
+        if self.config.tracking != Tracking::Enabled || !self.is_local(user) {
+            return None;
+        }
+        let u = self.users.intern(user, true);
+        if self.users.get(u).replicated {
+            self.counters.replicated_inputs_ignored += 1;
+            return None;
+        }
+        Some(u)
     }
 
     /// Spec §2.1 steps 5–8: the device takes the requested state, the user
@@ -567,6 +656,8 @@ impl Engine {
     pub(crate) fn reschedule(&mut self, u: UserIdx) {
         let slot = self.users.get_mut(u);
         let next = match self.config.tracking {
+            // The owner runs a replicated user's timers.
+            _ if slot.replicated => None,
             Tracking::Enabled => {
                 machine::next_deadline(&slot.state, &slot.devices, slot.is_local, &self.config)
             }

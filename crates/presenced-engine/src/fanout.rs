@@ -122,6 +122,17 @@ impl Engine {
                 (u, std::mem::replace(&mut slot.pending, Pending::None))
             })
             .collect();
+        // Replicated changes were routed on their owner, once per batch
+        // (design §5.7); here they only wake local watchers.
+        let (entries, replicated): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|&(u, _)| !self.users.get(u).replicated);
+        if !replicated.is_empty() {
+            self.fan_out(&replicated, &UsersForStates::new());
+        }
+        if entries.is_empty() {
+            return;
+        }
         if self.config.routing {
             let states = entries
                 .iter()
@@ -147,7 +158,8 @@ impl Engine {
             if notify {
                 self.wake(u, &mut woken);
             }
-            let is_local = self.users.get(u).is_local;
+            // A replicated user's owner sends its state; this node only wakes.
+            let is_local = self.users.get(u).is_local && !self.users.get(u).replicated;
             for i in 0..self.users.get(u).rooms.len() {
                 let room = self.users.get(u).rooms[i];
                 if !self.audience().eligible(room) {

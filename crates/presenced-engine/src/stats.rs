@@ -31,4 +31,9 @@ pub struct EngineStats {
     pub remote_evicted: u64,
     /// Batches waiting for a router answer.
     pub batches_in_flight: usize,
+    /// Cluster mode: states applied from other nodes' partitions since start.
+    pub replicated_changes: u64,
+    /// Cluster mode: client inputs for a user another node owns, ignored
+    /// (the driver routes them to the owner; a count above 0 is a driver bug).
+    pub replicated_inputs_ignored: u64,
 }

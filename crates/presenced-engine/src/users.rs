@@ -49,6 +49,9 @@ pub(crate) struct UserSlot {
     pub(crate) pending: Pending,
     /// A full-presence snapshot is owed to syncs from tokens at or before this.
     pub(crate) full_presence_at: Option<StreamPos>,
+    /// Cluster mode: another node owns this user (runs its state machine,
+    /// timers and federation sends); here its state is only applied.
+    pub(crate) replicated: bool,
 }
 
 /// Users by index, with a hash index from user id to slot.
@@ -98,6 +101,7 @@ impl UserTable {
             wait_gen: 0,
             pending: Pending::None,
             full_presence_at: None,
+            replicated: false,
         };
         let idx = if let Some(idx) = self.free.pop() {
             set_bit(&mut self.released, idx, false);

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod cluster_roles;
 mod config_timers;
 mod excluded_rooms;
 mod handler;
