@@ -11,12 +11,14 @@
 //!   for the simulator) and [`JetStreamBus`] (NATS JetStream) implement it.
 //! - [`partition`]: user → partition, and the preferred owners.
 //! - [`record`]: what logs and owner commands carry.
+//! - [`driver`]: the seam to the presence logic a node carries.
 //! - `owner`: taking, fencing and serving a partition.
 //! - [`replica`]: the full replica and the readers that feed it.
 //! - [`token`]: vector sync tokens.
 //! - [`node`]: one node (heartbeat, replica, owners, front door).
 
 pub mod bus;
+pub mod driver;
 pub mod jetstream;
 pub mod mem_bus;
 pub mod node;
@@ -29,6 +31,7 @@ pub mod token;
 mod watched;
 
 pub use bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Seq};
+pub use driver::{PresenceDriver, Verbatim};
 pub use jetstream::{JetStreamBus, JetStreamConfig};
 pub use mem_bus::{MemBus, MemBusConfig};
 pub use node::{Node, NodeHandle, Timing, WriteError};

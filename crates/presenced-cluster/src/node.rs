@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::bus::{Bus, BusError, LeaseBucket, Seq};
+use crate::driver::{PresenceDriver, Verbatim};
 use crate::owner::{self, command_subject};
 use crate::partition::{partition_of, PARTITIONS};
 use crate::record::{to_bytes, Command, CommandReply};
@@ -59,6 +61,10 @@ pub(crate) struct NodeInner<B> {
     pub(crate) bus: B,
     pub(crate) replica: Arc<Replica>,
     pub(crate) timing: Timing,
+    pub(crate) driver: Arc<dyn PresenceDriver>,
+    /// Per partition: states the driver computed on its own (timeouts,
+    /// sync ends) waiting for the owner loop to write them.
+    pub(crate) locals: Vec<mpsc::UnboundedSender<LocalChange>>,
     owned: Mutex<BTreeMap<u16, u64>>,
     commands: AtomicU64,
     /// Turns false when the node is stopped: its in-flight writes then end
@@ -74,6 +80,13 @@ impl<B> NodeInner<B> {
             None => owned.remove(&partition),
         };
     }
+}
+
+/// A state the driver computed on its own, for its partition's log.
+#[derive(Debug)]
+pub(crate) struct LocalChange {
+    pub(crate) user: String,
+    pub(crate) state: serde_json::Value,
 }
 
 /// Why a write was not acknowledged. Nothing is promised about it: it may
@@ -102,26 +115,42 @@ pub struct NodeHandle<B: Bus> {
 }
 
 impl<B: Bus> Node<B> {
-    /// Starts the node's tasks on the current runtime.
+    /// Starts the node's tasks on the current runtime, writing each
+    /// command's state as it is ([`Verbatim`]).
     pub fn start(name: &str, bus: B, timing: Timing) -> Self {
+        Self::start_with(name, bus, timing, Arc::new(Verbatim))
+    }
+
+    /// Starts the node's tasks with the presence logic of `driver`.
+    pub fn start_with(
+        name: &str,
+        bus: B,
+        timing: Timing,
+        driver: Arc<dyn PresenceDriver>,
+    ) -> Self {
+        let (locals, receivers): (Vec<_>, Vec<_>) =
+            (0..PARTITIONS).map(|_| mpsc::unbounded_channel()).unzip();
         let inner = Arc::new(NodeInner {
             name: name.to_owned(),
             bus,
             replica: Arc::new(Replica::new()),
             timing,
+            driver,
+            locals,
             owned: Mutex::new(BTreeMap::new()),
             commands: AtomicU64::new(0),
             running: Watched::new(true),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat(inner.clone()));
-        for partition in 0..PARTITIONS {
+        for (partition, local) in (0..PARTITIONS).zip(receivers) {
             tasks.spawn(replica::follow(
                 inner.bus.clone(),
                 inner.replica.clone(),
+                inner.driver.clone(),
                 partition,
             ));
-            tasks.spawn(owner::run(inner.clone(), partition));
+            tasks.spawn(owner::run(inner.clone(), partition, local));
         }
         Self { inner, tasks }
     }
@@ -153,6 +182,18 @@ impl<B: Bus> NodeHandle<B> {
 
     pub fn replica(&self) -> &Arc<Replica> {
         &self.inner.replica
+    }
+
+    /// Queues a state the driver computed by itself (a timeout, a sync
+    /// end) for the owner loop of the user's partition. Dropped if this
+    /// node does not own it by the time the loop looks: the new owner's
+    /// timers compute it again.
+    pub fn publish_owned(&self, user: &str, state: serde_json::Value) {
+        let partition = partition_of(user);
+        let _ = self.inner.locals[usize::from(partition)].send(LocalChange {
+            user: user.to_owned(),
+            state,
+        });
     }
 
     /// Partitions this node owns now, with their epochs.

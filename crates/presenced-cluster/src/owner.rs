@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::bus::{Bus, BusError, LeaseBucket, Request, Seq};
-use crate::node::NodeInner;
+use crate::node::{LocalChange, NodeInner};
 use crate::partition::preference_order;
 use crate::record::{to_bytes, Command, CommandReply, EpochMarker, Record, StateRecord};
 
@@ -31,14 +32,23 @@ pub(crate) fn owner_key(partition: u16) -> String {
 
 /// Runs for the node's life: takes the partition when it is free and this
 /// node's turn comes, serves it until deposed, and tries again.
-pub(crate) async fn run<B: Bus>(node: Arc<NodeInner<B>>, partition: u16) {
+pub(crate) async fn run<B: Bus>(
+    node: Arc<NodeInner<B>>,
+    partition: u16,
+    mut local: mpsc::UnboundedReceiver<LocalChange>,
+) {
     loop {
         match try_acquire(&node, partition).await {
             Some(revision) => {
-                serve(&node, partition, revision).await;
+                serve(&node, partition, revision, &mut local).await;
                 node.set_owned(partition, None);
             }
-            None => tokio::time::sleep(node.timing.owner_poll).await,
+            None => {
+                // Not the owner: whatever the driver computed for this
+                // partition is stale; the owner's timers compute it.
+                while local.try_recv().is_ok() {}
+                tokio::time::sleep(node.timing.owner_poll).await;
+            }
         }
     }
 }
@@ -74,7 +84,12 @@ async fn try_acquire<B: Bus>(node: &NodeInner<B>, partition: u16) -> Option<u64>
 
 /// Serves the partition under the lease taken at `revision` until the
 /// lease is lost or an append fails.
-async fn serve<B: Bus>(node: &NodeInner<B>, partition: u16, revision: u64) {
+async fn serve<B: Bus>(
+    node: &NodeInner<B>,
+    partition: u16,
+    revision: u64,
+    local: &mut mpsc::UnboundedReceiver<LocalChange>,
+) {
     let epoch = revision;
     let key = owner_key(partition);
     let mut lease = Lease {
@@ -89,6 +104,9 @@ async fn serve<B: Bus>(node: &NodeInner<B>, partition: u16, revision: u64) {
         release(node, &key, lease.revision).await;
         return;
     };
+    while local.try_recv().is_ok() {}
+    node.driver
+        .owned(partition, node.replica.users_of(partition));
     node.set_owned(partition, Some(epoch));
     tracing::info!(node = %node.name, partition, epoch, "partition owned");
     let mut renew = tokio::time::interval(node.timing.renew_every);
@@ -110,7 +128,17 @@ async fn serve<B: Bus>(node: &NodeInner<B>, partition: u16, revision: u64) {
                         _ => break,
                     }
                 }
-                match write_batch(node, partition, epoch, last, batch).await {
+                let changes = drain(local, node.timing.max_batch);
+                match write_batch(node, partition, epoch, last, batch, changes).await {
+                    Some(new_last) => last = new_last,
+                    None => break,
+                }
+            }
+            change = local.recv() => {
+                let Some(first) = change else { break };
+                let mut changes = vec![first];
+                changes.extend(drain(local, node.timing.max_batch));
+                match write_batch(node, partition, epoch, last, Vec::new(), changes).await {
                     Some(new_last) => last = new_last,
                     None => break,
                 }
@@ -119,6 +147,9 @@ async fn serve<B: Bus>(node: &NodeInner<B>, partition: u16, revision: u64) {
     }
     tracing::info!(node = %node.name, partition, epoch, "partition given up");
     drop(requests);
+    node.set_owned(partition, None);
+    node.driver
+        .disowned(partition, node.replica.users_of(partition));
     release(node, &key, lease.revision).await;
 }
 
@@ -197,7 +228,19 @@ async fn write_marker<B: Bus>(node: &NodeInner<B>, partition: u16, epoch: u64) -
     None
 }
 
-/// Appends one batch of commands after `last`; answers each command.
+fn drain(local: &mut mpsc::UnboundedReceiver<LocalChange>, max: usize) -> Vec<LocalChange> {
+    let mut changes = Vec::new();
+    while changes.len() < max {
+        match local.try_recv() {
+            Ok(change) => changes.push(change),
+            Err(_) => break,
+        }
+    }
+    changes
+}
+
+/// Has the driver apply a batch of commands, appends what they produced
+/// and the driver's own changes after `last`, then answers each command.
 /// Returns the new last sequence, or `None` when this node must stop
 /// owning (deposed, or the outcome is unknown).
 async fn write_batch<B: Bus>(
@@ -206,48 +249,61 @@ async fn write_batch<B: Bus>(
     epoch: u64,
     last: Seq,
     batch: Vec<Request>,
+    changes: Vec<LocalChange>,
 ) -> Option<Seq> {
     let mut accepted = Vec::with_capacity(batch.len());
-    let mut entries = Vec::with_capacity(batch.len());
+    let mut entries = Vec::with_capacity(batch.len() + changes.len());
     for request in batch {
         match serde_json::from_slice::<Command>(&request.payload) {
             Ok(command) => {
-                let record = Record::State(StateRecord {
-                    user: command.user,
-                    epoch,
-                    command: command.id,
-                    state: command.state,
+                // A command that changes nothing writes nothing; it is
+                // answered with the batch's end, which covers every
+                // earlier write of its user.
+                let written = node.driver.apply(partition, &command).map(|state| {
+                    let record = Record::State(StateRecord {
+                        user: command.user,
+                        epoch,
+                        command: command.id,
+                        state,
+                    });
+                    entries.push(record.encode());
+                    entries.len()
                 });
-                entries.push(record.encode());
-                accepted.push(request);
+                accepted.push((request, written));
             }
             // A command this version cannot read: dropped, the sender times out.
             Err(error) => tracing::warn!(%error, "unreadable cluster command"),
         }
     }
-    if entries.is_empty() {
-        return Some(last);
+    for change in changes {
+        let record = Record::State(StateRecord {
+            user: change.user,
+            epoch,
+            command: "local".to_owned(),
+            state: change.state,
+        });
+        entries.push(record.encode());
     }
-    match node.bus.append(partition, last, entries).await {
-        Ok(new_last) => {
-            let first = new_last + 1 - accepted.len() as u64;
-            for (offset, request) in accepted.into_iter().enumerate() {
-                let reply = CommandReply::Written {
-                    partition,
-                    seq: first + offset as u64,
-                };
-                request.respond(to_bytes(&reply)).await;
+    let new_last = if entries.is_empty() {
+        last
+    } else {
+        match node.bus.append(partition, last, entries).await {
+            Ok(new_last) => new_last,
+            Err(error) => {
+                tracing::info!(node = %node.name, partition, %error, "append refused: no longer the owner");
+                for (request, _) in accepted {
+                    request.respond(to_bytes(&CommandReply::NotOwner)).await;
+                }
+                return None;
             }
-            Some(new_last)
         }
-        Err(error) => {
-            tracing::info!(node = %node.name, partition, %error, "append refused: no longer the owner");
-            for request in accepted {
-                request.respond(to_bytes(&CommandReply::NotOwner)).await;
-            }
-            None
-        }
+    };
+    for (request, written) in accepted {
+        let seq = written.map_or(new_last, |nth| last + nth as u64);
+        let reply = CommandReply::Written { partition, seq };
+        request.respond(to_bytes(&reply)).await;
     }
+    Some(new_last)
 }
 
 async fn release<B: Bus>(node: &NodeInner<B>, key: &str, revision: u64) {

@@ -61,12 +61,14 @@ impl Replica {
     }
 
     /// Applies one log entry; entries at or below the applied sequence are
-    /// ignored (a resumed reader repeats them).
-    pub fn apply(&self, entry: &LogEntry) {
+    /// ignored (a resumed reader repeats them). Returns the state record
+    /// when the entry was a newly applied one.
+    pub fn apply(&self, entry: &LogEntry) -> Option<StateRecord> {
         let p = usize::from(entry.partition);
         if entry.seq <= self.applied.get().0[p] {
-            return;
+            return None;
         }
+        let mut applied = None;
         {
             let mut state = self.state();
             match Record::decode(&entry.key, &entry.payload) {
@@ -75,6 +77,7 @@ impl Replica {
                     if record.epoch < current {
                         state.fencing_violations += 1;
                     }
+                    applied = Some(record.clone());
                     let replicated = ReplicatedState {
                         partition: entry.partition,
                         seq: entry.seq,
@@ -94,7 +97,18 @@ impl Replica {
                 None => {}
             }
         }
-        self.applied.modify(|applied| applied.0[p] = entry.seq);
+        self.applied.modify(|vector| vector.0[p] = entry.seq);
+        applied
+    }
+
+    /// The newest state of every user of a partition.
+    pub fn users_of(&self, partition: u16) -> Vec<StateRecord> {
+        self.state()
+            .users
+            .values()
+            .filter(|state| state.partition == partition)
+            .map(|state| state.record.clone())
+            .collect()
     }
 
     /// The applied vector: partition `p` is applied up to `applied().0[p]`.
@@ -158,7 +172,12 @@ const STALL_CHECK: Duration = Duration::from_secs(3);
 /// (JetStream clients have had such bugs, and a server restart under a
 /// consumer is one way there), so silence while the log's last sequence is
 /// ahead of the replica counts as a failure.
-pub async fn follow<B: Bus>(bus: B, replica: std::sync::Arc<Replica>, partition: u16) {
+pub async fn follow<B: Bus>(
+    bus: B,
+    replica: std::sync::Arc<Replica>,
+    driver: std::sync::Arc<dyn crate::PresenceDriver>,
+    partition: u16,
+) {
     let p = usize::from(partition);
     loop {
         let from = replica.applied().0[p] + 1;
@@ -172,7 +191,9 @@ pub async fn follow<B: Bus>(bus: B, replica: std::sync::Arc<Replica>, partition:
                         biased;
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => {
-                                replica.apply(&entry);
+                                if let Some(record) = replica.apply(&entry) {
+                                    driver.replicated(partition, &record);
+                                }
                                 progressed = true;
                             }
                             Some(Err(error)) => {
