@@ -122,12 +122,7 @@ impl<B: Bus> Node<B> {
     }
 
     /// Starts the node's tasks with the presence logic of `driver`.
-    pub fn start_with(
-        name: &str,
-        bus: B,
-        timing: Timing,
-        driver: Arc<dyn PresenceDriver>,
-    ) -> Self {
+    pub fn start_with(name: &str, bus: B, timing: Timing, driver: Arc<dyn PresenceDriver>) -> Self {
         let (locals, receivers): (Vec<_>, Vec<_>) =
             (0..PARTITIONS).map(|_| mpsc::unbounded_channel()).unzip();
         let inner = Arc::new(NodeInner {
