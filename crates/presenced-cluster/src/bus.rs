@@ -17,6 +17,11 @@
 //!   `create` fails if the key is live, `update` and `release` need the
 //!   current revision (compare-and-set). Revisions only grow.
 //! - **Request/reply.** Core messaging: at most once, no storage.
+//! - **The membership feed.** One ordered log keeping every entry (for its
+//!   retention time), each named by the outbox row id it relays. Appends
+//!   are fenced like partition appends and deduplicated by id, so a relay
+//!   that crashed and a zombie relay can never write a row twice or out of
+//!   order.
 
 use std::future::Future;
 use std::time::Duration;
@@ -185,4 +190,29 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// Serves a subject until the returned stream is dropped.
     fn serve(&self, subject: &str)
         -> impl Future<Output = Result<Self::Requests, BusError>> + Send;
+
+    /// Appends outbox row `id` to the membership feed if the feed's last
+    /// sequence is `expected_last`; returns the sequence of the entry that
+    /// carries `id`. A row id already in the feed is never written again:
+    /// the call then fails the fence or returns the earlier entry's
+    /// sequence without writing (JetStream checks the id first, within its
+    /// duplicate window).
+    fn feed_append(
+        &self,
+        expected_last: Seq,
+        id: u64,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Seq, BusError>> + Send;
+
+    /// The feed's last sequence and the row id it carries (`None`: empty).
+    fn feed_last(&self) -> impl Future<Output = Result<Option<(Seq, u64)>, BusError>> + Send;
+
+    /// Feed entries from `from` on (key = the row id), then live ones.
+    fn feed_read_from(
+        &self,
+        from: Seq,
+    ) -> impl Future<Output = Result<Self::Entries, BusError>> + Send;
 }
+
+/// The partition number [`LogEntry`]s of the membership feed carry.
+pub const FEED_PARTITION: u16 = u16::MAX;

@@ -21,7 +21,9 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use futures::TryStreamExt;
 
-use crate::bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Responder, Seq};
+use crate::bus::{
+    Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Responder, Seq, FEED_PARTITION,
+};
 use crate::partition::PARTITIONS;
 use crate::token::GENERATION;
 
@@ -51,6 +53,7 @@ pub struct JetStreamBus {
     client: async_nats::Client,
     js: Context,
     streams: Vec<stream::Stream>,
+    feed: stream::Stream,
     nodes: kv::Store,
     owners: kv::Store,
 }
@@ -61,6 +64,23 @@ fn stream_name(namespace: &str, partition: u16) -> String {
 
 fn subject_prefix(namespace: &str, partition: u16) -> String {
     format!("{namespace}pres.log.{partition}.")
+}
+
+fn feed_subject(namespace: &str) -> String {
+    format!("{namespace}pres.feed.membership")
+}
+
+/// How long the membership feed keeps entries: a node down longer than
+/// this bootstraps from PostgreSQL again instead of replaying.
+const FEED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// JetStream's id deduplication window on the feed. The fence catches
+/// zombies beyond it; the window covers a relay retrying its own append.
+const FEED_DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// The header carrying the outbox row id of a feed entry.
+const OUTBOX_ID: &str = "Presenced-Outbox-Id";
+
+fn outbox_id(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
+    headers?.get(OUTBOX_ID)?.as_str().parse().ok()
 }
 
 fn unavailable(error: impl std::fmt::Display) -> BusError {
@@ -121,6 +141,27 @@ impl JetStreamBus {
             )?;
             streams.push(stream);
         }
+        let feed_config = stream::Config {
+            name: format!("{ns}PRES_MEMBERSHIP"),
+            subjects: vec![feed_subject(ns)],
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            max_age: FEED_RETENTION,
+            duplicate_window: FEED_DEDUP_WINDOW,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let mut feed = js
+            .get_or_create_stream(feed_config)
+            .await
+            .map_err(unavailable)?;
+        let info = feed.info().await.map_err(unavailable)?;
+        check_durable(
+            &info.config.name,
+            info.config.num_replicas,
+            info.config.storage,
+            config,
+        )?;
         let nodes = bucket(&js, &format!("{ns}PRES_NODES"), config.node_ttl, config).await?;
         let owners = bucket(&js, &format!("{ns}PRES_OWNERS"), config.owner_ttl, config).await?;
         Ok(Self {
@@ -128,6 +169,7 @@ impl JetStreamBus {
             client,
             js,
             streams,
+            feed,
             nodes,
             owners,
         })
@@ -137,6 +179,7 @@ impl JetStreamBus {
     pub async fn delete_all(&self) -> Result<(), BusError> {
         let ns = &self.namespace;
         let mut names: Vec<String> = (0..PARTITIONS).map(|p| stream_name(ns, p)).collect();
+        names.push(format!("{ns}PRES_MEMBERSHIP"));
         names.push(format!("KV_{ns}PRES_NODES"));
         names.push(format!("KV_{ns}PRES_OWNERS"));
         for name in names {
@@ -429,6 +472,77 @@ impl Bus for JetStreamBus {
                 _ => unavailable(error),
             }),
         }
+    }
+
+    async fn feed_append(
+        &self,
+        expected_last: Seq,
+        id: u64,
+        payload: Bytes,
+    ) -> Result<Seq, BusError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(id.to_string())
+            .expected_last_sequence(expected_last)
+            .header(OUTBOX_ID, id.to_string().as_str());
+        let ack = self
+            .js
+            .send_publish(feed_subject(&self.namespace), publish)
+            .await
+            .map_err(unavailable)?;
+        match ack.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(error)
+                if error.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                Err(BusError::WrongLastSequence { actual: None })
+            }
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+
+    async fn feed_last(&self) -> Result<Option<(Seq, u64)>, BusError> {
+        let last = self
+            .feed
+            .get_info()
+            .await
+            .map_err(unavailable)?
+            .state
+            .last_sequence;
+        if last == 0 {
+            return Ok(None);
+        }
+        let message = self.feed.direct_get(last).await.map_err(unavailable)?;
+        let id = outbox_id(Some(&message.headers))
+            .ok_or_else(|| unavailable("a membership feed entry without its outbox id"))?;
+        Ok(Some((last, id)))
+    }
+
+    async fn feed_read_from(&self, from: Seq) -> Result<Self::Entries, BusError> {
+        let consumer = self
+            .feed
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        let entries = messages.map(|message| {
+            let message = message.map_err(unavailable)?;
+            let seq = message.info().map_err(unavailable)?.stream_sequence;
+            let id = outbox_id(message.headers.as_ref())
+                .ok_or_else(|| unavailable("a membership feed entry without its outbox id"))?;
+            Ok(LogEntry {
+                partition: FEED_PARTITION,
+                seq,
+                key: id.to_string(),
+                payload: message.payload.clone(),
+            })
+        });
+        Ok(entries.boxed())
     }
 
     async fn serve(&self, subject: &str) -> Result<Self::Requests, BusError> {

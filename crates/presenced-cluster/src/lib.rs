@@ -30,7 +30,7 @@ pub mod testing;
 pub mod token;
 mod watched;
 
-pub use bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Seq};
+pub use bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Seq, FEED_PARTITION};
 pub use driver::{PresenceDriver, Verbatim};
 pub use jetstream::{JetStreamBus, JetStreamConfig};
 pub use mem_bus::{MemBus, MemBusConfig};

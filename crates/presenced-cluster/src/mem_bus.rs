@@ -24,7 +24,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::bus::{Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Responder, Seq};
+use crate::bus::{
+    Bus, BusError, Lease, LeaseBucket, LogEntry, Request, Responder, Seq, FEED_PARTITION,
+};
 use crate::partition::PARTITIONS;
 use crate::watched::Watched;
 
@@ -64,6 +66,7 @@ struct Shared {
 
 struct State {
     logs: Vec<Log>,
+    feed: Feed,
     leases: BTreeMap<(LeaseBucket, String), (Lease, Instant)>,
     next_revision: u64,
     servers: BTreeMap<String, Vec<Server>>,
@@ -79,6 +82,12 @@ struct Log {
     live: BTreeMap<Seq, (String, Bytes)>,
     seq_of_key: BTreeMap<String, Seq>,
     history: Vec<LogEntry>,
+    written: Arc<Watched<Seq>>,
+}
+
+struct Feed {
+    entries: Vec<LogEntry>,
+    ids: BTreeMap<u64, Seq>,
     written: Arc<Watched<Seq>>,
 }
 
@@ -117,6 +126,11 @@ impl MemBus {
             config,
             state: Mutex::new(State {
                 logs,
+                feed: Feed {
+                    entries: Vec::new(),
+                    ids: BTreeMap::new(),
+                    written: Arc::new(Watched::new(0)),
+                },
                 leases: BTreeMap::new(),
                 next_revision: 1,
                 servers: BTreeMap::new(),
@@ -489,6 +503,66 @@ impl Bus for MemBus {
         };
         self.leg().await?;
         Ok(answer)
+    }
+
+    async fn feed_append(
+        &self,
+        expected_last: Seq,
+        id: u64,
+        payload: Bytes,
+    ) -> Result<Seq, BusError> {
+        self.leg().await?;
+        let seq = {
+            let mut state = self.state();
+            let feed = &mut state.feed;
+            let last = feed.entries.len() as Seq;
+            if let Some(seq) = feed.ids.get(&id) {
+                *seq
+            } else {
+                if last != expected_last {
+                    return Err(BusError::WrongLastSequence { actual: Some(last) });
+                }
+                feed.ids.insert(id, last + 1);
+                feed.entries.push(LogEntry {
+                    partition: FEED_PARTITION,
+                    seq: last + 1,
+                    key: id.to_string(),
+                    payload,
+                });
+                feed.written.modify(|written| *written = last + 1);
+                last + 1
+            }
+        };
+        self.leg().await?;
+        Ok(seq)
+    }
+
+    async fn feed_last(&self) -> Result<Option<(Seq, u64)>, BusError> {
+        self.leg().await?;
+        let last = self
+            .state()
+            .feed
+            .entries
+            .last()
+            .map(|entry| (entry.seq, entry.key.parse().unwrap_or(0)));
+        self.leg().await?;
+        Ok(last)
+    }
+
+    async fn feed_read_from(&self, from: Seq) -> Result<Self::Entries, BusError> {
+        self.leg().await?;
+        let written = self.state().feed.written.clone();
+        let reader = (self.clone(), from.max(1), written);
+        let entries = stream::unfold(Some(reader), move |reader| async move {
+            let (bus, next, written) = reader?;
+            if let Err(error) = bus.leg().await {
+                return Some((Err(error), None));
+            }
+            written.wait_for(|last| *last >= next).await;
+            let entry = bus.state().feed.entries[(next - 1) as usize].clone();
+            Some((Ok(entry), Some((bus, next + 1, written))))
+        });
+        Ok(entries.boxed())
     }
 
     async fn serve(&self, subject: &str) -> Result<Self::Requests, BusError> {

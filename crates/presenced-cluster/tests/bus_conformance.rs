@@ -169,6 +169,40 @@ async fn requests_reach_servers<B: Bus>(bus: B) {
     assert!(gone, "a dropped server still receives requests");
 }
 
+/// The membership feed: fenced appends, ids never written twice, readers
+/// from a sequence on.
+async fn the_feed_is_fenced_and_deduplicated<B: Bus>(bus: B) {
+    assert_eq!(bus.feed_last().await.unwrap(), None);
+    assert_eq!(bus.feed_append(0, 10, Bytes::from("a")).await.unwrap(), 1);
+    assert_eq!(bus.feed_append(1, 11, Bytes::from("b")).await.unwrap(), 2);
+    // A relay retrying its own append: the id is there, nothing is written.
+    assert_eq!(bus.feed_append(2, 11, Bytes::from("b")).await.unwrap(), 2);
+    // A zombie relay behind the feed: refused by the id or by the fence.
+    let zombie = bus.feed_append(1, 11, Bytes::from("b")).await;
+    assert!(
+        matches!(zombie, Ok(2) | Err(BusError::WrongLastSequence { .. })),
+        "{zombie:?}"
+    );
+    let stale = bus.feed_append(1, 12, Bytes::from("c")).await;
+    assert!(
+        matches!(stale, Err(BusError::WrongLastSequence { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(bus.feed_last().await.unwrap(), Some((2, 11)));
+    let mut entries = bus.feed_read_from(1).await.unwrap();
+    let first = next_entry::<B>(&mut entries).await;
+    assert_eq!(
+        (first.seq, first.key.as_str(), &first.payload[..]),
+        (1, "10", &b"a"[..])
+    );
+    assert_eq!(next_entry::<B>(&mut entries).await.key, "11");
+    assert_eq!(bus.feed_append(2, 12, Bytes::from("c")).await.unwrap(), 3);
+    let live = next_entry::<B>(&mut entries).await;
+    assert_eq!((live.seq, live.key.as_str()), (3, "12"));
+    // The partition logs are separate from the feed.
+    assert_eq!(bus.last_seq(0).await.unwrap(), 0);
+}
+
 macro_rules! on_both_buses {
     ($($check:ident),* $(,)?) => {
         mod mem {
@@ -200,4 +234,5 @@ on_both_buses!(
     readers_see_the_newest_entry_per_key,
     leases_are_compare_and_set,
     requests_reach_servers,
+    the_feed_is_fenced_and_deduplicated,
 );
