@@ -14,6 +14,7 @@
 //! - [`driver`]: the seam to the presence logic a node carries.
 //! - `owner`: taking, fencing and serving a partition.
 //! - [`replica`]: the full replica and the readers that feed it.
+//! - [`relay`]: outbox rows into the membership feed, one relay at a time.
 //! - [`token`]: vector sync tokens.
 //! - [`node`]: one node (heartbeat, replica, owners, front door).
 
@@ -25,6 +26,7 @@ pub mod node;
 mod owner;
 pub mod partition;
 pub mod record;
+pub mod relay;
 pub mod replica;
 pub mod testing;
 pub mod token;
