@@ -61,14 +61,21 @@ impl Replica {
     }
 
     /// Applies one log entry; entries at or below the applied sequence are
-    /// ignored (a resumed reader repeats them). Returns the state record
-    /// when the entry was a newly applied one.
-    pub fn apply(&self, entry: &LogEntry) -> Option<StateRecord> {
+    /// ignored (a resumed reader repeats them).
+    pub fn apply(&self, entry: &LogEntry) {
+        self.apply_with(entry, |_| {});
+    }
+
+    /// Applies one log entry and hands a state record to `applied` before
+    /// the applied vector moves past it: whoever waits for the vector (a
+    /// `PUT` answered once its write is applied here) then also sees what
+    /// `applied` did with it (the engine's state, for a `GET`).
+    pub fn apply_with(&self, entry: &LogEntry, applied: impl FnOnce(&StateRecord)) {
         let p = usize::from(entry.partition);
         if entry.seq <= self.applied.get().0[p] {
-            return None;
+            return;
         }
-        let mut applied = None;
+        let mut record_applied = None;
         {
             let mut state = self.state();
             match Record::decode(&entry.key, &entry.payload) {
@@ -77,7 +84,7 @@ impl Replica {
                     if record.epoch < current {
                         state.fencing_violations += 1;
                     }
-                    applied = Some(record.clone());
+                    record_applied = Some(record.clone());
                     let replicated = ReplicatedState {
                         partition: entry.partition,
                         seq: entry.seq,
@@ -97,8 +104,10 @@ impl Replica {
                 None => {}
             }
         }
+        if let Some(record) = &record_applied {
+            applied(record);
+        }
         self.applied.modify(|vector| vector.0[p] = entry.seq);
-        applied
     }
 
     /// The newest state of every user of a partition.
@@ -191,9 +200,9 @@ pub async fn follow<B: Bus>(
                         biased;
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => {
-                                if let Some(record) = replica.apply(&entry) {
-                                    driver.replicated(partition, &record);
-                                }
+                                replica.apply_with(&entry, |record| {
+                                    driver.replicated(partition, record);
+                                });
                                 progressed = true;
                             }
                             Some(Err(error)) => {
