@@ -16,6 +16,7 @@
 //! - [`replica`]: the full replica and the readers that feed it.
 //! - [`relay`]: outbox rows into the membership feed, one relay at a time.
 //! - [`token`]: vector sync tokens.
+//! - [`sync_relay`]: which long-poll starts and ends reach the owner.
 //! - [`node`]: one node (heartbeat, replica, owners, front door).
 
 pub mod bus;
@@ -28,6 +29,7 @@ pub mod partition;
 pub mod record;
 pub mod relay;
 pub mod replica;
+pub mod sync_relay;
 pub mod testing;
 pub mod token;
 mod watched;
