@@ -10,7 +10,11 @@
 //! 4. a node's replica following every log from the start: CPU µs per
 //!    record (client decode + apply), and `Replica::apply` alone;
 //! 5. NATS servers' memory per subject: RSS before and after writing
-//!    distinct users.
+//!    distinct users;
+//! 6. one node owning all 16 partitions taking writes through its front
+//!    door (request to the owner, fenced append, replica applied before the
+//!    answer): writes/s and this process's CPU per write, the "per owner
+//!    input" cost of SCALING.md (front door, owner and replica together).
 //!
 //! `--quick` runs each for a fraction of the time (CI runs it so the tool
 //! keeps working; its figures are not the documented ones).
@@ -26,7 +30,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use presenced_cluster::record::{Record, StateRecord};
 use presenced_cluster::testing::NatsServers;
-use presenced_cluster::{Bus, JetStreamBus, JetStreamConfig, LogEntry, Replica, PARTITIONS};
+use presenced_cluster::{
+    Bus, JetStreamBus, JetStreamConfig, LogEntry, Node, Replica, Timing, PARTITIONS,
+};
 
 fn state_entry(user: &str, n: u64) -> (String, Bytes) {
     Record::State(StateRecord {
@@ -237,4 +243,41 @@ async fn main() {
         rss_after,
         rss_after.saturating_sub(rss_before) as f64 * 1024.0 / 3.0 / (per_partition * u64::from(PARTITIONS)) as f64
     );
+
+    // 6. Writes through one node's front door.
+    let node = Node::start("bench", bus.clone(), Timing::default());
+    let handle = node.handle();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.owned().len() < usize::from(PARTITIONS) {
+        assert!(Instant::now() < deadline, "the bench node never owned every partition");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes: u64 = if quick { 2_000 } else { 40_000 };
+    let concurrency = 64u64;
+    let cpu_before = cpu("self");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|c| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for n in 0..writes / concurrency {
+                    let user = format!("@w{}:bench", (c * 1_000 + n) % 5_000);
+                    let state = serde_json::json!({"presence": "online", "n": n});
+                    handle.write(&user, state).await.expect("write");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let spent = cpu("self").saturating_sub(cpu_before);
+    let done = writes / concurrency * concurrency;
+    println!(
+        "\nwrites through a node's front door (64 in flight): {:.0} writes/s, {:.1} µs CPU per write in the node's process",
+        done as f64 / secs,
+        spent.as_secs_f64() * 1e6 / done as f64
+    );
+    node.stop();
 }
