@@ -46,7 +46,10 @@ use crate::StoreError;
 
 /// Schema migrations, in order; `presenced_schema_version` counts how many
 /// ran.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!("postgres/migrations/0001_initial.sql")];
+pub(crate) const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/migrations/0001_initial.sql"),
+    include_str!("postgres/migrations/0002_membership_outbox.sql"),
+];
 
 /// The advisory lock key one presenced holds on its database
 /// (`b"presencd"` as a big-endian integer).
@@ -67,6 +70,10 @@ pub const TABLES: &[&str] = &[
     "presence_full_marks",
     "presenced_schema_version",
 ];
+
+/// Tables only the PostgreSQL backend has (cluster mode's), not copied by
+/// `port-db`: the ownership check counts them as presenced's.
+pub const POSTGRES_ONLY_TABLES: &[&str] = &["membership_outbox_head", "membership_outbox"];
 
 /// PostgreSQL-backed [`crate::Store`], [`crate::outbox::OutboxStore`] and
 /// [`crate::presence::PresenceStore`].
@@ -300,7 +307,7 @@ async fn check_ownership(client: &Client, opts: &PgConnectOptions) -> Result<(),
     let foreign: Vec<String> = rows
         .iter()
         .map(|r| r.get::<_, String>(0))
-        .filter(|t| !TABLES.contains(&t.as_str()))
+        .filter(|t| !TABLES.contains(&t.as_str()) && !POSTGRES_ONLY_TABLES.contains(&t.as_str()))
         .collect();
     if foreign.is_empty() {
         return Ok(());

@@ -249,7 +249,10 @@ async fn main() {
     let handle = node.handle();
     let deadline = Instant::now() + Duration::from_secs(30);
     while handle.owned().len() < usize::from(PARTITIONS) {
-        assert!(Instant::now() < deadline, "the bench node never owned every partition");
+        assert!(
+            Instant::now() < deadline,
+            "the bench node never owned every partition"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let writes: u64 = if quick { 2_000 } else { 40_000 };

@@ -78,7 +78,8 @@ async fn query_memberships<C: GenericClient>(
 }
 
 /// Appends events inside an open transaction; membership events also
-/// update `roomid_userid_membership` (as `sqlite.rs` does).
+/// update `roomid_userid_membership` (as `sqlite.rs` does) and write a
+/// `membership_outbox` row (ids from the head row: commit order).
 async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
     let insert = tx
         .prepare_cached(
@@ -92,6 +93,14 @@ async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult
             "INSERT INTO roomid_userid_membership (room_id, user_id, membership, stream) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, user_id) \
              DO UPDATE SET membership = excluded.membership, stream = excluded.stream",
+        )
+        .await?;
+    let outbox = tx
+        .prepare_cached(
+            "WITH head AS (UPDATE membership_outbox_head SET last_id = last_id + 1 \
+             RETURNING last_id) \
+             INSERT INTO membership_outbox (id, room_id, user_id, membership, stream) \
+             SELECT last_id, $1, $2, $3, $4 FROM head",
         )
         .await?;
     let mut streams = Vec::with_capacity(events.len());
@@ -122,16 +131,14 @@ async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult
                 .and_then(Value::as_str)
                 .and_then(|m| Membership::from_str(m).ok());
             if let (Some(state_key), Some(membership)) = (&e.state_key, membership) {
-                tx.execute(
-                    &member,
-                    &[
-                        &e.room_id.as_str(),
-                        state_key,
-                        &membership.as_str(),
-                        &stream,
-                    ],
-                )
-                .await?;
+                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+                    &e.room_id.as_str(),
+                    state_key,
+                    &membership.as_str(),
+                    &stream,
+                ];
+                tx.execute(&member, &row).await?;
+                tx.execute(&outbox, &row).await?;
             }
         }
         streams.push(stream);
@@ -140,6 +147,39 @@ async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult
 }
 
 impl PgStore {
+    /// Membership outbox rows after `after`, in id order, at most `limit`
+    /// (cluster mode's relay reads them into the membership feed). Ids are
+    /// taken in commit order, so reading past id N never skips a row
+    /// below N that commits later.
+    pub fn membership_outbox_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, MembershipRow)>> {
+        let (after, limit) = (after as i64, limit as i64);
+        self.call(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT id, room_id, user_id, membership, stream FROM membership_outbox \
+                     WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let row = MembershipRow {
+                        room_id: parse_or_skip("room id", r.get::<_, &str>(1))?,
+                        user_id: parse_or_skip("user id", r.get::<_, &str>(2))?,
+                        membership: parse_or_skip("membership", r.get::<_, &str>(3))?,
+                        stream: r.get(4),
+                    };
+                    Some((r.get::<_, i64>(0) as u64, row))
+                })
+                .collect())
+        })
+    }
+
     /// Runs `f` with a pooled connection on the store's runtime; failures
     /// of the backend are logged once per outage.
     pub(crate) fn call<T, F, Fut>(&self, f: F) -> StoreResult<T>
