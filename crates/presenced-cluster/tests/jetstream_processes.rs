@@ -11,7 +11,8 @@
 //! after it, and is it when at the same position), no two acknowledgements
 //! share a position, and every node's replica ends on the log. It prints
 //! acked / checked and the takeover times after owner kills (from the kill
-//! to the next acknowledged write of each partition the dead node owned).
+//! until every partition the dead node owned has an owner again, polled
+//! every 100 ms).
 
 mod common;
 
@@ -272,6 +273,7 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
         .collect();
 
     let mut kills: Vec<(Instant, Vec<u16>)> = Vec::new();
+    let mut takeovers: Vec<Duration> = Vec::new();
     let restart = |index: usize| {
         let node = NodeProcess::start(&format!("n{index}"), namespace, &urls);
         *cluster.nodes[index].lock().unwrap() = Some(node);
@@ -285,11 +287,37 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
             .unwrap();
         let node = cluster.nodes[victim].lock().unwrap().take().unwrap();
         node.kill();
-        kills.push((Instant::now(), owned));
-        eprintln!("cycle {cycle}: killed n{victim}");
-        std::thread::sleep(Duration::from_secs(2));
-        restart(victim);
-        std::thread::sleep(LEASE + Duration::from_secs(2));
+        let killed_at = Instant::now();
+        kills.push((killed_at, owned.clone()));
+        // Takeover: until every partition the dead node owned has an owner
+        // again (the restarted node may be it), polling the live nodes.
+        let mut restarted = false;
+        loop {
+            if !restarted && killed_at.elapsed() >= Duration::from_secs(2) {
+                restart(victim);
+                restarted = true;
+            }
+            let mut now_owned: Vec<u16> = (0..NODES).flat_map(|i| cluster.owned(i)).collect();
+            now_owned.sort_unstable();
+            if owned.iter().all(|p| now_owned.binary_search(p).is_ok()) {
+                takeovers.push(killed_at.elapsed());
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(60),
+                "partitions {owned:?} of n{victim} still unowned after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "cycle {cycle}: killed n{victim} owning {owned:?}, taken over in {:?}",
+            takeovers.last().unwrap()
+        );
+        if !restarted {
+            std::thread::sleep(Duration::from_secs(2).saturating_sub(killed_at.elapsed()));
+            restart(victim);
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 
     // SIGSTOP an owner past its lease, then SIGCONT: its pending and later
@@ -391,9 +419,10 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
             }
         }
     }
-    // Takeover: from each kill to the next acknowledged write of each
-    // partition the dead node owned.
-    let mut takeovers: Vec<Duration> = Vec::new();
+    // Writes resumed: from each kill to the next acknowledged write of each
+    // partition the dead node owned (includes writers stuck on requests to
+    // partitions without an owner, so it is an upper bound).
+    let mut resumed: Vec<Duration> = Vec::new();
     for (at, owned) in &kills {
         for p in owned {
             if let Some(next) = acks
@@ -402,13 +431,15 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
                 .map(|a| a.at)
                 .min()
             {
-                takeovers.push(next - *at);
+                resumed.push(next - *at);
             }
         }
     }
+    resumed.sort();
     takeovers.sort();
     eprintln!(
-        "cluster processes: acked {} / checked {} (failed or unanswered {}), {} owner kills, takeover p50 {:?} p99 {:?} max {:?} (lease {:?})",
+        "cluster processes: acked {} / checked {} / lost 0 (failed or unanswered {}), {} owner kills, \
+         takeover p50 {:?} p99 {:?} max {:?}, writes resumed p50 {:?} p99 {:?} (lease {:?})",
         acks.len(),
         acks.len(),
         failed.load(Ordering::Relaxed),
@@ -416,6 +447,8 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
         percentile(&takeovers, 0.5),
         percentile(&takeovers, 0.99),
         takeovers.last().copied().unwrap_or_default(),
+        percentile(&resumed, 0.5),
+        percentile(&resumed, 0.99),
         LEASE
     );
     assert!(
