@@ -1,7 +1,7 @@
 //! Real NATS servers for tests: one, or three as a JetStream cluster, each
 //! on its own loopback ports with its own store, `sync_interval: always`.
 //!
-//! The binary is `PRESENCED_NATS_SERVER`, else the pinned one that
+//! The binary is `PRESENCED_TEST_NATS_SERVER`, else the pinned one that
 //! `scripts/install-nats-server` puts in `target/nats-venv`. When there is
 //! none, [`NatsServers::start`] returns `None` after printing `skipped: …`,
 //! unless `PRESENCED_REQUIRE_NATS=1` (CI), where it panics.
@@ -32,7 +32,7 @@ fn free_port() -> u16 {
 
 /// The nats-server binary to test with, if any.
 pub fn nats_server_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("PRESENCED_NATS_SERVER") {
+    if let Ok(path) = std::env::var("PRESENCED_TEST_NATS_SERVER") {
         return Some(PathBuf::from(path));
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -48,12 +48,12 @@ impl NatsServers {
             if std::env::var("PRESENCED_REQUIRE_NATS").as_deref() == Ok("1") {
                 panic!(
                     "NATS is required (PRESENCED_REQUIRE_NATS=1) but there is no nats-server: \
-                     run scripts/install-nats-server or set PRESENCED_NATS_SERVER"
+                     run scripts/install-nats-server or set PRESENCED_TEST_NATS_SERVER"
                 );
             }
             eprintln!(
                 "skipped: {what} (no nats-server: run scripts/install-nats-server or set \
-                 PRESENCED_NATS_SERVER)"
+                 PRESENCED_TEST_NATS_SERVER)"
             );
             return None;
         };

@@ -1,7 +1,7 @@
 //! Cluster nodes as real processes on a real 3-server JetStream cluster
 //! (R3, file storage, `sync_interval: always`), under faults:
 //! - `kill -9` of the node owning the most partitions, restarted after 2 s
-//!   (`PRESENCED_CLUSTER_KILL_CYCLES` cycles, default 3; CI runs 20);
+//!   (`PRESENCED_TEST_KILL_CYCLES` cycles, default 3; CI runs 20);
 //! - `SIGSTOP` of an owner past its lease, then `SIGCONT`: its later writes
 //!   must be fenced off;
 //! - `kill -9` of the NATS server leading a partition stream, restarted.
@@ -214,7 +214,7 @@ fn owners_killed_stopped_and_nats_leaders_killed_lose_no_acknowledged_write() {
     let Some(mut nats) = NatsServers::start(3, "cluster processes on JetStream") else {
         return;
     };
-    let cycles: usize = std::env::var("PRESENCED_CLUSTER_KILL_CYCLES")
+    let cycles: usize = std::env::var("PRESENCED_TEST_KILL_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);

@@ -117,7 +117,7 @@ async fn scenario(seed: u64) {
 
 #[test]
 fn every_row_reaches_the_feed_once_and_in_order() {
-    let seeds: u64 = std::env::var("PRESENCED_SIM_SEEDS")
+    let seeds: u64 = std::env::var("PRESENCED_TEST_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(50, |n: u64| (n / 20).max(50));

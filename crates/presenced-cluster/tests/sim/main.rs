@@ -19,10 +19,10 @@
 //!
 //! Plus: no two acknowledgements share a log position.
 //!
-//! Seeds: `PRESENCED_SIM_SEEDS` (default 100; CI runs 10,000 in release),
-//! starting at `PRESENCED_SIM_FIRST_SEED` (default 0). A failure names its
-//! seed; rerun it alone with `PRESENCED_SIM_SEEDS=1
-//! PRESENCED_SIM_FIRST_SEED=<seed>`.
+//! Seeds: `PRESENCED_TEST_SIM_SEEDS` (default 100; CI runs 10,000 in release),
+//! starting at `PRESENCED_TEST_SIM_FIRST_SEED` (default 0). A failure names its
+//! seed; rerun it alone with `PRESENCED_TEST_SIM_SEEDS=1
+//! PRESENCED_TEST_SIM_FIRST_SEED=<seed>`.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -505,8 +505,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn simulated_faults_lose_no_acknowledged_write() {
-    let first = env_u64("PRESENCED_SIM_FIRST_SEED", 0);
-    let seeds = env_u64("PRESENCED_SIM_SEEDS", 100);
+    let first = env_u64("PRESENCED_TEST_SIM_FIRST_SEED", 0);
+    let seeds = env_u64("PRESENCED_TEST_SIM_SEEDS", 100);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {

@@ -23,10 +23,15 @@ const DATABASE_URL: &str = "PRESENCED_DATABASE_URL";
 
 /// Variables with the prefix that are not config keys: the CLI's, and
 /// those of the test scripts (which also reach the binaries they start).
-const RESERVED: &[&str] = &["PRESENCED_CONFIG", "PRESENCED_REQUIRE_POSTGRES"];
+const RESERVED: &[&str] = &[
+    "PRESENCED_CONFIG",
+    "PRESENCED_REQUIRE_POSTGRES",
+    "PRESENCED_REQUIRE_NATS",
+];
 
 /// A prefix of variables that are never config keys (test settings such as
-/// `PRESENCED_TEST_BACKEND`, `PRESENCED_TEST_POSTGRES`).
+/// `PRESENCED_TEST_BACKEND`, `PRESENCED_TEST_POSTGRES`,
+/// `PRESENCED_TEST_SIM_SEEDS`).
 const RESERVED_PREFIX: &str = "PRESENCED_TEST_";
 
 /// One override taken from the environment.
@@ -146,6 +151,21 @@ mod tests {
         apply(&mut doc, &o).unwrap();
         assert_eq!(doc["presence"]["enabled"], Value::Bool(false));
         assert_eq!(doc["listeners"][0]["port"], Value::Number(8080.into()));
+    }
+
+    /// The test scripts' variables reach the binaries the tests start
+    /// (CI exports them for the whole run): none of them is a config key.
+    #[test]
+    fn the_test_settings_are_not_config_keys() {
+        let o = collect(vars(&[
+            ("PRESENCED_REQUIRE_POSTGRES", "1"),
+            ("PRESENCED_REQUIRE_NATS", "1"),
+            ("PRESENCED_TEST_BACKEND", "postgres"),
+            ("PRESENCED_TEST_SIM_SEEDS", "10000"),
+            ("PRESENCED_TEST_KILL_CYCLES", "20"),
+            ("PRESENCED_TEST_NATS_SERVER", "/usr/bin/nats-server"),
+        ]));
+        assert!(o.is_empty(), "{o:?}");
     }
 
     #[test]
