@@ -233,6 +233,23 @@ fn check_version(version: &str) -> Result<(), BusError> {
     Ok(())
 }
 
+/// An ordered consumer of `stream` from sequence `from` on (at least 1).
+async fn ordered_from(
+    stream: &stream::Stream,
+    from: Seq,
+) -> Result<consumer::pull::Ordered, BusError> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    consumer.messages().await.map_err(unavailable)
+}
+
 fn check_durable(
     name: &str,
     replicas: usize,
@@ -343,16 +360,7 @@ impl Bus for JetStreamBus {
     }
 
     async fn read_from(&self, partition: u16, from: Seq) -> Result<Self::Entries, BusError> {
-        let consumer = self.streams[usize::from(partition)]
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let messages = consumer.messages().await.map_err(unavailable)?;
+        let messages = ordered_from(&self.streams[usize::from(partition)], from).await?;
         let prefix = subject_prefix(&self.namespace, partition);
         let entries = messages.map(move |message| {
             let message = message.map_err(unavailable)?;
@@ -519,17 +527,7 @@ impl Bus for JetStreamBus {
     }
 
     async fn feed_read_from(&self, from: Seq) -> Result<Self::Entries, BusError> {
-        let consumer = self
-            .feed
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let messages = consumer.messages().await.map_err(unavailable)?;
+        let messages = ordered_from(&self.feed, from).await?;
         let entries = messages.map(|message| {
             let message = message.map_err(unavailable)?;
             let seq = message.info().map_err(unavailable)?.stream_sequence;

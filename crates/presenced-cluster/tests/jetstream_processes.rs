@@ -86,16 +86,7 @@ impl NodeProcess {
     }
 
     fn wait_reply(&self, id: u64, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        let (lock, changed) = &*self.replies;
-        let mut replies = lock.lock().unwrap();
-        loop {
-            if let Some(line) = replies.remove(&id) {
-                return Some(line);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            replies = changed.wait_timeout(replies, left).unwrap().0;
-        }
+        Self::wait_reply_on(&self.replies, id, timeout)
     }
 
     fn signal(&self, signal: &str) {

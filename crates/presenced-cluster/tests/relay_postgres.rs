@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use presenced_cluster::relay::{self, OutboxSource, RelayTiming};
 use presenced_cluster::testing::NatsServers;
 use presenced_cluster::Bus;
 use presenced_store::postgres::PgStore;
-use presenced_store::testing::FreshPgDatabase;
-use presenced_store::{NewEvent, Store};
+use presenced_store::testing::{member_event, FreshPgDatabase};
+use presenced_store::Store;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 /// What the server will wrap the same way: the store's calls block, so
@@ -41,23 +40,6 @@ impl OutboxSource for PgOutbox {
                 (id, Bytes::from(payload.to_string()))
             })
             .collect())
-    }
-}
-
-static EVENTS: AtomicU64 = AtomicU64::new(0);
-
-fn join(room: &OwnedRoomId, user: &OwnedUserId) -> NewEvent {
-    NewEvent {
-        event_id: format!("$relay{}", EVENTS.fetch_add(1, Ordering::Relaxed))
-            .try_into()
-            .unwrap(),
-        room_id: room.clone(),
-        sender: user.clone(),
-        event_type: "m.room.member".to_owned(),
-        state_key: Some(user.to_string()),
-        content: serde_json::json!({ "membership": "join" }),
-        origin_server_ts: 1,
-        txn: None,
     }
 }
 
@@ -90,7 +72,7 @@ async fn membership_changes_reach_the_feed_once_in_commit_order_across_a_relay_k
         let store = store.clone();
         let (room, creator) = (room.clone(), creator.clone());
         tokio::task::spawn_blocking(move || {
-            store.create_room(&room, &creator, 1, &[join(&room, &creator)])
+            store.create_room(&room, &creator, 1, &[member_event(&room, &creator, "join")])
         })
         .await
         .unwrap()
@@ -102,7 +84,9 @@ async fn membership_changes_reach_the_feed_once_in_commit_order_across_a_relay_k
             tokio::task::spawn_blocking(move || {
                 for n in 0..50 {
                     let user: OwnedUserId = format!("@r{w}x{n}:example.org").try_into().unwrap();
-                    store.append_events(&[join(&room, &user)]).unwrap();
+                    store
+                        .append_events(&[member_event(&room, &user, "join")])
+                        .unwrap();
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })

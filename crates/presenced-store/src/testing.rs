@@ -7,9 +7,33 @@
 //! `PRESENCED_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes that a failure,
 //! so CI can never pass without the PostgreSQL tests.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use ruma_common::{RoomId, UserId};
 
 use crate::postgres::{connect_client, error_chain, PgConnectOptions};
+use crate::NewEvent;
+
+/// `user`'s `m.room.member` event with `membership` in `room`, with an
+/// event ID unique in this process: for tests that write rooms.
+pub fn member_event(room: &RoomId, user: &UserId, membership: &str) -> NewEvent {
+    static EVENTS: AtomicU64 = AtomicU64::new(0);
+    let id = format!(
+        "$ev{}_{}",
+        std::process::id(),
+        EVENTS.fetch_add(1, Ordering::Relaxed)
+    );
+    NewEvent {
+        event_id: id.try_into().expect("a valid event ID"),
+        room_id: room.to_owned(),
+        sender: user.to_owned(),
+        event_type: "m.room.member".to_owned(),
+        state_key: Some(user.to_string()),
+        content: serde_json::json!({ "membership": membership }),
+        origin_server_ts: 1,
+        txn: None,
+    }
+}
 
 /// The default admin URL for tests.
 pub const DEFAULT_TEST_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";

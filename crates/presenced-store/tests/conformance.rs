@@ -12,7 +12,7 @@ use presenced_store::membership::Membership;
 use presenced_store::postgres::{PgOpenError, PgStore};
 use presenced_store::presence::{PresenceStore, SqlitePresenceStore};
 use presenced_store::sqlite::SqliteStore;
-use presenced_store::testing::FreshPgDatabase;
+use presenced_store::testing::{member_event, FreshPgDatabase};
 use presenced_store::{NewEvent, NewUser, Store, StoreError, TxnKey};
 use ruma_common::{OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId};
 use serde_json::json;
@@ -118,19 +118,6 @@ fn new_user(id: &str, admin: bool) -> NewUser {
     }
 }
 
-fn member_event(room: &OwnedRoomId, user: &OwnedUserId, membership: &str) -> NewEvent {
-    NewEvent {
-        event_id: format!("${}", rand_id()).try_into().unwrap(),
-        room_id: room.clone(),
-        sender: user.clone(),
-        event_type: "m.room.member".to_owned(),
-        state_key: Some(user.to_string()),
-        content: json!({ "membership": membership }),
-        origin_server_ts: 1,
-        txn: None,
-    }
-}
-
 fn message(room: &OwnedRoomId, user: &OwnedUserId, body: &str) -> NewEvent {
     NewEvent {
         state_key: None,
@@ -138,16 +125,6 @@ fn message(room: &OwnedRoomId, user: &OwnedUserId, body: &str) -> NewEvent {
         content: json!({ "body": body }),
         ..member_event(room, user, "join")
     }
-}
-
-fn rand_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "ev{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn state(id: &str, presence: Presence, msg: Option<&str>) -> PresenceState {

@@ -2,31 +2,13 @@
 //! writes a row in its own transaction, ids in commit order, so a reader
 //! polling while writers commit concurrently never skips or repeats one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use presenced_store::postgres::PgStore;
-use presenced_store::testing::FreshPgDatabase;
-use presenced_store::{NewEvent, Store};
+use presenced_store::testing::{member_event, FreshPgDatabase};
+use presenced_store::Store;
 use ruma_common::{OwnedRoomId, OwnedUserId};
-use serde_json::json;
-
-static EVENTS: AtomicU64 = AtomicU64::new(0);
-
-fn member_event(room: &OwnedRoomId, user: &OwnedUserId, membership: &str) -> NewEvent {
-    NewEvent {
-        event_id: format!("$ev{}", EVENTS.fetch_add(1, Ordering::Relaxed))
-            .try_into()
-            .unwrap(),
-        room_id: room.clone(),
-        sender: user.clone(),
-        event_type: "m.room.member".to_owned(),
-        state_key: Some(user.to_string()),
-        content: json!({ "membership": membership }),
-        origin_server_ts: 1,
-        txn: None,
-    }
-}
 
 #[test]
 fn concurrent_membership_changes_reach_the_outbox_once_each_in_commit_order() {
