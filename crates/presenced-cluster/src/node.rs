@@ -70,6 +70,9 @@ pub(crate) struct NodeInner<B> {
     /// Turns false when the node is stopped: its in-flight writes then end
     /// without an answer, as a dead process's would.
     running: Watched<bool>,
+    /// When the bus last answered the heartbeat (refusals count: the bus
+    /// was there), for health checks.
+    last_contact: Mutex<tokio::time::Instant>,
 }
 
 impl<B> NodeInner<B> {
@@ -135,6 +138,7 @@ impl<B: Bus> Node<B> {
             owned: Mutex::new(BTreeMap::new()),
             commands: AtomicU64::new(0),
             running: Watched::new(true),
+            last_contact: Mutex::new(tokio::time::Instant::now()),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat(inner.clone()));
@@ -177,6 +181,21 @@ impl<B: Bus> NodeHandle<B> {
 
     pub fn replica(&self) -> &Arc<Replica> {
         &self.inner.replica
+    }
+
+    /// How long the bus has not answered this node's heartbeat: past the
+    /// owner lease, the node has lost its partitions and should leave the
+    /// load balancer.
+    pub fn bus_silent_for(&self) -> Duration {
+        self.inner
+            .last_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.inner.timing
     }
 
     /// Queues a state the driver computed by itself (a timeout, a sync
@@ -269,29 +288,42 @@ impl<B: Bus> NodeHandle<B> {
 /// what the others count as "live" when they rank owners).
 async fn heartbeat<B: Bus>(node: Arc<NodeInner<B>>) {
     let mut revision: Option<u64> = None;
+    let answered = |result: &Result<u64, BusError>| {
+        if matches!(
+            result,
+            Ok(_) | Err(BusError::LeaseHeld | BusError::LeaseLost)
+        ) {
+            *node.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
+                tokio::time::Instant::now();
+        }
+    };
     loop {
         let value = Bytes::from(node.name.clone());
         revision = match revision {
-            Some(rev) => node
-                .bus
-                .lease_update(LeaseBucket::Nodes, &node.name, value, rev)
-                .await
-                .ok(),
+            Some(rev) => {
+                let result = node
+                    .bus
+                    .lease_update(LeaseBucket::Nodes, &node.name, value, rev)
+                    .await;
+                answered(&result);
+                result.ok()
+            }
             None => None,
         };
         if revision.is_none() {
             // First beat, or the entry was lost (expired while cut off):
             // create it again; if an older incarnation's entry is still
             // live, wait for it to run out.
-            revision = node
+            let result = node
                 .bus
                 .lease_create(
                     LeaseBucket::Nodes,
                     &node.name,
                     Bytes::from(node.name.clone()),
                 )
-                .await
-                .ok();
+                .await;
+            answered(&result);
+            revision = result.ok();
         }
         tokio::time::sleep(node.timing.heartbeat_every).await;
     }

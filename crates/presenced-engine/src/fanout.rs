@@ -124,12 +124,17 @@ impl Engine {
             .collect();
         // Replicated changes were routed on their owner, once per batch
         // (design §5.7); here they only wake local watchers.
-        let (entries, replicated): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|&(u, _)| !self.users.get(u).replicated);
-        if !replicated.is_empty() {
-            self.fan_out(&replicated, &UsersForStates::new());
-        }
+        let entries = if self.any_replicated {
+            let (owned, replicated): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|&(u, _)| !self.users.get(u).replicated);
+            if !replicated.is_empty() {
+                self.fan_out(&replicated, &UsersForStates::new());
+            }
+            owned
+        } else {
+            entries
+        };
         if entries.is_empty() {
             return;
         }

@@ -20,6 +20,7 @@
 //! `synapse_keys` (Synapse's option names, typo suggestions), `log_config`
 //! (the root level of Synapse's Python logging file).
 
+pub mod cluster;
 pub mod connections;
 pub mod duration;
 pub mod env;
@@ -139,6 +140,8 @@ pub struct Config {
     pub load_notes: Vec<String>,
     /// Timeouts and caps of client connections (presenced-specific).
     pub connections: connections::ConnectionsConfig,
+    /// Cluster mode (presenced-specific); `None` is a single node.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -178,6 +181,7 @@ impl Default for Config {
             ignored_synapse_options: Vec::new(),
             load_notes: Vec::new(),
             connections: connections::ConnectionsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -312,6 +316,16 @@ impl Config {
         }
         self.federation.validate()?;
         self.connections.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+            if !self.database_is_postgres() {
+                return Err(
+                    "cluster: needs PostgreSQL (database.name: psycopg2, or database.url \
+                     postgres://...): every node shares its accounts and rooms"
+                        .to_owned(),
+                );
+            }
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
                 return Err(format!(
@@ -357,6 +371,14 @@ impl Config {
             (Some(mode), _) => mode,
             (None, Some(false)) => PresenceEnabled::Disabled,
             (None, _) => PresenceEnabled::Enabled,
+        }
+    }
+
+    /// Whether `database:` names PostgreSQL (`database.url` wins).
+    pub fn database_is_postgres(&self) -> bool {
+        match &self.database.url {
+            Some(url) => url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            None => self.database.name == DatabaseEngine::Psycopg2,
         }
     }
 
@@ -444,6 +466,12 @@ pub fn presenced_keys() -> Vec<String> {
     sample.modules[0].deadline_ms = Some(1);
     sample.presence.presence_router = sample.modules.first().cloned();
     sample.listeners[0].path = Some(PathBuf::new());
+    sample.cluster = Some(cluster::ClusterConfig {
+        node_name: "a".to_owned(),
+        nats_servers: Vec::new(),
+        nats_credentials: Some(PathBuf::new()),
+        allow_unreplicated: false,
+    });
     let mut out = Vec::new();
     if let Ok(doc) = serde_yaml::to_value(&sample) {
         collect_keys(&doc, "", &mut out);

@@ -34,6 +34,7 @@
 //!   restart, whose unstored join markers may be ahead of the stored
 //!   positions, never hides a change made after it.
 
+pub mod cluster;
 pub mod directory;
 pub mod filter;
 pub mod python;
@@ -103,6 +104,21 @@ struct Inner {
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
     /// Counters of the Python module host, when one runs.
     python: std::sync::OnceLock<Arc<python::stats::HostStats>>,
+    /// Cluster mode: the node this service's users are partitioned over.
+    /// Unset on a single node.
+    cluster: std::sync::OnceLock<Arc<cluster::link::ClusterLink>>,
+}
+
+/// Why a presence change was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceWriteError {
+    /// Storing it failed (single node).
+    #[error(transparent)]
+    Store(#[from] crate::store::presence::StoreFailure),
+    /// Cluster mode: no partition owner acknowledged it in time (the bus
+    /// is unreachable, or an owner is being replaced). Retry shortly.
+    #[error("presence is briefly unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// What the sync handler gets.
@@ -141,7 +157,7 @@ impl Drop for SyncingDevice {
         // process is going away) there is nothing left to keep alive.
         if let Some((service, user, device)) = &self.counted {
             if tokio::runtime::Handle::try_current().is_ok() {
-                service.drive(|e, now| e.handle_sync_end(now, user, device.as_deref()));
+                service.end_sync(user, device.as_deref());
             }
         }
     }
@@ -173,18 +189,25 @@ impl PresenceService {
         router: PresenceRouter,
         store: Arc<dyn PresenceStore>,
         joined: Vec<(ruma_common::OwnedRoomId, OwnedUserId)>,
+        restore_stored: bool,
     ) -> (
         Self,
         mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
     ) {
-        let stored = store.load().unwrap_or_else(|e| {
-            tracing::error!("could not load stored presence: {e}");
-            Vec::new()
-        });
-        let marks = store.load_marks().unwrap_or_else(|e| {
-            tracing::error!("could not load stored full-presence marks: {e}");
-            Vec::new()
-        });
+        // A cluster node learns presence from the cluster's log instead.
+        let (stored, marks) = if restore_stored {
+            let stored = store.load().unwrap_or_else(|e| {
+                tracing::error!("could not load stored presence: {e}");
+                Vec::new()
+            });
+            let marks = store.load_marks().unwrap_or_else(|e| {
+                tracing::error!("could not load stored full-presence marks: {e}");
+                Vec::new()
+            });
+            (stored, marks)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         // The stream restarts past every stored position and every mark, so
         // new tokens never fall at or before a mark (one snapshot per token),
         // and past the clock's epoch (see `stream_epoch`).
@@ -230,6 +253,7 @@ impl PresenceService {
                 store,
                 outbound_tx,
                 python: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         tokio::spawn(service.clone().timer_task());
@@ -263,8 +287,21 @@ impl PresenceService {
 
     fn dispatch(&self, outputs: Vec<Output>) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
         let mut stored = Vec::new();
+        let cluster = self.inner.cluster.get();
         for output in outputs {
             match output {
+                // Cluster mode: the partition's log is the store; only
+                // owned users' states come out of the engine here.
+                Output::Persist(states) if cluster.is_some() => {
+                    if let Some(link) = cluster {
+                        for (_, state) in &states {
+                            link.publish(state);
+                        }
+                    }
+                }
+                // Node-local stream positions and remote users: nothing
+                // for a cluster node to keep (ARCHITECTURE, cluster mode).
+                Output::PersistFullPresence { .. } | Output::Forget(_) if cluster.is_some() => {}
                 Output::Persist(states) => {
                     let (done, committed) = tokio::sync::oneshot::channel();
                     stored.push(committed);
@@ -323,6 +360,67 @@ impl PresenceService {
             }
         }
         stored
+    }
+
+    /// Cluster mode, on the partition owner: runs one engine input for
+    /// `user` and returns the state to write for them (the owner loop
+    /// writes it and answers the command); every other output is carried
+    /// out as usual (other users' states go to their logs).
+    fn apply_owned(
+        &self,
+        user: &UserId,
+        input: impl FnOnce(&mut Engine, Timestamp),
+    ) -> Option<PresenceState> {
+        let mut mine = None;
+        let outputs = {
+            let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
+            input(&mut engine, now());
+            let mut outputs = Vec::new();
+            while let Some(output) = engine.poll_output() {
+                match output {
+                    Output::Persist(states) => {
+                        let (own, others): (Vec<_>, Vec<_>) =
+                            states.into_iter().partition(|(_, s)| s.user_id == user);
+                        if let Some((_, state)) = own.into_iter().last() {
+                            mine = Some(state);
+                        }
+                        if !others.is_empty() {
+                            outputs.push(Output::Persist(others));
+                        }
+                    }
+                    other => outputs.push(other),
+                }
+            }
+            outputs
+        };
+        self.dispatch(outputs);
+        self.inner.timers_moved.notify_one();
+        mine
+    }
+
+    /// Joins a cluster: `driver` (bound to this service) runs under the
+    /// node that `start` starts. Once, right after [`Self::start`].
+    pub fn join_cluster(
+        &self,
+        start: impl FnOnce(Arc<cluster::ClusterDriver>) -> Arc<cluster::link::ClusterLink>,
+    ) {
+        let driver = Arc::new(cluster::ClusterDriver::new());
+        driver.bind(self);
+        let link = start(driver);
+        let _ = self.inner.cluster.set(link);
+    }
+
+    /// Cluster mode: the node's link (`None` on a single node).
+    pub fn cluster(&self) -> Option<&Arc<cluster::link::ClusterLink>> {
+        self.inner.cluster.get()
+    }
+
+    /// A counted sync ended (its [`SyncingDevice`] was dropped).
+    fn end_sync(&self, user: &UserId, device: Option<&DeviceId>) {
+        match self.inner.cluster.get() {
+            Some(link) => link.sync_ended(user, device.map(DeviceId::as_str)),
+            None => self.drive(|e, now| e.handle_sync_end(now, user, device)),
+        }
     }
 
     async fn timer_task(self) {
@@ -390,14 +488,24 @@ impl PresenceService {
         device: Option<&DeviceId>,
         presence: Presence,
         status_msg: Option<&str>,
-    ) -> Result<(), crate::store::presence::StoreFailure> {
+    ) -> Result<(), PresenceWriteError> {
+        if let Some(link) = self.inner.cluster.get() {
+            let command = cluster::ClusterCommand::Set {
+                device: device.map(|d| d.as_str().to_owned()),
+                presence: presence.as_str().to_owned(),
+                status_msg: status_msg.map(str::to_owned),
+            };
+            return (link.write(user, &command).await)
+                .map_err(|e| PresenceWriteError::Unavailable(e.to_string()));
+        }
         let ((), stored) = self
             .drive_durable(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
         for committed in stored {
             if committed.await != Ok(true) {
                 return Err(crate::store::presence::StoreFailure::new(
                     "presence change not stored",
-                ));
+                )
+                .into());
             }
         }
         Ok(())
@@ -405,6 +513,11 @@ impl PresenceService {
 
     /// A user did something that counts as activity.
     pub fn activity(&self, user: &UserId, device: Option<&DeviceId>) {
+        if let Some(link) = self.inner.cluster.get() {
+            let device = device.map(|d| d.as_str().to_owned());
+            link.send(user, cluster::ClusterCommand::Activity { device });
+            return;
+        }
         self.drive(|e, now| e.handle_activity(now, user, device));
     }
 
@@ -428,6 +541,16 @@ impl PresenceService {
         match command {
             ModuleCommand::SendLocalOnlinePresenceTo(users) => {
                 self.drive(|e, now| e.send_local_online_presence_to(now, &users));
+            }
+            ModuleCommand::SetPresenceForUsers(users) if self.inner.cluster.get().is_some() => {
+                let link = self.inner.cluster.get().expect("checked");
+                for (user, presence, status_msg) in users {
+                    let command = cluster::ClusterCommand::ModuleSet {
+                        presence: presence.as_str().to_owned(),
+                        status_msg,
+                    };
+                    link.send(&user, command);
+                }
             }
             ModuleCommand::SetPresenceForUsers(users) => {
                 self.drive(|e, now| e.set_presence_for_users(now, users));
@@ -518,6 +641,15 @@ impl PresenceService {
         device: Option<&DeviceId>,
         effect: SyncEffect,
     ) -> SyncingDevice {
+        if let Some(link) = self.inner.cluster.get() {
+            if effect == SyncEffect::None {
+                return SyncingDevice { counted: None };
+            }
+            link.sync_started(user, device.map(DeviceId::as_str), effect);
+            return SyncingDevice {
+                counted: Some((self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
+            };
+        }
         let counted = match effect {
             SyncEffect::None => false,
             SyncEffect::KeepAlive => {
@@ -635,6 +767,12 @@ impl PresenceService {
 
     /// [`Self::flush`] into the store the service writes to.
     pub fn flush_to_own_store(&self) {
+        // A cluster node's presence lives in the cluster's log; it leaves
+        // its partitions to the other nodes.
+        if let Some(link) = self.inner.cluster.get() {
+            link.stop();
+            return;
+        }
         let store = self.inner.store.clone();
         self.flush(&*store);
     }

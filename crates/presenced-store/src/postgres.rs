@@ -97,7 +97,14 @@ impl PgStore {
     /// database is presenced's (or empty), applies the migrations, and
     /// opens `cp_min` pool connections.
     pub fn open(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        Self::open_with(opts, true)
+        Self::open_with(opts, Opening::Exclusive)
+    }
+
+    /// For a cluster node: many nodes share the database, so none keeps the
+    /// one-writer lock. The lock is still taken (waiting for it) around the
+    /// migrations, so two nodes starting together do not both migrate.
+    pub fn open_shared(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
+        Self::open_with(opts, Opening::Shared)
     }
 
     /// For a command that may write next to a running presenced
@@ -105,13 +112,13 @@ impl PgStore {
     /// database; otherwise without the lock and without migrating, which
     /// needs the schema of this version already there.
     pub fn open_beside_server(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        match Self::open_with(opts, true) {
-            Err(PgOpenError::Locked { .. }) => Self::open_with(opts, false),
+        match Self::open_with(opts, Opening::Exclusive) {
+            Err(PgOpenError::Locked { .. }) => Self::open_with(opts, Opening::Beside),
             other => other,
         }
     }
 
-    fn open_with(opts: &PgConnectOptions, exclusive: bool) -> Result<Self, PgOpenError> {
+    fn open_with(opts: &PgConnectOptions, opening: Opening) -> Result<Self, PgOpenError> {
         opts.validate().map_err(|reason| PgOpenError::Other {
             target: opts.describe(),
             reason,
@@ -129,8 +136,8 @@ impl PgStore {
         // Spawned and waited for rather than `block_on`: the caller may be
         // a thread of another runtime (the server starts inside its own).
         let owned = opts.clone();
-        let opening = runtime.spawn(async move { open_async(&owned, exclusive).await });
-        let (lock, pool) = match futures::executor::block_on(opening) {
+        let opened = runtime.spawn(async move { open_async(&owned, opening).await });
+        let (lock, pool) = match futures::executor::block_on(opened) {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 retire(runtime);
@@ -241,10 +248,22 @@ async fn drive<F: Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
     }
 }
 
+/// How a store holds the database's advisory lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// The one server: holds the lock for its life and migrates.
+    Exclusive,
+    /// A command beside a running server: no lock, no migrations.
+    Beside,
+    /// A cluster node: waits for the lock, migrates, lets it go.
+    Shared,
+}
+
 async fn open_async(
     opts: &PgConnectOptions,
-    exclusive: bool,
+    opening: Opening,
 ) -> Result<(Option<Client>, Pool), PgOpenError> {
+    let exclusive = opening == Opening::Exclusive;
     let target = opts.describe();
     let other = |reason: String| PgOpenError::Other {
         target: target.clone(),
@@ -261,11 +280,38 @@ async fn open_async(
             return Err(PgOpenError::Locked { target });
         }
     }
+    if opening == Opening::Shared {
+        // Another node migrating holds it for a moment; a single-node
+        // server holds it for good, which a cluster node must not join.
+        let mut tries = 0;
+        loop {
+            let got: bool = first
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
+                .await
+                .map_err(|e| other(error_chain(&e)))?
+                .get(0);
+            if got {
+                break;
+            }
+            tries += 1;
+            if tries >= 150 {
+                return Err(PgOpenError::Locked { target });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
     check_ownership(&first, opts).await?;
-    if exclusive {
-        migrate(&mut first, opts).await?;
-    } else {
-        check_current(&first, opts).await?;
+    match opening {
+        Opening::Exclusive => migrate(&mut first, opts).await?,
+        Opening::Beside => check_current(&first, opts).await?,
+        Opening::Shared => {
+            let migrated = migrate(&mut first, opts).await;
+            first
+                .execute("SELECT pg_advisory_unlock($1)", &[&ADVISORY_LOCK_KEY])
+                .await
+                .map_err(|e| other(error_chain(&e)))?;
+            migrated?;
+        }
     }
     let lock = exclusive.then_some(first);
 

@@ -17,6 +17,9 @@ use crate::homeserver::accounts::AccountError;
 use crate::homeserver::Error as HomeserverError;
 use crate::store::StoreError;
 
+/// `Retry-After` of a 503 (seconds).
+const RETRY_AFTER_SECS: &str = "1";
+
 /// A failed request, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -83,6 +86,10 @@ pub enum ApiError {
         /// When the client may try again.
         retry_after_ms: u64,
     },
+    /// 503 `M_UNKNOWN` with `Retry-After`: a cluster node that cannot
+    /// reach its partition owners now (it may serve reads meanwhile).
+    #[error("{0}")]
+    Unavailable(String),
     /// 500 `M_UNKNOWN`; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -118,6 +125,7 @@ impl ApiError {
             } => (StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED"),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Self::LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }
@@ -207,6 +215,16 @@ impl IntoResponse for ApiError {
             }
             _ => json!({ "errcode": errcode, "error": self.to_string() }),
         };
+        if let Self::Unavailable(_) = &self {
+            // An owner takeover lasts about a lease; a second is a fair
+            // first retry.
+            return (
+                status,
+                [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS)],
+                Json(body),
+            )
+                .into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -133,6 +133,7 @@ pub fn start(
         router,
         presence_store,
         joined,
+        config.cluster.is_none(),
     );
     if let Some(python) = &python {
         service.set_python_stats(python.stats());

@@ -57,6 +57,9 @@ pub enum StartupError {
     /// message says how to give presenced its own.
     #[error("{0}")]
     NotOurDatabase(Box<dyn std::error::Error + Send + Sync>),
+    /// Cluster mode: NATS could not be used.
+    #[error(transparent)]
+    Cluster(#[from] crate::process::cluster::JoinError),
     /// The presence driver could not start (modules, presence store).
     #[error(transparent)]
     Presence(#[from] crate::presence::startup::StartError),
@@ -176,7 +179,12 @@ pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
             })
         }
         DatabaseTarget::Postgres(opts) => {
-            let store = Arc::new(PgStore::open(&opts)?);
+            // Cluster nodes share the database; a single server keeps it.
+            let store = Arc::new(if config.cluster.is_some() {
+                PgStore::open_shared(&opts)?
+            } else {
+                PgStore::open(&opts)?
+            });
             Ok(Stores {
                 store: store.clone(),
                 presence: store,
@@ -286,6 +294,9 @@ fn build(
     let store = stores.store.clone();
     let (presence, outbound) =
         crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
+    if let Some(cluster) = &config.cluster {
+        crate::process::cluster::join(cluster, &presence)?;
+    }
     let outbound =
         OutboundPresence::start(Arc::new(config.clone()), store.clone(), client, outbound);
     let federation = FederationParts {

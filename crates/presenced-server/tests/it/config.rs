@@ -616,3 +616,48 @@ fn log_config_gives_the_root_level_unless_log_level_is_set() {
         c.load_notes
     );
 }
+
+#[test]
+fn cluster_section_takes_exactly_its_four_keys() {
+    let c = parse(
+        "database: {name: psycopg2, args: {dbname: presenced}}\n\
+         cluster:\n  node_name: node-a\n  nats_servers: [\"nats://127.0.0.1:4222\"]\n",
+    )
+    .unwrap();
+    let cluster = c.cluster.expect("cluster section");
+    assert_eq!(cluster.node_name, "node-a");
+    assert_eq!(cluster.nats_servers, ["nats://127.0.0.1:4222"]);
+    assert_eq!(cluster.nats_credentials, None);
+    assert!(!cluster.allow_unreplicated);
+    assert!(
+        parse("").unwrap().cluster.is_none(),
+        "absent means one node"
+    );
+
+    let typo = parse(
+        "database: {url: \"postgres://u@h/db\"}\n\
+         cluster: {node_name: a, nats_servers: [\"nats://h:4222\"], partitions: 32}\n",
+    )
+    .unwrap_err();
+    assert!(typo.contains("cluster.partitions"), "{typo}");
+}
+
+#[test]
+fn cluster_mode_refuses_sqlite_and_bad_values() {
+    let sqlite = parse("cluster: {node_name: a, nats_servers: [\"nats://h:4222\"]}").unwrap_err();
+    assert!(sqlite.contains("cluster: needs PostgreSQL"), "{sqlite}");
+    let pg = "database: {url: \"postgres://u@h/db\"}\n";
+    let no_servers =
+        parse(&format!("{pg}cluster: {{node_name: a, nats_servers: []}}")).unwrap_err();
+    assert!(no_servers.contains("cluster.nats_servers"), "{no_servers}");
+    let http = parse(&format!(
+        "{pg}cluster: {{node_name: a, nats_servers: [\"http://h:4222\"]}}"
+    ))
+    .unwrap_err();
+    assert!(http.contains("not a NATS URL"), "{http}");
+    let name = parse(&format!(
+        "{pg}cluster: {{node_name: \"a.b\", nats_servers: [\"nats://h:4222\"]}}"
+    ))
+    .unwrap_err();
+    assert!(name.contains("cluster.node_name"), "{name}");
+}

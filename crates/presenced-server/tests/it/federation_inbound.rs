@@ -678,6 +678,7 @@ async fn forgotten_remote_users_leave_storage() {
             PresenceRouter::default(),
             store.clone(),
             Vec::new(),
+            true,
         );
         service
     };

@@ -27,6 +27,7 @@ fn start(store: Arc<SqlitePresenceStore>) -> PresenceService {
         PresenceRouter::default(),
         store,
         vec![(room.clone(), receiver), (room, sender)],
+        true,
     );
     service
 }

@@ -6,6 +6,7 @@
 mod accounts;
 mod admin;
 mod cli;
+mod cluster;
 mod config;
 mod connections;
 mod contrib;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
 use crate::api::state::AppState;
-use crate::presence::{now, wire};
+use crate::presence::{now, wire, PresenceWriteError};
 
 /// Body of a presence set. Unknown keys are refused (as Synapse does);
 /// `status_msg: null` clears the message, like leaving it out.
@@ -64,7 +64,10 @@ pub(crate) async fn put_status(
             body.status_msg.as_deref(),
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            PresenceWriteError::Unavailable(why) => ApiError::Unavailable(why),
+            PresenceWriteError::Store(cause) => ApiError::internal(cause),
+        })?;
     state.metrics.presence_put();
     Ok(Json(serde_json::json!({})))
 }

@@ -1,0 +1,314 @@
+//! Cluster mode's half of the presence driver: the engine behind the
+//! cluster crate's [`PresenceDriver`] seam.
+//!
+//! A node owns some of the 16 partitions. For a user of an owned partition
+//! the engine runs the state machine and timers (as on a single node); for
+//! every other user it holds the replica's state, applied as records
+//! arrive. Client inputs (PUT, activity, sync edges, module calls) become
+//! [`ClusterCommand`]s sent to the owner, whichever node received them; the
+//! owner's engine applies the command and the state it computes is written
+//! to the partition's log, from which every node's replica, and engine,
+//! learns it. The answer to a PUT waits for this node's replica to apply
+//! the write (read-your-writes on the node the client talks to).
+//!
+//! What stays node-local: router calls (each node runs the modules),
+//! wake-ups, and the sync stream positions. Not yet clustered (ARCHITECTURE
+//! "Not built yet"): rooms created on another node, federation sharding,
+//! vector sync tokens.
+
+pub mod codec;
+pub mod link;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock, Weak};
+
+use presenced_cluster::record::{Command, StateRecord};
+use presenced_cluster::{PresenceDriver, PARTITIONS};
+use presenced_engine::Presence;
+use ruma_common::{DeviceId, OwnedUserId};
+use serde::{Deserialize, Serialize};
+
+use super::{Inner, PresenceService};
+use codec::{decode_state, encode_state};
+
+/// What a node asks a partition owner to do for one user: the engine
+/// inputs of client requests, named as the engine names them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClusterCommand {
+    /// `PUT /presence/{userId}/status`.
+    Set {
+        device: Option<String>,
+        presence: String,
+        status_msg: Option<String>,
+    },
+    /// A request that counts as activity.
+    Activity { device: Option<String> },
+    /// A device's first long-poll on the sending node; `presence` is its
+    /// `set_presence` (`None`: rate-limited, counts as syncing only).
+    SyncStart {
+        device: Option<String>,
+        presence: Option<String>,
+    },
+    /// A later long-poll of a syncing device asked for another presence.
+    SyncPresence {
+        device: Option<String>,
+        presence: String,
+    },
+    /// The device's last long-poll on the sending node ended (after the
+    /// relay's grace).
+    SyncEnd { device: Option<String> },
+    /// The module API's `set_presence_for_users`.
+    ModuleSet {
+        presence: String,
+        status_msg: Option<String>,
+    },
+}
+
+/// A user's device (`None`: a request without one).
+type DeviceKey = (OwnedUserId, Option<String>);
+
+/// The engine behind the cluster crate's seam.
+pub struct ClusterDriver {
+    /// The service whose engine this drives; weak, since the service holds
+    /// the node that holds this driver.
+    service: OnceLock<Weak<Inner>>,
+    owned: Mutex<[bool; PARTITIONS as usize]>,
+    /// Users this node computed states for, per partition, so giving a
+    /// partition up reaches all of them (also those whose write failed).
+    seen: Mutex<BTreeMap<u16, BTreeSet<OwnedUserId>>>,
+    /// Per owned (user, device): the nodes that told this owner the device
+    /// syncs there. Makes their sync edges idempotent, so a node that
+    /// re-announces its devices after a takeover never counts twice.
+    syncing: Mutex<HashMap<DeviceKey, BTreeSet<String>>>,
+}
+
+impl ClusterDriver {
+    pub fn new() -> Self {
+        Self {
+            service: OnceLock::new(),
+            owned: Mutex::new([false; PARTITIONS as usize]),
+            seen: Mutex::default(),
+            syncing: Mutex::default(),
+        }
+    }
+
+    /// Binds the driver to its service (once, before the node starts).
+    pub fn bind(&self, service: &PresenceService) {
+        let _ = self.service.set(std::sync::Arc::downgrade(&service.inner));
+    }
+
+    fn service(&self) -> Option<PresenceService> {
+        let inner = self.service.get()?.upgrade()?;
+        Some(PresenceService { inner })
+    }
+
+    fn owns(&self, partition: u16) -> bool {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())[usize::from(partition)]
+    }
+
+    fn set_owned(&self, partition: u16, owned: bool) {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())[usize::from(partition)] = owned;
+    }
+
+    fn note(&self, partition: u16, user: &OwnedUserId) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(partition)
+            .or_default()
+            .insert(user.clone());
+    }
+}
+
+impl ClusterDriver {
+    /// A node's sync start for a device it already started here is a
+    /// presence change at most; its end without a start is nothing.
+    /// `None`: nothing to apply.
+    fn dedupe_sync_edge(
+        &self,
+        user: &OwnedUserId,
+        sender: &str,
+        op: ClusterCommand,
+    ) -> Option<ClusterCommand> {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        match op {
+            ClusterCommand::SyncStart { device, presence } => {
+                let nodes = syncing.entry((user.clone(), device.clone())).or_default();
+                if nodes.insert(sender.to_owned()) {
+                    Some(ClusterCommand::SyncStart { device, presence })
+                } else {
+                    presence.map(|presence| ClusterCommand::SyncPresence { device, presence })
+                }
+            }
+            ClusterCommand::SyncEnd { device } => {
+                let key = (user.clone(), device.clone());
+                let nodes = syncing.get_mut(&key)?;
+                if !nodes.remove(sender) {
+                    return None;
+                }
+                if nodes.is_empty() {
+                    syncing.remove(&key);
+                }
+                Some(ClusterCommand::SyncEnd { device })
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Forgets the sync edges of a partition's users (its ownership began
+    /// or ended: a new owner starts with no syncing devices).
+    fn forget_sync_edges(&self, partition: u16) {
+        (self.syncing.lock().unwrap_or_else(|p| p.into_inner()))
+            .retain(|(user, _), _| presenced_cluster::partition_of(user.as_str()) != partition);
+    }
+}
+
+/// The node that sent a command: its ids are `<node>-<counter>`.
+fn sender_of(command_id: &str) -> &str {
+    command_id
+        .rsplit_once('-')
+        .map_or(command_id, |(node, _)| node)
+}
+
+impl Default for ClusterDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn presence(text: &str) -> Option<Presence> {
+    Presence::parse(text)
+}
+
+fn device_id(device: Option<&str>) -> Option<&DeviceId> {
+    device.map(<&DeviceId>::from)
+}
+
+impl PresenceDriver for ClusterDriver {
+    fn apply(&self, partition: u16, command: &Command) -> Option<serde_json::Value> {
+        let service = self.service()?;
+        let user: OwnedUserId = command.user.as_str().try_into().ok()?;
+        let op: ClusterCommand = match serde_json::from_value(command.state.clone()) {
+            Ok(op) => op,
+            Err(error) => {
+                // A newer node's command this version cannot read.
+                tracing::warn!(%error, "unreadable cluster command");
+                return None;
+            }
+        };
+        self.note(partition, &user);
+        let op = self.dedupe_sync_edge(&user, sender_of(&command.id), op)?;
+        let state = service.apply_owned(&user, |e, now| match &op {
+            ClusterCommand::Set {
+                device,
+                presence: p,
+                status_msg,
+            } => {
+                if let Some(p) = presence(p) {
+                    e.handle_set_presence(
+                        now,
+                        &user,
+                        device_id(device.as_deref()),
+                        p,
+                        status_msg.as_deref(),
+                    );
+                }
+            }
+            ClusterCommand::Activity { device } => {
+                e.handle_activity(now, &user, device_id(device.as_deref()));
+            }
+            ClusterCommand::SyncStart {
+                device,
+                presence: Some(p),
+            } => {
+                if let Some(p) = presence(p) {
+                    e.handle_sync_start(now, &user, device_id(device.as_deref()), p);
+                }
+            }
+            ClusterCommand::SyncStart {
+                device,
+                presence: None,
+            } => {
+                e.handle_sync_keepalive_start(now, &user, device_id(device.as_deref()));
+            }
+            ClusterCommand::SyncPresence {
+                device,
+                presence: p,
+            } => {
+                // One more sync of a device already counted here: its
+                // presence applies and the count stays as it was.
+                if let Some(p) = presence(p) {
+                    let device = device_id(device.as_deref());
+                    if e.handle_sync_start(now, &user, device, p) {
+                        e.handle_sync_end(now, &user, device);
+                    }
+                }
+            }
+            ClusterCommand::SyncEnd { device } => {
+                e.handle_sync_end(now, &user, device_id(device.as_deref()));
+            }
+            ClusterCommand::ModuleSet {
+                presence: p,
+                status_msg,
+            } => {
+                if let Some(p) = presence(p) {
+                    e.set_presence_for_users(now, [(user.clone(), p, status_msg.clone())]);
+                }
+            }
+        });
+        state.map(|s| encode_state(&s))
+    }
+
+    fn replicated(&self, partition: u16, record: &StateRecord) {
+        // An owned partition's records are this engine's own writes.
+        if self.owns(partition) {
+            return;
+        }
+        let (Some(service), Some(state)) =
+            (self.service(), decode_state(&record.user, &record.state))
+        else {
+            return;
+        };
+        service.drive(|e, _| e.handle_replicated_state(state));
+    }
+
+    fn owned(&self, partition: u16, users: Vec<StateRecord>) {
+        self.forget_sync_edges(partition);
+        self.set_owned(partition, true);
+        let Some(service) = self.service() else {
+            return;
+        };
+        let ids: Vec<OwnedUserId> = users
+            .iter()
+            .filter_map(|r| r.user.as_str().try_into().ok())
+            .collect();
+        tracing::info!(partition, users = ids.len(), "took a presence partition");
+        service.drive(|e, _| e.handle_own(ids));
+    }
+
+    fn disowned(&self, partition: u16, users: Vec<StateRecord>) {
+        self.forget_sync_edges(partition);
+        self.set_owned(partition, false);
+        let Some(service) = self.service() else {
+            return;
+        };
+        let seen = (self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+            .remove(&partition)
+            .unwrap_or_default();
+        let ids: Vec<OwnedUserId> = seen
+            .into_iter()
+            .chain(users.iter().filter_map(|r| r.user.as_str().try_into().ok()))
+            .collect();
+        tracing::info!(partition, "gave a presence partition up");
+        service.drive(|e, _| {
+            e.handle_disown(ids);
+            // What this node computed but could not write gives way to the log.
+            for record in &users {
+                if let Some(state) = decode_state(&record.user, &record.state) {
+                    e.handle_replicated_state(state);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,219 @@
+//! The running node under a clustered [`PresenceService`](super::PresenceService):
+//! commands out to partition owners, owner-computed states into the log,
+//! and the edge-triggered relay of this node's long-polls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use presenced_cluster::sync_relay::{SyncEdge, SyncRelay};
+use presenced_cluster::{JetStreamBus, Node, NodeHandle, Timing, WriteError, PARTITIONS};
+use presenced_engine::PresenceState;
+use ruma_common::UserId;
+use tokio::sync::Notify;
+
+use super::codec::encode_state;
+use super::{ClusterCommand, ClusterDriver};
+use crate::presence::SyncEffect;
+
+/// How long a device may be without a long-poll on this node before its
+/// owner hears that it stopped syncing: clients poll again at once, so
+/// only a device that went away waits this out (it adds to the owner's
+/// sync timeout).
+const SYNC_GRACE: Duration = Duration::from_secs(5);
+
+/// This node's part in the cluster.
+pub struct ClusterLink {
+    handle: NodeHandle<JetStreamBus>,
+    node: Mutex<Option<Node<JetStreamBus>>>,
+    relay: Mutex<Relay>,
+    relay_moved: Notify,
+}
+
+struct Relay {
+    relay: SyncRelay,
+    /// The presence last relayed per (user, device) syncing here.
+    relayed: HashMap<(String, Option<String>), Option<String>>,
+}
+
+impl ClusterLink {
+    /// Starts the node's tasks with `driver` (already bound to its
+    /// service) and the sync relay's task.
+    pub fn start(
+        name: &str,
+        bus: JetStreamBus,
+        timing: Timing,
+        driver: Arc<ClusterDriver>,
+    ) -> Arc<Self> {
+        let node = Node::start_with(name, bus, timing, driver);
+        let link = Arc::new(Self {
+            handle: node.handle(),
+            node: Mutex::new(Some(node)),
+            relay: Mutex::new(Relay {
+                relay: SyncRelay::new(SYNC_GRACE),
+                relayed: HashMap::new(),
+            }),
+            relay_moved: Notify::new(),
+        });
+        tokio::spawn(relay_task(Arc::downgrade(&link)));
+        link
+    }
+
+    /// Ends the node's tasks (shutdown): its leases run out by themselves
+    /// and other nodes take its partitions.
+    pub fn stop(&self) {
+        if let Some(node) = self.node.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            node.stop();
+        }
+    }
+
+    /// How long the bus has not answered; past the lease this node no
+    /// longer owns anything and fails its health check.
+    pub fn silent_for(&self) -> Duration {
+        self.handle.bus_silent_for()
+    }
+
+    /// The owner lease: how long a silent bus may last before this node
+    /// counts as cut off.
+    pub fn lease(&self) -> Duration {
+        self.handle.timing().owner_ttl
+    }
+
+    /// Whether this node has been cut off from the bus past its lease.
+    pub fn cut_off(&self) -> bool {
+        self.silent_for() > self.lease()
+    }
+
+    /// Sends a command to the user's partition owner and returns once it
+    /// is written and this node's replica (and engine) has applied it.
+    pub async fn write(&self, user: &UserId, command: &ClusterCommand) -> Result<(), WriteError> {
+        if self.cut_off() {
+            return Err(WriteError::NoOwner(presenced_cluster::partition_of(
+                user.as_str(),
+            )));
+        }
+        let payload = serde_json::to_value(command).unwrap_or_default();
+        self.handle.write(user.as_str(), payload).await.map(|_| ())
+    }
+
+    /// [`Self::write`] without waiting: activity and sync edges, whose
+    /// loss costs a late presence change, not an acknowledged one.
+    pub fn send(self: &Arc<Self>, user: &UserId, command: ClusterCommand) {
+        let link = self.clone();
+        let user = user.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = link.write(&user, &command).await {
+                tracing::debug!(%error, %user, "cluster command not written");
+            }
+        });
+    }
+
+    /// An owner-computed state (a timeout, a module's change to another
+    /// user) for its partition's log.
+    pub fn publish(&self, state: &PresenceState) {
+        self.handle
+            .publish_owned(state.user_id.as_str(), encode_state(state));
+    }
+
+    /// A long-poll of `device` starts on this node.
+    pub fn sync_started(self: &Arc<Self>, user: &UserId, device: Option<&str>, effect: SyncEffect) {
+        let asked = match effect {
+            SyncEffect::None => return,
+            SyncEffect::KeepAlive => None,
+            SyncEffect::Set(p) => Some(p.as_str().to_owned()),
+        };
+        let command = {
+            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (user.as_str().to_owned(), device.map(str::to_owned));
+            let edge = relay.relay.start(user.as_str(), device);
+            let before = relay.relayed.get(&key).cloned();
+            if edge.is_some() {
+                relay.relayed.insert(key, asked.clone());
+                Some(ClusterCommand::SyncStart {
+                    device: device.map(str::to_owned),
+                    presence: asked,
+                })
+            } else if asked.is_some() && before != Some(asked.clone()) {
+                relay.relayed.insert(key, asked.clone());
+                asked.map(|presence| ClusterCommand::SyncPresence {
+                    device: device.map(str::to_owned),
+                    presence,
+                })
+            } else {
+                None
+            }
+        };
+        if let Some(command) = command {
+            self.send(user, command);
+        }
+    }
+
+    /// A long-poll of `device` ended on this node; its owner hears of it
+    /// after the grace if no other starts.
+    pub fn sync_ended(&self, user: &UserId, device: Option<&str>) {
+        let now = crate::presence::now().0;
+        (self.relay.lock().unwrap_or_else(|p| p.into_inner()))
+            .relay
+            .end(user.as_str(), device, now);
+        self.relay_moved.notify_one();
+    }
+}
+
+/// Relays stops whose grace ran out, and re-announces this node's syncing
+/// devices of a partition whose owner changed (the new owner starts
+/// without them; the owner ignores a repeated start from the same node).
+async fn relay_task(link: Weak<ClusterLink>) {
+    let mut epochs = [0u64; PARTITIONS as usize];
+    if let Some(link) = link.upgrade() {
+        for (p, epoch) in (0..PARTITIONS).zip(epochs.iter_mut()) {
+            *epoch = link.handle.replica().epoch(p);
+        }
+    }
+    loop {
+        let Some(link) = link.upgrade() else {
+            return;
+        };
+        let now = crate::presence::now().0;
+        let (due, edges) = {
+            let mut relay = link.relay.lock().unwrap_or_else(|p| p.into_inner());
+            let mut edges = relay.relay.poll(now);
+            for (p, epoch) in (0..PARTITIONS).zip(epochs.iter_mut()) {
+                let current = link.handle.replica().epoch(p);
+                if current != *epoch {
+                    *epoch = current;
+                    edges.extend(relay.relay.announce_partition(p));
+                }
+            }
+            for edge in &edges {
+                if let SyncEdge::Stopped { user, device, .. } = edge {
+                    relay.relayed.remove(&(user.clone(), device.clone()));
+                }
+            }
+            (relay.relay.next_due_ms(), edges)
+        };
+        for edge in edges {
+            let (user, command) = match edge {
+                SyncEdge::Started { user, device } => (
+                    user,
+                    ClusterCommand::SyncStart {
+                        device,
+                        presence: None,
+                    },
+                ),
+                SyncEdge::Stopped { user, device, .. } => {
+                    (user, ClusterCommand::SyncEnd { device })
+                }
+            };
+            if let Ok(user) = <&UserId>::try_from(user.as_str()) {
+                link.send(user, command);
+            }
+        }
+        // Epochs are looked at at least once a second.
+        let wait = due.map_or(Duration::from_secs(1), |at| {
+            Duration::from_millis(at.saturating_sub(now)).min(Duration::from_secs(1))
+        });
+        // Holding the link while waiting delays the task's end after the
+        // link is dropped by at most this wait.
+        let _ = tokio::time::timeout(wait, link.relay_moved.notified()).await;
+    }
+}

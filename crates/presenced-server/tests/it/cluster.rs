@@ -1,0 +1,354 @@
+//! Cluster mode with the real binary: two `presenced` nodes on one fresh
+//! PostgreSQL database and a real `nats-server` (`allow_unreplicated`).
+//! A PUT on one node is read back on the other; a node's `kill -9` moves
+//! its partitions to the survivor, which keeps acknowledging; NATS gone
+//! past the lease fails `/health` and answers PUTs 503 with Retry-After.
+//! Skipped with a message without PostgreSQL or nats-server (failures under
+//! `PRESENCED_REQUIRE_POSTGRES=1` / `PRESENCED_REQUIRE_NATS=1`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use presenced_cluster::testing::NatsServers;
+use presenced_server::store::testing::FreshPgDatabase;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+struct Node {
+    child: Child,
+    base: String,
+    port: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node's config: the cluster's shared secret and signing key (every
+/// node is the same homeserver), its own port and data directory.
+fn node_config(dir: &Path, name: &str, port: u16, db: &FreshPgDatabase, nats: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "server_name: test.local\n\
+             listeners: [{{port: {port}, bind_addresses: [127.0.0.1]}}]\n\
+             data_dir: {data}\n\
+             signing_key_path: {key}\n\
+             registration_shared_secret: s\n\
+             enable_registration: true\n\
+             enable_registration_without_verification: true\n\
+             password_hashing: {{memory_kib: 64, iterations: 1, parallelism: 1}}\n\
+             rc_registration: {{per_second: 0}}\n\
+             rc_presence: {{per_user: {{per_second: 1000, burst_count: 1000}}}}\n\
+             log: {{level: warn}}\n\
+             database: {{url: \"{url}\"}}\n\
+             cluster:\n  node_name: {name}\n  nats_servers: [\"{nats}\"]\n  allow_unreplicated: true\n",
+            data = data.display(),
+            key = dir.join("test.local.signing.key").display(),
+            url = db.url(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_node(config: &Path, port: u16) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Node {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+    }
+}
+
+async fn wait_healthy(client: &reqwest::Client, node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = client
+            .get(format!("{}/health", node.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node on port {} never became healthy",
+            node.port
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value, retry_after)
+}
+
+/// Registers `localpart` through `node`; returns (user ID, access token).
+async fn register(client: &reqwest::Client, node: &Node, localpart: &str) -> (String, String) {
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{}/_matrix/client/v3/register", node.base),
+        None,
+        Some(json!({
+            "username": localpart,
+            "password": "correct horse battery",
+            "auth": {"type": "m.login.dummy"},
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["user_id"].as_str().unwrap().to_owned(),
+        body["access_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn presence_url(node: &Node, user: &str) -> String {
+    format!(
+        "{}/_matrix/client/v3/presence/{}/status",
+        node.base,
+        user.replace('@', "%40").replace(':', "%3A")
+    )
+}
+
+async fn put_presence(
+    client: &reqwest::Client,
+    node: &Node,
+    user: &(String, String),
+    presence: &str,
+    status_msg: &str,
+) -> (StatusCode, Value, Option<String>) {
+    call(
+        client,
+        reqwest::Method::PUT,
+        presence_url(node, &user.0),
+        Some(&user.1),
+        Some(json!({"presence": presence, "status_msg": status_msg})),
+    )
+    .await
+}
+
+async fn get_presence(client: &reqwest::Client, node: &Node, user: &(String, String)) -> Value {
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::GET,
+        presence_url(node, &user.0),
+        Some(&user.1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Waits until `node` shows `user` with this status message.
+async fn eventually_shows(
+    client: &reqwest::Client,
+    node: &Node,
+    user: &(String, String),
+    status_msg: &str,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let body = get_presence(client, node, user).await;
+        if body["status_msg"] == status_msg {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} still shows {body} instead of {status_msg:?}",
+            node.port
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
+    let Some(db) = FreshPgDatabase::create("cluster_two_nodes") else {
+        return;
+    };
+    let Some(mut nats) = NatsServers::start(1, "cluster mode with presenced nodes") else {
+        return;
+    };
+    let nats_url = nats.urls()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (pa, pb) = (free_port(), free_port());
+    let config_a = node_config(dir.path(), "a", pa, &db, &nats_url);
+    let config_b = node_config(dir.path(), "b", pb, &db, &nats_url);
+    let a = start_node(&config_a, pa);
+    wait_healthy(&client, &a).await;
+    let b = start_node(&config_b, pb);
+    wait_healthy(&client, &b).await;
+
+    // Accounts live in PostgreSQL: registered on one node, usable on both.
+    let users: Vec<(String, String)> = {
+        let mut users = Vec::new();
+        for i in 0..8 {
+            users.push(register(&client, &a, &format!("user{i}")).await);
+        }
+        users
+    };
+
+    // Partitions are taken within a few seconds of start; a PUT before
+    // that is answered 503 (no owner yet), so the first round retries.
+    let started = Instant::now();
+    for user in &users {
+        loop {
+            let (status, body, retry_after) =
+                put_presence(&client, &a, user, "online", "first").await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no owner took the partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Read-your-writes on the node that answered.
+        let mine = get_presence(&client, &a, user).await;
+        assert_eq!(mine["presence"], "online");
+        assert_eq!(mine["status_msg"], "first");
+    }
+    // The other node learns every acknowledged write from the log.
+    for user in &users {
+        eventually_shows(&client, &b, user, "first", Duration::from_secs(5)).await;
+    }
+    // And writes through it, whichever node owns the user's partition.
+    for user in &users {
+        let (status, body, _) = put_presence(&client, &b, user, "unavailable", "second").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let seen = get_presence(&client, &b, user).await;
+        assert_eq!(seen["presence"], "unavailable");
+        assert_eq!(seen["status_msg"], "second");
+        eventually_shows(&client, &a, user, "second", Duration::from_secs(5)).await;
+    }
+
+    // kill -9 of node a: b takes a's partitions once their leases run out
+    // (6 s) and acknowledges every user's PUT again.
+    drop(a);
+    let killed = Instant::now();
+    for user in &users {
+        loop {
+            let (status, body, _) = put_presence(&client, &b, user, "online", "third").await;
+            if status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "b did not take over a's partitions"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(get_presence(&client, &b, user).await["status_msg"], "third");
+    }
+    eprintln!(
+        "cluster: every user writable on b {:.1} s after a's kill",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // NATS gone: reads go on from the replica; after the lease /health
+    // fails and PUTs answer 503 with Retry-After, quickly.
+    nats.kill(0);
+    let cut = Instant::now();
+    assert_eq!(
+        get_presence(&client, &b, &users[0]).await["status_msg"],
+        "third"
+    );
+    loop {
+        let health = client
+            .get(format!("{}/health", b.base))
+            .send()
+            .await
+            .unwrap();
+        if health.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(20),
+            "b still healthy {} s after losing NATS",
+            cut.elapsed().as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let asked = Instant::now();
+    let (status, body, retry_after) = put_presence(&client, &b, &users[0], "online", "x").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "a cut-off node answers at once"
+    );
+    assert_eq!(
+        get_presence(&client, &b, &users[0]).await["status_msg"],
+        "third"
+    );
+
+    // NATS back (same store directory): b is healthy and writable again.
+    nats.restart(0);
+    let back = Instant::now();
+    loop {
+        let (status, _, _) = put_presence(&client, &b, &users[0], "online", "fourth").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(40),
+            "b never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_healthy(&client, &b).await;
+}
