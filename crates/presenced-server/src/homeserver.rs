@@ -88,6 +88,9 @@ pub struct RoomParts {
     pub members: RoomMembers,
     /// The room writer thread.
     pub writer: RoomWriter,
+    /// Cluster mode: the event stream position read before `members`;
+    /// room facts then follow the database's event stream from there.
+    pub following_from: Option<i64>,
 }
 
 /// The sending ends of the homeserver's reports.
@@ -119,14 +122,17 @@ impl Homeserver {
         let (activity_tx, activity_rx) = unbounded_channel();
         // The one start-up read of the event stream; after it, room writes
         // keep the position in memory.
-        let stored_max = store.max_stream().unwrap_or_else(|e| {
-            tracing::error!("could not read the event stream position: {e}");
-            0
+        let following = rooms.following_from.is_some();
+        let stored_max = rooms.following_from.unwrap_or_else(|| {
+            store.max_stream().unwrap_or_else(|e| {
+                tracing::error!("could not read the event stream position: {e}");
+                0
+            })
         });
         let homeserver = Self {
             server_name: config.server_name.clone(),
             store,
-            room_stream: RoomStream::new(stored_max, rooms.members),
+            room_stream: RoomStream::with_following(stored_max, rooms.members, following),
             room_writer: rooms.writer,
             tokens: TokenCache::default(),
             filters: Mutex::default(),
@@ -173,6 +179,21 @@ impl Homeserver {
             + 'static,
     {
         let this = Arc::clone(self);
+        if self.room_stream.is_following() {
+            let (result, followed) = self
+                .room_writer
+                .run(move || {
+                    let store = &*this.store;
+                    this.room_stream.write_following(
+                        |after, limit| store.room_events_after(after, limit),
+                        |members| write(store, members),
+                    )
+                })
+                .await
+                .map_err(Error::internal)??;
+            self.report_followed(followed);
+            return Ok(result);
+        }
         let (result, woken) = self
             .room_writer
             .run(move || {
@@ -183,6 +204,45 @@ impl Homeserver {
             .map_err(Error::internal)??;
         self.presence.wake_syncs(woken.iter().map(|u| &**u));
         Ok(result)
+    }
+
+    /// Cluster mode: applies the room writes of every node (this one's
+    /// included) a few times a second, between this node's own writes,
+    /// for as long as the homeserver lives.
+    pub fn spawn_room_follower(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ROOM_FOLLOW_INTERVAL).await;
+                let Some(this) = weak.upgrade() else {
+                    return;
+                };
+                let follower = Arc::clone(&this);
+                let followed = this
+                    .room_writer
+                    .run(move || {
+                        let store = &*follower.store;
+                        (follower.room_stream)
+                            .follow(|after, limit| store.room_events_after(after, limit))
+                    })
+                    .await;
+                match followed {
+                    Ok(Ok(followed)) => this.report_followed(followed),
+                    Ok(Err(e)) => tracing::warn!("following other nodes' room writes: {e}"),
+                    Err(e) => tracing::warn!("following other nodes' room writes: {e:?}"),
+                }
+            }
+        });
+    }
+
+    /// Wakes the syncs a catch-up concerns and reports its membership
+    /// changes to presence, in stream order.
+    fn report_followed(&self, followed: room_stream::Followed) {
+        self.presence
+            .wake_syncs(followed.woken.iter().map(|u| &**u));
+        for change in followed.memberships {
+            let _ = self.reports.membership_tx.send(change);
+        }
     }
 
     /// A stored filter, from memory after its first use.
@@ -224,6 +284,11 @@ impl Homeserver {
     /// Reports a stored membership change. A closed channel means nobody
     /// listens any more (shutdown), which is not the request's problem.
     pub(crate) fn emit_membership(&self, change: MembershipChange) {
+        // A cluster node reports what it follows from the database,
+        // its own writes included (`report_followed`), exactly once.
+        if self.room_stream.is_following() {
+            return;
+        }
         let _ = self.reports.membership_tx.send(change);
     }
 
@@ -232,6 +297,9 @@ impl Homeserver {
         let _ = self.reports.activity_tx.send(event);
     }
 }
+
+/// How often a cluster node looks for other nodes' room writes.
+const ROOM_FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Stored filters kept in memory at most.
 const MAX_CACHED_FILTERS: usize = 10_000;

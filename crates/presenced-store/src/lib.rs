@@ -94,6 +94,22 @@ pub struct TxnKey {
     pub txn_id: String,
 }
 
+/// A committed room event as a cluster node follows it: what the room
+/// facts in memory need (members, join rule, positions), not its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailedEvent {
+    /// Its stream position.
+    pub stream: i64,
+    /// The room.
+    pub room_id: OwnedRoomId,
+    /// Who sent it (the inviter, for an invite).
+    pub sender: OwnedUserId,
+    /// Set for a membership event: whose membership, and the new one.
+    pub membership: Option<(OwnedUserId, Membership)>,
+    /// Set for the room's create event: whether its join rule is public.
+    pub created_public: Option<bool>,
+}
+
 /// An event to append to a room's timeline.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
@@ -238,6 +254,16 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
 
     /// The highest stream position written so far (0 when empty).
     fn max_stream(&self) -> StoreResult<i64>;
+
+    /// Room events committed after stream position `after`, in stream
+    /// order, at most `limit` (cluster mode: every node follows the room
+    /// writes of the others). Only PostgreSQL has them in commit order.
+    fn room_events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<TailedEvent>> {
+        let _ = (after, limit);
+        Err(StoreError::Backend(
+            "following other writers' room events needs PostgreSQL".into(),
+        ))
+    }
     /// Rooms whose membership for this user changed in `(since, upto]`,
     /// with the membership as it stands now: joins, invites and leaves
     /// for an incremental sync.

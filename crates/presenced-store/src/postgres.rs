@@ -55,6 +55,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// (`b"presencd"` as a big-endian integer).
 pub(crate) const ADVISORY_LOCK_KEY: i64 = 0x7072_6573_656e_6364;
 
+/// The transaction-level lock every room write takes, so room writes from
+/// any number of nodes commit in stream order (`b"presroom"`).
+pub(crate) const ROOM_WRITES_LOCK_KEY: i64 = 0x7072_6573_726f_6f6d;
+
 /// The tables presenced creates (every migration's), for the ownership
 /// check and for `port-db`.
 pub const TABLES: &[&str] = &[

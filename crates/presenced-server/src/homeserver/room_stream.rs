@@ -22,6 +22,16 @@
 //! At start-up nothing is recorded: positions at or before the stored
 //! maximum (`floor`) are unknown, and a token older than that falls back
 //! to the database once.
+//!
+//! **Cluster mode** (`following`): other nodes write rooms too, so the
+//! facts here are applied only from the database's event stream, in stream
+//! order ([`RoomStream::follow`]; PostgreSQL commits room writes one at a
+//! time, so reading past N has seen every event below N). A write here
+//! first catches up (its checks see every earlier write, from any node),
+//! commits, and catches up again, which applies its own events; a
+//! follower task catches up a few times a second between writes. A token
+//! from a node further ahead is echoed, never answered with an older
+//! position.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -29,7 +39,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use ruma_common::{OwnedRoomId, OwnedUserId, UserId};
 
 use crate::homeserver::room_members::RoomMembers;
-use crate::store::membership::Membership;
+use crate::store::membership::{Membership, MembershipChange};
+use crate::store::TailedEvent;
+
+/// Room events read per catch-up query.
+const FOLLOW_BATCH: usize = 1_000;
 
 /// In-memory room stream: current position, per-user latest change, and
 /// the rooms' members.
@@ -40,6 +54,8 @@ pub struct RoomStream {
     members: RwLock<RoomMembers>,
     /// Held across "check, commit room events, then record them".
     writes: Mutex<()>,
+    /// Cluster mode: facts come from the database's event stream only.
+    following: bool,
 }
 
 struct Positions {
@@ -61,6 +77,15 @@ pub enum RoomsMoved {
     /// The token predates start-up and the user has not changed since:
     /// only the database knows.
     Unknown,
+}
+
+/// What a catch-up with the database's event stream applied.
+#[derive(Debug, Default)]
+pub struct Followed {
+    /// Users whose waiting syncs to wake (duplicates possible).
+    pub woken: Vec<Arc<UserId>>,
+    /// Membership changes, in stream order, for the presence driver.
+    pub memberships: Vec<MembershipChange>,
 }
 
 /// What a room write committed, for [`RoomStream::write`] to record.
@@ -92,6 +117,13 @@ impl RoomStream {
     /// Starts at the stored maximum stream position, with the stored
     /// rooms' members.
     pub fn new(stored_max: i64, members: RoomMembers) -> Self {
+        Self::with_following(stored_max, members, false)
+    }
+
+    /// [`Self::new`] for a cluster node (`following`): `stored_max` must
+    /// have been read before `members`, so the first catch-up misses
+    /// nothing (re-applying a change `members` already has is harmless).
+    pub fn with_following(stored_max: i64, members: RoomMembers, following: bool) -> Self {
         Self {
             positions: Mutex::new(Positions {
                 position: stored_max,
@@ -100,7 +132,13 @@ impl RoomStream {
             }),
             members: RwLock::new(members),
             writes: Mutex::new(()),
+            following,
         }
+    }
+
+    /// Whether this is a cluster node's room stream.
+    pub fn is_following(&self) -> bool {
+        self.following
     }
 
     fn positions(&self) -> MutexGuard<'_, Positions> {
@@ -128,7 +166,14 @@ impl RoomStream {
             // in the database.
             _ => RoomsMoved::Unknown,
         };
-        (p.position, moved)
+        // A token from a node that followed further: what it covers was
+        // delivered, and what comes after it will be recorded here.
+        let position = if self.following {
+            p.position.max(since)
+        } else {
+            p.position
+        };
+        (position, moved)
     }
 
     /// Runs a room write (on a blocking thread) and records it. `write`
@@ -147,7 +192,79 @@ impl RoomStream {
         let Some(committed) = committed else {
             return Ok((result, Vec::new()));
         };
-        let users = self.apply(&committed);
+        Ok((result, self.record(&committed)))
+    }
+
+    /// Cluster mode's [`Self::write`]: catches up with the database's
+    /// event stream before the write (its checks see every earlier write,
+    /// from any node) and after it (which applies the write's own events).
+    /// `read(after, limit)` reads committed events. Returns the result, the
+    /// users to wake and the membership changes applied, in stream order.
+    pub fn write_following<T, E>(
+        &self,
+        read: impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+        write: impl FnOnce(&RoomMembers) -> Result<(T, Option<Committed>), E>,
+    ) -> Result<(T, Followed), E> {
+        let _serial = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut followed = self.catch_up(&read)?;
+        let (result, committed) = write(&self.members())?;
+        if committed.is_some() {
+            let after = self.catch_up(&read)?;
+            followed.woken.extend(after.woken);
+            followed.memberships.extend(after.memberships);
+        }
+        Ok((result, followed))
+    }
+
+    /// Cluster mode: applies every room event committed after the current
+    /// position (the follower task calls this between writes).
+    pub fn follow<E>(
+        &self,
+        read: impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+    ) -> Result<Followed, E> {
+        let _serial = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up(&read)
+    }
+
+    /// Reads and records events after the position until there are none.
+    /// The caller holds `writes`.
+    fn catch_up<E>(
+        &self,
+        read: &impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+    ) -> Result<Followed, E> {
+        let mut followed = Followed::default();
+        loop {
+            let events = read(self.position(), FOLLOW_BATCH)?;
+            let full = events.len() >= FOLLOW_BATCH;
+            for event in events {
+                let memberships: Vec<_> = event.membership.iter().cloned().collect();
+                let committed = Committed {
+                    room: event.room_id.clone(),
+                    top: event.stream,
+                    created: event.created_public,
+                    memberships: memberships.clone(),
+                };
+                followed.woken.extend(self.record(&committed));
+                followed.memberships.extend(memberships.into_iter().map(
+                    |(user_id, membership)| MembershipChange {
+                        room_id: event.room_id.clone(),
+                        user_id,
+                        sender: event.sender.clone(),
+                        membership,
+                        stream: event.stream,
+                    },
+                ));
+            }
+            if !full {
+                return Ok(followed);
+            }
+        }
+    }
+
+    /// Records a commit: the members, the position, and the latest change
+    /// of every user it concerns; returns those users.
+    fn record(&self, committed: &Committed) -> Vec<Arc<UserId>> {
+        let users = self.apply(committed);
         let mut p = self.positions();
         p.position = p.position.max(committed.top);
         for user in &users {
@@ -158,7 +275,7 @@ impl RoomStream {
                 }
             }
         }
-        Ok((result, users))
+        users
     }
 
     /// Applies a commit to the members; returns the users it concerns.

@@ -286,6 +286,20 @@ fn build(
     let key_fetcher = key_fetcher.unwrap_or_else(|| client.clone());
     let remote_keys = Arc::new(RemoteKeyCache::new(key_fetcher, KeyCacheConfig::default()));
     let (secret, origin) = registration_secret(&config)?;
+    // A cluster node follows the event stream from a position read before
+    // the members, so no room write falls between the two.
+    let following_from = match &config.cluster {
+        Some(_) => Some(
+            stores
+                .store
+                .max_stream()
+                .map_err(|source| StartupError::Database {
+                    what: stores.describe.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let (joined, members) =
         read_rooms(&*stores.store).map_err(|source| StartupError::Database {
             what: stores.describe.clone(),
@@ -307,9 +321,13 @@ fn build(
     let rooms = RoomParts {
         members,
         writer: RoomWriter::start().map_err(StartupError::RoomWriter)?,
+        following_from,
     };
     let (state, receivers) =
         AppState::new(config, store, rooms, Some(secret), presence, federation);
+    if following_from.is_some() {
+        state.homeserver.spawn_room_follower();
+    }
     Ok((state, receivers, origin))
 }
 

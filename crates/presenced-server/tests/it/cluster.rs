@@ -211,6 +211,10 @@ async fn eventually_shows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
+    // It makes its own PostgreSQL database: once per test run is enough.
+    if std::env::var("PRESENCED_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return;
+    }
     let Some(db) = FreshPgDatabase::create("cluster_two_nodes") else {
         return;
     };
@@ -273,6 +277,8 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
         assert_eq!(seen["status_msg"], "second");
         eventually_shows(&client, &a, user, "second", Duration::from_secs(5)).await;
     }
+
+    rooms_span_the_nodes(&client, &a, &b, &users).await;
 
     // kill -9 of node a: b takes a's partitions once their leases run out
     // (6 s) and acknowledges every user's PUT again.
@@ -351,4 +357,116 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     wait_healthy(&client, &b).await;
+}
+
+fn enc(segment: &str) -> String {
+    segment
+        .replace('%', "%25")
+        .replace('!', "%21")
+        .replace('@', "%40")
+        .replace(':', "%3A")
+        .replace('#', "%23")
+}
+
+/// A room made on one node is joined and written through the other; each
+/// node's sync shows the other's writes, and presence follows the shared
+/// room whichever nodes the two users talk to.
+async fn rooms_span_the_nodes(
+    client: &reqwest::Client,
+    a: &Node,
+    b: &Node,
+    users: &[(String, String)],
+) {
+    let (owner, guest) = (&users[0], &users[1]);
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{}/_matrix/client/v3/createRoom", a.base),
+        Some(&owner.1),
+        Some(json!({"preset": "public_chat"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let room = body["room_id"].as_str().unwrap().to_owned();
+    // Joined through b, which never saw the room being made: b's room
+    // write catches up with the database before it checks the join rule.
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{}/_matrix/client/v3/join/{}", b.base, enc(&room)),
+        Some(&guest.1),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Written through b, read through a.
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::PUT,
+        format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/t1",
+            b.base,
+            enc(&room)
+        ),
+        Some(&owner.1),
+        Some(json!({"msgtype": "m.text", "body": "hello from b"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body, _) = call(
+            client,
+            reqwest::Method::GET,
+            format!("{}/_matrix/client/v3/sync?timeout=0", a.base),
+            Some(&guest.1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let timeline = &body["rooms"]["join"][room.as_str()]["timeline"]["events"];
+        let said = timeline.as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e["content"]["body"] == "hello from b")
+        });
+        let owner_presence = body["presence"]["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["sender"] == owner.0.as_str())
+                .cloned()
+        });
+        if said && owner_presence.is_some() {
+            assert_eq!(owner_presence.unwrap()["content"]["status_msg"], "second");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a's sync never showed b's message and the co-member's presence: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shared room lets the guest read the owner's presence on either
+    // node; a user with no shared room is refused (403) on both.
+    for node in [a, b] {
+        let (status, body, _) = call(
+            client,
+            reqwest::Method::GET,
+            presence_url(node, &owner.0),
+            Some(&guest.1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status_msg"], "second");
+        let (status, body, _) = call(
+            client,
+            reqwest::Method::GET,
+            presence_url(node, &owner.0),
+            Some(&users[2].1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
 }

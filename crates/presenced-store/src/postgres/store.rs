@@ -16,12 +16,12 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
-use super::PgStore;
+use super::{PgStore, ROOM_WRITES_LOCK_KEY};
 use crate::membership::Membership;
 use crate::sqlite::{parse_or_skip, RawEvent, EVENT_COLUMNS};
 use crate::{
-    MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, Timeline,
-    TokenOwner, UserRecord,
+    MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, TailedEvent,
+    Timeline, TokenOwner, UserRecord,
 };
 
 fn ts(ms: u64) -> i64 {
@@ -81,6 +81,13 @@ async fn query_memberships<C: GenericClient>(
 /// update `roomid_userid_membership` (as `sqlite.rs` does) and write a
 /// `membership_outbox` row (ids from the head row: commit order).
 async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Vec<i64>> {
+    // Room writes commit one at a time, so stream positions are visible in
+    // order: a cluster node that has read position N has seen every event
+    // below N (an identity column alone hands out positions that commit
+    // out of order). One writer thread per node means no wait on a single
+    // node; the lock ends with the transaction.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROOM_WRITES_LOCK_KEY])
+        .await?;
     let insert = tx
         .prepare_cached(
             "INSERT INTO events (event_id, room_id, sender, event_type, state_key, content, \
@@ -535,6 +542,47 @@ impl Store for PgStore {
                 .prepare_cached("SELECT COALESCE(MAX(stream), 0)::BIGINT FROM events")
                 .await?;
             Ok(c.query_one(&stmt, &[]).await?.get(0))
+        })
+    }
+
+    fn room_events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<TailedEvent>> {
+        let limit = limit as i64;
+        self.call(move |c| async move {
+            let stmt = c
+                .prepare_cached(
+                    "SELECT e.stream, e.room_id, e.sender, e.event_type, e.state_key, \
+                     CASE WHEN e.event_type = 'm.room.member' \
+                          THEN e.content::jsonb->>'membership' END, \
+                     CASE WHEN e.event_type = 'm.room.create' THEN \
+                          (SELECT j.content::jsonb->>'join_rule' FROM events j \
+                           WHERE j.room_id = e.room_id AND j.event_type = 'm.room.join_rules' \
+                           ORDER BY j.stream LIMIT 1) END \
+                     FROM events e WHERE e.stream > $1 ORDER BY e.stream LIMIT $2",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[&after, &limit]).await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let event_type: &str = r.get(3);
+                    let membership =
+                        match (r.get::<_, Option<&str>>(4), r.get::<_, Option<&str>>(5)) {
+                            (Some(target), Some(m)) if event_type == "m.room.member" => Some((
+                                parse_or_skip("state_key", target)?,
+                                parse_or_skip("membership", m)?,
+                            )),
+                            _ => None,
+                        };
+                    Some(TailedEvent {
+                        stream: r.get(0),
+                        room_id: parse_or_skip("room_id", r.get::<_, &str>(1))?,
+                        sender: parse_or_skip("sender", r.get::<_, &str>(2))?,
+                        membership,
+                        created_public: (event_type == "m.room.create")
+                            .then(|| r.get::<_, Option<&str>>(6) == Some("public")),
+                    })
+                })
+                .collect())
         })
     }
 
