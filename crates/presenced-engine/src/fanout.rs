@@ -251,6 +251,25 @@ impl Engine {
         }
     }
 
+    /// Cluster mode, on the owner: a state of `user` is now durable in its
+    /// partition's log. Wakes the syncs waiting for their presence again:
+    /// cluster syncs show only logged states, and the first wake-up came
+    /// when the state was computed, before the log had it.
+    pub fn wake_watchers(&mut self, user: &UserId) {
+        let Some(u) = self.users.find(user) else {
+            return;
+        };
+        let mut woken = Vec::new();
+        self.wake(u, &mut woken);
+        for i in 0..self.users.get(u).rooms.len() {
+            let room = self.users.get(u).rooms[i];
+            if self.audience().eligible(room) && self.rooms.waiting(room) > 0 {
+                self.wake_room(room, &mut woken);
+            }
+        }
+        self.push_wakes(woken);
+    }
+
     /// Sets a user's waiting bit, keeping their rooms' waiting counts
     /// true. Returns whether the bit was set before.
     pub(crate) fn set_waiting(&mut self, u: UserIdx, waiting: bool) -> bool {

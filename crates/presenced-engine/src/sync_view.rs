@@ -80,6 +80,40 @@ impl Engine {
         SyncView { states, next }
     }
 
+    /// Cluster mode's view for a sync: everyone `user` may see now, and
+    /// those among them met after `met_since` (a join or invite, spec
+    /// §10.4; `None`: none). The server keeps, of the first, only states
+    /// the partition logs carry past the client's token, and shows the
+    /// second whatever their position: stream positions are this node's
+    /// own, so the engine's change logs cannot answer a token from another
+    /// node, while meetings are mapped from the room stream, which all
+    /// nodes share.
+    pub fn cluster_view(
+        &self,
+        user: &UserId,
+        met_since: Option<StreamPos>,
+        interest: &Interest,
+    ) -> (Vec<&UserId>, Vec<&UserId>) {
+        let me = self.users.find(user);
+        let mut audience = self.snapshot(me, interest);
+        audience.sort_unstable();
+        audience.dedup();
+        let mut met = Vec::new();
+        if let (Some(me), Some(since)) = (me, met_since) {
+            if *interest != Interest::All {
+                self.newly_met(me, since, interest, &mut met);
+            }
+            met.sort_unstable();
+            met.dedup();
+        }
+        let ids = |v: Vec<UserIdx>| {
+            v.into_iter()
+                .map(|u| &*self.users.get(u).state.user_id)
+                .collect()
+        };
+        (ids(audience), ids(met))
+    }
+
     /// Everyone the user may see (initial sync, snapshot).
     fn snapshot(&self, me: Option<UserIdx>, interest: &Interest) -> Vec<UserIdx> {
         if *interest == Interest::All {

@@ -39,6 +39,7 @@ pub mod directory;
 pub mod filter;
 pub mod python;
 pub mod startup;
+pub mod token;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -107,6 +108,9 @@ struct Inner {
     /// Cluster mode: the node this service's users are partitioned over.
     /// Unset on a single node.
     cluster: std::sync::OnceLock<Arc<cluster::link::ClusterLink>>,
+    /// Cluster mode: room stream positions of membership changes and the
+    /// engine positions they got.
+    room_marks: Mutex<cluster::room_marks::RoomMarks>,
 }
 
 /// Why a presence change was not acknowledged.
@@ -125,8 +129,8 @@ pub enum PresenceWriteError {
 pub struct SyncPresence {
     /// States to return.
     pub states: Vec<PresenceState>,
-    /// The presence position for `next_batch`.
-    pub next: StreamPos,
+    /// The presence part of `next_batch`.
+    pub next: token::PresenceToken,
 }
 
 /// What a `/sync` request does to its device's presence.
@@ -167,8 +171,11 @@ impl Drop for SyncingDevice {
 pub struct SyncRequest<'a> {
     /// The syncing user.
     pub user: &'a UserId,
-    /// Presence position of the `since` token (`None`: initial/full state).
-    pub since: Option<StreamPos>,
+    /// Presence part of the `since` token (`None`: initial/full state).
+    pub since: Option<token::PresenceToken>,
+    /// Room stream position of the `since` token: cluster mode shows the
+    /// users met (joins, invites) after it.
+    pub room_since: Option<i64>,
     /// Include offline users.
     pub include_offline: bool,
     /// How long to wait for presence if there is none yet.
@@ -240,6 +247,8 @@ impl PresenceService {
                 }
             }
         }
+        // Meetings before this were not recorded (start-up joins meet nobody).
+        let start_position = engine.position();
         let persist_tx = spawn_persist_thread(store.clone());
         let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
         let service = Self {
@@ -254,6 +263,7 @@ impl PresenceService {
                 outbound_tx,
                 python: std::sync::OnceLock::new(),
                 cluster: std::sync::OnceLock::new(),
+                room_marks: Mutex::new(cluster::room_marks::RoomMarks::new(start_position)),
             }),
         };
         tokio::spawn(service.clone().timer_task());
@@ -667,19 +677,22 @@ impl PresenceService {
     /// waits up to `timeout` for something if there is nothing yet. Whether
     /// the device counts as syncing is [`Self::start_syncing`]'s business.
     pub async fn sync(&self, request: SyncRequest<'_>) -> SyncPresence {
+        if let Some(link) = self.inner.cluster.get() {
+            return self.sync_in_cluster(link, request).await;
+        }
         let SyncRequest {
             user,
             since,
             include_offline,
             timeout,
             stop_waiting,
+            room_since: _,
         } = request;
+        // A cluster's token on a single node: a snapshot, once.
+        let since = since.and_then(|t| t.local());
         let interest = self.interest(user).await;
         let deadline = tokio::time::Instant::now() + timeout;
-        let notify = {
-            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            waiters.entry(user.to_owned()).or_default().clone()
-        };
+        let notify = self.waiter_of(user);
         let result = loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -692,7 +705,7 @@ impl PresenceService {
                 let view = engine.sync_view(user, since, include_offline, &interest);
                 let found = SyncPresence {
                     states: view.states.into_iter().cloned().collect(),
-                    next: view.next,
+                    next: token::PresenceToken::Local(view.next),
                 };
                 if found.states.is_empty() && tokio::time::Instant::now() < deadline && !stop {
                     engine.wait_for_presence(user);
@@ -721,6 +734,48 @@ impl PresenceService {
             }
         };
         result
+    }
+
+    /// The notifier `user`'s waiting syncs sleep on.
+    fn waiter_of(&self, user: &UserId) -> Arc<Notify> {
+        let mut waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        waiters.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// The presence part of a token for "now" (a sync that asks for no
+    /// presence keeps the client's, or gets this).
+    pub fn token(&self) -> token::PresenceToken {
+        match self.inner.cluster.get() {
+            Some(link) => token::PresenceToken::Vector(link.applied()),
+            None => token::PresenceToken::Local(self.position()),
+        }
+    }
+
+    /// Cluster mode: a membership change at room stream position `stream`
+    /// reached the engine. Remembers the engine position it got, so a
+    /// token's room position maps to "meetings after it".
+    pub fn note_room_position(&self, stream: i64) {
+        if self.inner.cluster.get().is_none() {
+            return;
+        }
+        let position = self.position();
+        let mut marks = self
+            .inner
+            .room_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        marks.note(stream, position);
+    }
+
+    /// The engine position up to which meetings are covered by a token
+    /// whose room position is `at`.
+    fn meetings_position(&self, at: i64) -> StreamPos {
+        (self
+            .inner
+            .room_marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))
+        .position_for(at)
     }
 
     /// Wakes the waiting syncs of these users (room events for them); only

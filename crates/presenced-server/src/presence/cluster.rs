@@ -18,6 +18,8 @@
 
 pub mod codec;
 pub mod link;
+pub mod room_marks;
+mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, OnceLock, Weak};
@@ -261,8 +263,15 @@ impl PresenceDriver for ClusterDriver {
     }
 
     fn replicated(&self, partition: u16, record: &StateRecord) {
-        // An owned partition's records are this engine's own writes.
+        // An owned partition's records are this engine's own writes: now
+        // logged, they may be shown, so their watchers look again.
         if self.owns(partition) {
+            if let (Some(service), Ok(user)) = (
+                self.service(),
+                <&ruma_common::UserId>::try_from(record.user.as_str()),
+            ) {
+                service.drive(|e, _| e.wake_watchers(user));
+            }
             return;
         }
         let (Some(service), Some(state)) =

@@ -28,6 +28,7 @@ pub fn spawn(state: &Arc<AppState>, receivers: StateReceivers) -> StateReceivers
                 // No shared room, but the two meet (spec §10.4).
                 Membership::Invite => presence.invite(room, user, &change.sender),
             }
+            presence.note_room_position(change.stream);
             let _ = membership_copy.send(change);
         }
     });

@@ -278,7 +278,8 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
         eventually_shows(&client, &a, user, "second", Duration::from_secs(5)).await;
     }
 
-    rooms_span_the_nodes(&client, &a, &b, &users).await;
+    let room = rooms_span_the_nodes(&client, &a, &b, &users).await;
+    sync_tokens_span_the_nodes(&client, &a, &b, &users, &room).await;
 
     // kill -9 of node a: b takes a's partitions once their leases run out
     // (6 s) and acknowledges every user's PUT again.
@@ -376,7 +377,7 @@ async fn rooms_span_the_nodes(
     a: &Node,
     b: &Node,
     users: &[(String, String)],
-) {
+) -> String {
     let (owner, guest) = (&users[0], &users[1]);
     let (status, body, _) = call(
         client,
@@ -468,5 +469,133 @@ async fn rooms_span_the_nodes(
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    room
+}
+
+/// One sync: (next_batch, the presence events by sender).
+async fn sync_on(
+    client: &reqwest::Client,
+    base: &str,
+    user: &(String, String),
+    since: Option<&str>,
+    timeout_ms: u64,
+) -> (String, Vec<(String, Value)>) {
+    let mut url = format!("{base}/_matrix/client/v3/sync?timeout={timeout_ms}");
+    if let Some(since) = since {
+        url.push_str(&format!("&since={since}"));
+    }
+    let (status, body, _) = call(client, reqwest::Method::GET, url, Some(&user.1), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let presence = body["presence"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    (
+                        e["sender"].as_str().unwrap().to_owned(),
+                        e["content"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (body["next_batch"].as_str().unwrap().to_owned(), presence)
+}
+
+/// The presence vector of a cluster node's sync token.
+fn vector_of(token: &str) -> Vec<u64> {
+    let presence = token.split_once('_').unwrap().1;
+    let parts: Vec<&str> = presence.split('.').collect();
+    assert_eq!(parts[0], "g1", "a cluster token: {token}");
+    parts[1..]
+        .iter()
+        .map(|p| u64::from_str_radix(p, 36).unwrap())
+        .collect()
+}
+
+fn covers(later: &str, earlier: &str) -> bool {
+    vector_of(later)
+        .iter()
+        .zip(vector_of(earlier))
+        .all(|(l, e)| *l >= e)
+}
+
+/// A sync token from either node is served by the other: each change
+/// arrives once, in order, tokens never go backwards, and a user met
+/// through a join on one node shows in a sync on the other.
+async fn sync_tokens_span_the_nodes(
+    client: &reqwest::Client,
+    a: &Node,
+    b: &Node,
+    users: &[(String, String)],
+    room: &str,
+) {
+    let (owner, guest, joiner) = (&users[0], &users[1], &users[2]);
+    let (t0, first) = sync_on(client, &b.base, guest, None, 0).await;
+    assert!(first.iter().any(|(s, _)| *s == owner.0), "{first:?}");
+    assert!(
+        first.iter().all(|(s, _)| *s != joiner.0),
+        "no shared room yet"
+    );
+
+    // Written through a, seen with b's token by a sync on a.
+    let (status, body, _) = put_presence(client, a, owner, "online", "s1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (t1, got) = sync_on(client, &a.base, guest, Some(&t0), 5_000).await;
+    let owner_seen: Vec<_> = got.iter().filter(|(s, _)| *s == owner.0).collect();
+    assert_eq!(owner_seen.len(), 1, "{got:?}");
+    assert_eq!(owner_seen[0].1["status_msg"], "s1");
+    assert!(covers(&t1, &t0), "{t1} behind {t0}");
+
+    // The same token on the other node: nothing again, and not backwards.
+    let (t2, again) = sync_on(client, &b.base, guest, Some(&t1), 0).await;
+    assert!(
+        again.iter().all(|(s, _)| *s != owner.0),
+        "repeated: {again:?}"
+    );
+    assert!(covers(&t2, &t1), "{t2} behind {t1}");
+
+    // A change written through b reaches a long-poll on a, once.
+    let waiting = {
+        let (client, a, guest, t2) = (client.clone(), a.base.clone(), guest.clone(), t2.clone());
+        tokio::spawn(async move { sync_on(&client, &a, &guest, Some(&t2), 10_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body, _) = put_presence(client, b, owner, "unavailable", "s2").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (t3, woke) = waiting.await.unwrap();
+    let owner_seen: Vec<_> = woke.iter().filter(|(s, _)| *s == owner.0).collect();
+    assert_eq!(owner_seen.len(), 1, "{woke:?}");
+    assert_eq!(owner_seen[0].1["status_msg"], "s2");
+    assert_eq!(owner_seen[0].1["presence"], "unavailable");
+    assert!(covers(&t3, &t2));
+
+    // A join through a: a sync on b since t3 shows the joiner, whose
+    // presence was written long before t3 (met, spec §12).
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{}/_matrix/client/v3/join/{}", a.base, enc(room)),
+        Some(&joiner.1),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut token = t3;
+    loop {
+        let (next, got) = sync_on(client, &b.base, guest, Some(&token), 1_000).await;
+        assert!(covers(&next, &token));
+        if let Some((_, content)) = got.iter().find(|(s, _)| *s == joiner.0) {
+            assert_eq!(content["status_msg"], "second");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never showed the joiner met on a"
+        );
+        token = next;
     }
 }

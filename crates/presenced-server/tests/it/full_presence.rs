@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use presenced_engine::{EngineConfig, Presence, StreamPos};
 use presenced_router::{ModuleCommand, PresenceRouter};
+use presenced_server::presence::token::PresenceToken;
 use presenced_server::presence::{PresenceService, SyncRequest};
 use presenced_server::store::presence::{PresenceStore, SqlitePresenceStore};
 use ruma_common::{OwnedRoomId, OwnedUserId};
@@ -37,14 +38,15 @@ async fn sync(service: &PresenceService, since: Option<StreamPos>) -> (Vec<Strin
     let view = service
         .sync(SyncRequest {
             user: &receiver,
-            since,
+            since: since.map(PresenceToken::Local),
+            room_since: None,
             include_offline: since.is_some(),
             timeout: Duration::ZERO,
             stop_waiting: None,
         })
         .await;
     let users = view.states.iter().map(|s| s.user_id.to_string()).collect();
-    (users, view.next)
+    (users, view.next.local().expect("a single node's token"))
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use presenced_engine::{Presence, StreamPos};
+use presenced_engine::Presence;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -34,6 +34,7 @@ use crate::homeserver::room_filter::RoomFilter;
 use crate::homeserver::room_stream::RoomsMoved;
 use crate::homeserver::sync_rooms;
 use crate::presence::filter::PresenceFilter;
+use crate::presence::token::PresenceToken;
 use crate::presence::{now, wire, SyncEffect, SyncRequest};
 
 /// Beyond this a client's `timeout` means "as long as you like": a year,
@@ -51,14 +52,16 @@ pub(crate) struct SyncQuery {
     filter: Option<String>,
 }
 
-/// A sync token: `s{event stream}_{presence position}`.
-fn parse_token(token: &str) -> Result<(i64, StreamPos), ApiError> {
+/// A sync token: `s{event stream}_{presence}`, where the presence part is
+/// a single node's position or a cluster's vector ([`PresenceToken`]).
+/// `None` presence: a vector of another generation (a snapshot).
+fn parse_token(token: &str) -> Result<(i64, Option<PresenceToken>), ApiError> {
     let bad = || ApiError::InvalidParam(format!("Invalid since token: {token}"));
     let rest = token.strip_prefix('s').ok_or_else(bad)?;
     let (events, presence) = rest.split_once('_').ok_or_else(bad)?;
     Ok((
         events.parse().map_err(|_| bad())?,
-        presence.parse().map_err(|_| bad())?,
+        PresenceToken::parse(presence).map_err(|()| bad())?,
     ))
 }
 
@@ -134,7 +137,7 @@ pub(crate) async fn get_sync(
         .start_syncing(&auth.user_id, Some(&auth.device_id), effect);
     let presence_wanted = !filter.blocks_all() && !state.presence_disabled();
     let (ev_since, mut presence_since) = match (since, full_state) {
-        (Some((e, p)), false) => (Some(e), Some(p)),
+        (Some((e, p)), false) => (Some(e), p),
         (Some((e, _)), true) => (Some(e).filter(|_| false), None),
         (None, _) => (None, None),
     };
@@ -171,7 +174,8 @@ pub(crate) async fn get_sync(
                 .presence
                 .sync(SyncRequest {
                     user: &auth.user_id,
-                    since: presence_since,
+                    since: presence_since.clone(),
+                    room_since: ev_since,
                     include_offline,
                     timeout: wait,
                     stop_waiting: Some(&stop_waiting),
@@ -186,7 +190,9 @@ pub(crate) async fn get_sync(
             }
             crate::presence::SyncPresence {
                 states: Vec::new(),
-                next: presence_since.unwrap_or_else(|| state.presence.position()),
+                next: presence_since
+                    .clone()
+                    .unwrap_or_else(|| state.presence.token()),
             }
         };
         let states = filter.apply(presence.states);
@@ -272,8 +278,19 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_bad_ones_are_invalid_params() {
-        assert_eq!(parse_token("s12_34").unwrap(), (12, 34));
-        for bad in ["", "12_34", "s12", "sx_1", "s1_y"] {
+        assert_eq!(
+            parse_token("s12_34").unwrap(),
+            (12, Some(PresenceToken::Local(34)))
+        );
+        let vector = "g1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.z";
+        let (events, presence) = parse_token(&format!("s7_{vector}")).unwrap();
+        assert_eq!(
+            (events, presence.unwrap().to_string()),
+            (7, vector.to_owned())
+        );
+        // A vector of another generation: a snapshot, not an error.
+        assert_eq!(parse_token("s7_g9.1.2").unwrap(), (7, None));
+        for bad in ["", "12_34", "s12", "sx_1", "s1_y", "s1_g1.1"] {
             assert!(
                 matches!(parse_token(bad), Err(ApiError::InvalidParam(_))),
                 "{bad}"

@@ -115,6 +115,20 @@ impl ClusterLink {
             .publish_owned(state.user_id.as_str(), encode_state(state));
     }
 
+    /// The replica's applied vector: every record up to it has reached
+    /// this node's engine.
+    pub fn applied(&self) -> presenced_cluster::VectorToken {
+        self.handle.replica().applied()
+    }
+
+    /// A user's state as its partition's log has it, with its partition
+    /// and sequence (`None`: never written, or unreadable).
+    pub fn logged(&self, user: &UserId) -> Option<(u16, u64, PresenceState)> {
+        let entry = self.handle.replica().get(user.as_str())?;
+        let state = super::codec::decode_state(&entry.record.user, &entry.record.state)?;
+        Some((entry.partition, entry.seq, state))
+    }
+
     /// A long-poll of `device` starts on this node.
     pub fn sync_started(self: &Arc<Self>, user: &UserId, device: Option<&str>, effect: SyncEffect) {
         let asked = match effect {
