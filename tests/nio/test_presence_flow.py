@@ -8,7 +8,10 @@ user's presence arrive through /sync. A user who shares no room with alice
 must not see her presence.
 
 Run with `./scripts/nio-test` (it installs matrix-nio into target/nio-venv
-and builds the binary). Prints one line per check and a final
+and builds the binary). With PRESENCED_TEST_CLUSTER=1 (`./scripts/nio-test
+--cluster`) the same flow runs against a 3-node cluster (3 nats-server, one
+PostgreSQL database) through a proxy that sends every request to a random
+node (tests/cluster/harness.py). Prints one line per check and a final
 `N passed, M failed`; exits 1 on any failure.
 """
 
@@ -155,6 +158,39 @@ class Server:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ClusterServer:
+    """The same interface as `Server`, over a 3-node cluster behind a
+    random-node proxy."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+        from harness import Cluster  # noqa: PLC0415 - only in cluster mode
+
+        # The nodes' shared YAML: the single server's, without its
+        # listener and data directory (the harness gives each node its own).
+        shared = CONFIG.split("listeners:")[0] + CONFIG.split('data_dir: "{data_dir}"\n')[1]
+        self.cluster = Cluster(shared, SERVER_NAME)
+        self.base_url = ""
+
+    def start(self) -> None:
+        if not BINARY.exists():
+            raise RuntimeError(f"{BINARY} not found: run `cargo build --bin presenced`")
+        self.cluster.start(BINARY)
+        self.base_url = self.cluster.base_url
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        if self.cluster.proxy is not None:
+            counts = ", ".join(f"{n}: {c}" for n, c in sorted(self.cluster.proxy.counts.items()))
+            log(f"requests per node: {counts}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.cluster.log_tail(lines=lines)
+
+    def cleanup(self) -> None:
+        self.cluster.cleanup()
 
 
 class Checks:
@@ -368,7 +404,8 @@ def main() -> int:
     # nio's own warnings, in order with the progress lines.
     logging.basicConfig(level=logging.WARNING, format="     nio %(levelname)s: %(message)s", stream=sys.stdout)
     checks = Checks()
-    server = Server()
+    clustered = os.environ.get("PRESENCED_TEST_CLUSTER") == "1"
+    server = ClusterServer() if clustered else Server()
     started = time.monotonic()
     try:
         log(f"starting {BINARY}")

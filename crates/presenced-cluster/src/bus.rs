@@ -80,6 +80,10 @@ pub enum BusError {
     /// outcome unknown: an append may or may not have been written.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The servers answered but cannot carry the cluster as configured (too
+    /// old, too few replicas, other lease timings): waiting will not help.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A request received on a served subject; answer it with [`Request::respond`].

@@ -93,7 +93,7 @@ impl JetStreamBus {
     pub async fn connect(config: &JetStreamConfig) -> Result<Self, BusError> {
         let ns = &config.namespace;
         if !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(BusError::Unavailable(format!(
+            return Err(BusError::Refused(format!(
                 "namespace {ns:?}: only letters, digits and _"
             )));
         }
@@ -225,7 +225,7 @@ fn check_version(version: &str) -> Result<(), BusError> {
     };
     let found = (next(), next());
     if found < MIN_SERVER {
-        return Err(BusError::Unavailable(format!(
+        return Err(BusError::Refused(format!(
             "nats-server {version} is too old for cluster mode (needs {}.{} or newer)",
             MIN_SERVER.0, MIN_SERVER.1
         )));
@@ -260,7 +260,7 @@ fn check_durable(
         return Ok(());
     }
     if replicas < 3 || storage != stream::StorageType::File {
-        return Err(BusError::Unavailable(format!(
+        return Err(BusError::Refused(format!(
             "JetStream stream {name} has {replicas} replica(s) on {storage:?} storage; cluster mode \
              needs 3 replicas on file storage (set cluster.allow_unreplicated: true only for a test \
              or a laptop)"
@@ -298,7 +298,7 @@ async fn bucket(
         .map_err(unavailable)?;
     check_durable(name, info.config.num_replicas, info.config.storage, config)?;
     if info.config.max_age != ttl {
-        return Err(BusError::Unavailable(format!(
+        return Err(BusError::Refused(format!(
             "KV bucket {name} keeps entries {:?}, this node expects {ttl:?}: all nodes need the \
              same lease timing",
             info.config.max_age

@@ -134,7 +134,11 @@ impl Homeserver {
             store,
             room_stream: RoomStream::with_following(stored_max, rooms.members, following),
             room_writer: rooms.writer,
-            tokens: TokenCache::default(),
+            tokens: if following {
+                TokenCache::off()
+            } else {
+                TokenCache::default()
+            },
             filters: Mutex::default(),
             uia_sessions: UiaSessions::new(config.request_limits.max_uia_sessions),
             auth_limiters: AuthLimiters::new(config),
@@ -180,12 +184,16 @@ impl Homeserver {
     {
         let this = Arc::clone(self);
         if self.room_stream.is_following() {
+            // Presence runs on the writer thread here: it may spawn tasks.
+            let runtime = tokio::runtime::Handle::current();
             let (result, followed) = self
                 .room_writer
                 .run(move || {
+                    let _runtime = runtime.enter();
                     let store = &*this.store;
                     this.room_stream.write_following(
                         |after, limit| store.room_events_after(after, limit),
+                        |change| this.presence.apply_membership(change),
                         |members| write(store, members),
                     )
                 })
@@ -218,12 +226,16 @@ impl Homeserver {
                     return;
                 };
                 let follower = Arc::clone(&this);
+                let runtime = tokio::runtime::Handle::current();
                 let followed = this
                     .room_writer
                     .run(move || {
+                        let _runtime = runtime.enter();
                         let store = &*follower.store;
-                        (follower.room_stream)
-                            .follow(|after, limit| store.room_events_after(after, limit))
+                        follower.room_stream.follow(
+                            |after, limit| store.room_events_after(after, limit),
+                            |change| follower.presence.apply_membership(change),
+                        )
                     })
                     .await;
                 match followed {
@@ -235,8 +247,8 @@ impl Homeserver {
         });
     }
 
-    /// Wakes the syncs a catch-up concerns and reports its membership
-    /// changes to presence, in stream order.
+    /// Wakes the syncs a catch-up concerns and passes its membership
+    /// changes (presence has them already) to the observers' channel.
     fn report_followed(&self, followed: room_stream::Followed) {
         self.presence
             .wake_syncs(followed.woken.iter().map(|u| &**u));

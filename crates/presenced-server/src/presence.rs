@@ -536,6 +536,19 @@ impl PresenceService {
         self.drive(|e, now| e.handle_membership(now, room, user, membership));
     }
 
+    /// A stored membership change (invite, join, leave), in stream order.
+    pub fn apply_membership(&self, change: &crate::store::membership::MembershipChange) {
+        use crate::store::membership::Membership as Stored;
+        let (room, user) = (&change.room_id, &change.user_id);
+        match change.membership {
+            Stored::Join => self.membership(room, user, Membership::Join),
+            Stored::Leave => self.membership(room, user, Membership::Leave),
+            // No shared room, but the two meet (spec §10.4).
+            Stored::Invite => self.invite(room, user, &change.sender),
+        }
+        self.note_room_position(change.stream);
+    }
+
     /// `inviter` invited `invitee` to `room`.
     pub fn invite(&self, room: &RoomId, invitee: &UserId, inviter: &UserId) {
         self.drive(|e, now| e.handle_invite(now, room, invitee, inviter));

@@ -84,7 +84,8 @@ pub enum RoomsMoved {
 pub struct Followed {
     /// Users whose waiting syncs to wake (duplicates possible).
     pub woken: Vec<Arc<UserId>>,
-    /// Membership changes, in stream order, for the presence driver.
+    /// Membership changes, in stream order (already applied to presence
+    /// through `before_record`; kept for observers).
     pub memberships: Vec<MembershipChange>,
 }
 
@@ -203,13 +204,14 @@ impl RoomStream {
     pub fn write_following<T, E>(
         &self,
         read: impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+        mut before_record: impl FnMut(&MembershipChange),
         write: impl FnOnce(&RoomMembers) -> Result<(T, Option<Committed>), E>,
     ) -> Result<(T, Followed), E> {
         let _serial = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut followed = self.catch_up(&read)?;
+        let mut followed = self.catch_up(&read, &mut before_record)?;
         let (result, committed) = write(&self.members())?;
         if committed.is_some() {
-            let after = self.catch_up(&read)?;
+            let after = self.catch_up(&read, &mut before_record)?;
             followed.woken.extend(after.woken);
             followed.memberships.extend(after.memberships);
         }
@@ -218,19 +220,26 @@ impl RoomStream {
 
     /// Cluster mode: applies every room event committed after the current
     /// position (the follower task calls this between writes).
+    /// `before_record` sees each membership change before the position
+    /// moves past it (see [`Self::catch_up`]).
     pub fn follow<E>(
         &self,
         read: impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+        mut before_record: impl FnMut(&MembershipChange),
     ) -> Result<Followed, E> {
         let _serial = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        self.catch_up(&read)
+        self.catch_up(&read, &mut before_record)
     }
 
     /// Reads and records events after the position until there are none.
-    /// The caller holds `writes`.
+    /// The caller holds `writes`. Each membership change goes to
+    /// `before_record` before it is recorded: presence must have met the
+    /// change before any sync can hand out a token past it (cluster tokens
+    /// map room positions to meetings).
     fn catch_up<E>(
         &self,
         read: &impl Fn(i64, usize) -> Result<Vec<TailedEvent>, E>,
+        before_record: &mut impl FnMut(&MembershipChange),
     ) -> Result<Followed, E> {
         let mut followed = Followed::default();
         loop {
@@ -238,22 +247,24 @@ impl RoomStream {
             let full = events.len() >= FOLLOW_BATCH;
             for event in events {
                 let memberships: Vec<_> = event.membership.iter().cloned().collect();
-                let committed = Committed {
-                    room: event.room_id.clone(),
-                    top: event.stream,
-                    created: event.created_public,
-                    memberships: memberships.clone(),
-                };
-                followed.woken.extend(self.record(&committed));
-                followed.memberships.extend(memberships.into_iter().map(
-                    |(user_id, membership)| MembershipChange {
+                let changes: Vec<MembershipChange> = (memberships.iter().cloned())
+                    .map(|(user_id, membership)| MembershipChange {
                         room_id: event.room_id.clone(),
                         user_id,
                         sender: event.sender.clone(),
                         membership,
                         stream: event.stream,
-                    },
-                ));
+                    })
+                    .collect();
+                changes.iter().for_each(&mut *before_record);
+                let committed = Committed {
+                    room: event.room_id.clone(),
+                    top: event.stream,
+                    created: event.created_public,
+                    memberships,
+                };
+                followed.woken.extend(self.record(&committed));
+                followed.memberships.extend(changes);
             }
             if !full {
                 return Ok(followed);

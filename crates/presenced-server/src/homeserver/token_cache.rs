@@ -11,6 +11,10 @@
 //! on every removal), so the cache never resurrects a dead token.
 //! Another process that deletes tokens (none does today: `presenced
 //! register-user` only adds) would not be seen until restart.
+//!
+//! A cluster node keeps no cache ([`TokenCache::off`]): a logout on another
+//! node must end the token here at once, and every lookup reads PostgreSQL
+//! (an invalidation broadcast that logout waits for would bring it back).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -23,6 +27,8 @@ use crate::store::TokenOwner;
 #[derive(Default)]
 pub struct TokenCache {
     inner: Mutex<Inner>,
+    /// Set on a cluster node: nothing is kept, every lookup misses.
+    off: bool,
 }
 
 #[derive(Default)]
@@ -35,6 +41,14 @@ struct Inner {
 }
 
 impl TokenCache {
+    /// A cache that keeps nothing (cluster mode).
+    pub fn off() -> Self {
+        Self {
+            inner: Mutex::default(),
+            off: true,
+        }
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -54,7 +68,7 @@ impl TokenCache {
     /// the lookup began (`generation` from [`TokenCache::get`]).
     pub fn fill(&self, token_hash: String, owner: TokenOwner, generation: u64) {
         let mut inner = self.inner();
-        if inner.generation != generation {
+        if self.off || inner.generation != generation {
             return;
         }
         inner

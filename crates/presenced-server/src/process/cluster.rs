@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use presenced_cluster::{JetStreamBus, JetStreamConfig, Timing};
+use presenced_cluster::{BusError, JetStreamBus, JetStreamConfig, Timing};
 
 use crate::config::cluster::ClusterConfig;
 use crate::presence::cluster::link::ClusterLink;
@@ -45,6 +45,27 @@ fn jetstream_config(config: &ClusterConfig, timing: &Timing) -> JetStreamConfig 
     }
 }
 
+/// How long start-up waits for NATS: servers started together with the
+/// nodes elect their JetStream leader within seconds.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Connects, retrying while the servers are unreachable or JetStream is
+/// not ready; a refusal (old server, too few replicas) ends it at once.
+async fn connect(js: &JetStreamConfig) -> Result<JetStreamBus, BusError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    loop {
+        match JetStreamBus::connect(js).await {
+            Ok(bus) => return Ok(bus),
+            Err(refused @ BusError::Refused(_)) => return Err(refused),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for NATS JetStream");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Connects to NATS (creating the streams and buckets on first use, and
 /// refusing servers older than 2.12 or, unless `allow_unreplicated`,
 /// fewer than 3 replicas), then starts this node under `presence`.
@@ -56,12 +77,12 @@ pub fn join(config: &ClusterConfig, presence: &PresenceService) -> Result<(), Jo
     }
     let timing = timing();
     let js = jetstream_config(config, &timing);
-    let bus = tokio::task::block_in_place(|| handle.block_on(JetStreamBus::connect(&js))).map_err(
-        |e| JoinError::Bus {
+    let bus = tokio::task::block_in_place(|| handle.block_on(connect(&js))).map_err(|e| {
+        JoinError::Bus {
             servers: config.nats_servers.join(", "),
             reason: e.to_string(),
-        },
-    )?;
+        }
+    })?;
     tracing::info!(
         node = %config.node_name,
         nats = %config.nats_servers.join(", "),

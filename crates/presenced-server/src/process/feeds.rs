@@ -2,11 +2,9 @@
 
 use std::sync::Arc;
 
-use presenced_engine::Membership as EngineMembership;
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::api::state::{AppState, StateReceivers};
-use crate::store::membership::Membership;
 
 /// Consumes the state's membership and activity channels, applying each
 /// message to presence, and returns receivers that see a copy of every
@@ -20,15 +18,13 @@ pub fn spawn(state: &Arc<AppState>, receivers: StateReceivers) -> StateReceivers
     let (activity_copy, activity_out) = unbounded_channel();
     let presence = state.presence.clone();
     tokio::spawn(async move {
+        // A cluster node's room follower applied them already, before its
+        // room position moved past them.
+        let applied_by_follower = presence.cluster().is_some();
         while let Some(change) = membership_rx.recv().await {
-            let (room, user) = (&change.room_id, &change.user_id);
-            match change.membership {
-                Membership::Join => presence.membership(room, user, EngineMembership::Join),
-                Membership::Leave => presence.membership(room, user, EngineMembership::Leave),
-                // No shared room, but the two meet (spec §10.4).
-                Membership::Invite => presence.invite(room, user, &change.sender),
+            if !applied_by_follower {
+                presence.apply_membership(&change);
             }
-            presence.note_room_position(change.stream);
             let _ = membership_copy.send(change);
         }
     });

@@ -280,12 +280,14 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
 
     let room = rooms_span_the_nodes(&client, &a, &b, &users).await;
     sync_tokens_span_the_nodes(&client, &a, &b, &users, &room).await;
+    logout_ends_the_token_on_every_node(&client, &a, &b, &users[7]).await;
 
     // kill -9 of node a: b takes a's partitions once their leases run out
     // (6 s) and acknowledges every user's PUT again.
     drop(a);
     let killed = Instant::now();
-    for user in &users {
+    let users = &users[..7]; // the last one logged out
+    for user in users {
         loop {
             let (status, body, _) = put_presence(&client, &b, user, "online", "third").await;
             if status == StatusCode::OK {
@@ -598,4 +600,34 @@ async fn sync_tokens_span_the_nodes(
         );
         token = next;
     }
+}
+
+/// A token logged out through one node is refused by the other at once,
+/// also right after that node served it.
+async fn logout_ends_the_token_on_every_node(
+    client: &reqwest::Client,
+    a: &Node,
+    b: &Node,
+    user: &(String, String),
+) {
+    assert_eq!(get_presence(client, b, user).await["status_msg"], "second");
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{}/_matrix/client/v3/logout", a.base),
+        Some(&user.1),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::GET,
+        presence_url(b, &user.0),
+        Some(&user.1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
 }
