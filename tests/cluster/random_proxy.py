@@ -39,30 +39,47 @@ def make_handler(nodes: list[str], counts: dict[str, int], lock: threading.Lock)
             pass  # quiet: the tests print what matters
 
         def _forward(self) -> None:
-            node = random.choice(nodes)
-            with lock:
-                counts[node] = counts.get(node, 0) + 1
-            target = urllib.parse.urlsplit(node)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                payload = resp.read()
-            except OSError as e:
-                # The node is gone (a test killed it): what a load balancer
-                # says before its health check notices.
-                payload = f'{{"errcode":"M_UNKNOWN","error":"node {node}: {e}"}}'.encode()
-                self.send_response(502)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+            # A random node; one that refuses the connection (killed) is
+            # skipped, as a load balancer's redispatch does. A node that
+            # accepted the request and then failed is not retried: the
+            # request may have been carried out.
+            order = random.sample(nodes, len(nodes))
+            resp = None
+            for node in order:
+                target = urllib.parse.urlsplit(node)
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
+                try:
+                    conn.connect()
+                except OSError:
+                    conn.close()
+                    continue
+                with lock:
+                    counts[node] = counts.get(node, 0) + 1
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    payload = resp.read()
+                except OSError as e:
+                    resp = None
+                    payload = f'{{"errcode":"M_UNKNOWN","error":"node {node}: {e}"}}'.encode()
+                finally:
+                    conn.close()
+                break
+            else:
+                payload = b'{"errcode":"M_UNKNOWN","error":"no node accepts connections"}'
+            if resp is None:
+                try:
+                    self.send_response(502)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
                 return
-            finally:
-                conn.close()
             try:
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():

@@ -587,6 +587,26 @@ impl PresenceService {
         origin: &ServerName,
         entries: Vec<presenced_engine::RemotePresence>,
     ) -> usize {
+        if let Some(link) = self.inner.cluster.get() {
+            // Each remote user's partition owner applies it (cap, timers,
+            // the log); the transaction is answered without waiting.
+            let mut sent = 0;
+            for entry in entries {
+                if entry.user_id.server_name() != origin {
+                    continue;
+                }
+                let command = cluster::ClusterCommand::Remote {
+                    origin: origin.as_str().to_owned(),
+                    presence: entry.presence.as_str().to_owned(),
+                    last_active_ago: entry.last_active_ago,
+                    currently_active: entry.currently_active,
+                    status_msg: entry.status_msg,
+                };
+                link.send(&entry.user_id, command);
+                sent += 1;
+            }
+            return sent;
+        }
         self.drive(|e, now| e.handle_remote_presence(now, origin, entries))
     }
 

@@ -26,6 +26,11 @@ pub(crate) async fn get_health(
                 link.lease().as_secs()
             )));
         }
+        // For operators and tests: which node this is and what it owns.
+        return Ok(Json(json!({
+            "status": "ok",
+            "cluster": {"node": link.name(), "owned_partitions": link.owned_partitions()},
+        })));
     }
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -35,6 +35,9 @@ use crate::config::{Config, FederationConfig};
 use crate::presence::now;
 use crate::store::Store;
 
+/// How often a cluster node looks for destinations other nodes queued for.
+const CLUSTER_OUTBOX_RESCAN: Duration = Duration::from_secs(5);
+
 /// Tries to write one batch to the outbox before it is dropped.
 const QUEUE_WRITE_ATTEMPTS: u32 = 5;
 
@@ -122,25 +125,41 @@ impl OutboundPresence {
         };
         tokio::spawn(this.clone().queue_task(outbound));
         let resume = this.clone();
+        let clustered = resume.inner.config.cluster.is_some();
         tokio::spawn(async move {
-            let store = resume.inner.store.clone();
-            match tokio::task::spawn_blocking(move || store.outbox_destinations()).await {
-                Ok(Ok(destinations)) => {
-                    if !destinations.is_empty() {
-                        tracing::info!(
-                            destinations = destinations.len(),
-                            "resuming queued federation presence"
-                        );
-                    }
-                    for destination in destinations {
-                        resume.wake(&destination);
-                    }
-                }
-                Ok(Err(e)) => tracing::error!("cannot read the federation outbox: {e}"),
-                Err(e) => tracing::error!("reading the federation outbox panicked: {e}"),
+            resume.resume_queued(true).await;
+            // A cluster node also delivers what other nodes queued in the
+            // shared outbox (one that died leaves its entries there).
+            // Several nodes may then send the same entry: the latest state
+            // twice, which peers take as it is. Sharding destinations over
+            // the nodes is the design's next step (ARCHITECTURE).
+            while clustered && !resume.stopped() {
+                tokio::time::sleep(CLUSTER_OUTBOX_RESCAN).await;
+                resume.resume_queued(false).await;
             }
         });
         this
+    }
+
+    /// Starts (or wakes) a sender for every destination the outbox holds
+    /// entries for.
+    async fn resume_queued(&self, at_start: bool) {
+        let store = self.inner.store.clone();
+        match tokio::task::spawn_blocking(move || store.outbox_destinations()).await {
+            Ok(Ok(destinations)) => {
+                if at_start && !destinations.is_empty() {
+                    tracing::info!(
+                        destinations = destinations.len(),
+                        "resuming queued federation presence"
+                    );
+                }
+                for destination in destinations {
+                    self.wake(&destination);
+                }
+            }
+            Ok(Err(e)) => tracing::error!("cannot read the federation outbox: {e}"),
+            Err(e) => tracing::error!("reading the federation outbox panicked: {e}"),
+        }
     }
 
     /// Counters for metrics.

@@ -26,8 +26,8 @@ use std::sync::{Mutex, OnceLock, Weak};
 
 use presenced_cluster::record::{Command, StateRecord};
 use presenced_cluster::{PresenceDriver, PARTITIONS};
-use presenced_engine::Presence;
-use ruma_common::{DeviceId, OwnedUserId};
+use presenced_engine::{Presence, RemotePresence};
+use ruma_common::{DeviceId, OwnedUserId, ServerName};
 use serde::{Deserialize, Serialize};
 
 use super::{Inner, PresenceService};
@@ -60,6 +60,15 @@ pub enum ClusterCommand {
     /// The device's last long-poll on the sending node ended (after the
     /// relay's grace).
     SyncEnd { device: Option<String> },
+    /// Presence of a remote user from their server (inbound federation,
+    /// received by any node).
+    Remote {
+        origin: String,
+        presence: String,
+        last_active_ago: Option<u64>,
+        currently_active: Option<bool>,
+        status_msg: Option<String>,
+    },
     /// The module API's `set_presence_for_users`.
     ModuleSet {
         presence: String,
@@ -249,6 +258,26 @@ impl PresenceDriver for ClusterDriver {
             }
             ClusterCommand::SyncEnd { device } => {
                 e.handle_sync_end(now, &user, device_id(device.as_deref()));
+            }
+            ClusterCommand::Remote {
+                origin,
+                presence: p,
+                last_active_ago,
+                currently_active,
+                status_msg,
+            } => {
+                let (Some(p), Ok(origin)) = (presence(p), <&ServerName>::try_from(origin.as_str()))
+                else {
+                    return;
+                };
+                let entry = RemotePresence {
+                    user_id: user.clone(),
+                    presence: p,
+                    last_active_ago: *last_active_ago,
+                    currently_active: *currently_active,
+                    status_msg: status_msg.clone(),
+                };
+                e.handle_remote_presence(now, origin, [entry]);
             }
             ClusterCommand::ModuleSet {
                 presence: p,

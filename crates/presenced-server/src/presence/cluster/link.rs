@@ -79,6 +79,16 @@ impl ClusterLink {
         self.handle.timing().owner_ttl
     }
 
+    /// This node's name in the cluster.
+    pub fn name(&self) -> &str {
+        self.handle.name()
+    }
+
+    /// The partitions this node owns now.
+    pub fn owned_partitions(&self) -> Vec<u16> {
+        self.handle.owned().into_keys().collect()
+    }
+
     /// Whether this node has been cut off from the bus past its lease.
     pub fn cut_off(&self) -> bool {
         self.silent_for() > self.lease()
