@@ -11,6 +11,11 @@ use std::fmt;
 use presenced_cluster::VectorToken;
 use presenced_engine::StreamPos;
 
+/// A presence part that is neither kind of token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a presence stream token")]
+pub struct BadToken;
+
 /// Where a client's presence stream stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PresenceToken {
@@ -23,14 +28,14 @@ pub enum PresenceToken {
 impl PresenceToken {
     /// Reads a token's presence part: `Ok(None)` for a vector of another
     /// generation (the client gets a snapshot), `Err` for anything else.
-    pub fn parse(text: &str) -> Result<Option<Self>, ()> {
+    pub fn parse(text: &str) -> Result<Option<Self>, BadToken> {
         if let Ok(position) = text.parse() {
             return Ok(Some(Self::Local(position)));
         }
         match VectorToken::decode(text) {
             Some(vector) => Ok(Some(Self::Vector(vector))),
             None if is_vector_of_any_generation(text) => Ok(None),
-            None => Err(()),
+            None => Err(BadToken),
         }
     }
 
@@ -94,9 +99,9 @@ mod tests {
         assert_eq!(PresenceToken::parse(&text), Ok(Some(vector)));
         // Another generation: a snapshot, not an error.
         assert_eq!(PresenceToken::parse("g2.zz.0"), Ok(None));
-        assert_eq!(PresenceToken::parse("-1"), Err(()));
-        assert_eq!(PresenceToken::parse("g1"), Err(()));
-        assert_eq!(PresenceToken::parse("gx.1"), Err(()));
-        assert_eq!(PresenceToken::parse(""), Err(()));
+        assert_eq!(PresenceToken::parse("-1"), Err(BadToken));
+        assert_eq!(PresenceToken::parse("g1"), Err(BadToken));
+        assert_eq!(PresenceToken::parse("gx.1"), Err(BadToken));
+        assert_eq!(PresenceToken::parse(""), Err(BadToken));
     }
 }

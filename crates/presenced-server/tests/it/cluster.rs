@@ -439,8 +439,8 @@ async fn rooms_span_the_nodes(
                 .find(|e| e["sender"] == owner.0.as_str())
                 .cloned()
         });
-        if said && owner_presence.is_some() {
-            assert_eq!(owner_presence.unwrap()["content"]["status_msg"], "second");
+        if let (true, Some(owner_presence)) = (said, owner_presence) {
+            assert_eq!(owner_presence["content"]["status_msg"], "second");
             break;
         }
         assert!(

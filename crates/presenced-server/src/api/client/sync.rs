@@ -61,7 +61,7 @@ fn parse_token(token: &str) -> Result<(i64, Option<PresenceToken>), ApiError> {
     let (events, presence) = rest.split_once('_').ok_or_else(bad)?;
     Ok((
         events.parse().map_err(|_| bad())?,
-        PresenceToken::parse(presence).map_err(|()| bad())?,
+        PresenceToken::parse(presence).map_err(|_| bad())?,
     ))
 }
 
