@@ -29,7 +29,11 @@
 # INTEROP_PRESENCED_TLS=native|proxy (presenced's own TLS listener, or a
 # TLS-terminating proxy in front of a plain one; default: native when this
 # presenced has `tls_certificate_path`), INTEROP_ONLY=synapse->presenced or
-# presenced->synapse (one direction only, for debugging).
+# presenced->synapse (one direction only, for debugging), INTEROP_CLUSTER=1
+# (presenced as a 3-node cluster: 3 nats-server, a fresh PostgreSQL
+# database, each node with one plain listener behind random-node proxies for
+# the client and federation ports, tests/cluster/harness.py; needs psql and
+# PostgreSQL at PRESENCED_TEST_POSTGRES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -42,6 +46,7 @@ VENV="$ROOT/target/synapse-venv"
 RUN="$ROOT/target/interop-synapse"
 SYN_SECRET="interop-synapse-secret"
 PD_SECRET="interop-presenced-secret"
+CLUSTER="${INTEROP_CLUSTER:-0}"
 
 log() { echo "interop-synapse: $*" >&2; }
 T_START=$(date +%s.%N)
@@ -152,6 +157,15 @@ tails() {
   tail -20 "$SYN_DIR/stdout.log" >&2 2>/dev/null || true
   log "---- presenced log (last 60 lines of $PD_DIR/server.log) ----"
   tail -60 "$PD_DIR/server.log" >&2 2>/dev/null || true
+  if [ "$CLUSTER" = 1 ]; then
+    local dir
+    dir=$(sed -n 's/.*logs in \(.*\)$/\1/p' "$PD_DIR/server.log" 2>/dev/null | head -1)
+    for node in "$dir"/node*.log; do
+      [ -f "$node" ] || continue
+      log "---- $node (last 40 lines) ----"
+      tail -40 "$node" >&2 || true
+    done
+  fi
 }
 fail() { log "FAILED: $*"; tails; log "run directory kept: $RUN"; exit 1; }
 
@@ -249,12 +263,18 @@ phase_done start-synapse
 EXAMPLE=$("$PRESENCED" generate-config)
 has_key() { grep -q "^#\? *$1:" <<<"$EXAMPLE"; }
 PD_TLS="${INTEROP_PRESENCED_TLS:-}"
+# A cluster's nodes sit behind proxies; TLS ends in front of them.
+[ "$CLUSTER" = 1 ] && PD_TLS=proxy
 if [ -z "$PD_TLS" ]; then
   if has_key tls_certificate_path; then PD_TLS=native; else PD_TLS=proxy; fi
 fi
 mkdir -p "$PD_DIR"
+PD_BACK=""
+[ "$PD_TLS" = proxy ] && { PD_BACK=$(free_port); TAKEN="$TAKEN $PD_BACK"; }
 {
   echo "server_name: \"$PD_NAME\""
+  # A cluster node's listener and data directory come from the harness.
+  if [ "$CLUSTER" = 1 ]; then :; else
   echo "listeners:"
   if [ "$PD_TLS" = native ]; then
     cat <<YAML
@@ -264,7 +284,6 @@ mkdir -p "$PD_DIR"
     resources: [{names: [federation]}]
 YAML
   else
-    PD_BACK=$(free_port); TAKEN="$TAKEN $PD_BACK"
     cat <<YAML
   - port: $PD_BACK
     bind_addresses: ["127.0.0.1"]
@@ -276,6 +295,8 @@ YAML
     bind_addresses: ["127.0.0.1"]
     resources: [{names: [client]}]
 YAML
+  echo "data_dir: \"$PD_DIR/data\""
+  fi
   if [ "$PD_TLS" = native ]; then
     echo "tls_certificate_path: \"$CERTS/presenced.crt\""
     echo "tls_private_key_path: \"$CERTS/presenced.key\""
@@ -291,7 +312,6 @@ YAML
     echo "ip_range_whitelist: ['127.0.0.0/8', '::1/128']"
   fi
   cat <<YAML
-data_dir: "$PD_DIR/data"
 registration_shared_secret: "$PD_SECRET"
 password_hashing: {memory_kib: 64, iterations: 1, parallelism: 1}
 rc_presence: {per_user: {per_second: 100000, burst_count: 100000}}
@@ -321,8 +341,15 @@ $(routes_yaml "      ")
 YAML
   fi
 } >"$PD_DIR/presenced.yaml"
-log "starting presenced $PD_NAME (client http://127.0.0.1:$PD_CLIENT, federation TLS: $PD_TLS)"
-"$PRESENCED" --config "$PD_DIR/presenced.yaml" >"$PD_DIR/server.log" 2>&1 &
+if [ "$CLUSTER" = 1 ]; then
+  scripts/install-nats-server >/dev/null
+  log "starting presenced $PD_NAME as a 3-node cluster (random-node proxies on $PD_CLIENT and $PD_BACK)"
+  "$PYTHON" tests/cluster/harness.py serve "$PD_DIR/presenced.yaml" "$PD_NAME" "$PRESENCED" \
+    "$PD_CLIENT" "$PD_BACK" >"$PD_DIR/server.log" 2>&1 &
+else
+  log "starting presenced $PD_NAME (client http://127.0.0.1:$PD_CLIENT, federation TLS: $PD_TLS)"
+  "$PRESENCED" --config "$PD_DIR/presenced.yaml" >"$PD_DIR/server.log" 2>&1 &
+fi
 PD_PID=$!
 PIDS+=("$PD_PID")
 if [ "$PD_TLS" = proxy ]; then

@@ -202,3 +202,41 @@ class Cluster:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main() -> int:
+    """`harness.py serve SHARED_YAML SERVER_NAME BINARY PORT...`: starts a
+    3-node cluster and a random-node proxy on each PORT, prints `ready`,
+    and runs until SIGTERM or SIGINT (for shell scripts)."""
+    import sys  # noqa: PLC0415
+
+    if len(sys.argv) < 6 or sys.argv[1] != "serve":
+        print(main.__doc__)
+        return 2
+    shared, server_name, binary = Path(sys.argv[2]).read_text(), sys.argv[3], Path(sys.argv[4])
+    ports = [int(p) for p in sys.argv[5:]]
+    cluster = Cluster(shared, server_name)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    proxies = []
+    try:
+        cluster.start(binary)
+        proxies = [RandomProxy(cluster.node_urls, port).start() for port in ports]
+        print(f"ready: nodes {' '.join(cluster.node_urls)}; logs in {cluster.tmp}", flush=True)
+        while not stopping:
+            time.sleep(0.2)
+        return 0
+    except Exception as e:  # noqa: BLE001
+        print(f"cluster failed: {type(e).__name__}: {e}\n{cluster.log_tail()}", flush=True)
+        return 1
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+        cluster.stop()
+        if os.environ.get("INTEROP_KEEP") != "1":
+            cluster.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,13 @@
 //! secret, over `nonce NUL username NUL password NUL (admin|notadmin)`
 //! (and `NUL user_type` when a user type is given). Nonces are single-use
 //! and expire after a minute.
+//!
+//! On a cluster node the nonce must work on whichever node the POST
+//! reaches, so it carries its own proof instead of living in one node's
+//! memory: `<issued ms>.<random>.<HMAC-SHA256 of both, keyed by the shared
+//! secret>`, accepted for a minute by any node. A replay within that
+//! minute can only repeat the same registration (the MAC covers every
+//! field), which the taken user ID then refuses.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,9 +40,48 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// GET /_synapse/admin/v1/register
 pub(crate) async fn get_nonce(State(state): State<Arc<AppState>>) -> Json<Value> {
+    if let (Some(_), Some(secret)) = (
+        state.presence.cluster(),
+        state.registration_shared_secret.as_ref(),
+    ) {
+        let nonce = signed_nonce(secret.expose(), crate::presence::now().0, &ids::new_secret());
+        return Json(json!({ "nonce": nonce }));
+    }
     let nonce = ids::new_secret();
     state.nonces.insert(nonce.clone(), Instant::now());
     Json(json!({ "nonce": nonce }))
+}
+
+/// How long a cluster node's signed nonce is accepted.
+const SIGNED_NONCE_TTL_MS: u64 = 60_000;
+
+fn nonce_proof(secret: &str, body: &str) -> Hmac<sha2::Sha256> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"presenced registration nonce\x00");
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// A nonce any node of the cluster accepts for a minute.
+fn signed_nonce(secret: &str, now_ms: u64, random: &str) -> String {
+    let body = format!("{now_ms}.{random}");
+    let proof = hex::encode(nonce_proof(secret, &body).finalize().into_bytes());
+    format!("{body}.{proof}")
+}
+
+/// Whether `nonce` was signed with `secret` less than a minute ago.
+fn signed_nonce_valid(secret: &str, nonce: &str, now_ms: u64) -> bool {
+    let Some((body, proof)) = nonce.rsplit_once('.') else {
+        return false;
+    };
+    let Some(issued) = body.split_once('.').and_then(|(t, _)| t.parse::<u64>().ok()) else {
+        return false;
+    };
+    let fresh = issued <= now_ms + 5_000 && now_ms.saturating_sub(issued) <= SIGNED_NONCE_TTL_MS;
+    let given = hex::decode(proof).unwrap_or_default();
+    // verify_slice compares in constant time.
+    fresh && nonce_proof(secret, body).verify_slice(&given).is_ok()
 }
 
 #[derive(Deserialize)]
@@ -101,7 +147,12 @@ pub(crate) async fn post_register(
     let secret = state.registration_shared_secret.as_ref().ok_or_else(|| {
         ApiError::BadRequest("Shared secret registration is not enabled".to_owned())
     })?;
-    if !state.nonces.take(&req.nonce, Instant::now()) {
+    let known = if state.presence.cluster().is_some() {
+        signed_nonce_valid(secret.expose(), &req.nonce, crate::presence::now().0)
+    } else {
+        state.nonces.take(&req.nonce, Instant::now())
+    };
+    if !known {
         return Err(ApiError::BadRequest("unrecognised nonce".to_owned()));
     }
     if req.username.contains('\0') || req.password.contains('\0') {
@@ -143,4 +194,22 @@ pub(crate) async fn post_register(
         "device_id": session.device_id,
         "home_server": state.server_name,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_nonce_holds_for_a_minute_and_only_with_its_secret() {
+        let nonce = signed_nonce("s3cret", 1_000_000, "abc");
+        assert!(signed_nonce_valid("s3cret", &nonce, 1_000_000));
+        assert!(signed_nonce_valid("s3cret", &nonce, 1_060_000));
+        assert!(!signed_nonce_valid("s3cret", &nonce, 1_060_001), "expired");
+        assert!(!signed_nonce_valid("other", &nonce, 1_000_000), "another secret");
+        let forged = nonce.replacen("1000000", "1000001", 1);
+        assert!(!signed_nonce_valid("s3cret", &forged, 1_000_000), "changed time");
+        assert!(!signed_nonce_valid("s3cret", "1000000.abc", 1_000_000));
+        assert!(!signed_nonce_valid("s3cret", "", 1_000_000));
+    }
 }
