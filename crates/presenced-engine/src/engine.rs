@@ -60,10 +60,6 @@ pub struct Engine {
     /// the next [`Output::Forget`].
     pub(crate) forgotten: Vec<(OwnedUserId, StreamPos)>,
     pub(crate) counters: EngineStats,
-    /// Whether any user was ever replicated (cluster mode): until then
-    /// the write path skips the owned/replicated split, so single-node
-    /// mode pays nothing for cluster roles.
-    pub(crate) any_replicated: bool,
 }
 
 /// Joins and invites remembered for incremental syncs; older tokens get
@@ -98,7 +94,6 @@ impl Engine {
             remote: RemoteIndex::default(),
             forgotten: Vec::new(),
             counters: EngineStats::default(),
-            any_replicated: false,
         }
     }
 
@@ -479,7 +474,6 @@ impl Engine {
         }
         slot.replicated = true;
         slot.devices.clear();
-        self.any_replicated = true;
         let filed = slot.deadline.take();
         self.timers.refile(u, filed, None);
     }

@@ -16,6 +16,9 @@ pub(crate) enum InFlight {
     Fanout(Vec<(UserIdx, Pending)>),
     /// `send_local_online_presence_to` for these remote users.
     OnlineTo(Vec<OwnedUserId>),
+    /// Cluster mode: a change already fanned out when computed, now in
+    /// its partition's log: wake its watchers again, send nothing.
+    WakeOnly(Vec<(UserIdx, Pending)>),
 }
 
 impl Engine {
@@ -60,6 +63,7 @@ impl Engine {
     pub fn handle_route_answer(&mut self, now: Timestamp, batch: BatchId, answer: UsersForStates) {
         match self.in_flight.remove(&batch) {
             Some(InFlight::Fanout(entries)) => self.fan_out(&entries, &answer),
+            Some(InFlight::WakeOnly(entries)) => self.wake_audience(&entries, &answer),
             Some(InFlight::OnlineTo(targets)) => self.send_online_to(now, &targets, &answer),
             None => tracing::debug!(?batch, "router answer for an unknown batch"),
         }
@@ -122,19 +126,9 @@ impl Engine {
                 (u, std::mem::replace(&mut slot.pending, Pending::None))
             })
             .collect();
-        // Replicated changes were routed on their owner, once per batch
-        // (design §5.7); here they only wake local watchers.
-        let entries = if self.any_replicated {
-            let (owned, replicated): (Vec<_>, Vec<_>) = entries
-                .into_iter()
-                .partition(|&(u, _)| !self.users.get(u).replicated);
-            if !replicated.is_empty() {
-                self.fan_out(&replicated, &UsersForStates::new());
-            }
-            owned
-        } else {
-            entries
-        };
+        // Replicated changes (cluster mode) are routed here too: module-
+        // routed watchers may sync on any node, so each node asks its own
+        // router (fan_out sends federation for owned users only).
         if entries.is_empty() {
             return;
         }
@@ -153,7 +147,20 @@ impl Engine {
     /// Wakes the audience of each change and sends local users' states to
     /// the servers that must have them (spec §6 step 4, §11.1).
     fn fan_out(&mut self, entries: &[(UserIdx, Pending)], routes: &UsersForStates) {
-        let federate = self.config.tracking == Tracking::Enabled;
+        self.fan_out_with(entries, routes, self.config.tracking == Tracking::Enabled);
+    }
+
+    /// [`Self::fan_out`] without federation sends.
+    fn wake_audience(&mut self, entries: &[(UserIdx, Pending)], routes: &UsersForStates) {
+        self.fan_out_with(entries, routes, false);
+    }
+
+    fn fan_out_with(
+        &mut self,
+        entries: &[(UserIdx, Pending)],
+        routes: &UsersForStates,
+        federate: bool,
+    ) {
         let mut woken = Vec::new();
         let mut sends: BTreeMap<OwnedServerName, Vec<UserIdx>> = BTreeMap::new();
         let mut any_notify = false;
@@ -190,7 +197,9 @@ impl Engine {
             } else if federate {
                 for state in states {
                     if let Some(s) = self.users.find(&state.user_id) {
-                        if self.users.get(s).is_local {
+                        // A replicated user's owner sends its state.
+                        let slot = self.users.get(s);
+                        if slot.is_local && !slot.replicated {
                             push_send(&mut sends, target.server_name(), s);
                         }
                     }
@@ -259,15 +268,16 @@ impl Engine {
         let Some(u) = self.users.find(user) else {
             return;
         };
-        let mut woken = Vec::new();
-        self.wake(u, &mut woken);
-        for i in 0..self.users.get(u).rooms.len() {
-            let room = self.users.get(u).rooms[i];
-            if self.audience().eligible(room) && self.rooms.waiting(room) > 0 {
-                self.wake_room(room, &mut woken);
-            }
+        let entries = vec![(u, Pending::Notify)];
+        if self.config.routing {
+            // Routed watchers too: the router is asked again (its answer
+            // to the first fan-out came before the log had the state).
+            let states = vec![self.users.get(u).state.clone()];
+            let batch = self.new_batch(InFlight::WakeOnly(entries));
+            self.outputs.push_back(Output::Route { batch, states });
+        } else {
+            self.wake_audience(&entries, &UsersForStates::new());
         }
-        self.push_wakes(woken);
     }
 
     /// Sets a user's waiting bit, keeping their rooms' waiting counts

@@ -44,7 +44,11 @@ pub(crate) async fn get_nonce(State(state): State<Arc<AppState>>) -> Json<Value>
         state.presence.cluster(),
         state.registration_shared_secret.as_ref(),
     ) {
-        let nonce = signed_nonce(secret.expose(), crate::presence::now().0, &ids::new_secret());
+        let nonce = signed_nonce(
+            secret.expose(),
+            crate::presence::now().0,
+            &ids::new_secret(),
+        );
         return Json(json!({ "nonce": nonce }));
     }
     let nonce = ids::new_secret();
@@ -75,7 +79,10 @@ fn signed_nonce_valid(secret: &str, nonce: &str, now_ms: u64) -> bool {
     let Some((body, proof)) = nonce.rsplit_once('.') else {
         return false;
     };
-    let Some(issued) = body.split_once('.').and_then(|(t, _)| t.parse::<u64>().ok()) else {
+    let Some(issued) = body
+        .split_once('.')
+        .and_then(|(t, _)| t.parse::<u64>().ok())
+    else {
         return false;
     };
     let fresh = issued <= now_ms + 5_000 && now_ms.saturating_sub(issued) <= SIGNED_NONCE_TTL_MS;
@@ -206,9 +213,15 @@ mod tests {
         assert!(signed_nonce_valid("s3cret", &nonce, 1_000_000));
         assert!(signed_nonce_valid("s3cret", &nonce, 1_060_000));
         assert!(!signed_nonce_valid("s3cret", &nonce, 1_060_001), "expired");
-        assert!(!signed_nonce_valid("other", &nonce, 1_000_000), "another secret");
+        assert!(
+            !signed_nonce_valid("other", &nonce, 1_000_000),
+            "another secret"
+        );
         let forged = nonce.replacen("1000000", "1000001", 1);
-        assert!(!signed_nonce_valid("s3cret", &forged, 1_000_000), "changed time");
+        assert!(
+            !signed_nonce_valid("s3cret", &forged, 1_000_000),
+            "changed time"
+        );
         assert!(!signed_nonce_valid("s3cret", "1000000.abc", 1_000_000));
         assert!(!signed_nonce_valid("s3cret", "", 1_000_000));
     }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+use presenced_cluster::token::GENERATION;
 use presenced_cluster::VectorToken;
 use presenced_engine::StreamPos;
 
@@ -34,7 +35,12 @@ impl PresenceToken {
         }
         match VectorToken::decode(text) {
             Some(vector) => Ok(Some(Self::Vector(vector))),
-            None if is_vector_of_any_generation(text) => Ok(None),
+            // Another generation's vector; this one's, malformed, is an error.
+            None if is_vector_of_any_generation(text)
+                && !text.starts_with(&format!("g{GENERATION}.")) =>
+            {
+                Ok(None)
+            }
             None => Err(BadToken),
         }
     }
@@ -101,6 +107,11 @@ mod tests {
         assert_eq!(PresenceToken::parse("g2.zz.0"), Ok(None));
         assert_eq!(PresenceToken::parse("-1"), Err(BadToken));
         assert_eq!(PresenceToken::parse("g1"), Err(BadToken));
+        assert_eq!(
+            PresenceToken::parse("g1.1"),
+            Err(BadToken),
+            "this generation, too short"
+        );
         assert_eq!(PresenceToken::parse("gx.1"), Err(BadToken));
         assert_eq!(PresenceToken::parse(""), Err(BadToken));
     }

@@ -131,6 +131,15 @@ impl ClusterLink {
         self.handle.replica().applied()
     }
 
+    /// Waits until this node has applied `partition` up to `seq` (or the
+    /// timeout).
+    pub async fn wait_applied(&self, partition: u16, seq: u64, timeout: Duration) {
+        self.handle
+            .replica()
+            .wait_applied(partition, seq, timeout)
+            .await;
+    }
+
     /// A user's state as its partition's log has it, with its partition
     /// and sequence (`None`: never written, or unreadable).
     pub fn logged(&self, user: &UserId) -> Option<(u16, u64, PresenceState)> {

@@ -61,7 +61,7 @@ impl PresenceService {
                 engine.wait_for_presence(user);
                 (audience, met)
             };
-            let states = pick(
+            let (states, pending) = pick(
                 link,
                 since.as_ref(),
                 &applied,
@@ -86,6 +86,14 @@ impl PresenceService {
                     .cancel_wait(user);
                 return found;
             }
+            // A state logged here but not yet under the applied vector (the
+            // engine woke this sync from inside the replica's apply, just
+            // before the vector moved): wait for the vector, not a wake-up.
+            if let Some((partition, seq)) = pending {
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                link.wait_applied(partition, seq, wait).await;
+                continue;
+            }
             // Woken, or the deadline: either way, look again.
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
@@ -93,7 +101,8 @@ impl PresenceService {
 }
 
 /// The logged states to show: audience members past the token (all of
-/// them without one) and met users, none past `applied`.
+/// them without one) and met users, none past `applied`; and one state
+/// that would be shown but is past `applied` (its partition and sequence).
 fn pick(
     link: &ClusterLink,
     since: Option<&VectorToken>,
@@ -101,7 +110,8 @@ fn pick(
     include_offline: bool,
     audience: &[ruma_common::OwnedUserId],
     met: &[ruma_common::OwnedUserId],
-) -> Vec<PresenceState> {
+) -> (Vec<PresenceState>, Option<(u16, u64)>) {
+    let mut pending = None;
     let mut states = Vec::new();
     let mut shown = std::collections::HashSet::new();
     for (user, always) in (audience.iter().map(|u| (u, false))).chain(met.iter().map(|u| (u, true)))
@@ -112,6 +122,7 @@ fn pick(
         let p = usize::from(partition % PARTITIONS);
         if seq > applied.0[p] {
             // Shown with the next token, which will be past it.
+            pending = Some((partition, seq));
             continue;
         }
         let fresh = since.is_none_or(|t| seq > t.0[p]);
@@ -124,5 +135,5 @@ fn pick(
             states.push(state);
         }
     }
-    states
+    (states, pending)
 }
