@@ -35,10 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, what: str, deadline: float) -> None:
+def wait_port(port: int, what: str, deadline: float, host: str = "127.0.0.1") -> None:
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             if time.monotonic() > deadline:
@@ -49,10 +49,35 @@ def wait_port(port: int, what: str, deadline: float) -> None:
 class Cluster:
     """Start with `start()`; `base_url` is the proxy's; `stop()` ends all."""
 
-    def __init__(self, node_config: str, server_name: str, nodes: int = 3) -> None:
+    def __init__(
+        self,
+        node_config: str,
+        server_name: str,
+        nodes: int = 3,
+        private_pg: bool = False,
+        bind: str = "127.0.0.1",
+        pg_bind: str | None = None,
+    ) -> None:
         """`node_config`: the YAML every node shares (no listeners, data_dir,
-        database or cluster keys: the harness adds those)."""
+        database or cluster keys: the harness adds those). `private_pg`: a
+        PostgreSQL of the harness's own (initdb as the `postgres` user), which
+        a test may stop and start. `bind`: where NATS and that PostgreSQL
+        listen (a node in another network namespace needs more than
+        loopback)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="presenced-cluster-"))
+        self.private_pg = private_pg
+        self.bind = bind
+        self.host = "127.0.0.1" if bind in ("127.0.0.1", "0.0.0.0") else bind
+        # The private PostgreSQL may listen elsewhere than NATS (a test that
+        # cuts a node from NATS only).
+        self.pg_bind = pg_bind or bind
+        self.pg_host = "127.0.0.1" if self.pg_bind in ("127.0.0.1", "0.0.0.0") else self.pg_bind
+        self.pg_port = 0
+        self.nats_confs: list[Path] = []
+        self.nats_monitor: list[int] = []
+        # Per node: a command prefix (`ip netns exec NS`) and the address
+        # the host reaches it at.
+        self.wraps: dict[int, tuple[list[str], str]] = {}
         self.node_config = node_config
         self.server_name = server_name
         self.count = nodes
@@ -77,6 +102,46 @@ class Cluster:
             stdout=subprocess.DEVNULL,
         )
 
+    # ---- a PostgreSQL of our own ----------------------------------------
+
+    def _pg_bin(self, name: str) -> str:
+        found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+        if not found:
+            raise RuntimeError(f"no PostgreSQL server binaries ({name}) under /usr/lib/postgresql")
+        return str(found[-1])
+
+    def _as_postgres(self, *args: str) -> None:
+        cmd = list(args)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _start_private_pg(self) -> None:
+        data = self.tmp / "pg"
+        data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres")
+            shutil.chown(data, "postgres")
+        self._as_postgres(self._pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
+        # Nodes in another network namespace connect from their own address.
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write("host all all 0.0.0.0/0 trust\n")
+        self.pg_port = free_port()
+        self.start_pg()
+        self.pg_admin = f"postgres://postgres@{self.pg_host}:{self.pg_port}/postgres"
+
+    def start_pg(self) -> None:
+        """(Re)starts the private PostgreSQL and waits for it."""
+        data = self.tmp / "pg"
+        opts = f"-p {self.pg_port} -k {data} -c listen_addresses={self.pg_bind}"
+        self._as_postgres(
+            self._pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start"
+        )
+
+    def stop_pg(self) -> None:
+        """Stops the private PostgreSQL (fast shutdown: sessions cut)."""
+        self._as_postgres(self._pg_bin("pg_ctl"), "-D", str(self.tmp / "pg"), "-m", "fast", "-w", "stop")
+
     def _db_url(self) -> str:
         u = urllib.parse.urlsplit(self.pg_admin)
         return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + self.dbname, "", ""))
@@ -86,22 +151,57 @@ class Cluster:
             raise RuntimeError(f"{NATS} not found: run scripts/install-nats-server")
         clients = [free_port() for _ in range(3)]
         routes = [free_port() for _ in range(3)]
+        self.nats_monitor = [free_port() for _ in range(3)]
         for i in range(3):
             conf = self.tmp / f"nats{i}.conf"
+            self.nats_confs.append(conf)
             conf.write_text(
-                f"server_name: n{i}\nlisten: 127.0.0.1:{clients[i]}\n"
+                f"server_name: n{i}\nlisten: {self.bind}:{clients[i]}\n"
+                f"http: 127.0.0.1:{self.nats_monitor[i]}\n"
                 f'jetstream {{\n  store_dir: "{self.tmp / f"nats{i}"}"\n  sync_interval: always\n}}\n'
                 f"cluster {{\n  name: presenced_harness\n  listen: 127.0.0.1:{routes[i]}\n"
                 f"  routes: [{', '.join(f'nats://127.0.0.1:{p}' for p in routes)}]\n}}\n"
             )
-            log = open(self.tmp / f"nats{i}.log", "wb")
-            self.nats.append(
-                subprocess.Popen([str(NATS), "-c", str(conf)], stdout=log, stderr=log)
-            )
+            self.nats.append(self._spawn_nats(i))
         deadline = time.monotonic() + START_TIMEOUT_S
         for port in clients:
-            wait_port(port, "nats-server", deadline)
-        return [f"nats://127.0.0.1:{p}" for p in clients]
+            wait_port(port, "nats-server", deadline, self.host)
+        return [f"nats://{self.host}:{p}" for p in clients]
+
+    def _spawn_nats(self, i: int) -> subprocess.Popen:
+        log = open(self.tmp / f"nats{i}.log", "ab")
+        return subprocess.Popen([str(NATS), "-c", str(self.nats_confs[i])], stdout=log, stderr=log)
+
+    def kill_nats(self, i: int) -> None:
+        self.nats[i].kill()
+        self.nats[i].wait()
+
+    def restart_nats(self, i: int) -> None:
+        self.nats[i] = self._spawn_nats(i)
+
+    def stream_leader(self, stream: str) -> int | None:
+        """Which NATS server leads `stream` now (from the monitoring port)."""
+        import json  # noqa: PLC0415
+
+        for port in self.nats_monitor:
+            url = f"http://127.0.0.1:{port}/jsz?accounts=true&streams=true"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    info = json.loads(r.read())
+            except OSError:
+                continue
+            for account in info.get("account_details", []):
+                for s in account.get("stream_detail", []):
+                    if s.get("name") == stream:
+                        leader = (s.get("cluster") or {}).get("leader", "")
+                        if leader.startswith("n") and leader[1:].isdigit():
+                            return int(leader[1:])
+        return None
+
+    def wrap_node(self, i: int, prefix: list[str], address: str) -> None:
+        """Runs node `i` under `prefix` (before `start`), listening on every
+        address of its namespace; the host reaches it at `address`."""
+        self.wraps[i] = (prefix, address)
 
     def _write_node_config(self, i: int, port: int, nats: list[str]) -> Path:
         data = self.tmp / f"node{i}"
@@ -110,7 +210,7 @@ class Cluster:
         conf = self.tmp / f"node{i}.yaml"
         conf.write_text(
             self.node_config
-            + f"\nlisteners:\n  - port: {port}\n    bind_addresses: [\"127.0.0.1\"]\n    type: http\n"
+            + f"\nlisteners:\n  - port: {port}\n    bind_addresses: [\"{'0.0.0.0' if i in self.wraps else '127.0.0.1'}\"]\n    type: http\n"
             + f'data_dir: "{data}"\n'
             + f'signing_key_path: "{self.tmp / "signing.key"}"\n'
             + f'database:\n  url: "{self._db_url()}"\n'
@@ -122,8 +222,9 @@ class Cluster:
         log = open(self.tmp / f"node{i}.log", "ab")
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
+        prefix = self.wraps.get(i, ([], ""))[0]
         self.nodes[i] = subprocess.Popen(
-            [str(binary), "--config", str(self.configs[i])],
+            [*prefix, str(binary), "--config", str(self.configs[i])],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -156,11 +257,14 @@ class Cluster:
     # ---- the whole ------------------------------------------------------
 
     def start(self, binary: Path) -> None:
+        if self.private_pg:
+            self._start_private_pg()
         self._psql(f'CREATE DATABASE "{self.dbname}"')
         nats = self._start_nats()
         for i in range(self.count):
             port = free_port()
-            self.node_urls.append(f"http://127.0.0.1:{port}")
+            address = self.wraps[i][1] if i in self.wraps else "127.0.0.1"
+            self.node_urls.append(f"http://{address}:{port}")
             self.configs.append(self._write_node_config(i, port, nats))
             self.nodes.append(None)
         for i in range(self.count):
@@ -184,6 +288,12 @@ class Cluster:
         for proc in self.nats:
             proc.kill()
             proc.wait()
+        if self.private_pg:
+            try:
+                self.stop_pg()
+            except (subprocess.CalledProcessError, RuntimeError):
+                pass
+            return
         try:
             self._psql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
         except subprocess.CalledProcessError:

@@ -131,6 +131,78 @@ class Writer(threading.Thread):
                         self.failures += 1
 
 
+def register_users(base: str, count: int) -> list[tuple[str, str]]:
+    users = []
+    for i in range(count):
+        status, body = request(
+            base,
+            "POST",
+            "/_matrix/client/v3/register",
+            body={"username": f"u{i}", "password": "pw", "auth": {"type": "m.login.dummy"}},
+        )
+        if status != 200:
+            raise RuntimeError(f"register u{i}: {status} {body}")
+        users.append((body["user_id"], body["access_token"]))
+    return users
+
+
+def start_writers(base: str, users: list[tuple[str, str]]) -> tuple[threading.Event, list[Writer]]:
+    stop = threading.Event()
+    writers = [Writer(base, users[w::WRITERS], stop) for w in range(WRITERS)]
+    for w in writers:
+        w.start()
+    return stop, writers
+
+
+def mark_fault(writers: list[Writer]) -> None:
+    """A fault starts now: gaps across it are measured."""
+    at = time.monotonic()
+    for w in writers:
+        with w.lock:
+            w.kill_at = at
+
+
+def stop_and_check(
+    cluster: Cluster,
+    stop: threading.Event,
+    writers: list[Writer],
+    users: list[tuple[str, str]],
+    nodes: list[int] | None = None,
+) -> list[str]:
+    """Stops the writers; every node (of `nodes`) must come to show each
+    user's last acknowledged message or a later attempted one. Returns
+    what was lost."""
+    stop.set()
+    for w in writers:
+        w.join(timeout=60)
+    acked = {u: s for w in writers for u, s in w.acked.items()}
+    attempted = {u: s for w in writers for u, s in w.attempted.items()}
+    lost: list[str] = []
+    for user, token in users:
+        for i in nodes if nodes is not None else range(cluster.count):
+            node = cluster.node_urls[i]
+            deadline = time.monotonic() + 10
+            while True:
+                status, body = request(node, "GET", presence_path(user), token)
+                msg = body.get("status_msg") or "w0"
+                seen = int(msg[1:]) if status == 200 else -1
+                if acked.get(user, 0) <= seen <= attempted.get(user, 0):
+                    break
+                if time.monotonic() > deadline:
+                    lost.append(f"{user} on node{i}: shows {msg!r} ({status}), acked w{acked.get(user)}")
+                    break
+                time.sleep(0.1)
+    return lost
+
+
+def gaps_per_fault(writers: list[Writer]) -> list[float]:
+    per_fault: dict[float, float] = {}
+    for w in writers:
+        for at, gap in w.gaps.items():
+            per_fault[at] = max(per_fault.get(at, 0.0), gap)
+    return list(per_fault.values())
+
+
 def main() -> int:
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else int(
         os.environ.get("PRESENCED_TEST_KILL_CYCLES", "3")
@@ -142,29 +214,12 @@ def main() -> int:
     started = time.monotonic()
     try:
         cluster.start(BINARY)
-        base = cluster.base_url
-        users = []
-        for i in range(USERS):
-            status, body = request(
-                base,
-                "POST",
-                "/_matrix/client/v3/register",
-                body={"username": f"u{i}", "password": "pw", "auth": {"type": "m.login.dummy"}},
-            )
-            if status != 200:
-                raise RuntimeError(f"register u{i}: {status} {body}")
-            users.append((body["user_id"], body["access_token"]))
-        stop = threading.Event()
-        writers = [Writer(base, users[w::WRITERS], stop) for w in range(WRITERS)]
-        for w in writers:
-            w.start()
+        users = register_users(cluster.base_url, USERS)
+        stop, writers = start_writers(cluster.base_url, users)
         time.sleep(3)
         for cycle in range(cycles):
             victim = busiest_owner(cluster)
-            kill_at = time.monotonic()
-            for w in writers:
-                with w.lock:
-                    w.kill_at = kill_at
+            mark_fault(writers)
             cluster.kill_node(victim)
             # The survivors take its partitions within the lease (6 s);
             # then it comes back, owning nothing until another node dies.
@@ -174,32 +229,8 @@ def main() -> int:
             time.sleep(2)
             acks = sum(w.acks for w in writers)
             print(f"cycle {cycle + 1}/{cycles}: killed node{victim}, {acks} acknowledged so far", flush=True)
-        stop.set()
-        for w in writers:
-            w.join(timeout=60)
-        acked = {u: s for w in writers for u, s in w.acked.items()}
-        attempted = {u: s for w in writers for u, s in w.attempted.items()}
-        # Every node must come to show each user's last acknowledged
-        # message or a later attempted one.
-        lost: list[str] = []
-        for user, token in users:
-            for i, node in enumerate(cluster.node_urls):
-                deadline = time.monotonic() + 10
-                while True:
-                    status, body = request(node, "GET", presence_path(user), token)
-                    msg = body.get("status_msg") or "w0"
-                    seen = int(msg[1:]) if status == 200 else -1
-                    if acked.get(user, 0) <= seen <= attempted.get(user, 0):
-                        break
-                    if time.monotonic() > deadline:
-                        lost.append(f"{user} on node{i}: shows {msg!r} ({status}), acked w{acked.get(user)}")
-                        break
-                    time.sleep(0.1)
-        per_kill: dict[float, float] = {}
-        for w in writers:
-            for at, gap in w.gaps.items():
-                per_kill[at] = max(per_kill.get(at, 0.0), gap)
-        resumed = list(per_kill.values())
+        lost = stop_and_check(cluster, stop, writers, users)
+        resumed = gaps_per_fault(writers)
         total_acks = sum(w.acks for w in writers)
         failures = sum(w.failures for w in writers)
         print(

@@ -11,13 +11,14 @@ use crate::api::state::AppState;
 
 /// GET /health and GET /_presenced/health
 ///
-/// Healthy when the database answers and, on a cluster node, the bus has
-/// answered within the owner lease (a node cut off longer has lost its
-/// partitions: a load balancer should send its clients elsewhere).
+/// Healthy when, on a cluster node, the bus has answered within the owner
+/// lease (a node cut off longer has lost its partitions: a load balancer
+/// should send its clients elsewhere), and the database answers within
+/// [`DATABASE_PATIENCE`] (a database behind a dead link would otherwise
+/// hold the check, and the load balancer's probe, until TCP gives up).
 pub(crate) async fn get_health(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Value>, ApiError> {
-    state.db(|s| s.max_stream()).await?;
     if let Some(link) = state.presence.cluster() {
         if link.cut_off() {
             return Err(ApiError::Unavailable(format!(
@@ -26,6 +27,16 @@ pub(crate) async fn get_health(
                 link.lease().as_secs()
             )));
         }
+    }
+    tokio::time::timeout(DATABASE_PATIENCE, state.db(|s| s.max_stream()))
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(format!(
+                "the database did not answer within {} s",
+                DATABASE_PATIENCE.as_secs()
+            ))
+        })??;
+    if let Some(link) = state.presence.cluster() {
         // For operators and tests: which node this is and what it owns.
         return Ok(Json(json!({
             "status": "ok",
@@ -34,3 +45,6 @@ pub(crate) async fn get_health(
     }
     Ok(Json(json!({ "status": "ok" })))
 }
+
+/// How long the health check waits for the database.
+const DATABASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
