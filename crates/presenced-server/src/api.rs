@@ -34,7 +34,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::error::ApiError;
 use crate::api::state::AppState;
@@ -77,7 +77,14 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         // axum's own limit (not tower-http's) so an oversized body is
         // refused by the extractor, through ApiError, as M_TOO_LARGE.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span::request_span))
+        // A 5xx is a warning here: a 500's cause is logged once, at error,
+        // by ApiError; a 503 is a cluster node answering "retry" during a
+        // takeover, which is expected.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span::request_span)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
 }
 
