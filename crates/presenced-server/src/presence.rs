@@ -556,6 +556,10 @@ impl PresenceService {
 
     /// The account was deactivated.
     pub fn deactivate(&self, user: &UserId) {
+        if let Some(link) = self.inner.cluster.get() {
+            link.send(user, cluster::ClusterCommand::Deactivate);
+            return;
+        }
         self.drive(|e, now| e.handle_deactivate(now, user));
     }
 

@@ -69,6 +69,8 @@ pub enum ClusterCommand {
         currently_active: Option<bool>,
         status_msg: Option<String>,
     },
+    /// The account was deactivated: offline, without a message, for good.
+    Deactivate,
     /// The module API's `set_presence_for_users`.
     ModuleSet {
         presence: String,
@@ -279,6 +281,7 @@ impl PresenceDriver for ClusterDriver {
                 };
                 e.handle_remote_presence(now, origin, [entry]);
             }
+            ClusterCommand::Deactivate => e.handle_deactivate(now, &user),
             ClusterCommand::ModuleSet {
                 presence: p,
                 status_msg,

@@ -281,13 +281,18 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
     let room = rooms_span_the_nodes(&client, &a, &b, &users).await;
     sync_tokens_span_the_nodes(&client, &a, &b, &users, &room).await;
     logout_ends_the_token_on_every_node(&client, &a, &b, &users[7]).await;
+    deactivation_reaches_every_node(&client, &a, &b, &users[1], &users[2]).await;
 
     // kill -9 of node a: b takes a's partitions once their leases run out
     // (6 s) and acknowledges every user's PUT again.
     drop(a);
     let killed = Instant::now();
-    let users = &users[..7]; // the last one logged out
-    for user in users {
+    // users[2] was deactivated, users[7] logged out.
+    let users: Vec<_> = [0, 1, 3, 4, 5, 6]
+        .iter()
+        .map(|&i| users[i].clone())
+        .collect();
+    for user in &users {
         loop {
             let (status, body, _) = put_presence(&client, &b, user, "online", "third").await;
             if status == StatusCode::OK {
@@ -630,4 +635,61 @@ async fn logout_ends_the_token_on_every_node(
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["errcode"], "M_UNKNOWN_TOKEN");
+}
+
+/// A deactivation through one node takes the user offline, without a
+/// message, on the other (their partition's owner applies it).
+async fn deactivation_reaches_every_node(
+    client: &reqwest::Client,
+    a: &Node,
+    b: &Node,
+    watcher: &(String, String),
+    leaver: &(String, String),
+) {
+    let url = format!("{}/_matrix/client/v3/account/deactivate", b.base);
+    let (status, uia, _) = call(
+        client,
+        reqwest::Method::POST,
+        url.clone(),
+        Some(&leaver.1),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{uia}");
+    let auth = json!({"auth": {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": leaver.0},
+        "password": "correct horse battery",
+        "session": uia["session"],
+    }});
+    let (status, body, _) = call(
+        client,
+        reqwest::Method::POST,
+        url,
+        Some(&leaver.1),
+        Some(auth),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, seen, _) = call(
+            client,
+            reqwest::Method::GET,
+            presence_url(a, &leaver.0),
+            Some(&watcher.1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{seen}");
+        if seen["presence"] == "offline" {
+            assert!(seen.get("status_msg").is_none_or(|m| m.is_null()), "{seen}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a still shows the deactivated user as {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
