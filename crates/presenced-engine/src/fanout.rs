@@ -155,6 +155,10 @@ impl Engine {
         self.fan_out_with(entries, routes, false);
     }
 
+    // Inlined into both callers: `federate` is then a constant in each, as
+    // it was when `fan_out` read it itself (callgrind: +55 instructions per
+    // update without it).
+    #[inline(always)]
     fn fan_out_with(
         &mut self,
         entries: &[(UserIdx, Pending)],
@@ -171,7 +175,8 @@ impl Engine {
                 self.wake(u, &mut woken);
             }
             // A replicated user's owner sends its state; this node only wakes.
-            let is_local = self.users.get(u).is_local && !self.users.get(u).replicated;
+            let slot = self.users.get(u);
+            let is_local = slot.is_local && !slot.replicated;
             for i in 0..self.users.get(u).rooms.len() {
                 let room = self.users.get(u).rooms[i];
                 if !self.audience().eligible(room) {
