@@ -210,6 +210,11 @@ impl<B: Bus> NodeHandle<B> {
         });
     }
 
+    /// Whether this node owns `partition` now.
+    pub fn owns(&self, partition: u16) -> bool {
+        (self.inner.owned.lock().unwrap_or_else(|p| p.into_inner())).contains_key(&partition)
+    }
+
     /// Partitions this node owns now, with their epochs.
     pub fn owned(&self) -> BTreeMap<u16, u64> {
         self.inner

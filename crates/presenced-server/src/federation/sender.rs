@@ -18,6 +18,14 @@
 //! - A destination that reaches us (an authenticated request) is up:
 //!   its task stops waiting out a failure and retries at once.
 //! - Restart: destinations with queued entries get their task at start.
+//! - Cluster mode: the outbox is shared (PostgreSQL) and sending is
+//!   sharded by destination over the presence partitions: a destination's
+//!   task runs only on the owner of its partition (its lease is the shard
+//!   lease). A node that queues for a destination it does not send to
+//!   tells the shard owner; a node that takes a partition looks at the
+//!   outbox at once, so a dead owner's destinations resume there with
+//!   their queued entries (the outbox rows are the durable cursor: the
+//!   newest state per user, removed once acknowledged).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +40,13 @@ use super::client::FederationClient;
 use super::keys::BoxFuture;
 use super::outgoing::{self, STATES_PER_TRANSACTION};
 use crate::config::{Config, FederationConfig};
+use crate::presence::cluster::link::{ClusterLink, ShardNews};
 use crate::presence::now;
 use crate::store::Store;
 
-/// How often a cluster node looks for destinations other nodes queued for.
+/// How often a cluster node looks at the whole outbox for destinations
+/// of its shards, beyond the notices it gets (one lost while a shard
+/// moved is made up here).
 const CLUSTER_OUTBOX_RESCAN: Duration = Duration::from_secs(5);
 
 /// Tries to write one batch to the outbox before it is dropped.
@@ -92,6 +103,8 @@ struct Inner {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     client: Arc<dyn TransactionSender>,
+    /// Cluster mode: which destinations this node sends to.
+    cluster: Option<Arc<ClusterLink>>,
     /// One wake-up per destination task.
     senders: Mutex<HashMap<OwnedServerName, Arc<Wakers>>>,
     stats: OutboundStats,
@@ -102,20 +115,24 @@ struct Inner {
 }
 
 impl OutboundPresence {
-    /// Starts delivering what the outbox holds and what `outbound` brings.
-    /// Must run inside a tokio runtime.
+    /// Starts delivering what the outbox holds and what `outbound` brings
+    /// (on a cluster node: for the destinations of its shards). Must run
+    /// inside a tokio runtime.
     pub fn start(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         client: Arc<dyn TransactionSender>,
         outbound: mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
+        cluster: Option<Arc<ClusterLink>>,
     ) -> Self {
         let (stop, _) = watch::channel(false);
+        let news = cluster.as_ref().map(|link| link.federation_news());
         let this = Self {
             inner: Arc::new(Inner {
                 config,
                 store,
                 client,
+                cluster,
                 senders: Mutex::new(HashMap::new()),
                 stats: OutboundStats::default(),
                 txn_prefix: now().0,
@@ -125,20 +142,42 @@ impl OutboundPresence {
         };
         tokio::spawn(this.clone().queue_task(outbound));
         let resume = this.clone();
-        let clustered = resume.inner.config.cluster.is_some();
         tokio::spawn(async move {
             resume.resume_queued(true).await;
-            // A cluster node also delivers what other nodes queued in the
-            // shared outbox (one that died leaves its entries there).
-            // Several nodes may then send the same entry: the latest state
-            // twice, which peers take as it is. Sharding destinations over
-            // the nodes is the design's next step (ARCHITECTURE).
-            while clustered && !resume.stopped() {
-                tokio::time::sleep(CLUSTER_OUTBOX_RESCAN).await;
-                resume.resume_queued(false).await;
+            if let Some(news) = news {
+                resume.shard_task(news).await;
             }
         });
         this
+    }
+
+    /// A cluster node's senders follow its shards: notices of entries
+    /// other nodes queued, a look at the outbox when it takes a partition,
+    /// and a periodic look for whatever a notice missed.
+    async fn shard_task(&self, mut news: mpsc::UnboundedReceiver<ShardNews>) {
+        let mut stop = self.inner.stop.subscribe();
+        let mut rescan = tokio::time::interval(CLUSTER_OUTBOX_RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = news.recv() => item,
+                _ = rescan.tick() => Some(ShardNews::Gained),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            match item {
+                Some(ShardNews::Queued(destination)) => self.wake_sender(&destination),
+                Some(ShardNews::Gained) => self.resume_queued(false).await,
+                None => return,
+            }
+        }
+    }
+
+    /// Whether this node sends to `destination` (always, outside a cluster).
+    fn sends_to(&self, destination: &ServerName) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .is_none_or(|link| link.sends_to(destination))
     }
 
     /// Starts (or wakes) a sender for every destination the outbox holds
@@ -154,7 +193,7 @@ impl OutboundPresence {
                     );
                 }
                 for destination in destinations {
-                    self.wake(&destination);
+                    self.wake_sender(&destination);
                 }
             }
             Ok(Err(e)) => tracing::error!("cannot read the federation outbox: {e}"),
@@ -218,7 +257,12 @@ impl OutboundPresence {
                 continue;
             }
             for destination in &destinations {
-                self.wake(destination);
+                match &self.inner.cluster {
+                    Some(link) if !link.sends_to(destination) => {
+                        link.federation_queued(destination)
+                    }
+                    _ => self.wake_sender(destination),
+                }
             }
         }
     }
@@ -254,8 +298,12 @@ impl OutboundPresence {
         }
     }
 
-    /// Wakes the destination's task, starting it if needed.
-    fn wake(&self, destination: &ServerName) {
+    /// Wakes the destination's task, starting it if needed, if this node
+    /// sends to it.
+    fn wake_sender(&self, destination: &ServerName) {
+        if !self.sends_to(destination) {
+            return;
+        }
         let mut senders = self.inner.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(wakers) = senders.get(destination) {
             // Stored as a permit if the task is busy: it looks again after.
@@ -272,7 +320,7 @@ impl OutboundPresence {
         let mut backoff = Backoff::new(&retry);
         let mut stop = self.inner.stop.subscribe();
         loop {
-            if self.stopped() {
+            if self.stopped() || self.shard_moved(&destination) {
                 return;
             }
             let delivered = match self.send_once(&destination).await {
@@ -306,6 +354,18 @@ impl OutboundPresence {
             backoff.reset();
             tracing::debug!(%destination, states = delivered, "presence delivered");
         }
+    }
+
+    /// Whether `destination`'s shard left this node; if so its task ends
+    /// (the next wake-up after the shard comes back starts another).
+    fn shard_moved(&self, destination: &ServerName) -> bool {
+        let mut senders = self.inner.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if self.sends_to(destination) {
+            return false;
+        }
+        senders.remove(destination);
+        tracing::debug!(%destination, "federation shard moved: sender stops here");
+        true
     }
 
     /// Sends one transaction of what is queued for `destination`; how many

@@ -76,6 +76,10 @@ pub enum ClusterCommand {
         presence: String,
         status_msg: Option<String>,
     },
+    /// States for `destination` were queued in the shared outbox; sent to
+    /// the owner of the destination's shard (its key is not a user), which
+    /// wakes its sender. Writes nothing to the log.
+    FederationQueued { destination: String },
 }
 
 /// A user's device (`None`: a request without one).
@@ -201,7 +205,6 @@ fn device_id(device: Option<&str>) -> Option<&DeviceId> {
 impl PresenceDriver for ClusterDriver {
     fn apply(&self, partition: u16, command: &Command) -> Option<serde_json::Value> {
         let service = self.service()?;
-        let user: OwnedUserId = command.user.as_str().try_into().ok()?;
         let op: ClusterCommand = match serde_json::from_value(command.state.clone()) {
             Ok(op) => op,
             Err(error) => {
@@ -210,6 +213,13 @@ impl PresenceDriver for ClusterDriver {
                 return None;
             }
         };
+        if let ClusterCommand::FederationQueued { destination } = &op {
+            if let (Some(link), Ok(destination)) = (service.cluster(), destination.parse()) {
+                link.tell_federation(link::ShardNews::Queued(destination));
+            }
+            return None;
+        }
+        let user: OwnedUserId = command.user.as_str().try_into().ok()?;
         self.note(partition, &user);
         let op = self.dedupe_sync_edge(&user, sender_of(&command.id), op)?;
         let state = service.apply_owned(&user, |e, now| match &op {
@@ -290,6 +300,8 @@ impl PresenceDriver for ClusterDriver {
                     e.set_presence_for_users(now, [(user.clone(), p, status_msg.clone())]);
                 }
             }
+            // Handled above: not a user's input.
+            ClusterCommand::FederationQueued { .. } => {}
         });
         state.map(|s| encode_state(&s))
     }
@@ -326,6 +338,9 @@ impl PresenceDriver for ClusterDriver {
             .collect();
         tracing::info!(partition, users = ids.len(), "took a presence partition");
         service.drive(|e, _| e.handle_own(ids));
+        if let Some(link) = service.cluster() {
+            link.tell_federation(link::ShardNews::Gained);
+        }
     }
 
     fn disowned(&self, partition: u16, users: Vec<StateRecord>) {

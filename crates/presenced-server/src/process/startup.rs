@@ -311,8 +311,13 @@ fn build(
     if let Some(cluster) = &config.cluster {
         crate::process::cluster::join(cluster, &presence)?;
     }
-    let outbound =
-        OutboundPresence::start(Arc::new(config.clone()), store.clone(), client, outbound);
+    let outbound = OutboundPresence::start(
+        Arc::new(config.clone()),
+        store.clone(),
+        client,
+        outbound,
+        presence.cluster().cloned(),
+    );
     let federation = FederationParts {
         signing_key,
         remote_keys,

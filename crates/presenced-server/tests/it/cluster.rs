@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use presenced_cluster::testing::NatsServers;
+use presenced_server::presence::cluster::link::destination_partition;
 use presenced_server::store::testing::FreshPgDatabase;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -27,6 +28,12 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// user0's presence is routed to a user on each of this many remote
+/// servers, `127.0.0.1:1` to `127.0.0.1:NOWHERES`: loopback ports where
+/// nothing listens, so each delivery fails at once and, with an hour's
+/// retry interval, is tried once per sending node.
+const NOWHERES: u16 = 8;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -56,11 +63,18 @@ fn node_config(dir: &Path, name: &str, port: u16, db: &FreshPgDatabase, nats: &s
              rc_registration: {{per_second: 0}}\n\
              rc_presence: {{per_user: {{per_second: 1000, burst_count: 1000}}}}\n\
              log: {{level: warn}}\n\
+             enable_metrics: true\n\
+             federation: {{destination_min_retry_interval: 1h, destination_max_retry_interval: 1h}}\n\
+             modules: [{{module: presenced.routers.StaticRoutes, config: {{routes: [{routes}]}}}}]\n\
              database: {{url: \"{url}\"}}\n\
              cluster:\n  node_name: {name}\n  nats_servers: [\"{nats}\"]\n  allow_unreplicated: true\n",
             data = data.display(),
             key = dir.join("test.local.signing.key").display(),
             url = db.url(),
+            routes = (1..=NOWHERES)
+                .map(|port| format!("{{receiver: \"@bob:127.0.0.1:{port}\", senders: [\"@user0:test.local\"]}}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
     )
     .unwrap();
@@ -227,9 +241,11 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
     let (pa, pb) = (free_port(), free_port());
     let config_a = node_config(dir.path(), "a", pa, &db, &nats_url);
     let config_b = node_config(dir.path(), "b", pb, &db, &nats_url);
+    // Started together, so the partitions (and federation shards) split
+    // between the two by preference rather than all going to the first.
     let a = start_node(&config_a, pa);
-    wait_healthy(&client, &a).await;
     let b = start_node(&config_b, pb);
+    wait_healthy(&client, &a).await;
     wait_healthy(&client, &b).await;
 
     // Accounts live in PostgreSQL: registered on one node, usable on both.
@@ -278,6 +294,8 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
         eventually_shows(&client, &a, user, "second", Duration::from_secs(5)).await;
     }
 
+    let shards_of_a = federation_is_sharded_by_destination(&client, &a, &b).await;
+
     let room = rooms_span_the_nodes(&client, &a, &b, &users).await;
     sync_tokens_span_the_nodes(&client, &a, &b, &users, &room).await;
     logout_ends_the_token_on_every_node(&client, &a, &b, &users[7]).await;
@@ -311,6 +329,19 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
         "cluster: every user writable on b {:.1} s after a's kill",
         killed.elapsed().as_secs_f64()
     );
+    // a's federation shards moved too: b tries their destinations, once
+    // each, with what a left queued in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&client, &b, FAILED).await < f64::from(NOWHERES) {
+        assert!(
+            Instant::now() < deadline,
+            "b never took over a's {shards_of_a} destinations: {} attempts",
+            metric(&client, &b, FAILED).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric(&client, &b, FAILED).await, f64::from(NOWHERES));
 
     // NATS gone: reads go on from the replica; after the lease /health
     // fails and PUTs answer 503 with Retry-After, quickly.
@@ -379,6 +410,89 @@ fn enc(segment: &str) -> String {
 /// A room made on one node is joined and written through the other; each
 /// node's sync shows the other's writes, and presence follows the shared
 /// room whichever nodes the two users talk to.
+const FAILED: &str = "presenced_federation_outbound_transactions_failed_total";
+
+/// A metric's value on `node` (0 when absent).
+async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
+    let text = client
+        .get(format!("{}/metrics", node.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The partitions `node` owns, from `/health`.
+async fn owned_partitions(client: &reqwest::Client, node: &Node) -> Vec<u16> {
+    let health: Value = client
+        .get(format!("{}/health", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(health["cluster"]["owned_partitions"].clone()).unwrap()
+}
+
+/// user0's first PUT was routed to the [`NOWHERES`] remote servers, queued
+/// in the shared outbox by user0's partition owner: each destination is
+/// tried by exactly one node, the owner of its shard, whichever node
+/// queued it (without sharding both nodes would try each). Returns how
+/// many destinations are a's.
+async fn federation_is_sharded_by_destination(client: &reqwest::Client, a: &Node, b: &Node) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let tried = || async { metric(client, a, FAILED).await + metric(client, b, FAILED).await };
+    while tried().await < f64::from(NOWHERES) {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {NOWHERES} destinations were tried",
+            tried().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Longer than the cluster's outbox rescan (5 s): a node that is not
+    // the shard owner would have tried by then.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (owned_a, owned_b) = (
+        owned_partitions(client, a).await,
+        owned_partitions(client, b).await,
+    );
+    let shard = |port: u16| {
+        let destination = format!("127.0.0.1:{port}");
+        destination_partition(destination.as_str().try_into().unwrap())
+    };
+    let of_a = (1..=NOWHERES)
+        .filter(|&p| owned_a.contains(&shard(p)))
+        .count();
+    let of_b = (1..=NOWHERES)
+        .filter(|&p| owned_b.contains(&shard(p)))
+        .count();
+    assert_eq!(
+        of_a + of_b,
+        usize::from(NOWHERES),
+        "{owned_a:?} {owned_b:?}"
+    );
+    assert_eq!(metric(client, a, FAILED).await, of_a as f64, "a's tries");
+    assert_eq!(metric(client, b, FAILED).await, of_b as f64, "b's tries");
+    eprintln!(
+        "cluster: federation shards: {of_a} destinations on a, {of_b} on b \
+         (partitions {owned_a:?} / {owned_b:?})"
+    );
+    of_a as u32
+}
+
 async fn rooms_span_the_nodes(
     client: &reqwest::Client,
     a: &Node,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use presenced_cluster::sync_relay::{SyncEdge, SyncRelay};
 use presenced_cluster::{JetStreamBus, Node, NodeHandle, Timing, WriteError, PARTITIONS};
 use presenced_engine::PresenceState;
-use ruma_common::UserId;
-use tokio::sync::Notify;
+use ruma_common::{OwnedServerName, ServerName, UserId};
+use tokio::sync::{mpsc, Notify};
 
 use super::codec::encode_state;
 use super::{ClusterCommand, ClusterDriver};
@@ -28,6 +28,30 @@ pub struct ClusterLink {
     node: Mutex<Option<Node<JetStreamBus>>>,
     relay: Mutex<Relay>,
     relay_moved: Notify,
+    /// Where news for this node's federation senders goes (see
+    /// [`Self::federation_news`]).
+    federation: Mutex<Option<mpsc::UnboundedSender<ShardNews>>>,
+}
+
+/// What this node's federation senders hear from the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardNews {
+    /// Another node queued states for a destination this node sends to.
+    Queued(OwnedServerName),
+    /// This node took a partition: destinations may have become its own.
+    Gained,
+}
+
+/// The key whose partition's owner sends to `destination`: outgoing
+/// federation is sharded by destination over the same 16 partitions and
+/// leases as presence, so one node at a time sends to each destination.
+fn destination_key(destination: &ServerName) -> String {
+    format!("federation:{destination}")
+}
+
+/// The partition whose owner sends to `destination`.
+pub fn destination_partition(destination: &ServerName) -> u16 {
+    presenced_cluster::partition_of(&destination_key(destination))
 }
 
 struct Relay {
@@ -54,6 +78,7 @@ impl ClusterLink {
                 relayed: HashMap::new(),
             }),
             relay_moved: Notify::new(),
+            federation: Mutex::new(None),
         });
         tokio::spawn(relay_task(Arc::downgrade(&link)));
         link
@@ -89,6 +114,44 @@ impl ClusterLink {
         self.handle.owned().into_keys().collect()
     }
 
+    /// Whether this node sends federation traffic to `destination` now
+    /// (it owns the destination's partition).
+    pub fn sends_to(&self, destination: &ServerName) -> bool {
+        !self.cut_off() && self.handle.owns(destination_partition(destination))
+    }
+
+    /// Tells the node that sends to `destination` that states were queued
+    /// for it in the shared outbox. Best effort: a notice lost while the
+    /// shard moves is made up by the new owner's look at the outbox.
+    pub fn federation_queued(self: &Arc<Self>, destination: &ServerName) {
+        let link = self.clone();
+        let key = destination_key(destination);
+        let command = ClusterCommand::FederationQueued {
+            destination: destination.to_string(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = link.write_key(&key, &command).await {
+                tracing::debug!(%error, %key, "federation notice not delivered");
+            }
+        });
+    }
+
+    /// The news for this node's federation senders (one receiver: a later
+    /// call replaces the earlier one).
+    pub fn federation_news(&self) -> mpsc::UnboundedReceiver<ShardNews> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.federation.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Passes news to the federation senders (if they listen yet: at start
+    /// they look at the whole outbox anyway).
+    pub(super) fn tell_federation(&self, news: ShardNews) {
+        if let Some(tx) = &*self.federation.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(news);
+        }
+    }
+
     /// Whether this node has been cut off from the bus past its lease.
     pub fn cut_off(&self) -> bool {
         self.silent_for() > self.lease()
@@ -97,13 +160,16 @@ impl ClusterLink {
     /// Sends a command to the user's partition owner and returns once it
     /// is written and this node's replica (and engine) has applied it.
     pub async fn write(&self, user: &UserId, command: &ClusterCommand) -> Result<(), WriteError> {
+        self.write_key(user.as_str(), command).await
+    }
+
+    /// [`Self::write`] to the owner of `key`'s partition.
+    async fn write_key(&self, key: &str, command: &ClusterCommand) -> Result<(), WriteError> {
         if self.cut_off() {
-            return Err(WriteError::NoOwner(presenced_cluster::partition_of(
-                user.as_str(),
-            )));
+            return Err(WriteError::NoOwner(presenced_cluster::partition_of(key)));
         }
         let payload = serde_json::to_value(command).unwrap_or_default();
-        self.handle.write(user.as_str(), payload).await.map(|_| ())
+        self.handle.write(key, payload).await.map(|_| ())
     }
 
     /// [`Self::write`] without waiting: activity and sync edges, whose
