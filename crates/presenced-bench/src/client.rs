@@ -84,14 +84,19 @@ struct SetPresence<'a> {
     status_msg: &'a str,
 }
 
-/// A homeserver reached over HTTP.
+/// A homeserver reached over HTTP: one server, or the nodes of a cluster
+/// sharing one load.
 #[derive(Clone)]
 pub(crate) struct Homeserver {
-    /// Setup calls (not measured).
+    /// Setup calls (not measured), to the first node.
     http: reqwest::Client,
-    /// The measured load: presence PUTs and the observers' syncs.
+    /// The measured load of this handle: presence PUTs and the observers'
+    /// syncs, to one node (see [`Self::node`]).
     load: Arc<LoadClient>,
-    base: String,
+    /// One load client per node, in `--base-url` order.
+    nodes: Arc<[Arc<LoadClient>]>,
+    /// The base URL of every node; setup goes to the first.
+    bases: Arc<[String]>,
 }
 
 /// Percent-encodes one path segment (ids contain `!`, `@`, `:`).
@@ -120,22 +125,75 @@ pub(crate) fn registration_mac(secret: &str, nonce: &str, user: &str, password: 
 }
 
 impl Homeserver {
-    pub(crate) async fn new(base: &str) -> Result<Self, Error> {
+    /// A homeserver at `bases` (one URL, or one per cluster node; at least
+    /// one).
+    pub(crate) async fn new(bases: &[String]) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("reqwest client");
-        let base = base.trim_end_matches('/').to_owned();
+        if bases.is_empty() {
+            return Err("no base URL".to_owned());
+        }
+        let bases: Vec<String> = bases
+            .iter()
+            .map(|b| b.trim_end_matches('/').to_owned())
+            .collect();
+        let mut nodes = Vec::with_capacity(bases.len());
+        for base in &bases {
+            nodes.push(Arc::new(LoadClient::new(base).await?));
+        }
         Ok(Self {
             http,
-            load: Arc::new(LoadClient::new(&base).await?),
-            base,
+            load: nodes[0].clone(),
+            nodes: nodes.into(),
+            bases: bases.into(),
         })
     }
 
+    /// How many nodes the load is spread over.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// This homeserver with its load (PUTs, syncs) sent to node
+    /// `index % node_count`: a fixed node per user or observer, so one
+    /// user's writes all go through one front door.
+    pub(crate) fn node(&self, index: usize) -> Self {
+        Self {
+            load: self.nodes[index % self.nodes.len()].clone(),
+            ..self.clone()
+        }
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.bases[0])
+    }
+
+    /// The Prometheus text of every node's `GET /metrics` (the server needs
+    /// `enable_metrics: true`), in node order.
+    pub(crate) async fn metrics(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::with_capacity(self.bases.len());
+        for base in self.bases.iter() {
+            let url = format!("{base}/metrics");
+            let resp = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+            if !status.is_success() {
+                return Err(format!(
+                    "GET {url}: {status} (does the server have enable_metrics: true?)"
+                ));
+            }
+            out.push(text);
+        }
+        Ok(out)
     }
 
     /// Sends a setup request, retrying while the server answers 429.

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{Account, Homeserver, PutOutcome};
+use crate::metrics::{self, Counters, NodeDeltas};
 use crate::procfs;
 use crate::setup::World;
 
@@ -50,6 +51,7 @@ pub(crate) struct Observers {
 
 impl Observers {
     /// Starts every observer and returns once each has done its first sync.
+    /// Observer `i` long-polls node `i % nodes` throughout.
     pub(crate) async fn start(
         hs: &Homeserver,
         observers: &[Account],
@@ -62,7 +64,7 @@ impl Observers {
             .iter()
             .enumerate()
             .map(|(i, account)| {
-                let (hs, account, run) = (hs.clone(), account.clone(), run.to_owned());
+                let (hs, account, run) = (hs.node(i), account.clone(), run.to_owned());
                 let (sightings, errors, ready) =
                     (sightings.clone(), sync_errors.clone(), ready.clone());
                 tokio::spawn(async move {
@@ -190,7 +192,7 @@ struct Put {
 /// One sender's PUTs, in schedule order: a client sends its next presence
 /// after the previous one is answered (two of one user in flight could be
 /// applied out of order), so a PUT due while the previous one is
-/// outstanding waits its turn.
+/// outstanding waits its turn. `hs` is the user's node.
 async fn send_in_turn(
     hs: Homeserver,
     world: Arc<World>,
@@ -284,6 +286,24 @@ pub(crate) struct StepResult {
     /// The machine's 1-minute load average at the end of the step (other
     /// work on the machine skews the figures).
     pub(crate) load_avg_1m: Option<f64>,
+    /// Several nodes (or --metrics) only: the CPU ms each `--server-pid`
+    /// used during the step, in the order given (their sum is what
+    /// `server_cpu_ms_per_update` divides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_cpu_ms: Option<Vec<f64>>,
+    /// Peak RSS of each `--server-pid` (`server_peak_rss_mib` is the
+    /// largest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_peak_rss_mib: Option<Vec<f64>>,
+    /// Seconds between the CPU readings (send time plus the drain): what
+    /// `node_cpu_ms` accrued over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) wall_s: Option<f64>,
+    /// With --metrics: per node (in `--base-url` order), what
+    /// `presenced_sync_total`, `presenced_presence_wakes_total` and
+    /// `presenced_presence_put_total` grew by over the same window.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) node_counters: Option<NodeDeltas>,
 }
 
 impl StepResult {
@@ -307,7 +327,12 @@ pub(crate) struct Runner {
     pub(crate) world: Arc<World>,
     pub(crate) observers: Observers,
     pub(crate) run: String,
-    pub(crate) server_pid: Option<String>,
+    /// The server's process, or each node's (`--server-pid` repeated).
+    pub(crate) server_pids: Vec<String>,
+    /// Report per-node figures (several nodes or pids, or --metrics).
+    pub(crate) per_node: bool,
+    /// Read every node's /metrics before and after each step.
+    pub(crate) metrics: bool,
     /// The database server's postmaster, whose process tree is measured.
     pub(crate) db_pid: Option<String>,
     pub(crate) label: String,
@@ -341,7 +366,7 @@ impl Runner {
             if set.len() >= WARM_UP_CONNECTIONS {
                 set.join_next().await;
             }
-            let (hs, world) = (self.hs.clone(), self.world.clone());
+            let (hs, world) = (self.hs.node(user as usize), self.world.clone());
             self.per_user[user as usize].fetch_add(1, Ordering::Relaxed);
             set.spawn(async move {
                 let target = hs.presence_target(&world.users[user as usize]);
@@ -358,8 +383,9 @@ impl Runner {
         let first_seq = self.next_seq;
         let _ = self.observers.take();
         let sync_errors0 = self.observers.sync_errors.load(Ordering::Relaxed);
-        let pid = self.server_pid.clone();
-        let server_cpu0 = pid.as_deref().and_then(procfs::cpu_time);
+        let pids = self.server_pids.clone();
+        let counters0 = self.read_counters().await;
+        let server_cpu0: Vec<Option<Duration>> = pids.iter().map(|p| procfs::cpu_time(p)).collect();
         let db_pid = self.db_pid.clone();
         let db_cpu0 = db_pid.as_deref().and_then(procfs::tree_cpu_time);
         let client_cpu0 = procfs::cpu_time("self");
@@ -372,7 +398,7 @@ impl Runner {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             senders.push(tx);
             set.spawn(send_in_turn(
-                self.hs.clone(),
+                self.hs.node(user as usize),
                 world.clone(),
                 user,
                 self.per_user.clone(),
@@ -404,10 +430,11 @@ impl Runner {
             puts.extend(done.unwrap_or_default());
         }
         tokio::time::sleep(step.drain).await;
-        let server_cpu1 = pid.as_deref().and_then(procfs::cpu_time);
+        let server_cpu1: Vec<Option<Duration>> = pids.iter().map(|p| procfs::cpu_time(p)).collect();
         let db_cpu1 = db_pid.as_deref().and_then(procfs::tree_cpu_time);
         let client_cpu1 = procfs::cpu_time("self");
         let wall = started.elapsed();
+        let counters1 = self.read_counters().await;
         let sightings = self.observers.take();
         let sync_errors = self.observers.sync_errors.load(Ordering::Relaxed) - sync_errors0;
 
@@ -469,10 +496,21 @@ impl Runner {
         }
         put_lat.sort_unstable();
         delivery.sort_unstable();
-        let cpu = match (server_cpu0, server_cpu1) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
+        // Per pid, then the sum (none if any pid could not be read).
+        let node_cpu: Option<Vec<Duration>> = server_cpu0
+            .iter()
+            .zip(&server_cpu1)
+            .map(|(a, b)| Some(b.as_ref()?.saturating_sub((*a)?)))
+            .collect();
+        let cpu = node_cpu
+            .as_ref()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.iter().sum::<Duration>());
+        let node_rss: Option<Vec<f64>> = pids
+            .iter()
+            .map(|p| procfs::peak_rss(p).map(|b| b as f64 / (1024.0 * 1024.0)))
+            .collect();
+        let node_rss = node_rss.filter(|v| !v.is_empty());
         let db_cpu = match (db_cpu0, db_cpu1) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
@@ -509,12 +547,35 @@ impl Runner {
             server_cpu_percent: cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
             db_cpu_ms_per_update: db_cpu.filter(|_| ok > 0).map(|c| ms(c) / ok as f64),
             db_cpu_percent: db_cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
-            server_peak_rss_mib: pid
-                .as_deref()
-                .and_then(procfs::peak_rss)
-                .map(|b| b as f64 / (1024.0 * 1024.0)),
+            server_peak_rss_mib: node_rss
+                .as_ref()
+                .map(|v| v.iter().copied().fold(0.0, f64::max)),
             client_cpu_percent: client_cpu.map(|c| 100.0 * c.as_secs_f64() / wall.as_secs_f64()),
             load_avg_1m: procfs::load_avg(),
+            node_cpu_ms: node_cpu
+                .filter(|_| self.per_node)
+                .map(|v| v.into_iter().map(ms).collect()),
+            node_peak_rss_mib: node_rss.filter(|_| self.per_node),
+            wall_s: self.per_node.then_some(wall.as_secs_f64()),
+            node_counters: match (counters0, counters1) {
+                (Some(a), Some(b)) => Some(metrics::deltas(&a, &b)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Every node's counters, with --metrics (none, with a warning, when a
+    /// node does not answer).
+    async fn read_counters(&self) -> Option<Vec<Counters>> {
+        if !self.metrics {
+            return None;
+        }
+        match self.hs.metrics().await {
+            Ok(texts) => Some(texts.iter().map(|t| Counters::parse(t)).collect()),
+            Err(e) => {
+                eprintln!("metrics: {e}");
+                None
+            }
         }
     }
 }

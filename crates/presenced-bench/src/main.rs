@@ -19,11 +19,19 @@
 //! - `scale`: the realistic layout (`LayoutSpec::realistic`), 100,000 users,
 //!   1,000 observing members.
 //!
+//! Cluster mode: `--base-url` and `--server-pid` repeated, one per node.
+//! Updater `u`'s PUTs go to node `u % n` and observer `i`'s syncs to node
+//! `i % n` (fixed, so one user's writes stay on one front door); setup goes
+//! to the first node. Steps then also report each pid's CPU (`node_cpu_ms`)
+//! and, with `--metrics`, each node's sync, wake-up and PUT counters
+//! (`scripts/bench-cluster`, SCALING.md).
+//!
 //! See BENCHMARKS.md for the figures and how to reproduce them.
 
 mod client;
 mod load;
 mod load_http;
+mod metrics;
 mod procfs;
 mod setup;
 
@@ -69,9 +77,11 @@ impl Workload {
     about = "Presence load against a Matrix homeserver"
 )]
 struct Args {
-    /// Client-server API base URL (loopback only is sensible).
+    /// Client-server API base URL (loopback only is sensible). Repeat it for
+    /// the nodes of a cluster: the load is spread over them (user `u` and
+    /// observer `i` to node `u % n` / `i % n`; setup to the first).
     #[arg(long, default_value = "http://127.0.0.1:8008")]
-    base_url: String,
+    base_url: Vec<String>,
     /// The server's `registration_shared_secret`.
     #[arg(long, env = "BENCH_SHARED_SECRET")]
     shared_secret: String,
@@ -104,8 +114,15 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
     /// PID of the server, to report its CPU time and peak RSS from /proc.
+    /// Repeat it for several nodes: CPU per update is then their sum, and
+    /// each pid's CPU is reported as `node_cpu_ms`.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// Read every node's `GET /metrics` (needs `enable_metrics: true`)
+    /// before and after each step and report per-node deltas of sync
+    /// responses, presence wake-ups and PUTs.
+    #[arg(long)]
+    metrics: bool,
     /// PID of the database server's postmaster (PostgreSQL): its CPU and its
     /// backends' is reported per step as `db_cpu_ms_per_update`.
     #[arg(long)]
@@ -223,6 +240,15 @@ async fn run(args: Args) -> Result<(), String> {
         monitors
     );
     let hs = Homeserver::new(&args.base_url).await?;
+    if hs.node_count() > 1 {
+        eprintln!(
+            "{}: load spread over {} nodes: {}",
+            args.label,
+            hs.node_count(),
+            args.base_url.join(" ")
+        );
+    }
+    let per_node = hs.node_count() > 1 || args.server_pid.len() > 1 || args.metrics;
     let world = setup::build(
         &hs,
         &args.shared_secret,
@@ -243,7 +269,9 @@ async fn run(args: Args) -> Result<(), String> {
         world: Arc::new(world),
         observers,
         run,
-        server_pid: args.server_pid.map(|p| p.to_string()),
+        server_pids: args.server_pid.iter().map(u32::to_string).collect(),
+        per_node,
+        metrics: args.metrics,
         db_pid: args.db_pid.map(|p| p.to_string()),
         label: args.label.clone(),
         workload: w.name().to_owned(),
@@ -272,6 +300,9 @@ async fn run(args: Args) -> Result<(), String> {
             r.server_cpu_ms_per_update
                 .map_or("-".to_owned(), |c| format!("{c:.3} ms"))
         );
+        if let Some(line) = node_line(&r) {
+            eprintln!("{line}");
+        }
         results.push(r.clone());
         r
     };
@@ -344,6 +375,30 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The compact per-node line of a step (several nodes or --metrics).
+fn node_line(r: &StepResult) -> Option<String> {
+    let mut parts = Vec::new();
+    if let (Some(cpu), Some(wall)) = (&r.node_cpu_ms, r.wall_s) {
+        let list: Vec<String> = cpu.iter().map(|c| format!("{c:.0}")).collect();
+        let pct: Vec<String> = cpu
+            .iter()
+            .map(|c| format!("{:.1}%", c / 10.0 / wall))
+            .collect();
+        parts.push(format!(
+            "cpu ms [{}] in {wall:.1}s ({})",
+            list.join(", "),
+            pct.join(", ")
+        ));
+    }
+    if let Some(c) = &r.node_counters {
+        parts.push(format!(
+            "syncs {:?}, wakes {:?}, puts {:?}",
+            c.node_syncs, c.node_wakes, c.node_puts
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("  nodes: {}", parts.join("; ")))
 }
 
 fn opt(x: Option<f64>, digits: usize) -> String {
