@@ -682,7 +682,7 @@ impl PresenceService {
     /// returned guard is dropped (unless `effect` is [`SyncEffect::None`]).
     /// Every sync request holds one for its whole life, whether or not it
     /// asks for presence, so "is this device syncing" is decided here only.
-    pub fn start_syncing(
+    pub async fn start_syncing(
         &self,
         user: &UserId,
         device: Option<&DeviceId>,
@@ -692,10 +692,16 @@ impl PresenceService {
             if effect == SyncEffect::None {
                 return SyncingDevice { counted: None };
             }
-            link.sync_started(user, device.map(DeviceId::as_str), effect);
-            return SyncingDevice {
+            let edge = link.sync_started(user, device.map(DeviceId::as_str), effect);
+            // The guard first: a request dropped while the edge is written
+            // still ends its sync.
+            let guard = SyncingDevice {
                 counted: Some((self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
             };
+            if let Some(edge) = edge {
+                link.write_sync_edge(user, &edge).await;
+            }
+            return guard;
         }
         let counted = match effect {
             SyncEffect::None => false,

@@ -37,10 +37,17 @@ pub(crate) async fn get_health(
             ))
         })??;
     if let Some(link) = state.presence.cluster() {
-        // For operators and tests: which node this is and what it owns.
+        // For operators and tests: which node this is, what it owns, and
+        // how far it has applied the presence log (per partition) and the
+        // room event stream; comparing nodes shows replication lag.
         return Ok(Json(json!({
             "status": "ok",
-            "cluster": {"node": link.name(), "owned_partitions": link.owned_partitions()},
+            "cluster": {
+                "node": link.name(),
+                "owned_partitions": link.owned_partitions(),
+                "applied": link.applied().0,
+                "room_position": state.homeserver.room_stream.position(),
+            },
         })));
     }
     Ok(Json(json!({ "status": "ok" })))

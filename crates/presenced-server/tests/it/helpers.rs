@@ -29,6 +29,8 @@ pub struct TestApp {
     /// The PostgreSQL database of a `PRESENCED_TEST_BACKEND=postgres` run,
     /// dropped after the server.
     pub _db: Option<FreshPgDatabase>,
+    /// The nodes, proxy and NATS of a `PRESENCED_TEST_BACKEND=cluster` run.
+    pub _cluster: Option<crate::cluster_backend::Guard>,
 }
 
 /// The database backend of this test run: SQLite, unless
@@ -108,6 +110,20 @@ pub async fn spawn_app_with_fetcher(
     install_test_log();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);
+    if crate::cluster_backend::enabled() {
+        tweak(&mut config);
+        let started = crate::cluster_backend::start(config, dir.path(), fetcher).await;
+        return TestApp {
+            base: started.base,
+            client: reqwest::Client::new(),
+            state: started.state,
+            membership_rx: started.receivers.membership_rx,
+            activity_rx: started.receivers.activity_rx,
+            _dir: dir,
+            _db: None,
+            _cluster: Some(started.guard),
+        };
+    }
     let db = test_database();
     if let Some(db) = &db {
         config.database.url = Some(db.url());
@@ -130,6 +146,7 @@ pub async fn spawn_app_with_fetcher(
         activity_rx: receivers.activity_rx,
         _dir: dir,
         _db: db,
+        _cluster: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod cli;
 mod cluster;
+mod cluster_backend;
 mod config;
 mod connections;
 mod contrib;

@@ -20,6 +20,9 @@ use crate::presence::{gobbler_observers, observers_router_flow};
 /// right after the first is served (200) but does not touch presence.
 #[tokio::test]
 async fn a10_rate_limited_sync_is_served_but_changes_nothing() {
+    if crate::cluster_backend::single_node_only("rate limits are per node (issue 16 left)") {
+        return;
+    }
     let app = spawn_app_with(|c| {
         c.rc_presence.per_user.per_second = 0.1;
         c.rc_presence.per_user.burst_count = 1.0;
@@ -128,6 +131,9 @@ async fn m2_observers_router_under_modules() {
 /// the client neither hangs nor spins.
 #[tokio::test]
 async fn o2_future_token_does_not_hang_or_spin() {
+    if crate::cluster_backend::single_node_only("reads the single-node token format") {
+        return;
+    }
     let app = spawn_app_with(generous).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;

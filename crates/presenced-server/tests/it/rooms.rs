@@ -313,6 +313,11 @@ async fn send_is_idempotent_and_counts_as_activity() {
 
 #[tokio::test]
 async fn typing_receipts_and_read_markers_count_as_activity() {
+    if crate::cluster_backend::single_node_only(
+        "reads node 0's activity feed; requests go to any node",
+    ) {
+        return;
+    }
     let mut app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
@@ -458,6 +463,9 @@ async fn concurrent_joins_all_land_and_count_at_once() {
 /// joins, invites and join rules survive a restart, leaves stay gone.
 #[tokio::test]
 async fn room_members_survive_a_restart() {
+    if crate::cluster_backend::single_node_only("restarts its server in-process") {
+        return;
+    }
     let app = crate::helpers::spawn_app_with(crate::helpers::sqlite_only).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;

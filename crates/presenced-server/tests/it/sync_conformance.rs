@@ -152,6 +152,11 @@ async fn long_poll_keeps_user(
 /// after the initial sync is rate-limited, and still counts).
 #[tokio::test]
 async fn long_polls_that_drop_presence_keep_their_user_online() {
+    if crate::cluster_backend::single_node_only(
+        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
+    ) {
+        return;
+    }
     let app = spawn_app_with(short_sync_timeout).await;
     let mut users = Vec::new();
     for (i, filter) in NO_PRESENCE.iter().enumerate() {
@@ -177,6 +182,11 @@ async fn long_polls_that_drop_presence_keep_their_user_online() {
 /// its `set_presence`.
 #[tokio::test]
 async fn unavailable_long_polls_keep_their_user_unavailable() {
+    if crate::cluster_backend::single_node_only(
+        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
+    ) {
+        return;
+    }
     let app = spawn_app_with(|c| {
         short_sync_timeout(c);
         generous(c);
@@ -234,6 +244,11 @@ async fn set_presence_offline_long_polls_do_not_count() {
 /// timeout, scaled down).
 #[tokio::test]
 async fn long_poll_longer_than_the_sync_timeout() {
+    if crate::cluster_backend::single_node_only(
+        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
+    ) {
+        return;
+    }
     let app = spawn_app_with(|c| {
         c.presence.sync_online_timeout = Duration::from_millis(1_200);
         generous(c);
@@ -282,6 +297,11 @@ async fn long_poll_longer_than_the_sync_timeout() {
 /// them, and goes offline one sync timeout after the last.
 #[tokio::test]
 async fn long_polls_ending_as_the_timer_fires() {
+    if crate::cluster_backend::single_node_only(
+        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
+    ) {
+        return;
+    }
     let app = spawn_app_with(short_sync_timeout).await;
     let alice = app.register("alice").await;
     let filter = enc(NO_PRESENCE[0]);
@@ -370,6 +390,9 @@ async fn a_client_that_goes_away_stops_syncing() {
 /// are not stored), still gets every change made after the restart.
 #[tokio::test]
 async fn since_token_from_before_a_restart() {
+    if crate::cluster_backend::single_node_only("restarts its server in-process") {
+        return;
+    }
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_owned();
     let tweak = move |c: &mut Config| {

@@ -310,5 +310,6 @@ async fn instance(config: &Config) -> TestApp {
         activity_rx: receivers.activity_rx,
         _dir: tempfile::tempdir().unwrap(),
         _db: None,
+        _cluster: None,
     }
 }

@@ -134,7 +134,8 @@ pub(crate) async fn get_sync(
     };
     let _syncing = state
         .presence
-        .start_syncing(&auth.user_id, Some(&auth.device_id), effect);
+        .start_syncing(&auth.user_id, Some(&auth.device_id), effect)
+        .await;
     let presence_wanted = !filter.blocks_all() && !state.presence_disabled();
     let (ev_since, mut presence_since) = match (since, full_state) {
         (Some((e, p)), false) => (Some(e), p),

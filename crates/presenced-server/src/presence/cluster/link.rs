@@ -22,6 +22,10 @@ use crate::presence::SyncEffect;
 /// sync timeout).
 const SYNC_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a sync waits for the owner to write the presence its start
+/// changes before it answers anyway.
+const SYNC_EDGE_WAIT: Duration = Duration::from_secs(2);
+
 /// This node's part in the cluster.
 pub struct ClusterLink {
     handle: NodeHandle<JetStreamBus>,
@@ -214,14 +218,21 @@ impl ClusterLink {
         Some((entry.partition, entry.seq, state))
     }
 
-    /// A long-poll of `device` starts on this node.
-    pub fn sync_started(self: &Arc<Self>, user: &UserId, device: Option<&str>, effect: SyncEffect) {
+    /// A long-poll of `device` starts on this node; returns what the owner
+    /// must hear of it (its first long-poll here, or another
+    /// `set_presence`), for [`Self::write_sync_edge`].
+    pub fn sync_started(
+        &self,
+        user: &UserId,
+        device: Option<&str>,
+        effect: SyncEffect,
+    ) -> Option<ClusterCommand> {
         let asked = match effect {
-            SyncEffect::None => return,
+            SyncEffect::None => return None,
             SyncEffect::KeepAlive => None,
             SyncEffect::Set(p) => Some(p.as_str().to_owned()),
         };
-        let command = {
+        {
             let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
             let key = (user.as_str().to_owned(), device.map(str::to_owned));
             let edge = relay.relay.start(user.as_str(), device);
@@ -241,9 +252,18 @@ impl ClusterLink {
             } else {
                 None
             }
-        };
-        if let Some(command) = command {
-            self.send(user, command);
+        }
+    }
+
+    /// Writes a sync edge and returns once it is applied here, so the
+    /// sync's own answer shows what it changed, as on a single node (or
+    /// after `SYNC_EDGE_WAIT`, when the owner is slow: the change then
+    /// arrives in a later answer).
+    pub async fn write_sync_edge(&self, user: &UserId, command: &ClusterCommand) {
+        match tokio::time::timeout(SYNC_EDGE_WAIT, self.write(user, command)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, %user, "sync start not written"),
+            Err(_) => tracing::debug!(%user, "sync start not written in time"),
         }
     }
 
