@@ -110,6 +110,10 @@ struct Args {
     /// Seconds of load per step.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Steps at --rate, one after the other on the same users (without
+    /// --find-max): repeated measurements of one load.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Seconds to wait after the last PUT answer for late deliveries.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
@@ -358,7 +362,9 @@ async fn run(args: Args) -> Result<(), String> {
             });
         }
     } else {
-        do_step(&mut runner, args.rate).await;
+        for _ in 0..args.repeat.max(1) {
+            do_step(&mut runner, args.rate).await;
+        }
     }
     runner.observers.stop();
 
