@@ -31,6 +31,10 @@ pub struct Timing {
     pub owner_poll: Duration,
     /// Delay per place in a partition's preference order before taking it.
     pub takeover_step: Duration,
+    /// How often an owner looks whether another live node is preferred for
+    /// its partition; seen twice in a row, it hands the partition over (a
+    /// node that joins later gets its share, a restarted one its own back).
+    pub rebalance_every: Duration,
     /// How long a new owner waits for its replica to reach the log's end.
     pub catch_up: Duration,
     pub max_batch: usize,
@@ -48,6 +52,7 @@ impl Default for Timing {
             renew_every: Duration::from_secs(3),
             owner_poll: Duration::from_secs(1),
             takeover_step: Duration::from_millis(500),
+            rebalance_every: Duration::from_secs(5),
             catch_up: Duration::from_secs(3),
             max_batch: 256,
             request_timeout: Duration::from_secs(2),

@@ -40,8 +40,13 @@ pub(crate) async fn run<B: Bus>(
     loop {
         match try_acquire(&node, partition).await {
             Some(revision) => {
-                serve(&node, partition, revision, &mut local).await;
+                let handed_over = serve(&node, partition, revision, &mut local).await;
                 node.set_owned(partition, None);
+                if handed_over {
+                    // Leave the free lease to the preferred node (it polls
+                    // every `owner_poll`) instead of racing it for it.
+                    tokio::time::sleep(node.timing.owner_poll * 3).await;
+                }
             }
             None => {
                 // Not the owner: whatever the driver computed for this
@@ -83,13 +88,14 @@ async fn try_acquire<B: Bus>(node: &NodeInner<B>, partition: u16) -> Option<u64>
 }
 
 /// Serves the partition under the lease taken at `revision` until the
-/// lease is lost or an append fails.
+/// lease is lost, an append fails, or another live node is preferred for
+/// it (then true: handed over).
 async fn serve<B: Bus>(
     node: &NodeInner<B>,
     partition: u16,
     revision: u64,
     local: &mut mpsc::UnboundedReceiver<LocalChange>,
-) {
+) -> bool {
     let epoch = revision;
     let key = owner_key(partition);
     let mut lease = Lease {
@@ -98,11 +104,11 @@ async fn serve<B: Bus>(
     };
     let Some(mut last) = write_marker(node, partition, epoch).await else {
         release(node, &key, lease.revision).await;
-        return;
+        return false;
     };
     let Ok(mut requests) = node.bus.serve(&command_subject(partition)).await else {
         release(node, &key, lease.revision).await;
-        return;
+        return false;
     };
     while local.try_recv().is_ok() {}
     node.driver
@@ -111,6 +117,11 @@ async fn serve<B: Bus>(
     tracing::info!(node = %node.name, partition, epoch, "partition owned");
     let mut renew = tokio::time::interval(node.timing.renew_every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let every = node.timing.rebalance_every;
+    let mut rebalance = tokio::time::interval_at(Instant::now() + every, every);
+    rebalance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut preferred: Option<String> = None;
+    let mut handed_over = false;
     loop {
         tokio::select! {
             biased;
@@ -118,6 +129,22 @@ async fn serve<B: Bus>(
                 if !lease.renew(node, &key).await {
                     break;
                 }
+            }
+            _ = rebalance.tick() => {
+                // Twice the same other node, so a node that only flickered
+                // up (or a view of the nodes in flux) moves nothing.
+                let now_preferred = preferred_elsewhere(node, partition).await;
+                if now_preferred.is_some() && now_preferred == preferred {
+                    tracing::info!(
+                        node = %node.name,
+                        partition,
+                        to = now_preferred.as_deref().unwrap_or_default(),
+                        "handing the partition to its preferred node"
+                    );
+                    handed_over = true;
+                    break;
+                }
+                preferred = now_preferred;
             }
             request = requests.next() => {
                 let Some(first) = request else { break };
@@ -151,6 +178,20 @@ async fn serve<B: Bus>(
     node.driver
         .disowned(partition, node.replica.users_of(partition));
     release(node, &key, lease.revision).await;
+    handed_over
+}
+
+/// The live node preferred over this one for `partition`, if any (`None`
+/// also when the nodes cannot be read, or this node is not among them:
+/// nothing moves on a partial view).
+async fn preferred_elsewhere<B: Bus>(node: &NodeInner<B>, partition: u16) -> Option<String> {
+    let live = node.bus.lease_list(LeaseBucket::Nodes).await.ok()?;
+    let names: Vec<&str> = live.iter().map(|(name, _)| name.as_str()).collect();
+    if !names.contains(&node.name.as_str()) {
+        return None;
+    }
+    let first = *preference_order(partition, names.iter().copied()).first()?;
+    (first != node.name).then(|| first.to_owned())
 }
 
 struct Lease {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use presenced_cluster::partition::preference_order;
 use presenced_cluster::testing::NatsServers;
+use presenced_cluster::PARTITIONS;
 use presenced_server::presence::cluster::link::destination_partition;
 use presenced_server::store::testing::FreshPgDatabase;
 use reqwest::StatusCode;
@@ -241,12 +243,19 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
     let (pa, pb) = (free_port(), free_port());
     let config_a = node_config(dir.path(), "a", pa, &db, &nats_url);
     let config_b = node_config(dir.path(), "b", pb, &db, &nats_url);
-    // Started together, so the partitions (and federation shards) split
-    // between the two by preference rather than all going to the first.
+    // a alone takes every partition; b, started later, gets those it is
+    // preferred for (a hands them over), so partitions and federation
+    // shards end up split between the two.
     let a = start_node(&config_a, pa);
-    let b = start_node(&config_b, pb);
     wait_healthy(&client, &a).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owned_partitions(&client, &a).await.len() < usize::from(PARTITIONS) {
+        assert!(Instant::now() < deadline, "a never took every partition");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = start_node(&config_b, pb);
     wait_healthy(&client, &b).await;
+    partitions_move_to_the_preferred_node(&client, &a, &b).await;
 
     // Accounts live in PostgreSQL: registered on one node, usable on both.
     let users: Vec<(String, String)> = {
@@ -444,6 +453,36 @@ async fn owned_partitions(client: &reqwest::Client, node: &Node) -> Vec<u16> {
         .await
         .unwrap();
     serde_json::from_value(health["cluster"]["owned_partitions"].clone()).unwrap()
+}
+
+/// b's share: the partitions where b comes first in the preference order of
+/// {a, b}. a hands each over after seeing b preferred twice (5 s apart).
+async fn partitions_move_to_the_preferred_node(client: &reqwest::Client, a: &Node, b: &Node) {
+    let joined = Instant::now();
+    let of_b: Vec<u16> = (0..PARTITIONS)
+        .filter(|&p| preference_order(p, ["a", "b"])[0] == "b")
+        .collect();
+    assert!(!of_b.is_empty() && of_b.len() < usize::from(PARTITIONS));
+    let deadline = joined + Duration::from_secs(30);
+    loop {
+        let (owned_a, owned_b) = (
+            owned_partitions(client, a).await,
+            owned_partitions(client, b).await,
+        );
+        if owned_b == of_b && owned_a.len() + owned_b.len() == usize::from(PARTITIONS) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b owns {owned_b:?}, a {owned_a:?}; b is preferred for {of_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "cluster: b got its {} partitions {:.1} s after it started",
+        of_b.len(),
+        joined.elapsed().as_secs_f64()
+    );
 }
 
 /// user0's first PUT was routed to the [`NOWHERES`] remote servers, queued
