@@ -80,7 +80,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def busiest_owner(cluster: Cluster) -> int:
     """The node owning most partitions (a restarted node owns none until
-    another dies: killing it would test nothing)."""
+    its preferred partitions are handed back, about 10 s: killing it then
+    would test nothing)."""
     owned = []
     for i, node in enumerate(cluster.node_urls):
         status, body = request(node, "GET", "/health")
