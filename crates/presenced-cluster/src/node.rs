@@ -78,6 +78,10 @@ pub(crate) struct NodeInner<B> {
     /// When the bus last answered the heartbeat (refusals count: the bus
     /// was there), for health checks.
     last_contact: Mutex<tokio::time::Instant>,
+    /// How many times this node's entry in the nodes bucket was created:
+    /// more than once means the others may have counted it dead meanwhile
+    /// (and dropped what it had told them).
+    incarnations: AtomicU64,
 }
 
 impl<B> NodeInner<B> {
@@ -144,6 +148,7 @@ impl<B: Bus> Node<B> {
             commands: AtomicU64::new(0),
             running: Watched::new(true),
             last_contact: Mutex::new(tokio::time::Instant::now()),
+            incarnations: AtomicU64::new(0),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat(inner.clone()));
@@ -213,6 +218,19 @@ impl<B: Bus> NodeHandle<B> {
             user: user.to_owned(),
             state,
         });
+    }
+
+    /// How many times this node has (re)entered the nodes bucket: when it
+    /// grows past 1, the node was counted dead for a while.
+    pub fn incarnations(&self) -> u64 {
+        self.inner.incarnations.load(Ordering::Relaxed)
+    }
+
+    /// The nodes alive now (their heartbeat entries), or `None` when the
+    /// bus does not answer.
+    pub async fn live_nodes(&self) -> Option<Vec<String>> {
+        let live = self.inner.bus.lease_list(LeaseBucket::Nodes).await.ok()?;
+        Some(live.into_iter().map(|(name, _)| name).collect())
     }
 
     /// Whether this node owns `partition` now.
@@ -334,6 +352,9 @@ async fn heartbeat<B: Bus>(node: Arc<NodeInner<B>>) {
                 .await;
             answered(&result);
             revision = result.ok();
+            if revision.is_some() {
+                node.incarnations.fetch_add(1, Ordering::Relaxed);
+            }
         }
         tokio::time::sleep(node.timing.heartbeat_every).await;
     }

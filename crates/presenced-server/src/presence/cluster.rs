@@ -98,6 +98,9 @@ pub struct ClusterDriver {
     /// syncs there. Makes their sync edges idempotent, so a node that
     /// re-announces its devices after a takeover never counts twice.
     syncing: Mutex<HashMap<DeviceKey, BTreeSet<String>>>,
+    /// Nodes whose devices count here but that were not alive at the last
+    /// look: still gone at the next, their devices stop syncing.
+    missing: Mutex<BTreeSet<String>>,
 }
 
 impl ClusterDriver {
@@ -107,6 +110,7 @@ impl ClusterDriver {
             owned: Mutex::new([false; PARTITIONS as usize]),
             seen: Mutex::default(),
             syncing: Mutex::default(),
+            missing: Mutex::default(),
         }
     }
 
@@ -171,6 +175,47 @@ impl ClusterDriver {
             }
             other => Some(other),
         }
+    }
+
+    /// Ends the syncs that only nodes gone from the cluster held here
+    /// (`live`: the nodes alive now): a node killed while its clients
+    /// synced never sends their ends. A node must be missing at two looks
+    /// in a row; one that comes back later re-announces its devices.
+    pub(super) fn end_syncs_of_dead_nodes(&self, live: &BTreeSet<String>) {
+        let ended: Vec<DeviceKey> = {
+            let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+            let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+            let now_missing: BTreeSet<String> = (syncing.values().flatten())
+                .filter(|node| !live.contains(*node))
+                .cloned()
+                .collect();
+            let dead: BTreeSet<String> = now_missing.intersection(&missing).cloned().collect();
+            *missing = now_missing;
+            if dead.is_empty() {
+                return;
+            }
+            let mut ended = Vec::new();
+            syncing.retain(|key, nodes| {
+                nodes.retain(|node| !dead.contains(node));
+                if nodes.is_empty() {
+                    ended.push(key.clone());
+                }
+                !nodes.is_empty()
+            });
+            ended
+        };
+        let Some(service) = self.service() else {
+            return;
+        };
+        tracing::info!(
+            devices = ended.len(),
+            "syncs of nodes gone from the cluster ended"
+        );
+        service.drive(|e, now| {
+            for (user, device) in &ended {
+                e.handle_sync_end(now, user, device_id(device.as_deref()));
+            }
+        });
     }
 
     /// Forgets the sync edges of a partition's users (its ownership began

@@ -48,6 +48,18 @@ fn free_port() -> u16 {
 /// One node's config: the cluster's shared secret and signing key (every
 /// node is the same homeserver), its own port and data directory.
 fn node_config(dir: &Path, name: &str, port: u16, db: &FreshPgDatabase, nats: &str) -> PathBuf {
+    node_config_with(dir, name, port, db, nats, "")
+}
+
+/// [`node_config`] with more YAML lines.
+fn node_config_with(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    db: &FreshPgDatabase,
+    nats: &str,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
@@ -69,7 +81,8 @@ fn node_config(dir: &Path, name: &str, port: u16, db: &FreshPgDatabase, nats: &s
              federation: {{destination_min_retry_interval: 1h, destination_max_retry_interval: 1h}}\n\
              modules: [{{module: presenced.routers.StaticRoutes, config: {{routes: [{routes}]}}}}]\n\
              database: {{url: \"{url}\"}}\n\
-             cluster:\n  node_name: {name}\n  nats_servers: [\"{nats}\"]\n  allow_unreplicated: true\n",
+             cluster:\n  node_name: {name}\n  nats_servers: [\"{nats}\"]\n  allow_unreplicated: true\n\
+             {extra}",
             data = data.display(),
             key = dir.join("test.local.signing.key").display(),
             url = db.url(),
@@ -845,4 +858,79 @@ async fn deactivation_reaches_every_node(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A node killed while a client long-polls on it never sends that sync's
+/// end: the owner ends it once the node is gone from the cluster (two
+/// looks, 5 s apart), and the user goes offline after the sync timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_syncs_end_on_the_owner() {
+    if std::env::var("PRESENCED_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return;
+    }
+    let Some(db) = FreshPgDatabase::create("cluster_dead_syncs") else {
+        return;
+    };
+    let Some(nats) = NatsServers::start(1, "cluster mode: a dead node's syncs") else {
+        return;
+    };
+    let nats_url = nats.urls()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (pa, pb) = (free_port(), free_port());
+    let short = "presence: {sync_online_timeout: 2s}\n";
+    let config_a = node_config_with(dir.path(), "a", pa, &db, &nats_url, short);
+    let config_b = node_config_with(dir.path(), "b", pb, &db, &nats_url, short);
+    let a = start_node(&config_a, pa);
+    wait_healthy(&client, &a).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owned_partitions(&client, &a).await.len() < usize::from(PARTITIONS) {
+        assert!(Instant::now() < deadline, "a never took every partition");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = start_node(&config_b, pb);
+    wait_healthy(&client, &b).await;
+    partitions_move_to_the_preferred_node(&client, &a, &b).await;
+    // A user whose partition b owns, syncing on a.
+    let owned_b = owned_partitions(&client, &b).await;
+    let mut user = None;
+    for i in 0..64 {
+        let id = format!("@syncer{i}:test.local");
+        if owned_b.contains(&presenced_cluster::partition_of(&id)) {
+            user = Some(register(&client, &a, &format!("syncer{i}")).await);
+            break;
+        }
+    }
+    let user = user.expect("one of 64 users falls in b's partitions");
+    let (since, _) = sync_on(&client, &a.base, &user, None, 0).await;
+    let long_poll = {
+        let (client, base, user) = (client.clone(), a.base.clone(), user.clone());
+        tokio::spawn(async move {
+            let url = format!("{base}/_matrix/client/v3/sync?timeout=60000&since={since}");
+            let _ = client.get(url).bearer_auth(&user.1).send().await;
+        })
+    };
+    // Online on the owner while the long-poll lasts (past the sync timeout).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(get_presence(&client, &b, &user).await["presence"], "online");
+    drop(a);
+    let killed = Instant::now();
+    loop {
+        let presence = get_presence(&client, &b, &user).await["presence"].clone();
+        if presence == "offline" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(40),
+            "still {presence} {:?} after its node's kill",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "cluster: a dead node's sync ended, its user offline {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    long_poll.abort();
+    drop(nats);
 }

@@ -29,6 +29,7 @@ const SYNC_EDGE_WAIT: Duration = Duration::from_secs(2);
 /// This node's part in the cluster.
 pub struct ClusterLink {
     handle: NodeHandle<JetStreamBus>,
+    driver: Arc<ClusterDriver>,
     node: Mutex<Option<Node<JetStreamBus>>>,
     relay: Mutex<Relay>,
     relay_moved: Notify,
@@ -73,9 +74,10 @@ impl ClusterLink {
         timing: Timing,
         driver: Arc<ClusterDriver>,
     ) -> Arc<Self> {
-        let node = Node::start_with(name, bus, timing, driver);
+        let node = Node::start_with(name, bus, timing, driver.clone());
         let link = Arc::new(Self {
             handle: node.handle(),
+            driver,
             node: Mutex::new(Some(node)),
             relay: Mutex::new(Relay {
                 relay: SyncRelay::new(SYNC_GRACE),
@@ -85,6 +87,7 @@ impl ClusterLink {
             federation: Mutex::new(None),
         });
         tokio::spawn(relay_task(Arc::downgrade(&link)));
+        tokio::spawn(dead_node_task(Arc::downgrade(&link)));
         link
     }
 
@@ -278,11 +281,35 @@ impl ClusterLink {
     }
 }
 
+/// How often an owner looks for nodes gone from the cluster whose devices
+/// still count as syncing here.
+const DEAD_NODE_LOOK: Duration = Duration::from_secs(5);
+
+/// Ends the syncs that only dead nodes held on the partitions this node
+/// owns.
+async fn dead_node_task(link: Weak<ClusterLink>) {
+    loop {
+        tokio::time::sleep(DEAD_NODE_LOOK).await;
+        let Some(link) = link.upgrade() else {
+            return;
+        };
+        let Some(live) = link.handle.live_nodes().await else {
+            continue;
+        };
+        let live: std::collections::BTreeSet<String> = live.into_iter().collect();
+        // On a partial view (this node itself missing) nothing is ended.
+        if live.contains(link.name()) {
+            link.driver.end_syncs_of_dead_nodes(&live);
+        }
+    }
+}
+
 /// Relays stops whose grace ran out, and re-announces this node's syncing
 /// devices of a partition whose owner changed (the new owner starts
 /// without them; the owner ignores a repeated start from the same node).
 async fn relay_task(link: Weak<ClusterLink>) {
     let mut epochs = [0u64; PARTITIONS as usize];
+    let mut incarnations = 1;
     if let Some(link) = link.upgrade() {
         for (p, epoch) in (0..PARTITIONS).zip(epochs.iter_mut()) {
             *epoch = link.handle.replica().epoch(p);
@@ -296,9 +323,15 @@ async fn relay_task(link: Weak<ClusterLink>) {
         let (due, edges) = {
             let mut relay = link.relay.lock().unwrap_or_else(|p| p.into_inner());
             let mut edges = relay.relay.poll(now);
+            // Back in the nodes bucket after dropping out of it: owners may
+            // have ended this node's syncs meanwhile, so all are announced.
+            let back = link.handle.incarnations() > incarnations;
+            if back {
+                incarnations = link.handle.incarnations();
+            }
             for (p, epoch) in (0..PARTITIONS).zip(epochs.iter_mut()) {
                 let current = link.handle.replica().epoch(p);
-                if current != *epoch {
+                if current != *epoch || back {
                     *epoch = current;
                     edges.extend(relay.relay.announce_partition(p));
                 }
