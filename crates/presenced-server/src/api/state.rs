@@ -77,7 +77,12 @@ impl AppState {
         presence: PresenceService,
         federation: FederationParts,
     ) -> (Arc<Self>, StateReceivers) {
-        let (homeserver, receivers) = Homeserver::new(&config, store, rooms, presence.clone());
+        let (mut homeserver, receivers) = Homeserver::new(&config, store, rooms, presence.clone());
+        if config.cluster.is_some() {
+            // The client's next UIA request may reach another node.
+            (homeserver.uia_sessions)
+                .sign_with(federation.signing_key.derive_secret("presenced uia"));
+        }
         let rc = &config.rc_presence.per_user;
         let (per_second, burst) = (rc.per_second, rc.burst_count);
         let limits = &config.request_limits;

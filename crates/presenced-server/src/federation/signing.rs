@@ -99,6 +99,17 @@ impl ServerSigningKey {
         Self::from_seed(&version, seed).expect("an alphanumeric version is a valid key name")
     }
 
+    /// A secret for `purpose` derived from the seed (HMAC-SHA256): the
+    /// nodes of a cluster share the signing key, so they share these too,
+    /// without another file to distribute.
+    pub fn derive_secret(&self, purpose: &str) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.seed)
+            .expect("HMAC takes keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
     /// The key with this version and 32-byte ed25519 seed.
     pub fn from_seed(version: &str, seed: [u8; 32]) -> Result<Self, String> {
         let key_id = OwnedServerSigningKeyId::try_from(format!("{ALGORITHM}:{version}"))

@@ -9,13 +9,18 @@
 //! `M_FORBIDDEN`, same session), an unknown or expired session 400.
 //! Sessions live in memory: a restart only makes the client start over.
 //! At most `request_limits.max_uia_sessions` are open at once (the oldest
-//! go first), each for 15 minutes.
+//! go first), each for 15 minutes. On a cluster node a session is signed
+//! instead (its user and expiry under an HMAC of a secret the nodes share),
+//! so whichever node the client's next request reaches accepts it; it is
+//! then not single-use, which costs nothing: each use needs the password.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use ruma_common::{OwnedUserId, UserId};
 use serde::Deserialize;
+use sha2::Sha256;
 
 use crate::homeserver::accounts;
 use crate::homeserver::Error;
@@ -29,6 +34,8 @@ pub const PASSWORD_STAGE: &str = "m.login.password";
 /// Open UIA sessions, each bound to the user who started it.
 pub(crate) struct UiaSessions {
     open: Mutex<ExpiringMap<String, OwnedUserId>>,
+    /// Cluster mode: the key sessions are signed with.
+    signing: Option<Vec<u8>>,
 }
 
 impl UiaSessions {
@@ -39,7 +46,13 @@ impl UiaSessions {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             open: Mutex::new(ExpiringMap::new(Self::LIFETIME, capacity)),
+            signing: None,
         }
+    }
+
+    /// Signed sessions any node holding `key` accepts (cluster mode).
+    pub(crate) fn sign_with(&mut self, key: Vec<u8>) {
+        self.signing = Some(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, OwnedUserId>> {
@@ -47,6 +60,10 @@ impl UiaSessions {
     }
 
     fn start(&self, user: &UserId, now: Instant) -> String {
+        if let Some(key) = &self.signing {
+            let expires = crate::presence::now().0 + Self::LIFETIME.as_millis() as u64;
+            return signed_session(key, user, expires, &ids::new_secret());
+        }
         let session = ids::new_secret();
         self.lock().insert(session.clone(), user.to_owned(), now);
         session
@@ -54,6 +71,9 @@ impl UiaSessions {
 
     /// Whether `session` is open for `user`.
     fn is_open(&self, session: &str, user: &UserId, now: Instant) -> bool {
+        if let Some(key) = &self.signing {
+            return signed_session_valid(key, session, user, crate::presence::now().0);
+        }
         self.lock()
             .get(session, now)
             .is_some_and(|owner| owner == user)
@@ -69,6 +89,37 @@ impl UiaSessions {
         open.expire(Instant::now());
         open.len()
     }
+}
+
+fn session_proof(key: &[u8], user: &UserId, body: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(user.as_str().as_bytes());
+    mac.update(b"\x00");
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// `<expiry ms>.<random>.<proof>`.
+fn signed_session(key: &[u8], user: &UserId, expires_ms: u64, random: &str) -> String {
+    let body = format!("{expires_ms}.{random}");
+    let proof = hex::encode(session_proof(key, user, &body).finalize().into_bytes());
+    format!("{body}.{proof}")
+}
+
+/// Whether `session` was signed with `key` for `user` and has not expired.
+fn signed_session_valid(key: &[u8], session: &str, user: &UserId, now_ms: u64) -> bool {
+    let Some((body, proof)) = session.rsplit_once('.') else {
+        return false;
+    };
+    let Some(expires) = body
+        .split_once('.')
+        .and_then(|(t, _)| t.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let given = hex::decode(proof).unwrap_or_default();
+    // verify_slice compares in constant time.
+    now_ms < expires && session_proof(key, user, body).verify_slice(&given).is_ok()
 }
 
 /// The `auth` object of a UIA request.
@@ -194,5 +245,41 @@ mod tests {
         assert!(!sessions.is_open(&last, &user, later));
         sessions.lock().expire(later);
         assert_eq!(sessions.lock().len(), 0);
+    }
+
+    #[test]
+    fn signed_sessions_hold_for_their_user_until_they_expire() {
+        let (alice, bob) = (
+            UserId::parse("@alice:test").unwrap(),
+            UserId::parse("@bob:test").unwrap(),
+        );
+        let session = signed_session(b"key", &alice, 2_000, "r4nd0m");
+        assert!(signed_session_valid(b"key", &session, &alice, 1_999));
+        assert!(
+            !signed_session_valid(b"key", &session, &alice, 2_000),
+            "expired"
+        );
+        assert!(
+            !signed_session_valid(b"key", &session, &bob, 1_000),
+            "another user"
+        );
+        assert!(
+            !signed_session_valid(b"other", &session, &alice, 1_000),
+            "another key"
+        );
+        let later = session.replacen("2000", "9000", 1);
+        assert!(
+            !signed_session_valid(b"key", &later, &alice, 1_000),
+            "expiry changed"
+        );
+        assert!(!signed_session_valid(b"key", "nonsense", &alice, 1_000));
+        // Another node with the same key (a new UiaSessions) accepts it.
+        let mut node = UiaSessions::new(1);
+        node.sign_with(b"key".to_vec());
+        let started = node.start(&alice, Instant::now());
+        let mut other = UiaSessions::new(1);
+        other.sign_with(b"key".to_vec());
+        assert!(other.is_open(&started, &alice, Instant::now()));
+        assert!(!other.is_open(&started, &bob, Instant::now()));
     }
 }

@@ -20,9 +20,6 @@ fn password_auth(user: &str, password: &str, session: &str) -> serde_json::Value
 
 #[tokio::test]
 async fn deactivation_asks_for_the_password_then_ends_presence_and_tokens() {
-    if crate::cluster_backend::single_node_only("UIA sessions are per node (issue 16 left)") {
-        return;
-    }
     let app = spawn_app_with(generous).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
