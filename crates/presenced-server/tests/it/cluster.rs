@@ -259,16 +259,7 @@ async fn two_nodes_share_presence_survive_a_kill_and_report_a_lost_bus() {
     // a alone takes every partition; b, started later, gets those it is
     // preferred for (a hands them over), so partitions and federation
     // shards end up split between the two.
-    let a = start_node(&config_a, pa);
-    wait_healthy(&client, &a).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while owned_partitions(&client, &a).await.len() < usize::from(PARTITIONS) {
-        assert!(Instant::now() < deadline, "a never took every partition");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let b = start_node(&config_b, pb);
-    wait_healthy(&client, &b).await;
-    partitions_move_to_the_preferred_node(&client, &a, &b).await;
+    let (a, b) = start_a_then_b(&client, (&config_a, pa), (&config_b, pb)).await;
 
     // Accounts live in PostgreSQL: registered on one node, usable on both.
     let users: Vec<(String, String)> = {
@@ -466,6 +457,26 @@ async fn owned_partitions(client: &reqwest::Client, node: &Node) -> Vec<u16> {
         .await
         .unwrap();
     serde_json::from_value(health["cluster"]["owned_partitions"].clone()).unwrap()
+}
+
+/// Starts a, waits until it owns every partition, then starts b and waits
+/// until b has its share (see [`partitions_move_to_the_preferred_node`]).
+async fn start_a_then_b(
+    client: &reqwest::Client,
+    (config_a, pa): (&Path, u16),
+    (config_b, pb): (&Path, u16),
+) -> (Node, Node) {
+    let a = start_node(config_a, pa);
+    wait_healthy(client, &a).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owned_partitions(client, &a).await.len() < usize::from(PARTITIONS) {
+        assert!(Instant::now() < deadline, "a never took every partition");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = start_node(config_b, pb);
+    wait_healthy(client, &b).await;
+    partitions_move_to_the_preferred_node(client, &a, &b).await;
+    (a, b)
 }
 
 /// b's share: the partitions where b comes first in the preference order of
@@ -881,16 +892,7 @@ async fn a_dead_nodes_syncs_end_on_the_owner() {
     let short = "presence: {sync_online_timeout: 2s}\n";
     let config_a = node_config_with(dir.path(), "a", pa, &db, &nats_url, short);
     let config_b = node_config_with(dir.path(), "b", pb, &db, &nats_url, short);
-    let a = start_node(&config_a, pa);
-    wait_healthy(&client, &a).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while owned_partitions(&client, &a).await.len() < usize::from(PARTITIONS) {
-        assert!(Instant::now() < deadline, "a never took every partition");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let b = start_node(&config_b, pb);
-    wait_healthy(&client, &b).await;
-    partitions_move_to_the_preferred_node(&client, &a, &b).await;
+    let (a, b) = start_a_then_b(&client, (&config_a, pa), (&config_b, pb)).await;
     // A user whose partition b owns, syncing on a.
     let owned_b = owned_partitions(&client, &b).await;
     let mut user = None;

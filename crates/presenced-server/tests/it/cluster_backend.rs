@@ -85,13 +85,7 @@ pub struct Started {
 /// when PostgreSQL or nats-server is missing: this backend is asked for
 /// by name, so skipping would hide that nothing ran.
 pub async fn start(config: Config, dir: &std::path::Path, fetcher: Arc<dyn KeyFetcher>) -> Started {
-    let name = std::thread::current()
-        .name()
-        .unwrap_or("test")
-        .rsplit("::")
-        .next()
-        .unwrap_or("test")
-        .to_owned();
+    let name = crate::helpers::test_name();
     let db = FreshPgDatabase::create(&format!("c_{name}"))
         .expect("PRESENCED_TEST_BACKEND=cluster needs PostgreSQL");
     let nats = NatsServers::start(1, "the cluster test backend")

@@ -41,14 +41,18 @@ pub fn test_database() -> Option<FreshPgDatabase> {
     if std::env::var("PRESENCED_TEST_BACKEND").as_deref() != Ok("postgres") {
         return None;
     }
-    let name = std::thread::current()
+    FreshPgDatabase::create(&test_name())
+}
+
+/// The running test's own name (its thread's, without the module path).
+pub fn test_name() -> String {
+    std::thread::current()
         .name()
         .unwrap_or("test")
         .rsplit("::")
         .next()
         .unwrap_or("test")
-        .to_owned();
-    FreshPgDatabase::create(&name)
+        .to_owned()
 }
 
 /// Config for tests: a temp data dir, a known secret, cheap password hashes,
