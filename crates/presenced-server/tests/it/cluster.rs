@@ -435,15 +435,7 @@ async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
+    crate::helpers::metric_value(&text, name)
 }
 
 /// The partitions `node` owns, from `/health`.

@@ -28,7 +28,6 @@ use presenced_cluster::testing::NatsServers;
 use presenced_server::config::cluster::ClusterConfig;
 use presenced_server::config::Config;
 use presenced_server::federation::keys::KeyFetcher;
-use presenced_server::process::{feeds, startup};
 use presenced_server::store::testing::FreshPgDatabase;
 use presenced_server::{AppState, StateReceivers};
 use tokio::sync::oneshot;
@@ -142,15 +141,7 @@ async fn start_node(
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
-            let receivers = feeds::spawn(&state, receivers);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(presenced_server::run(
-                listener,
-                state.clone(),
-                std::future::pending(),
-            ));
+            let (base, state, receivers) = crate::helpers::serve(config, fetcher).await;
             let _ = ready_tx.send((base, state, receivers));
             let _ = stop_rx.await;
         });

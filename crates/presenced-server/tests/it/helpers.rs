@@ -7,7 +7,7 @@ use presenced_server::config::{Config, PasswordHashing, Secret};
 use presenced_server::federation::keys::{KeyFetcher, NoKeyFetcher};
 use presenced_server::process::startup;
 use presenced_server::store::testing::FreshPgDatabase;
-use presenced_server::{ActivityEvent, AppState, MembershipChange};
+use presenced_server::{ActivityEvent, AppState, MembershipChange, StateReceivers};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -133,15 +133,7 @@ pub async fn spawn_app_with_fetcher(
         config.database.url = Some(db.url());
     }
     tweak(&mut config);
-    let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
-    let receivers = presenced_server::process::feeds::spawn(&state, receivers);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(presenced_server::run(
-        listener,
-        state.clone(),
-        std::future::pending(),
-    ));
+    let (base, state, receivers) = serve(config, fetcher).await;
     TestApp {
         base,
         client: reqwest::Client::new(),
@@ -152,6 +144,35 @@ pub async fn spawn_app_with_fetcher(
         _db: db,
         _cluster: None,
     }
+}
+
+/// Builds a server for `config` and serves it on a loopback port of the
+/// current runtime; its base URL, state and feeds.
+pub async fn serve(
+    config: Config,
+    fetcher: Arc<dyn KeyFetcher>,
+) -> (String, Arc<AppState>, StateReceivers) {
+    let (state, receivers, _) = startup::build_state_with(config, fetcher).unwrap();
+    let receivers = presenced_server::process::feeds::spawn(&state, receivers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(presenced_server::run(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    (base, state, receivers)
+}
+
+/// A counter or gauge from `/metrics` text (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            (key == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .unwrap_or(0.0)
 }
 
 /// A logged-in test user.

@@ -286,14 +286,7 @@ impl FedServer {
 
     /// A counter from `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self.app.metrics_text().await;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (key, value) = l.split_once(' ')?;
-                (key == name).then(|| value.trim().parse::<f64>().ok())?
-            })
-            .map_or(0, |v| v as u64)
+        crate::helpers::metric_value(&self.app.metrics_text().await, name) as u64
     }
 }
 
