@@ -29,6 +29,12 @@ pub struct ConnectionsConfig {
     /// connection (a stalled upload holds a handler otherwise).
     #[serde(with = "duration")]
     pub body_read_timeout: Duration,
+    /// The slowest a request body may arrive on average, in bytes per
+    /// second, after a grace of `body_read_timeout`: a body whose bytes
+    /// each come just inside `body_read_timeout` would otherwise hold its
+    /// connection for ever. The whole body is due by its start plus
+    /// `body_read_timeout` plus its bytes so far at this rate.
+    pub body_min_rate: u64,
     /// The request line and headers together; more gets 431.
     pub max_header_bytes: usize,
     /// Open connections over all listeners; `None` derives it from the
@@ -51,6 +57,7 @@ impl Default for ConnectionsConfig {
             header_read_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(75),
             body_read_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
             max_header_bytes: 32 * 1024,
             max_connections: None,
             max_connections_per_address: None,
@@ -74,6 +81,8 @@ pub struct ConnectionLimits {
     pub keep_alive_timeout: Duration,
     /// See [`ConnectionsConfig::body_read_timeout`].
     pub body_read_timeout: Duration,
+    /// See [`ConnectionsConfig::body_min_rate`].
+    pub body_min_rate: u64,
     /// See [`ConnectionsConfig::max_header_bytes`].
     pub max_header_bytes: usize,
     /// Connections over all listeners.
@@ -95,6 +104,9 @@ impl ConnectionsConfig {
             if d.is_zero() {
                 return Err(format!("connections.{key} must be greater than 0"));
             }
+        }
+        if self.body_min_rate == 0 {
+            return Err("connections.body_min_rate must be greater than 0".to_owned());
         }
         if self.max_header_bytes < MIN_HEADER_BYTES {
             return Err(format!(
@@ -143,6 +155,7 @@ impl ConnectionsConfig {
             header_read_timeout: self.header_read_timeout,
             keep_alive_timeout: self.keep_alive_timeout,
             body_read_timeout: self.body_read_timeout,
+            body_min_rate: self.body_min_rate,
             max_header_bytes: self.max_header_bytes,
             max_connections,
             max_connections_per_address,

@@ -28,18 +28,21 @@ pub enum CloseReason {
     KeepAliveTimeout,
     /// A request body stalled for `body_read_timeout`.
     BodyTimeout,
+    /// A request body arrived slower than `body_min_rate` on average.
+    BodyTooSlow,
     /// The TLS handshake did not finish in time.
     HandshakeTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in `/metrics` order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::TotalCap,
         Self::AddressCap,
         Self::HeaderTimeout,
         Self::KeepAliveTimeout,
         Self::BodyTimeout,
+        Self::BodyTooSlow,
         Self::HandshakeTimeout,
     ];
 
@@ -51,6 +54,7 @@ impl CloseReason {
             Self::HeaderTimeout => "header_read_timeout",
             Self::KeepAliveTimeout => "keep_alive_timeout",
             Self::BodyTimeout => "body_read_timeout",
+            Self::BodyTooSlow => "body_min_rate",
             Self::HandshakeTimeout => "tls_handshake_timeout",
         }
     }

@@ -8,7 +8,10 @@
 //! the connection task asks it for the next deadline:
 //!
 //! - a request is being handled and its body is still arriving: the last
-//!   byte moved plus `body_read_timeout`;
+//!   byte moved plus `body_read_timeout`, or, if sooner, the body's start
+//!   plus `body_read_timeout` plus its bytes so far at `body_min_rate` (a
+//!   body trickling one byte per almost-`body_read_timeout` would
+//!   otherwise restart the first deadline for ever);
 //! - a request is being handled, body done (a `/sync` long-poll): none;
 //! - no request yet, or bytes of the next one have arrived: the start of
 //!   those headers plus `header_read_timeout` (a new connection's headers
@@ -46,6 +49,10 @@ pub(crate) struct Activity {
     head_started: AtomicU64,
     in_flight: AtomicU32,
     bodies_pending: AtomicU32,
+    /// When the body being read started (ms since `start`).
+    body_started: AtomicU64,
+    /// Bytes of that body read so far.
+    body_bytes: AtomicU64,
 }
 
 /// What the connection task should do next.
@@ -66,6 +73,8 @@ impl Activity {
             head_started: AtomicU64::new(1),
             in_flight: AtomicU32::new(0),
             bodies_pending: AtomicU32::new(0),
+            body_started: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
         }
     }
 
@@ -98,6 +107,13 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// A request body starts arriving now.
+    fn body_started_at(&self, at: Instant) {
+        self.bodies_pending.fetch_add(1, Ordering::Relaxed);
+        self.body_started.store(self.ms(at), Ordering::Relaxed);
+        self.body_bytes.store(0, Ordering::Relaxed);
+    }
+
     /// Whether a request is being handled (its headers are complete).
     pub(crate) fn handling_request(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0
@@ -107,8 +123,18 @@ impl Activity {
     pub(crate) fn verdict(&self, limits: &ConnectionLimits, now: Instant) -> Verdict {
         let (due, reason) = if self.in_flight.load(Ordering::Relaxed) > 0 {
             if self.bodies_pending.load(Ordering::Relaxed) > 0 {
-                let last = self.at(self.last_io.load(Ordering::Relaxed));
-                (last + limits.body_read_timeout, CloseReason::BodyTimeout)
+                let stalled =
+                    self.at(self.last_io.load(Ordering::Relaxed)) + limits.body_read_timeout;
+                let earned_ms = self.body_bytes.load(Ordering::Relaxed).saturating_mul(1000)
+                    / limits.body_min_rate.max(1);
+                let too_slow = self.at(self.body_started.load(Ordering::Relaxed))
+                    + limits.body_read_timeout
+                    + Duration::from_millis(earned_ms);
+                if too_slow < stalled {
+                    (too_slow, CloseReason::BodyTooSlow)
+                } else {
+                    (stalled, CloseReason::BodyTimeout)
+                }
             } else {
                 // Handled as long as the handler wants (long-polls); look
                 // again soon enough to catch a later deadline on time.
@@ -225,7 +251,7 @@ pub(crate) struct TrackedBody<B> {
 impl<B: Body> TrackedBody<B> {
     pub(crate) fn new(inner: B, activity: &Arc<Activity>) -> Self {
         let activity = (!inner.is_end_stream()).then(|| {
-            activity.bodies_pending.fetch_add(1, Ordering::Relaxed);
+            activity.body_started_at(Instant::now());
             Arc::clone(activity)
         });
         Self { inner, activity }
@@ -255,6 +281,13 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let result = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(activity)) = (&result, &self.activity) {
+            if let Some(data) = frame.data_ref() {
+                activity
+                    .body_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
         match &result {
             Poll::Ready(None | Some(Err(_))) => self.done(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
@@ -282,6 +315,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(20),
+            body_min_rate: 1024,
             ..ConnectionsConfig::default()
         }
         .resolve(None)
@@ -309,7 +343,8 @@ mod tests {
         );
         // A request with a body: timed by the body's bytes.
         let guard = a.request_started();
-        a.bodies_pending.fetch_add(1, Ordering::Relaxed);
+        a.body_started_at(t0 + Duration::from_secs(5));
+        a.body_bytes.store(20 * 1024 * 1024, Ordering::Relaxed);
         assert_eq!(
             a.verdict(&limits, t0 + Duration::from_secs(24)),
             Verdict::RecheckAt(t0 + Duration::from_secs(25))
@@ -341,6 +376,36 @@ mod tests {
         assert_eq!(
             a.verdict(&limits, t0 + Duration::from_secs(131)),
             Verdict::RecheckAt(t0 + Duration::from_secs(140))
+        );
+    }
+
+    #[test]
+    fn a_trickling_body_is_due_at_the_minimum_rate() {
+        let limits = limits();
+        let a = Arc::new(Activity::new());
+        let t0 = a.start;
+        let _guard = a.request_started();
+        a.body_started_at(t0);
+        // One byte every 19 s never trips the 20 s stall deadline...
+        for i in 1..=3u64 {
+            a.read_at(t0 + Duration::from_secs(19 * i));
+            a.body_bytes.fetch_add(1, Ordering::Relaxed);
+        }
+        // ...but 3 bytes in 57 s is far below 1024 B/s: the whole body was
+        // due at 20 s plus 3 bytes' worth (3 ms).
+        assert_eq!(
+            a.verdict(&limits, t0 + Duration::from_secs(57)),
+            Verdict::Close(CloseReason::BodyTooSlow)
+        );
+        // A body keeping up the rate is timed by its stalls alone.
+        let b = Arc::new(Activity::new());
+        let _guard = b.request_started();
+        b.body_started_at(b.start);
+        b.read_at(b.start + Duration::from_secs(50));
+        b.body_bytes.store(100 * 1024, Ordering::Relaxed);
+        assert_eq!(
+            b.verdict(&limits, b.start + Duration::from_secs(60)),
+            Verdict::RecheckAt(b.start + Duration::from_secs(70))
         );
     }
 }

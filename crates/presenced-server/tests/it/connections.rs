@@ -190,6 +190,44 @@ async fn a_stalled_request_body_closes_its_connection() {
 }
 
 #[tokio::test]
+async fn a_trickling_request_body_is_closed_at_the_minimum_rate() {
+    // A byte every 300 ms never stalls for the 600 ms `body_read_timeout`;
+    // at 100 B/s minimum, the whole body was due after about 0.6 s.
+    let app = spawn_app_with(|c| {
+        short_timeouts(c);
+        c.connections.body_min_rate = 100;
+    })
+    .await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(
+            b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let (_, closed) = read_until_closed(&mut reader, Duration::from_secs(5)).await;
+    trickle.abort();
+    assert!(
+        closed - sent < Duration::from_secs(3),
+        "closed after {:?}",
+        closed - sent
+    );
+    assert_eq!(app.state.connections.closed(CloseReason::BodyTooSlow), 1);
+    assert_eq!(app.state.connections.closed(CloseReason::BodyTimeout), 0);
+}
+
+#[tokio::test]
 async fn oversized_headers_get_431() {
     let app = spawn_app_with(|c| c.connections.max_header_bytes = 8192).await;
     // Just under the limit: served.
