@@ -19,13 +19,14 @@
 //! listeners sit behind reverse proxies, which speak 1.1 to backends.
 
 mod caps;
+mod error_bodies;
 pub mod fd_limit;
 mod watchdog;
 
 use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -40,6 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 pub use self::caps::{Admission, CloseReason, ConnectionTracker};
+use self::error_bodies::ErrorBodies;
 use self::watchdog::{Activity, TrackedBody, TrackedIo, Verdict};
 use crate::config::connections::{ConnectionLimits, MIN_HEADER_BYTES};
 
@@ -51,9 +53,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// spin, since the pending connection stays in the backlog.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// What a plain connection over a cap reads before it is closed.
-const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Retry-After: 5\r\nConnection: close\r\nContent-Type: application/json\r\n\
-Content-Length: 55\r\n\r\n{\"errcode\":\"M_UNKNOWN\",\"error\":\"Too many connections\"}";
+static OVER_CAP_RESPONSE: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    error_bodies::with_error_body(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close",
+        "M_UNKNOWN",
+        "Too many connections",
+    )
+});
 
 /// Connections the kernel may queue for the accept loop. Sockets are bound
 /// with a backlog of 128; a burst of connections (an attack, or many
@@ -124,7 +130,7 @@ pub async fn serve(
             }
             Err(_) if acceptor.is_none() => {
                 // Best effort: a full socket buffer just means no answer.
-                let _ = stream.try_write(OVER_CAP_RESPONSE);
+                let _ = stream.try_write(&OVER_CAP_RESPONSE);
             }
             Err(_) => {}
         }
@@ -219,7 +225,7 @@ async fn serve_http<S>(
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
         .max_header_size(limits.max_header_bytes);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(ErrorBodies::new(io)), service);
     tokio::pin!(conn);
     let mut stopping = false;
     loop {

@@ -246,8 +246,40 @@ async fn oversized_headers_get_431() {
         .await
         .unwrap();
     let (read, _) = read_until_closed(&mut big, Duration::from_secs(5)).await;
-    let read = String::from_utf8_lossy(&read);
-    assert!(read.starts_with("HTTP/1.1 431"), "{read:?}");
+    assert_matrix_error(&read, "431", "M_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn unparsable_requests_get_a_matrix_error_body() {
+    let app = spawn_app_with(|_| {}).await;
+    for request in [
+        &b"GET /_matrix/client/v3/rooms/\xff\xfe/state HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        b"NOT AN HTTP REQUEST\r\n\r\n",
+    ] {
+        let mut stream = connect(&app).await;
+        stream.write_all(request).await.unwrap();
+        let (read, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert_matrix_error(&read, "400", "M_UNKNOWN");
+    }
+}
+
+/// `read` is one whole answer with `status`, a `content-length` that is the
+/// body's length, and a JSON body with `errcode`.
+fn assert_matrix_error(read: &[u8], status: &str, errcode: &str) {
+    let text = String::from_utf8_lossy(read);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{text:?}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    assert_eq!(length, body.len(), "{text:?}");
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(body["errcode"], errcode, "{text:?}");
 }
 
 #[tokio::test]
@@ -276,8 +308,8 @@ async fn over_the_per_address_cap_new_connections_are_closed_and_existing_ones_s
         let started = Instant::now();
         let (read, closed) = read_until_closed(&mut over, Duration::from_secs(2)).await;
         assert!(closed - started < Duration::from_secs(1));
+        assert_matrix_error(&read, "503", "M_UNKNOWN");
         let read = String::from_utf8_lossy(&read);
-        assert!(read.starts_with("HTTP/1.1 503"), "{read:?}");
         assert!(read.contains("Retry-After"), "{read:?}");
     }
     assert_eq!(app.state.connections.closed(CloseReason::AddressCap), 20);
