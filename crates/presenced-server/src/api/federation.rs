@@ -4,8 +4,10 @@
 //! - `key_server`: `GET /_matrix/key/v2/server[/{keyId}]`.
 //! - `send`: `PUT /_matrix/federation/v1/send/{txnId}` (presence EDUs).
 //! - `signed`: the extractor that verifies X-Matrix authorization.
+//! - `body_budget`: how much federation body is held at once.
 //! - `version`: `GET /_matrix/federation/v1/version`.
 
+mod body_budget;
 mod key_server;
 mod send;
 mod signed;
@@ -18,6 +20,8 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use crate::api::state::AppState;
+
+pub(crate) use body_budget::BodyBudget;
 
 /// Largest accepted transaction: 50 PDUs of up to 64 KiB plus 100 EDUs.
 const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;

@@ -47,6 +47,8 @@ pub struct AppState {
     pub remote_keys: Arc<RemoteKeyCache>,
     /// Federation transactions already processed.
     pub(crate) seen_transactions: SeenTransactions,
+    /// Room for federation request bodies being read.
+    pub(crate) federation_bodies: crate::api::federation::BodyBudget,
     /// Outgoing federation presence (outbox and senders).
     pub outbound: OutboundPresence,
     /// Open connections of all listeners and their caps (`connections:`).
@@ -105,6 +107,7 @@ impl AppState {
             signing_key: federation.signing_key,
             remote_keys: federation.remote_keys,
             seen_transactions: SeenTransactions::default(),
+            federation_bodies: Default::default(),
             outbound: federation.outbound,
             connections,
             long_polls: crate::api::long_polls::LongPolls::new(limits_per_device),

@@ -3,7 +3,9 @@
 //! The order matters: everything that can be decided from the header alone
 //! (present, well-formed, addressed to us, origin allowed by
 //! `federation_domain_whitelist`) is checked before any key is fetched, so a
-//! request we would refuse anyway never makes us contact its claimed origin.
+//! request we would refuse anyway never makes us contact its claimed origin;
+//! and the key is found before the body is read ([`Verifier::authorize`],
+//! then [`Authorized::verify`]), so an unauthenticated body is never read.
 //! The signature covers method, URI (path and query as sent), origin,
 //! destination and the JSON body; ruma's `XMatrix::verify_request` checks it.
 
@@ -53,16 +55,16 @@ pub struct Verifier<'a> {
 }
 
 impl Verifier<'_> {
-    /// Checks a request; returns its authenticated origin. `uri` is the
-    /// path and query as received; `body` the raw body (empty for none).
-    pub async fn verify(
+    /// Checks what can be checked before the body is read: the header
+    /// (present, well-formed, addressed to us, origin allowed) and the
+    /// origin's key. A request that fails here is refused without its
+    /// body ever being read, so a body costs memory only when its sender
+    /// could have signed it.
+    pub async fn authorize(
         &self,
         authorization: Option<&HeaderValue>,
-        method: &Method,
-        uri: &str,
-        body: &[u8],
         now_ms: u64,
-    ) -> Result<OwnedServerName, AuthError> {
+    ) -> Result<Authorized, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let header = header
             .to_str()
@@ -93,15 +95,41 @@ impl Verifier<'_> {
             origin.as_str().to_owned(),
             BTreeMap::from([(key_id.to_owned(), public_key)]),
         )]);
+        Ok(Authorized {
+            x_matrix,
+            public_keys,
+            server_name: self.server_name.to_owned(),
+        })
+    }
+}
+
+/// A request whose header and key passed [`Verifier::authorize`]; its
+/// signature is checked once the body is read.
+pub struct Authorized {
+    x_matrix: XMatrix,
+    public_keys: PublicKeyMap,
+    server_name: OwnedServerName,
+}
+
+impl Authorized {
+    /// Checks the signature over method, `uri` (path and query as
+    /// received) and `body` (the raw body; empty for none); returns the
+    /// authenticated origin.
+    pub fn verify(
+        self,
+        method: &Method,
+        uri: &str,
+        body: &[u8],
+    ) -> Result<OwnedServerName, AuthError> {
         let request = Request::builder()
             .method(method)
             .uri(uri)
             .body(body)
             .map_err(|_| AuthError::Malformed("unusable request URI".to_owned()))?;
-        x_matrix
-            .verify_request(&request, self.server_name, &public_keys)
+        self.x_matrix
+            .verify_request(&request, &self.server_name, &self.public_keys)
             .map_err(|e| AuthError::BadSignature(e.to_string()))?;
-        Ok(origin)
+        Ok(self.x_matrix.origin)
     }
 }
 

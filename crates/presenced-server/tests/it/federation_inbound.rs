@@ -337,6 +337,78 @@ async fn unauthenticated_or_misaddressed_requests_get_401() {
     assert_eq!(got["presence"], "offline", "{got}");
 }
 
+/// Sends only the head of a `PUT` declaring an 8 MiB body, none of which
+/// follows, with `authorization` (if any); returns the status line of the
+/// answer, which must come without waiting for the body.
+async fn head_only_put(app: &TestApp, path: &str, authorization: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let auth = authorization.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: {}\r\n\r\n",
+        8 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), stream.read(&mut buf))
+        .await
+        .expect("answered before any of the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn refused_requests_are_answered_before_their_body_is_read() {
+    let peer = Peer::new(PEER);
+    let (app, _) = app_knowing(&[&peer], |c| {
+        c.federation_domain_whitelist = Some(vec![PEER.try_into().unwrap()]);
+    })
+    .await;
+    let path = send_path("unread");
+    // No header, not X-Matrix, another destination, an origin outside the
+    // whitelist, an origin whose key cannot be found.
+    let body = json!({});
+    let elsewhere = peer
+        .key
+        .x_matrix_authorization(
+            &peer.name,
+            name("elsewhere.test"),
+            "PUT",
+            &path,
+            Some(&body),
+        )
+        .unwrap();
+    let outsider = Peer::new("outsider.test");
+    let outside = outsider
+        .key
+        .x_matrix_authorization(&outsider.name, name(US), "PUT", &path, Some(&body))
+        .unwrap();
+    let unknown_key = ServerSigningKey::from_seed("other", [7; 32]).unwrap();
+    let unknown = unknown_key
+        .x_matrix_authorization(&peer.name, name(US), "PUT", &path, Some(&body))
+        .unwrap();
+    for (auth, status) in [
+        (None, "401"),
+        (Some("Bearer abc"), "401"),
+        (Some(elsewhere.as_str()), "401"),
+        (Some(outside.as_str()), "403"),
+        (Some(unknown.as_str()), "401"),
+    ] {
+        let line = head_only_put(&app, &path, auth).await;
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{auth:?}: {line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn origins_outside_the_whitelist_get_403_before_any_key_fetch() {
     let peer = Peer::new(PEER);

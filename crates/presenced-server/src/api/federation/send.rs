@@ -46,7 +46,7 @@ struct Transaction {
 pub(crate) async fn put_transaction(
     State(state): State<Arc<AppState>>,
     MatrixPath(txn_id): MatrixPath<String>,
-    SignedJson { origin, body }: SignedJson,
+    SignedJson { origin, body, .. }: SignedJson,
 ) -> Result<Json<Value>, ApiError> {
     let refused =
         |why: &str| tracing::debug!(%origin, %txn_id, "inbound transaction refused: {why}");

@@ -1,4 +1,6 @@
-//! `SignedJson`: the extractor for federation requests. It yields the
+//! `SignedJson`: the extractor for federation requests. The header and the
+//! origin's key are checked before the body is read, and the body is read
+//! only with room in the federation body budget (`body_budget`). It yields the
 //! authenticated origin and the JSON body, or fails with 401
 //! `M_UNAUTHORIZED` (missing, malformed, misaddressed or unverifiable
 //! authorization, or the origin's key not looked up: failed recently or
@@ -26,6 +28,8 @@ pub(crate) struct SignedJson {
     pub(crate) origin: OwnedServerName,
     /// The body.
     pub(crate) body: Value,
+    /// The body's room in the budget, held while the handler uses it.
+    pub(crate) _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl FromRequest<Arc<AppState>> for SignedJson {
@@ -45,6 +49,40 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
         let method = parts.method.clone();
+        let refused = |e: AuthError| {
+            state.metrics.federation_refused();
+            match &e {
+                AuthError::Key(KeyError::RateLimited { .. }) => {
+                    state.metrics.key_lookup_refused(false);
+                }
+                AuthError::Key(KeyError::Busy { .. }) => state.metrics.key_lookup_refused(true),
+                _ => {}
+            }
+            tracing::info!(%method, uri = %logged_uri, "federation request refused: {e}");
+            ApiError::from(e)
+        };
+        let config = state.config.clone();
+        let allowed = move |server: &ruma_common::ServerName| config.federation_allowed(server);
+        let verifier = Verifier {
+            server_name: &state.server_name,
+            own_key: &state.signing_key,
+            keys: &state.remote_keys,
+            allowed: &allowed,
+        };
+        // Header, origin and key first: an unauthenticated body is never
+        // read (see `federation::auth`).
+        let authorized = verifier
+            .authorize(authorization.as_ref(), ids::now_ms())
+            .await
+            .map_err(refused)?;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let room = state
+            .federation_bodies
+            .reserve(declared.unwrap_or(super::MAX_TRANSACTION_BYTES))
+            .await?;
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(|rejection| {
@@ -63,28 +101,11 @@ impl FromRequest<Arc<AppState>> for SignedJson {
                 "Content must be a JSON object.".to_owned(),
             ));
         }
-        let config = state.config.clone();
-        let allowed = move |server: &ruma_common::ServerName| config.federation_allowed(server);
-        let verifier = Verifier {
-            server_name: &state.server_name,
-            own_key: &state.signing_key,
-            keys: &state.remote_keys,
-            allowed: &allowed,
-        };
-        let origin = verifier
-            .verify(authorization.as_ref(), &method, &uri, &bytes, ids::now_ms())
-            .await
-            .inspect_err(|e| {
-                state.metrics.federation_refused();
-                match e {
-                    AuthError::Key(KeyError::RateLimited { .. }) => {
-                        state.metrics.key_lookup_refused(false);
-                    }
-                    AuthError::Key(KeyError::Busy { .. }) => state.metrics.key_lookup_refused(true),
-                    _ => {}
-                }
-                tracing::info!(%method, uri = %logged_uri, "federation request refused: {e}");
-            })?;
-        Ok(Self { origin, body })
+        let origin = authorized.verify(&method, &uri, &bytes).map_err(refused)?;
+        Ok(Self {
+            origin,
+            body,
+            _room: room,
+        })
     }
 }
