@@ -56,6 +56,7 @@ use ruma_common::{
 };
 use tokio::sync::{mpsc, Notify};
 
+use crate::store::presence::group::GroupCommit;
 use crate::store::presence::PresenceStore;
 
 /// The wall clock, read only here (the engine never reads it).
@@ -942,45 +943,33 @@ fn spawn_persist_thread(store: Arc<dyn PresenceStore>) -> std::sync::mpsc::Sende
     tx
 }
 
-/// Stores one group of jobs in one go and tells each waiter how it went.
+/// Stores one group of jobs in one go and tells each waiter how it went:
+/// a row the store refuses fails only its own job (`GroupCommit`).
 fn persist_batch(store: &dyn PresenceStore, jobs: Vec<PersistJob>) {
-    let (mut batch, mut marks, mut forget) = (Vec::new(), Vec::new(), Vec::new());
+    let mut group = GroupCommit::default();
     let mut waiting = Vec::with_capacity(jobs.len());
     for job in jobs {
-        batch.extend(job.states);
-        marks.extend(job.marks);
-        forget.extend(job.forget);
+        group.add(job.states, job.marks, job.forget);
         waiting.push(job.done);
     }
-    // Only each user's latest state of the group needs writing (jobs may
-    // arrive slightly out of stream order: handlers send them after
-    // releasing the engine lock).
-    batch.sort_unstable_by(|(p, a), (q, b)| a.user_id.cmp(&b.user_id).then(q.cmp(p)));
-    batch.dedup_by(|later, kept| later.1.user_id == kept.1.user_id);
-    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if !batch.is_empty() {
-            store.persist(&batch)?;
+    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.commit(store)));
+    let Ok(outcome) = stored else {
+        tracing::error!("persisting presence panicked");
+        for done in waiting {
+            let _ = done.send(false);
         }
-        if !marks.is_empty() {
-            store.persist_marks(&marks)?;
-        }
-        if !forget.is_empty() {
-            store.forget(&forget)?;
-        }
-        Ok::<_, crate::store::presence::StoreFailure>(())
-    }));
-    let ok = match stored {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::error!("persisting presence failed: {e}");
-            false
-        }
-        Err(_) => {
-            tracing::error!("persisting presence panicked");
-            false
-        }
+        return;
     };
-    for done in waiting {
-        let _ = done.send(ok);
+    // One line per group, not per job: a database that is down fails them all.
+    let failed = outcome.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = outcome.iter().find(|r| r.is_err()) {
+        tracing::error!(
+            failed,
+            of = outcome.len(),
+            "persisting presence failed: {e}"
+        );
+    }
+    for (done, result) in waiting.into_iter().zip(outcome) {
+        let _ = done.send(result.is_ok());
     }
 }

@@ -28,15 +28,39 @@ pub trait PresenceStore: Send + Sync {
     fn forget(&self, users: &[(OwnedUserId, StreamPos)]) -> Result<(), StoreFailure>;
 }
 
+pub mod group;
+
 /// A storage failure (logged by the driver; presence keeps flowing).
-#[derive(Debug, thiserror::Error)]
-#[error("presence store: {0}")]
-pub struct StoreFailure(String);
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("presence store: {message}")]
+pub struct StoreFailure {
+    message: String,
+    refusal: bool,
+}
 
 impl StoreFailure {
     /// A failure with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            refusal: false,
+        }
+    }
+
+    /// The backend refused a value of the write (PostgreSQL's data and
+    /// constraint errors, SQLite's constraint, size and type errors), as
+    /// opposed to failing as a whole (unreachable, timed out, disk full).
+    pub fn refusal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            refusal: true,
+        }
+    }
+
+    /// Whether writing the rows one by one may get the others through
+    /// ([`group::GroupCommit`]).
+    pub fn is_refusal(&self) -> bool {
+        self.refusal
     }
 }
 
@@ -112,7 +136,16 @@ fn in_transaction(
 }
 
 fn fail(e: impl std::fmt::Display) -> StoreFailure {
-    StoreFailure(e.to_string())
+    StoreFailure::new(e.to_string())
+}
+
+/// A failed row write: a refusal when SQLite refused that row's values.
+fn row_failed(e: rusqlite::Error) -> StoreFailure {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    match e.sqlite_error_code() {
+        Some(ConstraintViolation | TooBig | TypeMismatch) => StoreFailure::refusal(e.to_string()),
+        _ => fail(e),
+    }
 }
 
 impl PresenceStore for SqlitePresenceStore {
@@ -142,7 +175,7 @@ impl PresenceStore for SqlitePresenceStore {
                         s.status_msg.as_deref(),
                         s.currently_active,
                     ])
-                    .map_err(fail)?;
+                    .map_err(row_failed)?;
             }
             Ok(())
         })

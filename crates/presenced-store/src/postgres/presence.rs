@@ -82,27 +82,44 @@ impl StateColumns {
 const UNNEST_STATES: &str = "UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], \
      $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::BOOLEAN[])";
 
+/// Whether PostgreSQL refused a value of the statement (SQLSTATE class 22,
+/// data exception, such as U+0000 in `TEXT`: 22021; class 23, integrity
+/// constraint) rather than failing as a whole: then the rows written one
+/// by one may get the others through ([`crate::presence::group`]).
+fn refused(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
 impl PgStore {
     fn upsert_states(&self, sql: String, columns: StateColumns) -> Result<(), StoreFailure> {
-        self.call(move |c| async move {
+        let written = self.call(move |c| async move {
             let stmt = c.prepare_cached(&sql).await?;
-            c.execute(
-                &stmt,
-                &[
-                    &columns.user_id,
-                    &columns.stream_pos,
-                    &columns.presence,
-                    &columns.last_active_ts,
-                    &columns.last_federation_update_ts,
-                    &columns.last_user_sync_ts,
-                    &columns.status_msg,
-                    &columns.currently_active,
-                ],
-            )
-            .await?;
-            Ok(())
-        })
-        .map_err(fail)
+            let result = c
+                .execute(
+                    &stmt,
+                    &[
+                        &columns.user_id,
+                        &columns.stream_pos,
+                        &columns.presence,
+                        &columns.last_active_ts,
+                        &columns.last_federation_update_ts,
+                        &columns.last_user_sync_ts,
+                        &columns.status_msg,
+                        &columns.currently_active,
+                    ],
+                )
+                .await;
+            match result {
+                Ok(_) => Ok(None),
+                Err(e) if refused(&e) => Ok(Some(super::error_chain(&e))),
+                Err(e) => Err(e.into()),
+            }
+        });
+        match written.map_err(fail)? {
+            None => Ok(()),
+            Some(refusal) => Err(StoreFailure::refusal(refusal)),
+        }
     }
 }
 
