@@ -8,6 +8,7 @@
 //!
 //! - `error`: [`error::ApiError`], the only mapping to Matrix errors.
 //! - `extract`: body, path and auth extractors that fail with `ApiError`.
+//! - `nul`: finding U+0000 in client text, which `extract` refuses.
 //! - `client`: the client-server API, one file per endpoint group.
 //! - `federation`: the server-server API (key server, transactions).
 //! - `synapse_admin`: Synapse's shared-secret registration.
@@ -25,6 +26,7 @@ pub mod filter_validation;
 pub mod health;
 pub(crate) mod long_polls;
 pub mod metrics;
+mod nul;
 pub mod request_span;
 pub mod state;
 pub mod synapse_admin;

@@ -566,6 +566,12 @@ impl PresenceService {
 
     /// A module API call.
     pub fn module_command(&self, command: ModuleCommand) {
+        let command = match command {
+            ModuleCommand::SetPresenceForUsers(users) => {
+                ModuleCommand::SetPresenceForUsers(without_nul_status_msgs(users))
+            }
+            other => other,
+        };
         match command {
             ModuleCommand::SendLocalOnlinePresenceTo(users) => {
                 self.drive(|e, now| e.send_local_online_presence_to(now, &users));
@@ -888,6 +894,25 @@ impl PresenceService {
     }
 }
 
+/// A module's `set_presence_for_users` entries, less those whose status
+/// message holds U+0000: the rule clients and federation meet at the
+/// edge (`api::nul`), for the one writer that does not come through it
+/// (PostgreSQL could not store such a message).
+fn without_nul_status_msgs(
+    users: Vec<(OwnedUserId, Presence, Option<String>)>,
+) -> Vec<(OwnedUserId, Presence, Option<String>)> {
+    users
+        .into_iter()
+        .filter(|(user, _, msg)| {
+            let nul = msg.as_deref().is_some_and(|m| m.contains('\0'));
+            if nul {
+                tracing::warn!(%user, "module set_presence_for_users: status_msg with U+0000 ignored");
+            }
+            !nul
+        })
+        .collect()
+}
+
 /// Notified states and full-presence marks to store, forgotten remote
 /// users to delete, and who waits for the commit.
 struct PersistJob {
@@ -971,5 +996,22 @@ fn persist_batch(store: &dyn PresenceStore, jobs: Vec<PersistJob>) {
     }
     for (done, result) in waiting.into_iter().zip(outcome) {
         let _ = done.send(result.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_cannot_set_a_nul_status_msg() {
+        let user = |id: &str| OwnedUserId::try_from(id).unwrap();
+        let kept = without_nul_status_msgs(vec![
+            (user("@a:x.org"), Presence::Online, Some("fine".to_owned())),
+            (user("@b:x.org"), Presence::Online, Some("x\0y".to_owned())),
+            (user("@c:x.org"), Presence::Offline, None),
+        ]);
+        let users: Vec<&str> = kept.iter().map(|(u, _, _)| u.as_str()).collect();
+        assert_eq!(users, ["@a:x.org", "@c:x.org"]);
     }
 }

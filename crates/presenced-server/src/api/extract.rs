@@ -4,7 +4,9 @@
 //! every failure goes through [`ApiError`]: bodies that are not JSON give
 //! `M_NOT_JSON`, JSON of the wrong shape `M_BAD_JSON`, malformed path
 //! segments `M_INVALID_PARAM`, and a missing or dead token
-//! `M_MISSING_TOKEN` / `M_UNKNOWN_TOKEN`.
+//! `M_MISSING_TOKEN` / `M_UNKNOWN_TOKEN`. Text with U+0000 in it is
+//! refused here, for every endpoint (see `nul`): `M_BAD_JSON` in a body,
+//! `M_INVALID_PARAM` in a path or query.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use ruma_common::{OwnedDeviceId, OwnedUserId};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::nul;
 use crate::api::state::AppState;
 use crate::util::ids;
 
@@ -61,6 +64,17 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The rare body that may carry a NUL escape is read as a tree first,
+    // to look at every string (`nul`); the others skip this.
+    if nul::may_hold_nul_escape(bytes) {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|_| not_json(bytes))?;
+        if nul::value_has_nul(&value) {
+            return Err(ApiError::BadJson(
+                "Text in the request contains U+0000 (NUL), which is not allowed".to_owned(),
+            ));
+        }
+    }
     // The common case in one pass, straight into `T` (no JSON tree): a
     // JSON object that fits. Anything else takes the two-step path below,
     // which tells the failures apart.
@@ -128,13 +142,18 @@ pub(crate) fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
 }
 
 /// Path parameters; a segment that does not parse (say, a room ID without
-/// `!`) is `M_INVALID_PARAM`.
+/// `!`) or that decodes to text with U+0000 is `M_INVALID_PARAM`.
 pub struct MatrixPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MatrixPath<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if nul::uri_part_has_nul(parts.uri.path()) {
+            return Err(ApiError::InvalidParam(
+                "A path parameter contains U+0000 (%00), which is not allowed".to_owned(),
+            ));
+        }
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(t)| Self(t))
@@ -142,13 +161,19 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MatrixP
     }
 }
 
-/// Query parameters; a malformed query string is `M_INVALID_PARAM`.
+/// Query parameters; a malformed query string, or one that decodes to
+/// text with U+0000, is `M_INVALID_PARAM`.
 pub struct MatrixQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for MatrixQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(nul::uri_part_has_nul) {
+            return Err(ApiError::InvalidParam(
+                "A query parameter contains U+0000 (%00), which is not allowed".to_owned(),
+            ));
+        }
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(t)| Self(t))
             .map_err(|rejection| ApiError::InvalidParam(rejection.body_text()))

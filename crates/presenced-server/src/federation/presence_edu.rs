@@ -14,7 +14,8 @@
 //! - `currently_active`, if present, is a boolean;
 //! - `status_msg`, if present, is a string (or null) of at most
 //!   [`MAX_STATUS_MSG_BYTES`] bytes, so one server cannot fill memory
-//!   through long messages.
+//!   through long messages, and without U+0000 (PostgreSQL cannot store
+//!   it; our own clients are refused it at the edge too).
 
 use presenced_engine::{Presence, RemotePresence};
 use ruma_common::{ServerName, UserId};
@@ -134,8 +135,13 @@ fn read_state(
     };
     let status_msg = match entry.get("status_msg") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_STATUS_MSG_BYTES => Some(s.clone()),
-        Some(Value::String(s)) => return Err(format!("status_msg of {} bytes", s.len())),
+        Some(Value::String(s)) if s.len() > MAX_STATUS_MSG_BYTES => {
+            return Err(format!("status_msg of {} bytes", s.len()))
+        }
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err("status_msg contains U+0000 (NUL)".to_owned())
+        }
+        Some(Value::String(s)) => Some(s.clone()),
         Some(v) => return Err(format!("status_msg {v} is not a string")),
     };
     Ok(RemotePresence {
@@ -214,11 +220,13 @@ mod tests {
             {"user_id": "@c:remote.test", "presence": "online", "currently_active": "yes"},
             {"user_id": "@c:remote.test", "presence": "online", "status_msg": 7},
             {"user_id": "@c:remote.test", "presence": "online", "status_msg": long},
+            {"user_id": "@c:remote.test", "presence": "online", "status_msg": "a\u{0}b"},
             {"user_id": "@good:remote.test", "presence": "online", "last_active_ago": 0},
         ]});
         let push = read(origin(), local(), &content, NOW);
         let dropped: Vec<usize> = push.dropped.iter().map(|(i, _, _)| *i).collect();
-        assert_eq!(dropped, (0..13).collect::<Vec<_>>(), "{:?}", push.dropped);
+        assert_eq!(dropped, (0..14).collect::<Vec<_>>(), "{:?}", push.dropped);
+        assert_eq!(push.dropped[13].2, "status_msg contains U+0000 (NUL)");
         assert_eq!(push.accepted.len(), 1);
         assert_eq!(push.accepted[0].user_id, "@good:remote.test");
     }

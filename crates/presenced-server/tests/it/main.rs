@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin;
+mod bad_text;
 mod cli;
 mod cluster;
 mod cluster_backend;
