@@ -45,7 +45,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         if let (Some(token), Some(secret)) =
-            (bearer_token(parts), &state.registration_shared_secret)
+            (bearer_token(parts)?, &state.registration_shared_secret)
         {
             // Compare digests, so the comparison's timing says nothing
             // about the secret.

@@ -47,6 +47,13 @@ pub enum ApiError {
     /// 401 `M_UNKNOWN_TOKEN`.
     #[error("Unrecognised access token.")]
     UnknownToken,
+    /// 401 `M_MISSING_TOKEN`: an access token in both the `Authorization`
+    /// header and the `access_token` query parameter.
+    #[error(
+        "An access token was given both in the Authorization header and in the access_token \
+         query parameter; send it only once (in the header)"
+    )]
+    TokenGivenTwice,
     /// 401 `M_UNAUTHORIZED`: a federation request whose X-Matrix
     /// authorization is missing, malformed, for another server, or does
     /// not verify.
@@ -110,7 +117,9 @@ impl ApiError {
             Self::InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME"),
             Self::UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN"),
-            Self::MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN"),
+            Self::MissingToken | Self::TokenGivenTwice => {
+                (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN")
+            }
             Self::UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
@@ -237,6 +246,7 @@ mod tests {
     fn codes_and_statuses() {
         let cases = [
             (ApiError::MissingToken, 401, "M_MISSING_TOKEN"),
+            (ApiError::TokenGivenTwice, 401, "M_MISSING_TOKEN"),
             (ApiError::UnknownToken, 401, "M_UNKNOWN_TOKEN"),
             (ApiError::Unauthorized("no".into()), 401, "M_UNAUTHORIZED"),
             (ApiError::Forbidden("no".into()), 403, "M_FORBIDDEN"),

@@ -3,6 +3,7 @@
 //! path or query. PostgreSQL cannot store the character, so before this a
 //! NUL status message answered 500 there, failed the grouped commit of the
 //! other users' PUTs that shared it, and was shown until a restart.
+//! Also: a token given both in the header and the query is refused.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -248,4 +249,61 @@ async fn a_nul_in_a_path_or_query_is_an_invalid_param() {
     );
     let (status, body) = app.put(&send, token, json!({"body": "hi"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_token_in_both_the_header_and_the_query_is_refused() {
+    let app = spawn_app_with(generous).await;
+    let alice = app.register_as("alice", true).await;
+    let get = |query: &str, header: bool| {
+        let mut req = app.client.get(format!(
+            "{}/_matrix/client/v3/account/whoami{query}",
+            app.base
+        ));
+        if header {
+            req = req.bearer_auth(&alice.token);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let query = format!("?access_token={}", alice.token);
+    let (status, body) = get(&query, false).await;
+    assert_eq!(status, StatusCode::OK, "the query alone: {body}");
+    let (status, body) = get("", true).await;
+    assert_eq!(status, StatusCode::OK, "the header alone: {body}");
+
+    let both = get(&query, true).await;
+    assert_error(&both, 401, "M_MISSING_TOKEN");
+    let message = both.1["error"].as_str().unwrap();
+    assert!(
+        message.contains("Authorization header") && message.contains("access_token"),
+        "{message}"
+    );
+    // Spelled with an escape, an empty one, another token: still two.
+    let escaped = format!("?access%5Ftoken={}", alice.token);
+    assert_error(&get(&escaped, true).await, 401, "M_MISSING_TOKEN");
+    assert_error(&get("?access_token=", true).await, 401, "M_MISSING_TOKEN");
+    assert_error(
+        &get("?access_token=other", true).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+
+    // The admin API's extractor too.
+    let admin = format!(
+        "{}/_presenced/admin/v1/presence/{}{query}",
+        app.base,
+        enc(&alice.user_id)
+    );
+    let resp = app
+        .client
+        .get(admin)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    let both = (resp.status(), resp.json::<Value>().await.unwrap());
+    assert_error(&both, 401, "M_MISSING_TOKEN");
 }
