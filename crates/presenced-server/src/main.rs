@@ -199,6 +199,13 @@ fn port_db(config: &Config, sqlite: &std::path::Path) -> Result<(), String> {
          start presenced; the signing key and data_dir stay where they are.",
         report.tables.len()
     );
+    let replaced: u64 = report.nul_replaced.iter().map(|(_, _, n)| n).sum();
+    if replaced > 0 {
+        println!(
+            "{replaced} text values held U+0000 (NUL), which PostgreSQL cannot store: each NUL \
+             became U+FFFD (listed above)."
+        );
+    }
     Ok(())
 }
 

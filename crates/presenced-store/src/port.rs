@@ -14,6 +14,17 @@
 //! Columns are copied by name, each converted to the PostgreSQL column's
 //! type as `information_schema` gives it (SQLite's 0/1 flags become
 //! `BOOLEAN`), so a new column needs no change here.
+//!
+//! Text holding U+0000, which SQLite stores and PostgreSQL refuses (older
+//! presenced let clients write it: status messages, device names,
+//! transaction IDs), is copied with each NUL replaced by U+FFFD, counted
+//! per column and reported. Replaced rather than removed: removing could
+//! turn two distinct keys into one (a device `a\0` beside a device `a`)
+//! and fail the whole port on a duplicate key, and U+FFFD is the usual
+//! mark for a character that could not be kept, visible to whoever reads
+//! the text. JSON columns are `TEXT` on both sides and serde_json writes
+//! the escape `\u0000`, never the raw character, so they are copied as
+//! they are (any raw NUL in one would be replaced the same way).
 
 use std::path::Path;
 
@@ -45,7 +56,13 @@ const CHUNK: usize = 1_000;
 pub struct PortReport {
     /// `(table, rows)` in copy order.
     pub tables: Vec<(String, u64)>,
+    /// `(table, column, values)`: text values with U+0000, copied with
+    /// each NUL replaced by U+FFFD.
+    pub nul_replaced: Vec<(String, String, u64)>,
 }
+
+/// What a NUL in SQLite text becomes in PostgreSQL.
+pub const NUL_REPLACEMENT: char = '\u{FFFD}';
 
 /// Why a port did not happen (the target is left as it was).
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +177,7 @@ async fn copy_all(
     }
     let mut report = PortReport::default();
     for table in copy_order() {
-        let copied = copy_table(source, &tx, table)
+        let (copied, replaced) = copy_table(source, &tx, table)
             .await
             .map_err(|reason| failed(table, reason))?;
         let in_postgres: i64 = tx
@@ -176,6 +193,13 @@ async fn copy_all(
             });
         }
         progress(&format!("{table}: {copied} rows"));
+        for (column, values) in replaced {
+            progress(&format!(
+                "{table}.{column}: {values} values held U+0000 (NUL), which PostgreSQL cannot \
+                 store; each NUL was replaced by U+FFFD"
+            ));
+            report.nul_replaced.push((table.to_owned(), column, values));
+        }
         report.tables.push((table.to_owned(), copied));
     }
     // New events continue after the copied stream positions.
@@ -194,12 +218,13 @@ async fn copy_all(
 }
 
 /// Copies one table; returns how many rows SQLite had (0 for a table the
-/// file does not have: the presence tables appear at the first start).
+/// file does not have: the presence tables appear at the first start) and,
+/// per column that had any, how many text values had a NUL replaced.
 async fn copy_table(
     source: &Connection,
     tx: &tokio_postgres::Transaction<'_>,
     table: &str,
-) -> Result<u64, String> {
+) -> Result<(u64, Vec<(String, u64)>), String> {
     let exists: bool = source
         .query_row(
             "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -208,7 +233,7 @@ async fn copy_table(
         )
         .map_err(|e| e.to_string())?;
     if !exists {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let columns: Vec<(String, String)> = tx
         .query(
@@ -229,9 +254,13 @@ async fn copy_table(
     let mut chunk: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut in_chunk = 0;
     let mut copied = 0u64;
+    let mut replaced = vec![0u64; columns.len()];
     while let Some(row) = rows.next().map_err(|e| e.to_string())? {
         for (i, (name, pg_type)) in columns.iter().enumerate() {
-            let value: SqlValue = row.get(i).map_err(|e| e.to_string())?;
+            let mut value: SqlValue = row.get(i).map_err(|e| e.to_string())?;
+            if replace_nul(&mut value) {
+                replaced[i] += 1;
+            }
             chunk.push(convert(value, pg_type).map_err(|e| format!("column {name}: {e}"))?);
         }
         in_chunk += 1;
@@ -245,7 +274,25 @@ async fn copy_table(
     if in_chunk > 0 {
         insert_chunk(tx, table, &names, &chunk, in_chunk).await?;
     }
-    Ok(copied)
+    let replaced = columns
+        .into_iter()
+        .zip(replaced)
+        .filter(|(_, n)| *n > 0)
+        .map(|((name, _), n)| (name, n))
+        .collect();
+    Ok((copied, replaced))
+}
+
+/// Replaces each U+0000 of a text value by [`NUL_REPLACEMENT`]; whether
+/// there was one.
+fn replace_nul(value: &mut SqlValue) -> bool {
+    match value {
+        SqlValue::Text(s) if s.contains('\0') => {
+            *s = s.replace('\0', &NUL_REPLACEMENT.to_string());
+            true
+        }
+        _ => false,
+    }
 }
 
 /// One SQLite value as the PostgreSQL column's type.
