@@ -51,7 +51,7 @@ async fn membership_changes_reach_the_feed_once_in_commit_order_across_a_relay_k
     let Some(nats) = NatsServers::start(1, "membership relay on JetStream") else {
         return;
     };
-    let store = Arc::new(PgStore::open(&db.opts).unwrap());
+    let store = Arc::new(PgStore::open(&db.opts, "example.org".try_into().unwrap()).unwrap());
     let bus = common::connect(&common::jetstream_config(nats.urls(), "", 1)).await;
     let source = PgOutbox(store.clone());
     let timing = RelayTiming {

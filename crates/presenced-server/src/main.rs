@@ -188,11 +188,13 @@ fn port_db(config: &Config, sqlite: &std::path::Path) -> Result<(), String> {
         sqlite.display(),
         target.describe()
     );
-    let report =
-        presenced_server::store::port::port_sqlite_to_postgres(sqlite, &target, &mut |line| {
-            println!("  {line}")
-        })
-        .map_err(|e| format!("port-db: {e}"))?;
+    let report = presenced_server::store::port::port_sqlite_to_postgres(
+        sqlite,
+        &target,
+        &config.server_name,
+        &mut |line| println!("  {line}"),
+    )
+    .map_err(|e| format!("port-db: {e}"))?;
     let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
     println!(
         "Done: {rows} rows in {} tables, counts checked. Point `database:` at PostgreSQL and \

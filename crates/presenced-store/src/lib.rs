@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod port;
 pub mod postgres;
 pub mod presence;
+pub(crate) mod server_name;
 pub mod sqlite;
 pub mod testing;
 
@@ -40,6 +41,24 @@ pub enum StoreError {
          run the newer presenced, or restore a backup"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    /// The database was made for another `server_name` (see
+    /// `server_name.rs`): opening it under this one would keep old tokens
+    /// working as the old user IDs and mix two servers' users.
+    #[error(
+        "this database belongs to server_name {found} ({evidence}), but the config says \
+         server_name: {configured}. A server_name cannot change under existing data: its \
+         user IDs, rooms and tokens all carry the old one. Set server_name back to {found}, \
+         or start {configured} on a fresh data_dir (SQLite) or an empty PostgreSQL \
+         database; nothing was changed"
+    )]
+    ServerNameMismatch {
+        /// The name the database holds.
+        found: String,
+        /// The configured name.
+        configured: String,
+        /// How the database says so: recorded, or a stored user's ID.
+        evidence: String,
+    },
     /// The backend failed (I/O, SQL, a poisoned lock).
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

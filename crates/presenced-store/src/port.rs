@@ -7,9 +7,11 @@
 //! any failure leaves the target as empty as it was, so the command can
 //! simply be run again. The target is opened as a server opens it
 //! ([`PgStore::open`]: the one-writer lock, the ownership check, the
-//! migrations), so a presenced running on it makes the port refuse, and
-//! the lock is held until the copy is committed. The SQLite file is only
-//! read; the signing key and the rest of `data_dir` are not touched.
+//! server_name check and record, the migrations), so a presenced running
+//! on it makes the port refuse, and the lock is held until the copy is
+//! committed. The SQLite file is only read; its server_name (recorded, or
+//! judged by its users) must be the config's, checked before the target
+//! is opened. The signing key and the rest of `data_dir` are not touched.
 //!
 //! Columns are copied by name, each converted to the PostgreSQL column's
 //! type as `information_schema` gives it (SQLite's 0/1 flags become
@@ -28,6 +30,7 @@
 
 use std::path::Path;
 
+use ruma_common::ServerName;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags};
 use tokio_postgres::types::ToSql;
@@ -38,12 +41,14 @@ use crate::postgres::{
 };
 
 /// The tables to copy, in an order that satisfies the foreign keys
-/// (`TABLES` is in that order; the schema version is the target's own).
+/// (`TABLES` is in that order). The schema version is the target's own,
+/// and so is its server_name: opening the target recorded the source's
+/// (checked equal to the config's first).
 fn copy_order() -> impl Iterator<Item = &'static str> {
     TABLES
         .iter()
         .copied()
-        .filter(|t| *t != "presenced_schema_version")
+        .filter(|t| *t != "presenced_schema_version" && *t != "presenced_server_name")
 }
 
 /// Rows per `INSERT` (10 columns × 1,000 stays far below PostgreSQL's
@@ -97,16 +102,19 @@ pub enum PortError {
     },
 }
 
-/// Copies `sqlite_path` into the empty PostgreSQL database `target`.
+/// Copies `sqlite_path`, a database of `server_name`, into the empty
+/// PostgreSQL database `target`, which keeps that name.
 pub fn port_sqlite_to_postgres(
     sqlite_path: &Path,
     target: &PgConnectOptions,
+    server_name: &ServerName,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PortReport, PortError> {
-    let source = open_source(sqlite_path)?;
+    let source = open_source(sqlite_path, server_name)?;
     // Held until the end: the lock keeps a presenced from starting on the
-    // target while it is being filled.
-    let _store = PgStore::open(target)?;
+    // target while it is being filled. Opened for the source's name, so a
+    // target made for another one is refused, and an empty one records it.
+    let _store = PgStore::open(target, server_name)?;
     // The copy runs on a runtime of its own, on this thread: it reads
     // SQLite between PostgreSQL round trips, and a rusqlite connection may
     // not cross threads.
@@ -123,7 +131,7 @@ pub fn port_sqlite_to_postgres(
     })
 }
 
-fn open_source(path: &Path) -> Result<Connection, PortError> {
+fn open_source(path: &Path, server_name: &ServerName) -> Result<Connection, PortError> {
     let source_err = |reason: String| PortError::Source {
         path: path.display().to_string(),
         reason,
@@ -144,6 +152,9 @@ fn open_source(path: &Path) -> Result<Connection, PortError> {
              it once (or use the presenced that wrote it) before porting"
         )));
     }
+    // The file's own name (recorded, or judged by its users) must be the
+    // config's, which the target is opened for.
+    crate::sqlite::server_name::check(&conn, server_name).map_err(|e| source_err(e.to_string()))?;
     Ok(conn)
 }
 

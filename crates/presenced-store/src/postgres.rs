@@ -23,7 +23,8 @@
 //!
 //! Ownership: a database holding tables presenced did not create (Synapse's
 //! own) is refused before anything is written, as `sqlite/ownership.rs`
-//! does for files.
+//! does for files; so is one made for another server_name
+//! (`postgres/server_name.rs`).
 //!
 //! Migrations are the numbered files in `postgres/migrations/`, applied in
 //! order in one transaction each, tracked in `presenced_schema_version`.
@@ -31,12 +32,14 @@
 mod connect;
 mod outbox;
 mod presence;
+mod server_name;
 mod store;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use ruma_common::ServerName;
 use tokio_postgres::Client;
 
 pub(crate) use connect::error_chain;
@@ -49,6 +52,7 @@ use crate::StoreError;
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0001_initial.sql"),
     include_str!("postgres/migrations/0002_membership_outbox.sql"),
+    include_str!("postgres/migrations/0003_server_name.sql"),
 ];
 
 /// The advisory lock key one presenced holds on its database
@@ -73,6 +77,7 @@ pub const TABLES: &[&str] = &[
     "presence_userid_state",
     "presence_full_marks",
     "presenced_schema_version",
+    "presenced_server_name",
 ];
 
 /// Tables only the PostgreSQL backend has (cluster mode's), not copied by
@@ -98,31 +103,41 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects, takes the database's advisory lock, checks that the
-    /// database is presenced's (or empty), applies the migrations, and
-    /// opens `cp_min` pool connections.
-    pub fn open(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        Self::open_with(opts, Opening::Exclusive)
+    /// database is presenced's (or empty) and `server_name`'s, applies the
+    /// migrations, and opens `cp_min` pool connections.
+    pub fn open(opts: &PgConnectOptions, server_name: &ServerName) -> Result<Self, PgOpenError> {
+        Self::open_with(opts, server_name, Opening::Exclusive)
     }
 
     /// For a cluster node: many nodes share the database, so none keeps the
     /// one-writer lock. The lock is still taken (waiting for it) around the
     /// migrations, so two nodes starting together do not both migrate.
-    pub fn open_shared(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        Self::open_with(opts, Opening::Shared)
+    pub fn open_shared(
+        opts: &PgConnectOptions,
+        server_name: &ServerName,
+    ) -> Result<Self, PgOpenError> {
+        Self::open_with(opts, server_name, Opening::Shared)
     }
 
     /// For a command that may write next to a running presenced
     /// (`register-user`): as [`Self::open`] when no presenced holds the
     /// database; otherwise without the lock and without migrating, which
     /// needs the schema of this version already there.
-    pub fn open_beside_server(opts: &PgConnectOptions) -> Result<Self, PgOpenError> {
-        match Self::open_with(opts, Opening::Exclusive) {
-            Err(PgOpenError::Locked { .. }) => Self::open_with(opts, Opening::Beside),
+    pub fn open_beside_server(
+        opts: &PgConnectOptions,
+        server_name: &ServerName,
+    ) -> Result<Self, PgOpenError> {
+        match Self::open_with(opts, server_name, Opening::Exclusive) {
+            Err(PgOpenError::Locked { .. }) => Self::open_with(opts, server_name, Opening::Beside),
             other => other,
         }
     }
 
-    fn open_with(opts: &PgConnectOptions, opening: Opening) -> Result<Self, PgOpenError> {
+    fn open_with(
+        opts: &PgConnectOptions,
+        server_name: &ServerName,
+        opening: Opening,
+    ) -> Result<Self, PgOpenError> {
         opts.validate().map_err(|reason| PgOpenError::Other {
             target: opts.describe(),
             reason,
@@ -140,7 +155,8 @@ impl PgStore {
         // Spawned and waited for rather than `block_on`: the caller may be
         // a thread of another runtime (the server starts inside its own).
         let owned = opts.clone();
-        let opened = runtime.spawn(async move { open_async(&owned, opening).await });
+        let name = server_name.to_owned();
+        let opened = runtime.spawn(async move { open_async(&owned, &name, opening).await });
         let (lock, pool) = match futures::executor::block_on(opened) {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
@@ -265,6 +281,7 @@ enum Opening {
 
 async fn open_async(
     opts: &PgConnectOptions,
+    server_name: &ServerName,
     opening: Opening,
 ) -> Result<(Option<Client>, Pool), PgOpenError> {
     let exclusive = opening == Opening::Exclusive;
@@ -305,16 +322,28 @@ async fn open_async(
         }
     }
     check_ownership(&first, opts).await?;
+    // Before the migrations: a refusal writes nothing.
+    server_name::check(&first, server_name, opts).await?;
     match opening {
-        Opening::Exclusive => migrate(&mut first, opts).await?,
-        Opening::Beside => check_current(&first, opts).await?,
+        Opening::Exclusive => {
+            migrate(&mut first, opts).await?;
+            server_name::record(&mut first, server_name, opts).await?;
+        }
+        Opening::Beside => {
+            check_current(&first, opts).await?;
+            server_name::record(&mut first, server_name, opts).await?;
+        }
         Opening::Shared => {
-            let migrated = migrate(&mut first, opts).await;
+            // Recorded under the lock too: nodes starting together agree.
+            let settled = match migrate(&mut first, opts).await {
+                Ok(()) => server_name::record(&mut first, server_name, opts).await,
+                Err(e) => Err(e),
+            };
             first
                 .execute("SELECT pg_advisory_unlock($1)", &[&ADVISORY_LOCK_KEY])
                 .await
                 .map_err(|e| other(error_chain(&e)))?;
-            migrated?;
+            settled?;
         }
     }
     let lock = exclusive.then_some(first);

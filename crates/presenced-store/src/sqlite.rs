@@ -24,7 +24,8 @@
 //!
 //! Ownership: presenced never writes into a database it did not create;
 //! `sqlite/ownership.rs` refuses a file holding other tables (Synapse's
-//! `homeserver.db`) before any pragma or migration.
+//! `homeserver.db`) before any pragma or migration, and
+//! `sqlite/server_name.rs` one made for another server_name.
 //!
 //! Migrations are the numbered files in `sqlite/migrations/`, applied in
 //! order and tracked with `PRAGMA user_version`.
@@ -36,7 +37,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use ruma_common::{
-    DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 use serde_json::Value;
@@ -50,6 +51,7 @@ use crate::membership::Membership;
 mod checkpoint;
 mod outbox;
 pub mod ownership;
+pub(crate) mod server_name;
 
 pub(crate) use checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 
@@ -57,6 +59,7 @@ pub(crate) use checkpoint::WRITER_AUTOCHECKPOINT_PAGES;
 const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0001_initial.sql"),
     include_str!("sqlite/migrations/0002_federation_outbox.sql"),
+    include_str!("sqlite/migrations/0003_server_name.sql"),
 ];
 
 /// How many migrations this binary's SQLite schema has (`port-db` wants
@@ -92,10 +95,11 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and migrates it.
-    /// A file holding tables presenced did not create (Synapse's database)
-    /// is refused before anything is written to it.
-    pub fn open(path: &Path) -> StoreResult<Self> {
+    /// Opens (creating if needed) the database file for `server_name` and
+    /// migrates it. A file holding tables presenced did not create
+    /// (Synapse's database), or made for another server_name
+    /// (`server_name.rs`), is refused before anything is written to it.
+    pub fn open(path: &Path, server_name: &ServerName) -> StoreResult<Self> {
         ownership::check(path).map_err(StoreError::Backend)?;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -103,7 +107,10 @@ impl SqliteStore {
             }
         }
         let conn = Connection::open(path)?;
+        // Before any pragma or migration: a refusal changes nothing.
+        server_name::check(&conn, server_name)?;
         let mut store = Self::with_connection(conn)?;
+        server_name::record(&mut *store.conn()?, server_name)?;
         // Opened after the writer set WAL mode and migrated the schema.
         for _ in 0..READERS {
             let reader = Connection::open_with_flags(

@@ -12,9 +12,9 @@ use presenced_store::membership::Membership;
 use presenced_store::postgres::{PgOpenError, PgStore};
 use presenced_store::presence::{PresenceStore, SqlitePresenceStore};
 use presenced_store::sqlite::SqliteStore;
-use presenced_store::testing::{member_event, FreshPgDatabase};
+use presenced_store::testing::{admin_batch, member_event, FreshPgDatabase};
 use presenced_store::{NewEvent, NewUser, Store, StoreError, TxnKey};
-use ruma_common::{OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId};
+use ruma_common::{OwnedDeviceId, OwnedRoomId, OwnedServerName, OwnedUserId, ServerName};
 use serde_json::json;
 
 /// Where a test's data lives; opened (and reopened) as the server opens it.
@@ -38,36 +38,109 @@ impl Db {
         FreshPgDatabase::create(name).map(|db| Self::Postgres(Box::new(db)))
     }
 
+    /// Opens it for `x.org`, the server of the users below.
     fn open(&self) -> Opened {
+        self.open_as("x.org").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Opens it for `server_name`; a refusal is the store's error (on
+    /// PostgreSQL, the one inside [`PgOpenError::ServerName`]).
+    fn open_as(&self, server_name: &str) -> Result<Opened, StoreError> {
+        let name = <&ServerName>::try_from(server_name).unwrap();
         match self {
             Self::Sqlite(dir) => {
                 let path = dir.path().join("presenced.db");
-                Opened {
-                    store: Arc::new(SqliteStore::open(&path).unwrap()),
+                let store = SqliteStore::open(&path, name)?;
+                Ok(Opened {
+                    store: Arc::new(store),
                     presence: Arc::new(SqlitePresenceStore::open(&path).unwrap()),
-                }
+                })
             }
             Self::Postgres(db) => {
                 // A closed store's lock goes with its session, which the
                 // server notices a moment later.
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    match PgStore::open(&db.opts) {
+                    match PgStore::open(&db.opts, name) {
                         Ok(store) => {
                             let store = Arc::new(store);
-                            return Opened {
+                            return Ok(Opened {
                                 store: store.clone(),
                                 presence: store,
-                            };
+                            });
                         }
                         Err(PgOpenError::Locked { .. }) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(50));
                         }
+                        Err(PgOpenError::ServerName { mismatch, .. }) => return Err(mismatch),
                         Err(e) => panic!("{e}"),
                     }
                 }
             }
         }
+    }
+
+    /// Runs SQL on the closed database, beside the stores.
+    fn exec(&self, sql: &str) {
+        match self {
+            Self::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("presenced.db"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Self::Postgres(db) => admin_batch(&db.opts, sql).unwrap(),
+        }
+    }
+
+    /// Makes the database one of before the server_name was recorded:
+    /// the same schema without migration 3.
+    fn forget_recorded_name(&self) {
+        self.exec(match self {
+            Self::Sqlite(_) => "DROP TABLE presenced_server_name; PRAGMA user_version = 2;",
+            Self::Postgres(_) => {
+                "DROP TABLE presenced_server_name; \
+                 UPDATE presenced_schema_version SET version = 2"
+            }
+        });
+    }
+
+    /// Whether the server_name table exists (a refused open of an old
+    /// database must not have migrated it).
+    fn has_name_table(&self) -> bool {
+        match self {
+            Self::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("presenced.db"))
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'presenced_server_name'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            Self::Postgres(db) => {
+                // `admin_batch` returns no rows: the answer is an error.
+                match admin_batch(
+                    &db.opts,
+                    "DO $$ BEGIN IF to_regclass('presenced_server_name') IS NOT NULL \
+                     THEN RAISE EXCEPTION 'the table exists'; END IF; END $$",
+                ) {
+                    Ok(()) => false,
+                    Err(e) if e.contains("the table exists") => true,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The refusal's names and evidence.
+fn mismatch(result: Result<Opened, StoreError>) -> (String, String, String) {
+    match result {
+        Err(StoreError::ServerNameMismatch {
+            found,
+            configured,
+            evidence,
+        }) => (found, configured, evidence),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("opened under another server_name"),
     }
 }
 
@@ -99,6 +172,9 @@ conformance!(
     quiet_saves_keep_positions_and_marks_only_grow,
     forget_deletes_only_states_at_or_before_the_position,
     everything_survives_reopening,
+    the_first_server_name_is_kept_and_another_refused,
+    an_unrecorded_database_is_judged_by_its_users,
+    an_empty_unrecorded_database_takes_the_name_it_is_opened_for,
 );
 
 fn user(id: &str) -> OwnedUserId {
@@ -625,4 +701,68 @@ fn everything_survives_reopening(db: Db) {
         .append_events(&[message(&r, &user("@alice:x.org"), "x")])
         .unwrap();
     assert!(after[0] > before);
+}
+
+fn the_first_server_name_is_kept_and_another_refused(db: Db) {
+    let alice = user("@alice:x.org");
+    {
+        let opened = db.open();
+        opened
+            .store
+            .create_user(&new_user("@alice:x.org", false))
+            .unwrap();
+        opened
+            .store
+            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", 1)
+            .unwrap();
+    }
+    let (found, configured, evidence) = mismatch(db.open_as("y.org"));
+    assert_eq!((found.as_str(), configured.as_str()), ("x.org", "y.org"));
+    assert!(evidence.contains("recorded"), "{evidence}");
+    // With every user gone the record alone still decides.
+    db.exec("DELETE FROM access_tokens; DELETE FROM devices; DELETE FROM users");
+    mismatch(db.open_as("y.org"));
+    // The first name opens it as before.
+    db.open();
+}
+
+fn an_unrecorded_database_is_judged_by_its_users(db: Db) {
+    {
+        let opened = db.open();
+        opened
+            .store
+            .create_user(&new_user("@alice:x.org", false))
+            .unwrap();
+        opened
+            .store
+            .create_user(&new_user("@bob:x.org", false))
+            .unwrap();
+    }
+    db.forget_recorded_name();
+    let (found, configured, evidence) = mismatch(db.open_as("y.org"));
+    assert_eq!((found.as_str(), configured.as_str()), ("x.org", "y.org"));
+    assert!(evidence.contains("@alice:x.org"), "{evidence}");
+    // Refused before the migrations: the database is as it was.
+    assert!(!db.has_name_table());
+    // A name the users' ends with is another name.
+    mismatch(db.open_as("org"));
+    // Its own name opens it, migrates it and records the name, which
+    // then holds without the users.
+    let opened = db.open();
+    assert!(opened.store.user(&user("@bob:x.org")).unwrap().is_some());
+    drop(opened);
+    assert!(db.has_name_table());
+    db.exec("DELETE FROM users");
+    let (found, _, evidence) = mismatch(db.open_as("y.org"));
+    assert_eq!(found, "x.org");
+    assert!(evidence.contains("recorded"), "{evidence}");
+}
+
+fn an_empty_unrecorded_database_takes_the_name_it_is_opened_for(db: Db) {
+    drop(db.open());
+    db.forget_recorded_name();
+    // No user says otherwise: y.org is recorded, and x.org refused.
+    drop(db.open_as("y.org").unwrap_or_else(|e| panic!("{e}")));
+    let (found, configured, _) = mismatch(db.open_as("x.org"));
+    assert_eq!((found.as_str(), configured.as_str()), ("y.org", "x.org"));
 }

@@ -15,7 +15,7 @@ fn concurrent_membership_changes_reach_the_outbox_once_each_in_commit_order() {
     let Some(db) = FreshPgDatabase::create("membership_outbox") else {
         return;
     };
-    let store = Arc::new(PgStore::open(&db.opts).unwrap());
+    let store = Arc::new(PgStore::open(&db.opts, "example.org".try_into().unwrap()).unwrap());
     let creator: OwnedUserId = "@creator:example.org".try_into().unwrap();
     let rooms: Vec<OwnedRoomId> = (0..4)
         .map(|n| format!("!room{n}:example.org").try_into().unwrap())

@@ -3,14 +3,22 @@
 
 use presenced_store::postgres::{PgConnectOptions, PgOpenError, PgStore};
 use presenced_store::testing::{admin_batch, FreshPgDatabase};
+use ruma_common::ServerName;
+
+/// The server_name every store here is opened for.
+fn name() -> &'static ServerName {
+    "x.org".try_into().unwrap()
+}
 
 #[test]
 fn a_second_store_on_the_same_database_is_refused_until_the_first_closes() {
     let Some(db) = FreshPgDatabase::create("double_open") else {
         return;
     };
-    let first = PgStore::open(&db.opts).unwrap();
-    let err = PgStore::open(&db.opts).err().expect("second open refused");
+    let first = PgStore::open(&db.opts, name()).unwrap();
+    let err = PgStore::open(&db.opts, name())
+        .err()
+        .expect("second open refused");
     assert!(matches!(err, PgOpenError::Locked { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("another presenced"), "{text}");
@@ -19,7 +27,7 @@ fn a_second_store_on_the_same_database_is_refused_until_the_first_closes() {
     // The lock goes with the first store's session.
     let mut reopened = None;
     for _ in 0..50 {
-        match PgStore::open(&db.opts) {
+        match PgStore::open(&db.opts, name()) {
             Ok(s) => {
                 reopened = Some(s);
                 break;
@@ -42,7 +50,7 @@ fn unreachable_server_names_host_port_and_database_but_not_the_password() {
         dbname: "nowhere".to_owned(),
         ..PgConnectOptions::default()
     };
-    let err = PgStore::open(&opts).err().expect("unreachable");
+    let err = PgStore::open(&opts, name()).err().expect("unreachable");
     let text = err.to_string();
     assert!(matches!(err, PgOpenError::Unreachable { .. }), "{text}");
     assert!(
@@ -57,10 +65,13 @@ fn a_missing_database_is_a_refusal_that_hides_the_password() {
     let Some(db) = FreshPgDatabase::create("refused") else {
         return;
     };
-    let missing = PgStore::open(&PgConnectOptions {
-        password: Some("wrong-password-xyz".to_owned()),
-        ..db.opts.with_dbname("presenced_no_such_db")
-    })
+    let missing = PgStore::open(
+        &PgConnectOptions {
+            password: Some("wrong-password-xyz".to_owned()),
+            ..db.opts.with_dbname("presenced_no_such_db")
+        },
+        name(),
+    )
     .err()
     .expect("missing database refused");
     let text = missing.to_string();
@@ -75,13 +86,13 @@ fn a_schema_from_a_newer_presenced_is_refused() {
     let Some(db) = FreshPgDatabase::create("future_schema") else {
         return;
     };
-    drop(PgStore::open(&db.opts).unwrap());
+    drop(PgStore::open(&db.opts, name()).unwrap());
     admin_batch(
         &db.opts,
         "UPDATE presenced_schema_version SET version = 999",
     )
     .unwrap();
-    let err = PgStore::open(&db.opts).err().expect("refused");
+    let err = PgStore::open(&db.opts, name()).err().expect("refused");
     assert!(
         matches!(err, PgOpenError::SchemaTooNew { found: 999, .. }),
         "{err}"
@@ -98,7 +109,7 @@ fn a_database_with_foreign_tables_is_refused_untouched() {
         return;
     };
     admin_batch(&db.opts, "CREATE TABLE event_json (event_id TEXT)").unwrap();
-    let err = PgStore::open(&db.opts).err().expect("refused");
+    let err = PgStore::open(&db.opts, name()).err().expect("refused");
     assert!(matches!(err, PgOpenError::NotOurs { .. }), "{err}");
     assert!(err.to_string().contains("event_json"), "{err}");
     // Nothing was created next to the foreign table.
@@ -160,7 +171,7 @@ fn a_refused_password_names_the_database_and_not_the_password() {
         sslmode: "disable".to_owned(),
         ..PgConnectOptions::default()
     };
-    let err = PgStore::open(&opts).err().expect("refused");
+    let err = PgStore::open(&opts, name()).err().expect("refused");
     let sent = server.join().unwrap();
     assert!(sent.contains("wrong-horse-battery"), "the client sent it");
     let text = err.to_string();
@@ -174,4 +185,41 @@ fn a_refused_password_names_the_database_and_not_the_password() {
         "{text}"
     );
     assert!(!text.contains("wrong-horse-battery"), "{text}");
+}
+
+#[test]
+fn every_way_of_opening_refuses_another_server_name() {
+    let Some(db) = FreshPgDatabase::create("shared_name") else {
+        return;
+    };
+    let other: &ServerName = "y.org".try_into().unwrap();
+    let refused = |result: Result<PgStore, PgOpenError>| match result {
+        Err(PgOpenError::ServerName { mismatch, .. }) => {
+            let text = mismatch.to_string();
+            assert!(text.contains("belongs to server_name x.org"), "{text}");
+            assert!(text.contains("server_name: y.org"), "{text}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("opened under another server_name"),
+    };
+    // Cluster nodes share the database: the first records x.org, a node
+    // configured as y.org is refused, and another x.org node still joins
+    // (the refusal let the migration lock go).
+    let first = PgStore::open_shared(&db.opts, name()).unwrap();
+    refused(PgStore::open_shared(&db.opts, other));
+    let second = PgStore::open_shared(&db.opts, name()).unwrap();
+    drop((first, second));
+    // A single server, and a command beside one, are refused too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let server = loop {
+        match PgStore::open(&db.opts, name()) {
+            Ok(s) => break s,
+            Err(PgOpenError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    refused(PgStore::open_beside_server(&db.opts, other));
+    drop(server);
 }

@@ -8,12 +8,14 @@ use presenced_store::StoreError;
 fn a_schema_from_a_newer_presenced_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("presenced.db");
-    drop(SqliteStore::open(&path).unwrap());
+    drop(SqliteStore::open(&path, "x.org".try_into().unwrap()).unwrap());
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
     }
-    let err = SqliteStore::open(&path).err().expect("refused");
+    let err = SqliteStore::open(&path, "x.org".try_into().unwrap())
+        .err()
+        .expect("refused");
     assert!(
         matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
         "{err}"

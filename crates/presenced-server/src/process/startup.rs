@@ -161,12 +161,14 @@ pub struct Stores {
 }
 
 /// Opens the database the config names, unless it is another program's
-/// (see `store::sqlite::ownership`, `store::postgres`). On PostgreSQL this
-/// takes the one-writer lock for as long as the stores live.
+/// (see `store::sqlite::ownership`, `store::postgres`) or was made for
+/// another server_name (the store checks the one it is given). On
+/// PostgreSQL this takes the one-writer lock for as long as the stores
+/// live.
 pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
     match database_target(config).map_err(StartupError::DatabaseConfig)? {
         DatabaseTarget::Sqlite(path) => {
-            let store = open_sqlite(&path)?;
+            let store = open_sqlite(&path, config)?;
             let presence =
                 SqlitePresenceStore::open(&path).map_err(|source| StartupError::PresenceStore {
                     what: path.display().to_string(),
@@ -181,9 +183,9 @@ pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
         DatabaseTarget::Postgres(opts) => {
             // Cluster nodes share the database; a single server keeps it.
             let store = Arc::new(if config.cluster.is_some() {
-                PgStore::open_shared(&opts)?
+                PgStore::open_shared(&opts, &config.server_name)?
             } else {
-                PgStore::open(&opts)?
+                PgStore::open(&opts, &config.server_name)?
             });
             Ok(Stores {
                 store: store.clone(),
@@ -198,14 +200,17 @@ pub fn open_stores(config: &Config) -> Result<Stores, StartupError> {
 /// (`register-user`): on PostgreSQL without the server's lock.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     match database_target(config).map_err(StartupError::DatabaseConfig)? {
-        DatabaseTarget::Sqlite(path) => Ok(Arc::new(open_sqlite(&path)?)),
-        DatabaseTarget::Postgres(opts) => Ok(Arc::new(PgStore::open_beside_server(&opts)?)),
+        DatabaseTarget::Sqlite(path) => Ok(Arc::new(open_sqlite(&path, config)?)),
+        DatabaseTarget::Postgres(opts) => Ok(Arc::new(PgStore::open_beside_server(
+            &opts,
+            &config.server_name,
+        )?)),
     }
 }
 
-fn open_sqlite(path: &Path) -> Result<SqliteStore, StartupError> {
+fn open_sqlite(path: &Path, config: &Config) -> Result<SqliteStore, StartupError> {
     crate::store::sqlite::ownership::check(path).map_err(StartupError::NotOurDatabase)?;
-    SqliteStore::open(path).map_err(|source| StartupError::Database {
+    SqliteStore::open(path, &config.server_name).map_err(|source| StartupError::Database {
         what: path.display().to_string(),
         source,
     })

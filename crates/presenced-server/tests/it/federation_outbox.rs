@@ -259,7 +259,11 @@ async fn what_an_earlier_run_queued_is_sent_after_a_start() {
     // An earlier run left alice's state queued for NOWHERE.
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SqliteStore::open(&dir.path().join("presenced.db")).unwrap();
+        let store = SqliteStore::open(
+            &dir.path().join("presenced.db"),
+            "test.local".try_into().unwrap(),
+        )
+        .unwrap();
         let mut alice =
             presenced_engine::PresenceState::new("@alice:test.local".try_into().unwrap());
         alice.presence = Presence::Online;

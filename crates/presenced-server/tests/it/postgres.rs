@@ -164,7 +164,7 @@ async fn port_db_moves_a_sqlite_server_to_postgres_with_everything_intact() {
     .await;
     let sqlite_file = data_dir.join("presenced.db");
     {
-        let store = SqliteStore::open(&sqlite_file).unwrap();
+        let store = SqliteStore::open(&sqlite_file, "test.local".try_into().unwrap()).unwrap();
         let mut state =
             presenced_engine::PresenceState::new(alice.user_id.as_str().try_into().unwrap());
         state.presence = presenced_engine::Presence::Online;
@@ -244,7 +244,7 @@ async fn port_db_moves_a_sqlite_server_to_postgres_with_everything_intact() {
     assert!(body["rooms"]["join"].get(&room).is_some(), "{body}");
     assert!(presence_of(&body, &alice.user_id).is_some(), "{body}");
     // The queued federation presence is still queued.
-    let beside = PgStore::open_beside_server(&db.opts).unwrap();
+    let beside = PgStore::open_beside_server(&db.opts, "test.local".try_into().unwrap()).unwrap();
     let pending = beside
         .pending_presence(
             <&ruma_common::ServerName>::try_from("remote.example").unwrap(),

@@ -365,6 +365,13 @@ pub enum PgOpenError {
          Create an empty database for it (createdb presenced)"
     )]
     NotOurs { target: String, tables: String },
+    /// The database was made for another server_name (`server_name.rs`).
+    #[error("PostgreSQL database {target}: {mismatch}")]
+    ServerName {
+        target: String,
+        /// [`crate::StoreError::ServerNameMismatch`], naming both names.
+        mismatch: crate::StoreError,
+    },
     /// Anything else (a failed migration, a broken pool).
     #[error("PostgreSQL at {target}: {reason}")]
     Other { target: String, reason: String },

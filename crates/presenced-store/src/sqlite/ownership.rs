@@ -111,7 +111,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("presenced.db");
         check(&path).unwrap();
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, "x.org".try_into().unwrap()).unwrap());
         drop(SqlitePresenceStore::open(&path).unwrap());
         // Every table there, the presence store's included, is known.
         check(&path).unwrap();
