@@ -15,15 +15,16 @@ use presenced_server::store::testing::FreshPgDatabase;
 
 use crate::helpers::{enc, test_database, SECRET};
 
-/// One `presenced` process on a fixed data directory and port.
-struct Process {
+/// One `presenced` process on a fixed data directory and port (also
+/// `server_name.rs`'s).
+pub(crate) struct Process {
     child: Child,
     base: String,
     client: reqwest::Client,
 }
 
 impl Process {
-    async fn start(config: &std::path::Path, port: u16) -> Self {
+    pub(crate) async fn start(config: &std::path::Path, port: u16) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .arg("--config")
             .arg(config)
@@ -48,7 +49,7 @@ impl Process {
         process
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> Option<(StatusCode, Value)> {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Option<(StatusCode, Value)> {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -80,7 +81,7 @@ impl Process {
     }
 
     /// Registers through the shared-secret API; returns (user id, token).
-    async fn register(&self, localpart: &str) -> (String, String) {
+    pub(crate) async fn register(&self, localpart: &str) -> (String, String) {
         let (_, nonce) = self.get("/_synapse/admin/v1/register", None).await.unwrap();
         let nonce = nonce["nonce"].as_str().unwrap();
         let mac = registration_mac(SECRET, nonce, localpart, "password", false, None);
@@ -108,7 +109,7 @@ impl Process {
     }
 
     /// SIGTERM, then the exit status (within a generous bound).
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
@@ -139,7 +140,7 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

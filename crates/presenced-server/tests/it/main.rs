@@ -32,6 +32,7 @@ mod presence_catalogue;
 mod python_modules;
 mod rooms;
 mod secrets;
+mod server_name;
 mod server_wide;
 mod sync_conformance;
 mod sync_wake;
