@@ -928,3 +928,70 @@ async fn a_dead_nodes_syncs_end_on_the_owner() {
     long_poll.abort();
     drop(nats);
 }
+
+/// Nodes share one database, so they must share its server_name: a node
+/// configured with another one is refused at start (non-zero, both names
+/// on stderr), and the running node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_server_name_is_refused() {
+    if std::env::var("PRESENCED_TEST_BACKEND").as_deref() == Ok("postgres") {
+        return;
+    }
+    let Some(db) = FreshPgDatabase::create("cluster_server_name") else {
+        return;
+    };
+    let Some(nats) = NatsServers::start(1, "cluster mode: another server_name") else {
+        return;
+    };
+    let nats_url = nats.urls()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let (pa, pb) = (free_port(), free_port());
+    let a = start_node(&node_config(dir.path(), "a", pa, &db, &nats_url), pa);
+    wait_healthy(&client, &a).await;
+    let user = register(&client, &a, "alice").await;
+
+    let config_b = node_config(dir.path(), "b", pb, &db, &nats_url);
+    let renamed = std::fs::read_to_string(&config_b)
+        .unwrap()
+        .replace("server_name: test.local", "server_name: renamed.test");
+    std::fs::write(&config_b, renamed).unwrap();
+    let mut b = Command::new(env!("CARGO_BIN_EXE_presenced"))
+        .arg("--config")
+        .arg(&config_b)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = b.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = b.kill();
+            let _ = b.wait();
+            panic!("a node of another server_name started on the shared database");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut b.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("belongs to server_name test.local")
+            && stderr.contains("the config says server_name: renamed.test"),
+        "{stderr}"
+    );
+    // a still answers for its user.
+    let (status, body, _) = call(
+        &client,
+        reqwest::Method::GET,
+        format!("{}/_matrix/client/v3/account/whoami", a.base),
+        Some(&user.1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user_id"], user.0.as_str());
+}
