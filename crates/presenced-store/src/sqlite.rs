@@ -101,14 +101,15 @@ impl SqliteStore {
     /// (`server_name.rs`), is refused before anything is written to it.
     pub fn open(path: &Path, server_name: &ServerName) -> StoreResult<Self> {
         ownership::check(path).map_err(StoreError::Backend)?;
+        // Before any pragma or migration, read-only: a refusal changes
+        // nothing.
+        server_name::check_file(path, server_name)?;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
             }
         }
         let conn = Connection::open(path)?;
-        // Before any pragma or migration: a refusal changes nothing.
-        server_name::check(&conn, server_name)?;
         let mut store = Self::with_connection(conn)?;
         server_name::record(&mut *store.conn()?, server_name)?;
         // Opened after the writer set WAL mode and migrated the schema.

@@ -67,6 +67,16 @@ log: {{level: warn}}
         self.dir.path().join("data")
     }
 
+    /// The SQLite file and its WAL (empty when there is none).
+    fn sqlite_bytes(&self) -> (Vec<u8>, Vec<u8>) {
+        let file = self.data_dir().join("presenced.db");
+        let wal = self.data_dir().join("presenced.db-wal");
+        (
+            std::fs::read(file).unwrap(),
+            std::fs::read(wal).unwrap_or_default(),
+        )
+    }
+
     /// Whether a user of `server` is stored (any user for `None`).
     fn has_user_on(&self, server: Option<&str>) -> bool {
         let pattern = server.map_or_else(|| "%".to_owned(), |s| format!("%:{s}"));
@@ -202,9 +212,14 @@ async fn a_data_dir_made_under_one_server_name_does_not_start_under_another() {
     let (alice, token) = server.register("alice").await;
     assert!(server.terminate().await.success());
 
+    let before = data.db.is_none().then(|| data.sqlite_bytes());
     let stderr = start_expecting_refusal(&renamed, &data.dir.path().join("renamed.log"));
     assert_names_both(&stderr, "first.test", "renamed.test");
-    // Refused before anything was written for the new name.
+    // Refused before anything was written: on SQLite the file and its WAL
+    // are byte for byte the same, and nothing was made for the new name.
+    if let Some(before) = before {
+        assert!(data.sqlite_bytes() == before, "the database changed");
+    }
     assert!(!data.has_user_on(Some("renamed.test")));
     assert!(
         !data.data_dir().join("renamed.test.signing.key").exists(),

@@ -2,8 +2,11 @@
 //! server, read without writing (so a refused open, and `port-db`'s
 //! read-only source, change nothing), and the first open's record.
 
+use std::path::Path;
+use std::time::Duration;
+
 use ruma_common::ServerName;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::server_name::{Evidence, Verdict};
 use crate::StoreResult;
@@ -42,6 +45,22 @@ pub(crate) fn evidence(conn: &Connection, configured: &ServerName) -> StoreResul
 /// Judges the file without writing to it.
 pub(crate) fn check(conn: &Connection, configured: &ServerName) -> StoreResult<Verdict> {
     evidence(conn, configured)?.judge(configured)
+}
+
+/// Judges the file at `path` on a read-only connection, before the store
+/// opens its writer: closing a writer would checkpoint the WAL a stopped
+/// server left into the file, so a refusal would still change it. A
+/// missing or empty file has nothing to say.
+pub(crate) fn check_file(path: &Path, configured: &ServerName) -> StoreResult<()> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    check(&conn, configured).map(drop)
 }
 
 /// After the migrations: judges again and records the configured name if
