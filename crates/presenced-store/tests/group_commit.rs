@@ -106,7 +106,8 @@ fn postgres_a_refused_row_fails_only_its_writer() {
     let Some(db) = FreshPgDatabase::create("group_commit_refusal") else {
         return;
     };
-    let store = PgStore::open(&db.opts).unwrap();
+    let x_org: &ruma_common::ServerName = "x.org".try_into().unwrap();
+    let store = PgStore::open(&db.opts, x_org).unwrap();
     // The refusal is PostgreSQL's own, and known for one.
     let alone = store.persist(&[(1, state("@solo:x.org", "a\u{0}b"))]);
     assert!(

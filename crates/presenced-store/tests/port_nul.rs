@@ -12,6 +12,10 @@ use presenced_store::testing::FreshPgDatabase;
 use presenced_store::{NewUser, Store};
 use ruma_common::{OwnedServerName, OwnedUserId};
 
+fn server_name() -> &'static ruma_common::ServerName {
+    "x.org".try_into().unwrap()
+}
+
 #[test]
 fn text_with_nul_ports_with_each_nul_replaced_and_counted() {
     let Some(db) = FreshPgDatabase::create("port_nul") else {
@@ -21,7 +25,7 @@ fn text_with_nul_ports_with_each_nul_replaced_and_counted() {
     let path = dir.path().join("presenced.db");
     let alice: OwnedUserId = "@alice:x.org".try_into().unwrap();
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, server_name()).unwrap();
         store
             .create_user(&NewUser {
                 user_id: alice.clone(),
@@ -45,8 +49,10 @@ fn text_with_nul_ports_with_each_nul_replaced_and_counted() {
     }
 
     let mut lines = Vec::new();
-    let report = port_sqlite_to_postgres(&path, &db.opts, &mut |l| lines.push(l.to_owned()))
-        .unwrap_or_else(|e| panic!("port failed: {e}"));
+    let report = port_sqlite_to_postgres(&path, &db.opts, server_name(), &mut |l| {
+        lines.push(l.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("port failed: {e}"));
     let mut replaced = report.nul_replaced.clone();
     replaced.sort();
     let expected = [
