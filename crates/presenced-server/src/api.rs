@@ -6,6 +6,7 @@
 //! lives here, and no handler holds a lock across an `.await`. Nothing
 //! below this layer imports it.
 //!
+//! - `cors`: the CORS headers on every answer and the preflight answer.
 //! - `error`: [`error::ApiError`], the only mapping to Matrix errors.
 //! - `extract`: body, path and auth extractors that fail with `ApiError`.
 //! - `nul`: finding U+0000 in client text, which `extract` refuses.
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod client;
+mod cors;
 pub mod error;
 pub mod extract;
 pub mod federation;
@@ -50,7 +52,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// (Synapse's listener resources): `client` is the client-server API with
 /// the admin APIs and `/metrics`; `federation` is the server-server API
 /// with the key server; `keys` is the key server alone. `/health` is on
-/// every listener; unknown names add nothing.
+/// every listener; unknown names add nothing. Every listener answers CORS
+/// preflights and puts the CORS headers on its answers (`cors`), as Synapse
+/// does on all of its listeners.
 pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
     let mut router = Router::new();
     // `request_limits.max_body_size`; the federation routes set their own.
@@ -76,6 +80,10 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         .route("/_presenced/health", get(health::get_health))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(wrong_method)
+        // Around every route and both fallbacks, so preflights never reach
+        // routing (a known path would answer 405) and errors carry the
+        // headers too.
+        .layer(axum::middleware::from_fn(cors::cors))
         // axum's own limit (not tower-http's) so an oversized body is
         // refused by the extractor, through ApiError, as M_TOO_LARGE.
         .layer(DefaultBodyLimit::max(max_body))

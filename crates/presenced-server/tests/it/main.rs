@@ -12,6 +12,7 @@ mod cluster_backend;
 mod config;
 mod connections;
 mod contrib;
+mod cors;
 mod crash;
 mod deactivate;
 mod errors;
