@@ -1,11 +1,12 @@
 // scripts/browser-test's driver: headless Chromium (the system's, through
 // playwright-core) loads the test page and waits for its verdict.
-// Usage: node run.mjs PAGE_URL USER_DATA_DIR TIMEOUT_MS
+// Usage: node run.mjs PAGE_URL USER_DATA_DIR TIMEOUT_MS SERVER_LOG
 // Prints the page's console and its check lines, then
 // `browser-test: N passed, M failed`; exits 1 on any failure or timeout.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [pageUrl, userDataDir, timeoutArg] = process.argv.slice(2);
+const [pageUrl, userDataDir, timeoutArg, serverLog] = process.argv.slice(2);
 const timeoutMs = Number(timeoutArg);
 
 // The machine's network is closed: without the background-networking
@@ -21,6 +22,24 @@ const ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ];
+
+// The preflights presenced answered, from its debug log (one
+// "finished processing request" line per request, in the request's span):
+// the test's premise is that the browser really made cross-origin calls.
+function preflightsAnswered() {
+    let n = 0;
+    for (const line of readFileSync(serverLog, "utf8").split("\n")) {
+        let entry;
+        try {
+            entry = JSON.parse(line);
+        } catch {
+            continue;
+        }
+        if (entry.fields?.message === "finished processing request" && entry.span?.method === "OPTIONS"
+            && entry.fields?.status === 204) n++;
+    }
+    return n;
+}
 
 function summary(passed, failed) {
     console.log(`browser-test: ${passed} passed, ${failed} failed`);
@@ -59,6 +78,11 @@ try {
         const partial = await page.evaluate(() => window.result).catch(() => null);
         console.log(`browser-test: the page gave no verdict within ${timeoutMs} ms (${e.message.split("\n")[0]})`);
         result = { passed: partial?.passed ?? 0, failed: (partial?.failed ?? 0) + 1, lines: partial?.lines ?? [] };
+    }
+    if (result.failed === 0) {
+        const n = preflightsAnswered();
+        result.lines.push(`${n > 0 ? "ok  " : "FAIL"} presenced answered ${n} CORS preflights (OPTIONS, 204)`);
+        n > 0 ? result.passed++ : result.failed++;
     }
     console.log("---");
     for (const line of result.lines) console.log(line);
