@@ -95,51 +95,37 @@ async fn preflights_are_answered_on_any_path_without_auth() {
 
 #[tokio::test]
 async fn answers_and_matrix_errors_carry_the_cors_headers() {
-    let app = spawn_app_with(|c| {
-        c.request_limits.max_body_size = 4096;
-        // One PUT, then 429 for ten seconds.
-        c.rc_presence.per_user.per_second = 0.1;
-        c.rc_presence.per_user.burst_count = 1.0;
-    })
-    .await;
+    let app = spawn_app_with(|c| c.request_limits.max_body_size = 4096).await;
     let alice = app.register("alice").await;
     let token = Some(alice.token.as_str());
     let path = format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id));
-    let online = Some(json!({"presence": "online", "status_msg": "cors"}).to_string());
+    let online = json!({"presence": "online", "status_msg": "cors"}).to_string();
 
-    let (status, headers, _) = send(&app, Method::PUT, &path, token, online.clone()).await;
+    let (status, headers, _) = send(&app, Method::PUT, &path, token, Some(online)).await;
     assert_eq!(status, StatusCode::OK);
     assert_cors(&headers, "PUT presence");
 
     let (status, headers, body) = send(&app, Method::GET, &path, token, None).await;
-    assert_eq!(
-        (status, &body["status_msg"]),
-        (StatusCode::OK, &json!("cors"))
-    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status_msg"], "cors");
     assert_cors(&headers, "GET presence");
 
     // Each Matrix error a web client must be able to read.
     let whoami = "/_matrix/client/v3/account/whoami";
-    let too_big = Some(format!(
+    let login = "/_matrix/client/v3/login";
+    let too_big = format!(
         r#"{{"type": "m.login.password", "x": "{}"}}"#,
         "x".repeat(5000)
-    ));
+    );
     let cases = [
-        (
-            Method::PUT,
-            path.as_str(),
-            token,
-            online,
-            429,
-            "M_LIMIT_EXCEEDED",
-        ),
+        (Method::POST, login, None, Some(too_big), 413, "M_TOO_LARGE"),
         (
             Method::POST,
-            "/_matrix/client/v3/login",
+            login,
             None,
-            too_big,
-            413,
-            "M_TOO_LARGE",
+            Some("{".to_owned()),
+            400,
+            "M_NOT_JSON",
         ),
         (Method::GET, whoami, None, None, 401, "M_MISSING_TOKEN"),
         (
@@ -158,33 +144,38 @@ async fn answers_and_matrix_errors_carry_the_cors_headers() {
             404,
             "M_UNRECOGNIZED",
         ),
-        (
-            Method::DELETE,
-            "/_matrix/client/v3/login",
-            None,
-            None,
-            405,
-            "M_UNRECOGNIZED",
-        ),
-        (
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Some("not json".to_owned()),
-            400,
-            "M_NOT_JSON",
-        ),
+        (Method::DELETE, login, None, None, 405, "M_UNRECOGNIZED"),
     ];
     for (method, path, token, body, want_status, want_code) in cases {
         let what = format!("{method} {path} ({want_code})");
         let (status, headers, body) = send(&app, method, path, token, body).await;
-        assert_eq!(
-            (status.as_u16(), &body["errcode"]),
-            (want_status, &json!(want_code)),
-            "{what}: {body}"
-        );
+        assert_eq!(status.as_u16(), want_status, "{what}: {body}");
+        assert_eq!(body["errcode"], want_code, "{what}: {body}");
         assert_cors(&headers, &what);
     }
+}
+
+#[tokio::test]
+async fn a_429_carries_the_cors_headers() {
+    if crate::cluster_backend::single_node_only("rate limits are per node (issue 16 left)") {
+        return;
+    }
+    // One PUT, then 429 for ten seconds.
+    let app = spawn_app_with(|c| {
+        c.rc_presence.per_user.per_second = 0.1;
+        c.rc_presence.per_user.burst_count = 1.0;
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let token = Some(alice.token.as_str());
+    let path = format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id));
+    let online = || Some(json!({"presence": "online"}).to_string());
+    let (status, _, _) = send(&app, Method::PUT, &path, token, online()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = send(&app, Method::PUT, &path, token, online()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED", "{body}");
+    assert_cors(&headers, "PUT presence (429)");
 }
 
 #[tokio::test]
