@@ -45,13 +45,20 @@ function summary(passed, failed) {
     console.log(`browser-test: ${passed} passed, ${failed} failed`);
 }
 
-// A fresh profile directory per run (created by the script).
-const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ARGS,
-    timeout: 30_000,
-});
+// A fresh profile directory per run (in the script's temp directory).
+let context;
+try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+        executablePath: "/usr/bin/chromium",
+        headless: true,
+        args: ARGS,
+        timeout: 30_000,
+    });
+} catch (e) {
+    console.log(`browser-test: Chromium did not start: ${e.message}`);
+    summary(0, 1);
+    process.exit(1);
+}
 let code = 1;
 try {
     const page = context.pages()[0] ?? (await context.newPage());
