@@ -30,6 +30,7 @@ pub mod record;
 pub mod relay;
 pub mod replica;
 pub mod sync_relay;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod token;
 mod watched;

@@ -20,7 +20,8 @@
 //! - `audience`: the one rule deciding who sees whom.
 //! - `users`, `rooms`, `timers`, `stream`: the tables behind it.
 //! - [`routing`]: the shapes of presence-router answers (inputs).
-//! - [`sim`]: a deterministic simulator of one or two homeservers, for tests.
+//! - `sim` (feature `testing`): a deterministic simulator of one or two
+//!   homeservers, for tests.
 
 mod audience;
 mod chunked;
@@ -34,6 +35,7 @@ pub mod presence;
 mod remote_cap;
 mod rooms;
 pub mod routing;
+#[cfg(feature = "testing")]
 pub mod sim;
 mod stats;
 mod stream;

@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod presence;
 pub(crate) mod server_name;
 pub mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use ruma_common::{
