@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use presenced_engine::machine::DeviceState;
 use presenced_engine::sim::Sim;
 use presenced_engine::{
     Engine, EngineConfig, Interest, Membership, Presence, PresenceState, StreamPos, Timestamp,
@@ -63,6 +64,22 @@ pub(crate) fn names(list: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
     v.sort();
     v
+}
+
+/// Device `dev-1` of a user, for the machine's pure functions.
+pub(crate) fn dev(
+    presence: Presence,
+    last_active: Timestamp,
+    last_sync: Timestamp,
+    syncing: u32,
+) -> DeviceState {
+    DeviceState {
+        device_id: Some("dev-1".into()),
+        presence,
+        last_active_ts: last_active,
+        last_sync_ts: last_sync,
+        syncing,
+    }
 }
 
 /// A config with a tweak applied.

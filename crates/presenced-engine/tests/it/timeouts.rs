@@ -3,28 +3,13 @@
 //! contract. Timers fire at their exact deadlines (no 5 s wheel, W12/W13), so
 //! every test checks the millisecond before and the deadline itself.
 
-use presenced_engine::machine::{self, DeviceState};
+use presenced_engine::machine;
 use presenced_engine::{EngineConfig, Presence, PresenceState, Timestamp};
 
 use crate::common::*;
 
 const NOW: Timestamp = Timestamp(5_000_000);
 const U: &str = "@foo:test";
-
-fn dev(
-    presence: Presence,
-    last_active: Timestamp,
-    last_sync: Timestamp,
-    syncing: u32,
-) -> DeviceState {
-    DeviceState {
-        device_id: Some("dev-1".into()),
-        presence,
-        last_active_ts: last_active,
-        last_sync_ts: last_sync,
-        syncing,
-    }
-}
 
 #[test]
 fn b1_idle_timer_pure() {

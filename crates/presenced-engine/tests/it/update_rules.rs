@@ -10,7 +10,7 @@
 //! never in the past. Every rule is strict, so deadlines sit 1 ms past their
 //! threshold, except `currently_active`, which is false at exactly G.
 
-use presenced_engine::machine::{self, DeviceState};
+use presenced_engine::machine;
 use presenced_engine::{EngineConfig, Presence, PresenceState, Timestamp, Tracking};
 
 use crate::common::*;
@@ -19,21 +19,6 @@ const NOW: Timestamp = Timestamp(5_000_000);
 
 fn foo() -> PresenceState {
     PresenceState::new(user("@foo:bar"))
-}
-
-fn dev(
-    presence: Presence,
-    last_active: Timestamp,
-    last_sync: Timestamp,
-    syncing: u32,
-) -> DeviceState {
-    DeviceState {
-        device_id: Some("dev-1".into()),
-        presence,
-        last_active_ts: last_active,
-        last_sync_ts: last_sync,
-        syncing,
-    }
 }
 
 fn online_active(last_active: Timestamp) -> PresenceState {
