@@ -148,67 +148,67 @@ fn row_failed(e: rusqlite::Error) -> StoreFailure {
     }
 }
 
+/// Runs `sql`, an upsert of one `presence_userid_state` row whose eight
+/// parameters are the columns in table order, for each state at its
+/// position; a failed row is turned into the caller's error by `row_error`.
+fn upsert_states<'a>(
+    conn: &Connection,
+    sql: &str,
+    rows: impl IntoIterator<Item = (StreamPos, &'a PresenceState)>,
+    row_error: fn(rusqlite::Error) -> StoreFailure,
+) -> Result<(), StoreFailure> {
+    let mut upsert = conn.prepare_cached(sql).map_err(fail)?;
+    for (pos, s) in rows {
+        upsert
+            .execute(params![
+                s.user_id.as_str(),
+                pos as i64,
+                s.presence.as_str(),
+                s.last_active_ts.0 as i64,
+                s.last_federation_update_ts.0 as i64,
+                s.last_user_sync_ts.0 as i64,
+                s.status_msg.as_deref(),
+                s.currently_active,
+            ])
+            .map_err(row_error)?;
+    }
+    Ok(())
+}
+
 impl PresenceStore for SqlitePresenceStore {
     fn persist(&self, states: &[(StreamPos, PresenceState)]) -> Result<(), StoreFailure> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         in_transaction(&conn, |tx| {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO presence_userid_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT(user_id) DO UPDATE SET stream_pos = excluded.stream_pos,
-                       presence = excluded.presence, last_active_ts = excluded.last_active_ts,
-                       last_federation_update_ts = excluded.last_federation_update_ts,
-                       last_user_sync_ts = excluded.last_user_sync_ts,
-                       status_msg = excluded.status_msg, currently_active = excluded.currently_active
-                     WHERE excluded.stream_pos >= presence_userid_state.stream_pos",
-                )
-                .map_err(fail)?;
-            for (pos, s) in states {
-                upsert
-                    .execute(params![
-                        s.user_id.as_str(),
-                        *pos as i64,
-                        s.presence.as_str(),
-                        s.last_active_ts.0 as i64,
-                        s.last_federation_update_ts.0 as i64,
-                        s.last_user_sync_ts.0 as i64,
-                        s.status_msg.as_deref(),
-                        s.currently_active,
-                    ])
-                    .map_err(row_failed)?;
-            }
-            Ok(())
+            upsert_states(
+                tx,
+                "INSERT INTO presence_userid_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(user_id) DO UPDATE SET stream_pos = excluded.stream_pos,
+                   presence = excluded.presence, last_active_ts = excluded.last_active_ts,
+                   last_federation_update_ts = excluded.last_federation_update_ts,
+                   last_user_sync_ts = excluded.last_user_sync_ts,
+                   status_msg = excluded.status_msg, currently_active = excluded.currently_active
+                 WHERE excluded.stream_pos >= presence_userid_state.stream_pos",
+                states.iter().map(|(pos, s)| (*pos, s)),
+                row_failed,
+            )
         })
     }
 
     fn save_quiet(&self, states: &[PresenceState]) -> Result<(), StoreFailure> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(fail)?;
-        {
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO presence_userid_state VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(user_id) DO UPDATE SET
-                       presence = excluded.presence, last_active_ts = excluded.last_active_ts,
-                       last_federation_update_ts = excluded.last_federation_update_ts,
-                       last_user_sync_ts = excluded.last_user_sync_ts,
-                       status_msg = excluded.status_msg, currently_active = excluded.currently_active",
-                )
-                .map_err(fail)?;
-            for s in states {
-                upsert
-                    .execute(params![
-                        s.user_id.as_str(),
-                        s.presence.as_str(),
-                        s.last_active_ts.0 as i64,
-                        s.last_federation_update_ts.0 as i64,
-                        s.last_user_sync_ts.0 as i64,
-                        s.status_msg.as_deref(),
-                        s.currently_active,
-                    ])
-                    .map_err(fail)?;
-            }
-        }
+        // A new row gets position 0 (?2); an existing one keeps its own.
+        upsert_states(
+            &tx,
+            "INSERT INTO presence_userid_state VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(user_id) DO UPDATE SET
+               presence = excluded.presence, last_active_ts = excluded.last_active_ts,
+               last_federation_update_ts = excluded.last_federation_update_ts,
+               last_user_sync_ts = excluded.last_user_sync_ts,
+               status_msg = excluded.status_msg, currently_active = excluded.currently_active",
+            states.iter().map(|s| (0, s)),
+            fail,
+        )?;
         tx.commit().map_err(fail)
     }
 
