@@ -7,7 +7,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{enc, spawn_app, spawn_app_with, spawn_single_node_with, TestApp};
+use crate::ops::one_update_per_ten_seconds;
 
 /// Synapse's CORS headers and values.
 const CORS: [(&str, &str); 4] = [
@@ -157,15 +158,15 @@ async fn answers_and_matrix_errors_carry_the_cors_headers() {
 
 #[tokio::test]
 async fn a_429_carries_the_cors_headers() {
-    if crate::cluster_backend::single_node_only("rate limits are per node (issue 16 left)") {
-        return;
-    }
     // One PUT, then 429 for ten seconds.
-    let app = spawn_app_with(|c| {
-        c.rc_presence.per_user.per_second = 0.1;
-        c.rc_presence.per_user.burst_count = 1.0;
-    })
-    .await;
+    let Some(app) = spawn_single_node_with(
+        "rate limits are per node (issue 16 left)",
+        one_update_per_ten_seconds,
+    )
+    .await
+    else {
+        return;
+    };
     let alice = app.register("alice").await;
     let token = Some(alice.token.as_str());
     let path = format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id));

@@ -106,6 +106,16 @@ pub fn install_test_log() {
     }
 }
 
+/// A server for a test of single-server behaviour: `None`, with `why` on
+/// stderr, when this run's servers are clusters
+/// ([`crate::cluster_backend::single_node_only`]).
+pub async fn spawn_single_node_with(why: &str, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    if crate::cluster_backend::single_node_only(why) {
+        return None;
+    }
+    Some(spawn_app_with(tweak).await)
+}
+
 /// A server whose federation key lookups go through `fetcher`.
 pub async fn spawn_app_with_fetcher(
     tweak: impl FnOnce(&mut Config),

@@ -15,6 +15,13 @@ pub fn generous(config: &mut Config) {
     config.rc_presence.per_user.burst_count = 1000.0;
 }
 
+/// `rc_presence` at one update, then 429 for ten seconds (0.1 a second,
+/// burst 1): for the tests of the limit.
+pub fn one_update_per_ten_seconds(config: &mut Config) {
+    config.rc_presence.per_user.per_second = 0.1;
+    config.rc_presence.per_user.burst_count = 1.0;
+}
+
 pub fn presence_path(user_id: &str) -> String {
     format!("/_matrix/client/v3/presence/{}/status", enc(user_id))
 }

@@ -7,8 +7,12 @@ use presenced_server::config::presence::ModuleConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, enc, spawn_app_with, sqlite_only, TestApp, User};
-use crate::ops::{eventually, generous, get_presence, presence_of, shared_room, sync};
+use crate::helpers::{
+    assert_error, enc, spawn_app_with, spawn_single_node_with, sqlite_only, TestApp, User,
+};
+use crate::ops::{
+    eventually, generous, get_presence, one_update_per_ten_seconds, presence_of, shared_room, sync,
+};
 
 async fn app() -> TestApp {
     spawn_app_with(generous).await
@@ -243,14 +247,14 @@ async fn syncing_sets_presence_and_filters_can_disable_it() {
 
 #[tokio::test]
 async fn rc_presence_limits_puts_with_retry_after() {
-    if crate::cluster_backend::single_node_only("rate limits are per node (issue 16 left)") {
+    let Some(app) = spawn_single_node_with(
+        "rate limits are per node (issue 16 left)",
+        one_update_per_ten_seconds,
+    )
+    .await
+    else {
         return;
-    }
-    let app = spawn_app_with(|c| {
-        c.rc_presence.per_user.per_second = 0.1;
-        c.rc_presence.per_user.burst_count = 1.0;
-    })
-    .await;
+    };
     let alice = app.register("alice").await;
     assert_eq!(
         put_presence(&app, &alice, json!({"presence": "online"}))
@@ -320,14 +324,14 @@ async fn static_routes_show_presence_without_a_shared_room() {
 /// and its stream continues past the stored positions.
 #[tokio::test]
 async fn acknowledged_presence_survives_a_restart() {
-    if crate::cluster_backend::single_node_only("restarts its server in-process") {
-        return;
-    }
-    let app = spawn_app_with(|c| {
+    let Some(app) = spawn_single_node_with("restarts its server in-process", |c| {
         generous(c);
         sqlite_only(c);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let alice = app.register("alice").await;
     let resp = put_presence(
         &app,
@@ -441,14 +445,14 @@ pub(crate) async fn observers_router_flow(app: &TestApp) {
 /// make its members see each other; a second, ordinary room does.
 #[tokio::test]
 async fn excluded_rooms_do_not_share_presence() {
-    if crate::cluster_backend::single_node_only("restarts its server in-process") {
-        return;
-    }
-    let app = spawn_app_with(|c| {
+    let Some(app) = spawn_single_node_with("restarts its server in-process", |c| {
         generous(c);
         sqlite_only(c);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = shared_room(&app, &alice, &bob).await;

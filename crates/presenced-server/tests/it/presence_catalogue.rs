@@ -10,9 +10,10 @@ use presenced_server::config::presence::PresenceEnabled;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, enc, spawn_app_with};
+use crate::helpers::{assert_error, enc, spawn_app_with, spawn_single_node_with};
 use crate::ops::{
-    eventually, generous, get_presence, presence_of, presence_path, put_presence, shared_room, sync,
+    eventually, generous, get_presence, one_update_per_ten_seconds, presence_of, presence_path,
+    put_presence, shared_room, sync,
 };
 use crate::presence::{gobbler_observers, observers_router_flow};
 
@@ -20,14 +21,14 @@ use crate::presence::{gobbler_observers, observers_router_flow};
 /// right after the first is served (200) but does not touch presence.
 #[tokio::test]
 async fn a10_rate_limited_sync_is_served_but_changes_nothing() {
-    if crate::cluster_backend::single_node_only("rate limits are per node (issue 16 left)") {
+    let Some(app) = spawn_single_node_with(
+        "rate limits are per node (issue 16 left)",
+        one_update_per_ten_seconds,
+    )
+    .await
+    else {
         return;
-    }
-    let app = spawn_app_with(|c| {
-        c.rc_presence.per_user.per_second = 0.1;
-        c.rc_presence.per_user.burst_count = 1.0;
-    })
-    .await;
+    };
     let user = app.register("user").await;
     let (_, body) = get_presence(&app, &user, &user.user_id).await;
     assert_eq!(body["presence"], "offline");
@@ -131,10 +132,10 @@ async fn m2_observers_router_under_modules() {
 /// the client neither hangs nor spins.
 #[tokio::test]
 async fn o2_future_token_does_not_hang_or_spin() {
-    if crate::cluster_backend::single_node_only("reads the single-node token format") {
+    let Some(app) = spawn_single_node_with("reads the single-node token format", generous).await
+    else {
         return;
-    }
-    let app = spawn_app_with(generous).await;
+    };
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     shared_room(&app, &alice, &bob).await;

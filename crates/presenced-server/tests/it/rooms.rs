@@ -4,7 +4,7 @@ use presenced_server::Membership;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, enc, spawn_app, TestApp, User};
+use crate::helpers::{assert_error, enc, spawn_app, spawn_single_node_with, TestApp, User};
 
 async fn create_room(app: &TestApp, user: &User, body: serde_json::Value) -> String {
     let (status, body) = app
@@ -468,10 +468,14 @@ async fn concurrent_joins_all_land_and_count_at_once() {
 /// joins, invites and join rules survive a restart, leaves stay gone.
 #[tokio::test]
 async fn room_members_survive_a_restart() {
-    if crate::cluster_backend::single_node_only("restarts its server in-process") {
+    let Some(app) = spawn_single_node_with(
+        "restarts its server in-process",
+        crate::helpers::sqlite_only,
+    )
+    .await
+    else {
         return;
-    }
-    let app = crate::helpers::spawn_app_with(crate::helpers::sqlite_only).await;
+    };
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;

@@ -20,7 +20,7 @@ use presenced_server::config::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, spawn_app_with, TestApp, User};
+use crate::helpers::{enc, spawn_app_with, spawn_single_node_with, TestApp, User};
 use crate::ops::{generous, get_presence, presence_of, put_presence};
 
 /// The sync timeout of these tests.
@@ -29,6 +29,10 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longer than twice the sync timeout: a user whose long-poll did not count
 /// would go offline in the middle of it.
 const LONG_POLL: Duration = Duration::from_millis(5_000);
+
+/// Why the tests of the sync timeout run on a single server only.
+const SYNC_GRACE: &str =
+    "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use";
 
 /// Filters that drop all presence, as bots and presence-blind clients send.
 const NO_PRESENCE: [&str; 3] = [
@@ -152,12 +156,9 @@ async fn long_poll_keeps_user(
 /// after the initial sync is rate-limited, and still counts).
 #[tokio::test]
 async fn long_polls_that_drop_presence_keep_their_user_online() {
-    if crate::cluster_backend::single_node_only(
-        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
-    ) {
+    let Some(app) = spawn_single_node_with(SYNC_GRACE, short_sync_timeout).await else {
         return;
-    }
-    let app = spawn_app_with(short_sync_timeout).await;
+    };
     let mut users = Vec::new();
     for (i, filter) in NO_PRESENCE.iter().enumerate() {
         users.push((app.register(&format!("inline{i}")).await, enc(filter)));
@@ -182,16 +183,14 @@ async fn long_polls_that_drop_presence_keep_their_user_online() {
 /// its `set_presence`.
 #[tokio::test]
 async fn unavailable_long_polls_keep_their_user_unavailable() {
-    if crate::cluster_backend::single_node_only(
-        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
-    ) {
-        return;
-    }
-    let app = spawn_app_with(|c| {
+    let Some(app) = spawn_single_node_with(SYNC_GRACE, |c| {
         short_sync_timeout(c);
         generous(c);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let query = format!("set_presence=unavailable&filter={}", enc(NO_PRESENCE[1]));
@@ -244,16 +243,14 @@ async fn set_presence_offline_long_polls_do_not_count() {
 /// timeout, scaled down).
 #[tokio::test]
 async fn long_poll_longer_than_the_sync_timeout() {
-    if crate::cluster_backend::single_node_only(
-        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
-    ) {
-        return;
-    }
-    let app = spawn_app_with(|c| {
+    let Some(app) = spawn_single_node_with(SYNC_GRACE, |c| {
         c.presence.sync_online_timeout = Duration::from_millis(1_200);
         generous(c);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let alice = app.register("alice").await;
     let token = next_batch(&sync(&app, &alice, "timeout=0").await);
     let started = Instant::now();
@@ -297,12 +294,9 @@ async fn long_poll_longer_than_the_sync_timeout() {
 /// them, and goes offline one sync timeout after the last.
 #[tokio::test]
 async fn long_polls_ending_as_the_timer_fires() {
-    if crate::cluster_backend::single_node_only(
-        "the cluster's 5 s sync grace adds to the 2 s sync timeout these tests use",
-    ) {
+    let Some(app) = spawn_single_node_with(SYNC_GRACE, short_sync_timeout).await else {
         return;
-    }
-    let app = spawn_app_with(short_sync_timeout).await;
+    };
     let alice = app.register("alice").await;
     let filter = enc(NO_PRESENCE[0]);
     let mut token = next_batch(&sync(&app, &alice, &format!("filter={filter}&timeout=0")).await);
