@@ -156,35 +156,7 @@ async fn synapse_generated_config_starts_presenced_with_one_warning_and_a_pid_fi
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = synapse_config_in(dir.path(), port);
-    let log = dir.path().join("stderr.log");
-    let child = presenced()
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Running(child);
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let health = client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await;
-        if health.is_ok_and(|r| r.status() == StatusCode::OK) {
-            break;
-        }
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!(
-                "exited {status}: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        assert!(Instant::now() < deadline, "presenced did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut server, log) = start_up(&config, port).await;
     // The pid file holds the process, as Synapse's does.
     let pid_file = dir.path().join("homeserver.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
@@ -278,22 +250,32 @@ fn a_database_presenced_did_not_create_is_refused_and_left_as_it_was() {
     }
 }
 
-fn start(config: &Path, stderr: &Path) -> Running {
+/// Starts presenced on `config`, its stderr in `stderr.log` beside it, and
+/// waits until `port` is up. Returns the process and the stderr file.
+async fn start_up(config: &Path, port: u16) -> (Running, PathBuf) {
+    let log = config.with_file_name("stderr.log");
     let child = presenced()
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    Running(child)
+    let mut server = Running(child);
+    wait_up(&mut server, port, &log).await;
+    (server, log)
 }
 
-/// Waits until `url` answers (any status), or the process exits.
-async fn wait_up(server: &mut Running, url: &str, stderr: &Path) {
+/// Waits until `/health` on `port` answers 200 (every listener serves it),
+/// or the process exits.
+async fn wait_up(server: &mut Running, port: u16, stderr: &Path) {
+    let url = format!("http://127.0.0.1:{port}/health");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(url).await.is_err() {
+    while !reqwest::get(&url)
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
         if let Some(status) = server.0.try_wait().unwrap() {
             panic!(
                 "exited {status}: {}",
@@ -305,11 +287,11 @@ async fn wait_up(server: &mut Running, url: &str, stderr: &Path) {
     }
 }
 
-#[tokio::test]
-async fn synapse_listener_types_metrics_and_manhole() {
-    let dir = tempfile::tempdir().unwrap();
-    let (client, metrics, manhole) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("homeserver.yaml");
+/// `homeserver.yaml` in `dir` with Synapse's way of naming the SQLite
+/// database and the signing key (both in `dir`), a shared secret, and then
+/// `rest` (the listeners).
+fn listeners_config_in(dir: &Path, rest: &str) -> PathBuf {
+    let config = dir.join("homeserver.yaml");
     std::fs::write(
         &config,
         format!(
@@ -317,31 +299,32 @@ async fn synapse_listener_types_metrics_and_manhole() {
 database: {{name: sqlite3, args: {{database: {db}}}}}
 signing_key_path: {key}
 registration_shared_secret: s
-enable_metrics: true
+{rest}",
+            db = dir.join("presenced.db").display(),
+            key = dir.join("example.com.signing.key").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn synapse_listener_types_metrics_and_manhole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, metrics, manhole) = (free_port(), free_port(), free_port());
+    let config = listeners_config_in(
+        dir.path(),
+        &format!(
+            "enable_metrics: true
 listeners:
   - {{port: {client}, bind_addresses: ['127.0.0.1'], type: http, resources: [{{names: [client, media], compress: true}}]}}
   - {{port: {metrics}, bind_addresses: ['127.0.0.1'], type: metrics}}
   - {{port: {manhole}, bind_addresses: ['127.0.0.1'], type: manhole}}
-",
-            db = dir.path().join("presenced.db").display(),
-            key = dir.path().join("example.com.signing.key").display(),
+"
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut server = start(&config, &log);
-    wait_up(
-        &mut server,
-        &format!("http://127.0.0.1:{client}/health"),
-        &log,
-    )
-    .await;
-    wait_up(
-        &mut server,
-        &format!("http://127.0.0.1:{metrics}/health"),
-        &log,
-    )
-    .await;
+    );
+    let (mut server, log) = start_up(&config, client).await;
+    wait_up(&mut server, metrics, &log).await;
     // The metrics listener serves /metrics and not the client API.
     let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
         .await
@@ -372,30 +355,15 @@ async fn ipv6_and_ipv4_wildcards_on_one_port_start_as_with_synapse() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("homeserver.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "server_name: example.com
-database: {{name: sqlite3, args: {{database: {db}}}}}
-signing_key_path: {key}
-registration_shared_secret: s
-listeners:
+    let config = listeners_config_in(
+        dir.path(),
+        &format!(
+            "listeners:
   - {{port: {port}, bind_addresses: ['0.0.0.0', '::'], type: http, resources: [{{names: [client]}}]}}
-",
-            db = dir.path().join("presenced.db").display(),
-            key = dir.path().join("example.com.signing.key").display(),
+"
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("stderr.log");
-    let mut server = start(&config, &log);
-    wait_up(
-        &mut server,
-        &format!("http://127.0.0.1:{port}/health"),
-        &log,
-    )
-    .await;
+    );
+    let _server = start_up(&config, port).await;
     let health = reqwest::get(format!("http://[::1]:{port}/health"))
         .await
         .unwrap();
