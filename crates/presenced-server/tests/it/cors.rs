@@ -7,8 +7,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, spawn_app, spawn_app_with, spawn_single_node_with, TestApp};
-use crate::ops::one_update_per_ten_seconds;
+use crate::helpers::{enc, spawn_app, spawn_app_with, TestApp};
+use crate::ops::spawn_rate_limited;
 
 /// Synapse's CORS headers and values.
 const CORS: [(&str, &str); 4] = [
@@ -159,12 +159,7 @@ async fn answers_and_matrix_errors_carry_the_cors_headers() {
 #[tokio::test]
 async fn a_429_carries_the_cors_headers() {
     // One PUT, then 429 for ten seconds.
-    let Some(app) = spawn_single_node_with(
-        "rate limits are per node (issue 16 left)",
-        one_update_per_ten_seconds,
-    )
-    .await
-    else {
+    let Some(app) = spawn_rate_limited().await else {
         return;
     };
     let alice = app.register("alice").await;

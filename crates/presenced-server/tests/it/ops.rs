@@ -7,7 +7,7 @@ use presenced_server::config::Config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{enc, TestApp, User};
+use crate::helpers::{enc, spawn_single_node_with, TestApp, User};
 
 /// Lifts `rc_presence` so tests can PUT and sync freely.
 pub fn generous(config: &mut Config) {
@@ -15,11 +15,15 @@ pub fn generous(config: &mut Config) {
     config.rc_presence.per_user.burst_count = 1000.0;
 }
 
-/// `rc_presence` at one update, then 429 for ten seconds (0.1 a second,
-/// burst 1): for the tests of the limit.
-pub fn one_update_per_ten_seconds(config: &mut Config) {
-    config.rc_presence.per_user.per_second = 0.1;
-    config.rc_presence.per_user.burst_count = 1.0;
+/// A server whose `rc_presence` allows one update, then 429 for ten
+/// seconds (0.1 a second, burst 1), for the tests of the limit: `None` on
+/// the cluster backend, where rate limits are per node.
+pub async fn spawn_rate_limited() -> Option<TestApp> {
+    spawn_single_node_with("rate limits are per node (issue 16 left)", |config| {
+        config.rc_presence.per_user.per_second = 0.1;
+        config.rc_presence.per_user.burst_count = 1.0;
+    })
+    .await
 }
 
 pub fn presence_path(user_id: &str) -> String {

@@ -11,7 +11,7 @@ use crate::helpers::{
     assert_error, enc, spawn_app_with, spawn_single_node_with, sqlite_only, TestApp, User,
 };
 use crate::ops::{
-    eventually, generous, get_presence, one_update_per_ten_seconds, presence_of, shared_room, sync,
+    eventually, generous, get_presence, presence_of, shared_room, spawn_rate_limited, sync,
 };
 
 async fn app() -> TestApp {
@@ -247,12 +247,7 @@ async fn syncing_sets_presence_and_filters_can_disable_it() {
 
 #[tokio::test]
 async fn rc_presence_limits_puts_with_retry_after() {
-    let Some(app) = spawn_single_node_with(
-        "rate limits are per node (issue 16 left)",
-        one_update_per_ten_seconds,
-    )
-    .await
-    else {
+    let Some(app) = spawn_rate_limited().await else {
         return;
     };
     let alice = app.register("alice").await;

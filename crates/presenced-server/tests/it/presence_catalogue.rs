@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::helpers::{assert_error, enc, spawn_app_with, spawn_single_node_with};
 use crate::ops::{
-    eventually, generous, get_presence, one_update_per_ten_seconds, presence_of, presence_path,
-    put_presence, shared_room, sync,
+    eventually, generous, get_presence, presence_of, presence_path, put_presence, shared_room,
+    spawn_rate_limited, sync,
 };
 use crate::presence::{gobbler_observers, observers_router_flow};
 
@@ -21,12 +21,7 @@ use crate::presence::{gobbler_observers, observers_router_flow};
 /// right after the first is served (200) but does not touch presence.
 #[tokio::test]
 async fn a10_rate_limited_sync_is_served_but_changes_nothing() {
-    let Some(app) = spawn_single_node_with(
-        "rate limits are per node (issue 16 left)",
-        one_update_per_ten_seconds,
-    )
-    .await
-    else {
+    let Some(app) = spawn_rate_limited().await else {
         return;
     };
     let user = app.register("user").await;
