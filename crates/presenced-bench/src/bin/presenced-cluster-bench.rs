@@ -23,16 +23,25 @@
 #[allow(dead_code, unreachable_pub)]
 mod procfs;
 
+// presenced-cluster's nats-server starter, compiled in from its file: its
+// `testing` feature stays off, because cargo would unify this crate's
+// features into `cargo build --bin presenced` (every workspace member is
+// selected by `--bin`) and so into the presenced binary's build.
+#[path = "../../../presenced-cluster/src/testing.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod nats_testing;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use presenced_cluster::record::{Record, StateRecord};
-use presenced_cluster::testing::NatsServers;
 use presenced_cluster::{
     Bus, JetStreamBus, JetStreamConfig, LogEntry, Node, Replica, Timing, PARTITIONS,
 };
+
+use crate::nats_testing::NatsServers;
 
 fn state_entry(user: &str, n: u64) -> (String, Bytes) {
     Record::State(StateRecord {
