@@ -10,7 +10,8 @@
 //! - [`bus`]: the [`Bus`] contract; [`MemBus`] (in memory, fault hooks,
 //!   for the simulator) and [`JetStreamBus`] (NATS JetStream) implement it.
 //! - [`partition`]: user → partition, and the preferred owners.
-//! - [`record`]: what logs and owner commands carry.
+//! - [`record`]: what logs and owner commands carry, and the one codec of
+//!   a presence state in them.
 //! - [`driver`]: the seam to the presence logic a node carries.
 //! - `owner`: taking, fencing and serving a partition.
 //! - [`replica`]: the full replica and the readers that feed it.

@@ -4,6 +4,12 @@
 //! `s.<user>` is a user's newest state (one per user, since the log keeps
 //! the newest entry per key), `e` is the owner's epoch marker. Payloads are
 //! JSON: small, and readable with the `nats` CLI when operating a cluster.
+//! A state record's `state` is [`encode_state`]'s form of the engine's
+//! presence state.
+
+mod presence;
+
+pub use presence::{decode_state, encode_state};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -20,7 +26,8 @@ pub struct StateRecord {
     pub epoch: u64,
     /// The command that wrote it (lets a checker match acknowledgements).
     pub command: String,
-    /// The presence itself; the server decides its content.
+    /// The presence itself: [`encode_state`]'s JSON when an engine wrote it
+    /// (the `Verbatim` driver writes a command's state as it came).
     pub state: serde_json::Value,
 }
 

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use presenced_cluster::record::{Command, StateRecord};
+// The shipped payload codec, the one the server uses.
+use presenced_cluster::record::{decode_state, encode_state, Command, StateRecord};
 use presenced_cluster::{partition_of, MemBus, NodeHandle, PresenceDriver, PARTITIONS};
 use presenced_engine::{Engine, EngineConfig, Output, Presence, PresenceState, Timestamp};
 use ruma_common::{OwnedUserId, ServerName};
@@ -19,35 +20,12 @@ pub(crate) struct EngineDriver {
     seen: Mutex<BTreeMap<u16, BTreeSet<String>>>,
     handle: Mutex<Option<NodeHandle<MemBus>>>,
     start: tokio::time::Instant,
+    /// States this engine wrote that the codec reads back as another state.
+    misread: Mutex<Vec<String>>,
 }
 
 /// A fixed epoch so timestamps do not depend on the real clock.
 const BASE_MS: u64 = 1_700_000_000_000;
-
-pub(crate) fn encode(state: &PresenceState) -> serde_json::Value {
-    serde_json::json!({
-        "presence": state.presence.as_str(),
-        "status_msg": state.status_msg.as_deref(),
-        "last_active_ts": state.last_active_ts.0,
-        "last_federation_update_ts": state.last_federation_update_ts.0,
-        "last_user_sync_ts": state.last_user_sync_ts.0,
-        "currently_active": state.currently_active,
-    })
-}
-
-pub(crate) fn decode(user: &str, value: &serde_json::Value) -> Option<PresenceState> {
-    let user_id: OwnedUserId = user.try_into().ok()?;
-    let ts = |key: &str| Timestamp(value[key].as_u64().unwrap_or(0));
-    Some(PresenceState {
-        presence: Presence::parse(value["presence"].as_str()?)?,
-        status_msg: value["status_msg"].as_str().map(Arc::from),
-        last_active_ts: ts("last_active_ts"),
-        last_federation_update_ts: ts("last_federation_update_ts"),
-        last_user_sync_ts: ts("last_user_sync_ts"),
-        currently_active: value["currently_active"].as_bool().unwrap_or(false),
-        ..PresenceState::new(user_id)
-    })
-}
 
 impl EngineDriver {
     pub(crate) fn new() -> Arc<Self> {
@@ -58,6 +36,7 @@ impl EngineDriver {
             seen: Mutex::default(),
             handle: Mutex::new(None),
             start: tokio::time::Instant::now(),
+            misread: Mutex::default(),
         })
     }
 
@@ -80,6 +59,27 @@ impl EngineDriver {
         states
     }
 
+    /// The record payload of a state this engine computed, read back with
+    /// the shipped decoder as every replica will read it. A mismatch is
+    /// kept for the checker: the end-state check compares only what
+    /// notifies, so a codec that mixed up timestamps would pass it.
+    fn payload(&self, state: &PresenceState) -> serde_json::Value {
+        let payload = encode_state(state);
+        let read = decode_state(state.user_id.as_str(), &payload);
+        if read.as_ref() != Some(state) {
+            self.misread
+                .lock()
+                .unwrap()
+                .push(format!("wrote {state:?}, read back {read:?}"));
+        }
+        payload
+    }
+
+    /// What [`Self::payload`] found read back wrong.
+    pub(crate) fn misread(&self) -> Vec<String> {
+        self.misread.lock().unwrap().clone()
+    }
+
     fn note(&self, user: &str) {
         self.seen
             .lock()
@@ -95,7 +95,8 @@ impl EngineDriver {
         };
         for state in states {
             self.note(state.user_id.as_str());
-            handle.publish_owned(state.user_id.as_str(), encode(&state));
+            let payload = self.payload(&state);
+            handle.publish_owned(state.user_id.as_str(), payload);
         }
     }
 
@@ -130,14 +131,14 @@ impl PresenceDriver for EngineDriver {
         let (mine, others): (Vec<_>, Vec<_>) =
             states.into_iter().partition(|s| s.user_id == user_id);
         self.publish(others);
-        mine.last().map(encode)
+        mine.last().map(|state| self.payload(state))
     }
 
     fn replicated(&self, partition: u16, record: &StateRecord) {
         if self.owned.lock().unwrap()[usize::from(partition)] {
             return;
         }
-        let Some(state) = decode(&record.user, &record.state) else {
+        let Some(state) = decode_state(&record.user, &record.state) else {
             return;
         };
         let mut engine = self.engine.lock().unwrap();
@@ -174,7 +175,7 @@ impl PresenceDriver for EngineDriver {
         engine.handle_disown(ids);
         // What this node computed but could not write is replaced by the log.
         for record in &users {
-            if let Some(state) = decode(&record.user, &record.state) {
+            if let Some(state) = decode_state(&record.user, &record.state) {
                 engine.handle_replicated_state(state);
             }
         }

@@ -35,7 +35,7 @@ mod engine_driver;
 
 use engine_driver::EngineDriver;
 
-use presenced_cluster::record::{state_key, Record};
+use presenced_cluster::record::{decode_state, state_key, Record};
 use presenced_cluster::{MemBus, MemBusConfig, Node, NodeHandle, Timing, VectorToken, PARTITIONS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -433,12 +433,20 @@ async fn scenario(seed: u64) -> u64 {
     // `last_active_ts` may be ahead of the log.
     for (index, slot) in world.engines.iter().enumerate() {
         let Some((driver, _)) = slot else { continue };
+        let misread = driver.misread();
+        assert!(
+            misread.is_empty(),
+            "n{index}: {} states written are read back otherwise, first: {}; {}",
+            misread.len(),
+            misread[0],
+            context()
+        );
         for live in &lives {
             for entry in live.values() {
                 let Some(Record::State(record)) = Record::decode(&entry.key, &entry.payload) else {
                     continue;
                 };
-                let logged = engine_driver::decode(&record.user, &record.state);
+                let logged = decode_state(&record.user, &record.state);
                 let notifiable = |s: presenced_engine::PresenceState| {
                     (s.presence, s.status_msg, s.currently_active)
                 };

@@ -16,7 +16,6 @@
 //! "Not built yet"): rooms created on another node, federation sharding,
 //! vector sync tokens.
 
-pub mod codec;
 pub mod link;
 pub mod room_marks;
 mod sync;
@@ -24,14 +23,13 @@ mod sync;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, OnceLock, Weak};
 
-use presenced_cluster::record::{Command, StateRecord};
+use presenced_cluster::record::{decode_state, encode_state, Command, StateRecord};
 use presenced_cluster::{PresenceDriver, PARTITIONS};
 use presenced_engine::{Presence, RemotePresence};
 use ruma_common::{DeviceId, OwnedUserId, ServerName};
 use serde::{Deserialize, Serialize};
 
 use super::{Inner, PresenceService};
-use codec::{decode_state, encode_state};
 
 /// What a node asks a partition owner to do for one user: the engine
 /// inputs of client requests, named as the engine names them.

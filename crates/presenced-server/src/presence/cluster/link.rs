@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use presenced_cluster::record::{decode_state, encode_state};
 use presenced_cluster::sync_relay::{SyncEdge, SyncRelay};
 use presenced_cluster::{JetStreamBus, Node, NodeHandle, Timing, WriteError, PARTITIONS};
 use presenced_engine::PresenceState;
 use ruma_common::{OwnedServerName, ServerName, UserId};
 use tokio::sync::{mpsc, Notify};
 
-use super::codec::encode_state;
 use super::{ClusterCommand, ClusterDriver};
 use crate::presence::SyncEffect;
 
@@ -217,7 +217,7 @@ impl ClusterLink {
     /// and sequence (`None`: never written, or unreadable).
     pub fn logged(&self, user: &UserId) -> Option<(u16, u64, PresenceState)> {
         let entry = self.handle.replica().get(user.as_str())?;
-        let state = super::codec::decode_state(&entry.record.user, &entry.record.state)?;
+        let state = decode_state(&entry.record.user, &entry.record.state)?;
         Some((entry.partition, entry.seq, state))
     }
 

@@ -1,5 +1,9 @@
-//! A presence state as a cluster log record's JSON payload (readable with
-//! the `nats` CLI; a binary form is the known saving, SCALING.md).
+//! A presence state as a state record's JSON payload (readable with the
+//! `nats` CLI; a binary form is the known saving, SCALING.md).
+//!
+//! The one codec of the payload: the server writes and reads its log with
+//! it, and the simulator's engine driver too, so the simulation checks the
+//! format that ships rather than a copy of it.
 
 use std::sync::Arc;
 
