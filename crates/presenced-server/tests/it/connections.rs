@@ -71,20 +71,23 @@ async fn get_on<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, path: &str) -
         seen.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&seen).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().unwrap())
-                })
-                .expect("content-length");
-            if body.len() >= length {
+            if body.len() >= content_length(head) {
                 let status = head.lines().next().unwrap().to_owned();
                 return (status, body.to_owned());
             }
         }
     }
+}
+
+/// The `content-length` an answer's head declares.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .expect("content-length")
 }
 
 #[tokio::test]
@@ -269,15 +272,7 @@ fn assert_matrix_error(read: &[u8], status: &str, errcode: &str) {
     let text = String::from_utf8_lossy(read);
     let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
     assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{text:?}");
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().unwrap())
-        })
-        .expect("content-length");
-    assert_eq!(length, body.len(), "{text:?}");
+    assert_eq!(content_length(head), body.len(), "{text:?}");
     let body: Value = serde_json::from_str(body).expect("a JSON body");
     assert_eq!(body["errcode"], errcode, "{text:?}");
 }
