@@ -56,13 +56,9 @@ impl std::error::Error for ForeignDatabase {}
 /// file is fine (presenced will create its tables there), and so is one
 /// holding only presenced's tables, of this version or an older one.
 pub fn check(path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+    let Some(conn) = open_existing_read_only(path)? else {
         return Ok(());
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    };
     let ours = presenced_tables()?;
     let foreign: Vec<String> = table_names(&conn)?
         .into_iter()
@@ -80,6 +76,19 @@ pub fn check(path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>
 
 /// The tables of a database presenced made from nothing: the migrations
 /// run on an in-memory database, plus the presence store's tables.
+/// The file at `path` on a read-only connection, to be judged without
+/// writing to it; `None` when it is missing or empty (nothing to judge).
+pub(crate) fn open_existing_read_only(path: &Path) -> rusqlite::Result<Option<Connection>> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(None);
+    }
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map(Some)
+}
+
 fn presenced_tables() -> rusqlite::Result<HashSet<String>> {
     let conn = Connection::open_in_memory()?;
     for sql in MIGRATIONS {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ruma_common::ServerName;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use crate::server_name::{Evidence, Verdict};
 use crate::StoreResult;
@@ -52,13 +52,9 @@ pub(crate) fn check(conn: &Connection, configured: &ServerName) -> StoreResult<V
 /// server left into the file, so a refusal would still change it. A
 /// missing or empty file has nothing to say.
 pub(crate) fn check_file(path: &Path, configured: &ServerName) -> StoreResult<()> {
-    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+    let Some(conn) = super::ownership::open_existing_read_only(path)? else {
         return Ok(());
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    };
     conn.busy_timeout(Duration::from_secs(5))?;
     check(&conn, configured).map(drop)
 }
