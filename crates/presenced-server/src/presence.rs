@@ -1,5 +1,5 @@
 //! The presence driver: the engine behind a lock, the router, wake-ups of
-//! waiting syncs, persistence and the timer task.
+//! waiting syncs, the timer task, and the back end that keeps presence.
 //!
 //! Architecture invariant: only this folder calls the engine
 //! (`presenced_engine::Engine`); it stores presence only through
@@ -10,13 +10,15 @@
 //! and carries them out after releasing the lock (wake syncs, persist,
 //! ask the router, queue federation sends). No presence rule lives here.
 //!
+//! - **The back end** ([`backend`], chosen once at start-up) is where
+//!   presence lives and where a client's input goes: the single node's
+//!   engine and database ([`single`]), or a cluster's partition owners
+//!   and logs ([`cluster`]). Nothing outside this folder asks which.
 //! - **The lock** is a plain mutex, never held across an `.await`.
-//! - **Persist** jobs go to the presence writer, a thread of its own fed
-//!   by a channel: everything queued since its last commit goes into one
-//!   SQLite transaction, each user's latest state once; under load it
-//!   commits at most once a millisecond, so concurrent PUTs share a
-//!   commit's fixed cost. [`PresenceService::set_presence`] (a `PUT
-//!   /presence`) returns only after its commit.
+//! - **Persist** outputs go to the back end: on a single node, to the
+//!   presence writer thread, which groups commits (concurrent PUTs share
+//!   one); [`PresenceService::set_presence`] (a `PUT /presence`) returns
+//!   only after its commit.
 //! - **Wake** outputs notify the per-user `Notify` that waiting syncs
 //!   sleep on; room writes use the same path ([`PresenceService::wake_syncs`]).
 //! - **Route** outputs spawn the router call and hand its answer back as
@@ -34,17 +36,19 @@
 //!   restart, whose unstored join markers may be ahead of the stored
 //!   positions, never hides a change made after it.
 
+mod backend;
 pub mod cluster;
 pub mod directory;
 pub mod filter;
 pub mod python;
+mod single;
 pub mod startup;
 pub mod token;
 pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use presenced_engine::{
     Engine, EngineConfig, EngineStats, Interest, Membership, Output, Presence, PresenceState,
@@ -56,7 +60,8 @@ use ruma_common::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use crate::store::presence::group::GroupCommit;
+use self::backend::Backend;
+pub use self::backend::{BackendHealth, FederationShards, ShardNews};
 use crate::store::presence::PresenceStore;
 
 /// The wall clock, read only here (the engine never reads it).
@@ -84,6 +89,48 @@ fn stream_epoch(now: Timestamp) -> StreamPos {
     now.0.saturating_mul(1 << 10)
 }
 
+/// Local presence for remote servers, as the engine hands it out.
+pub type OutboundReceiver = mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>;
+
+/// An engine over `stored` presence and full-presence `marks`.
+///
+/// The stream restarts past every stored position and every mark, so new
+/// tokens never fall at or before a mark (one snapshot per token), and
+/// past the clock's epoch (see `stream_epoch`).
+fn new_engine(
+    config: EngineConfig,
+    server_name: OwnedServerName,
+    routing: bool,
+    stored: Vec<(StreamPos, PresenceState)>,
+    marks: Vec<(OwnedUserId, StreamPos)>,
+) -> Engine {
+    let position = stored
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(marks.iter().map(|(_, at)| at + 1))
+        .chain([stream_epoch(now())])
+        .max()
+        .unwrap_or(0);
+    let mut engine = Engine::new(EngineConfig { routing, ..config }, server_name, position);
+    engine.restore(stored);
+    for (user, at) in &marks {
+        engine.restore_full_presence(user, *at);
+    }
+    engine
+}
+
+/// Applies the joined memberships read at start-up; returns the outputs.
+fn join_rooms(
+    engine: &mut Engine,
+    joined: &[(ruma_common::OwnedRoomId, OwnedUserId)],
+) -> Vec<Output> {
+    let now = now();
+    for (room, user) in joined {
+        engine.handle_membership(now, room, user, Membership::Join);
+    }
+    std::iter::from_fn(|| engine.poll_output()).collect()
+}
+
 /// Presence for the whole server; cheap to clone.
 #[derive(Clone)]
 pub struct PresenceService {
@@ -100,18 +147,11 @@ struct Inner {
     /// Set at shutdown: waiting syncs answer at once instead of holding
     /// the graceful shutdown for their whole timeout.
     stopping: std::sync::atomic::AtomicBool,
-    persist_tx: std::sync::mpsc::Sender<PersistJob>,
-    /// The store the writer thread commits to, for the shutdown flush.
-    store: Arc<dyn PresenceStore>,
     outbound_tx: mpsc::UnboundedSender<(OwnedServerName, Vec<PresenceState>)>,
     /// Counters of the Python module host, when one runs.
     python: std::sync::OnceLock<Arc<python::stats::HostStats>>,
-    /// Cluster mode: the node this service's users are partitioned over.
-    /// Unset on a single node.
-    cluster: std::sync::OnceLock<Arc<cluster::link::ClusterLink>>,
-    /// Cluster mode: room stream positions of membership changes and the
-    /// engine positions they got.
-    room_marks: Mutex<cluster::room_marks::RoomMarks>,
+    /// Where presence lives: this node's database, or a cluster's logs.
+    backend: Backend,
 }
 
 /// Why a presence change was not acknowledged.
@@ -188,69 +228,74 @@ pub struct SyncRequest<'a> {
 }
 
 impl PresenceService {
-    /// Builds the engine from stored presence and current joined
-    /// memberships, and starts the timer and persistence tasks. Returns the
-    /// service and the queue of outgoing federation presence.
+    /// A single node: builds the engine from stored presence and current
+    /// joined memberships, and starts the timer task and the presence
+    /// writer. Returns the service and the queue of outgoing federation
+    /// presence.
     pub fn start(
         config: EngineConfig,
         server_name: OwnedServerName,
         router: PresenceRouter,
         store: Arc<dyn PresenceStore>,
         joined: Vec<(ruma_common::OwnedRoomId, OwnedUserId)>,
-        restore_stored: bool,
-    ) -> (
-        Self,
-        mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
-    ) {
-        // A cluster node learns presence from the cluster's log instead.
-        let (stored, marks) = if restore_stored {
-            let stored = store.load().unwrap_or_else(|e| {
-                tracing::error!("could not load stored presence: {e}");
-                Vec::new()
-            });
-            let marks = store.load_marks().unwrap_or_else(|e| {
-                tracing::error!("could not load stored full-presence marks: {e}");
-                Vec::new()
-            });
-            (stored, marks)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        // The stream restarts past every stored position and every mark, so
-        // new tokens never fall at or before a mark (one snapshot per token),
-        // and past the clock's epoch (see `stream_epoch`).
-        let position = stored
-            .iter()
-            .map(|(p, _)| *p)
-            .chain(marks.iter().map(|(_, at)| at + 1))
-            .chain([stream_epoch(now())])
-            .max()
-            .unwrap_or(0);
-        let config = EngineConfig {
-            routing: router.has_modules(),
-            ..config
-        };
-        let mut engine = Engine::new(config, server_name, position);
-        engine.restore(stored);
-        for (user, at) in &marks {
-            engine.restore_full_presence(user, *at);
-        }
-        let now = now();
-        for (room, user) in &joined {
-            engine.handle_membership(now, room, user, Membership::Join);
-        }
+    ) -> (Self, OutboundReceiver) {
+        let stored = store.load().unwrap_or_else(|e| {
+            tracing::error!("could not load stored presence: {e}");
+            Vec::new()
+        });
+        let marks = store.load_marks().unwrap_or_else(|e| {
+            tracing::error!("could not load stored full-presence marks: {e}");
+            Vec::new()
+        });
+        let mut engine = new_engine(config, server_name, router.has_modules(), stored, marks);
         // Start-up joins produce nothing anyone is waiting for; only the
         // remote users a smaller cap forgot must leave storage too.
-        while let Some(output) = engine.poll_output() {
+        for output in join_rooms(&mut engine, &joined) {
             if let Output::Forget(users) = output {
                 if let Err(e) = store.forget(&users) {
                     tracing::error!("forgetting remote presence failed: {e}");
                 }
             }
         }
+        let backend = Backend::Single(single::SingleNode::start(store));
+        let (service, outbound) = Self::with_backend(engine, router, backend);
+        tokio::spawn(service.clone().timer_task());
+        (service, outbound)
+    }
+
+    /// A cluster node: the engine starts empty (presence is learnt from
+    /// the cluster's logs), then the node `joined` starts under it.
+    pub fn start_cluster(
+        config: EngineConfig,
+        server_name: OwnedServerName,
+        router: PresenceRouter,
+        joined_rooms: Vec<(ruma_common::OwnedRoomId, OwnedUserId)>,
+        joined: cluster::join::Joined,
+    ) -> (Self, OutboundReceiver) {
+        let mut engine = new_engine(
+            config,
+            server_name,
+            router.has_modules(),
+            Vec::new(),
+            Vec::new(),
+        );
+        // Node-local positions and remote users: nothing to store.
+        join_rooms(&mut engine, &joined_rooms);
         // Meetings before this were not recorded (start-up joins meet nobody).
-        let start_position = engine.position();
-        let persist_tx = spawn_persist_thread(store.clone());
+        let backend = Backend::Cluster(cluster::ClusterBackend::new(engine.position()));
+        let (service, outbound) = Self::with_backend(engine, router, backend);
+        if let Backend::Cluster(cluster) = &service.inner.backend {
+            cluster.start_node(&service, joined);
+        }
+        tokio::spawn(service.clone().timer_task());
+        (service, outbound)
+    }
+
+    fn with_backend(
+        engine: Engine,
+        router: PresenceRouter,
+        backend: Backend,
+    ) -> (Self, OutboundReceiver) {
         let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
         let service = Self {
             inner: Arc::new(Inner {
@@ -259,16 +304,17 @@ impl PresenceService {
                 waiters: Mutex::new(HashMap::new()),
                 timers_moved: Notify::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
-                persist_tx,
-                store,
                 outbound_tx,
                 python: std::sync::OnceLock::new(),
-                cluster: std::sync::OnceLock::new(),
-                room_marks: Mutex::new(cluster::room_marks::RoomMarks::new(start_position)),
+                backend,
             }),
         };
-        tokio::spawn(service.clone().timer_task());
         (service, outbound_rx)
+    }
+
+    /// The engine, locked (never across an `.await`).
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.inner.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs one engine input and carries out what it asks for.
@@ -298,52 +344,13 @@ impl PresenceService {
 
     fn dispatch(&self, outputs: Vec<Output>) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
         let mut stored = Vec::new();
-        let cluster = self.inner.cluster.get();
         for output in outputs {
             match output {
-                // Cluster mode: the partition's log is the store; only
-                // owned users' states come out of the engine here.
-                Output::Persist(states) if cluster.is_some() => {
-                    if let Some(link) = cluster {
-                        for (_, state) in &states {
-                            link.publish(state);
-                        }
-                    }
-                }
-                // Node-local stream positions and remote users: nothing
-                // for a cluster node to keep (ARCHITECTURE, cluster mode).
-                Output::PersistFullPresence { .. } | Output::Forget(_) if cluster.is_some() => {}
-                Output::Persist(states) => {
-                    let (done, committed) = tokio::sync::oneshot::channel();
-                    stored.push(committed);
-                    let _ = self.inner.persist_tx.send(PersistJob {
-                        states,
-                        marks: Vec::new(),
-                        forget: Vec::new(),
-                        done,
-                    });
-                }
+                Output::Persist(states) => stored.extend(self.inner.backend.persist(states)),
                 Output::PersistFullPresence { users, at } => {
-                    // Nobody waits for this commit: the module call that
-                    // caused it has no answer to hold back.
-                    let (done, _) = tokio::sync::oneshot::channel();
-                    let marks = users.into_iter().map(|u| (u, at)).collect();
-                    let _ = self.inner.persist_tx.send(PersistJob {
-                        states: Vec::new(),
-                        marks,
-                        forget: Vec::new(),
-                        done,
-                    });
+                    self.inner.backend.persist_marks(users, at);
                 }
-                Output::Forget(forget) => {
-                    let (done, _) = tokio::sync::oneshot::channel();
-                    let _ = self.inner.persist_tx.send(PersistJob {
-                        states: Vec::new(),
-                        marks: Vec::new(),
-                        forget,
-                        done,
-                    });
-                }
+                Output::Forget(forget) => self.inner.backend.forget(forget),
                 Output::Wake(users) => {
                     let waiters = self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
                     for user in users {
@@ -409,29 +416,28 @@ impl PresenceService {
         mine
     }
 
-    /// Joins a cluster: `driver` (bound to this service) runs under the
-    /// node that `start` starts. Once, right after [`Self::start`].
-    pub fn join_cluster(
-        &self,
-        start: impl FnOnce(Arc<cluster::ClusterDriver>) -> Arc<cluster::link::ClusterLink>,
-    ) {
-        let driver = Arc::new(cluster::ClusterDriver::new());
-        driver.bind(self);
-        let link = start(driver);
-        let _ = self.inner.cluster.set(link);
-    }
-
-    /// Cluster mode: the node's link (`None` on a single node).
-    pub fn cluster(&self) -> Option<&Arc<cluster::link::ClusterLink>> {
-        self.inner.cluster.get()
+    /// Cluster mode: the running node (`None` on a single node), for the
+    /// cluster's own driver.
+    fn cluster_link(&self) -> Option<&Arc<cluster::link::ClusterLink>> {
+        match &self.inner.backend {
+            Backend::Cluster(cluster) => cluster.link(),
+            Backend::Single(_) => None,
+        }
     }
 
     /// A counted sync ended (its [`SyncingDevice`] was dropped).
     fn end_sync(&self, user: &UserId, device: Option<&DeviceId>) {
-        match self.inner.cluster.get() {
-            Some(link) => link.sync_ended(user, device.map(DeviceId::as_str)),
-            None => self.drive(|e, now| e.handle_sync_end(now, user, device)),
-        }
+        self.inner.backend.end_sync(self, user, device);
+    }
+
+    /// Which destinations this process sends federation presence to.
+    pub fn federation_shards(&self) -> FederationShards {
+        self.inner.backend.federation_shards()
+    }
+
+    /// How the presence back end is doing (health check).
+    pub fn backend_health(&self) -> BackendHealth {
+        self.inner.backend.health()
     }
 
     async fn timer_task(self) {
@@ -500,41 +506,27 @@ impl PresenceService {
         presence: Presence,
         status_msg: Option<&str>,
     ) -> Result<(), PresenceWriteError> {
-        if let Some(link) = self.inner.cluster.get() {
-            let command = cluster::ClusterCommand::Set {
-                device: device.map(|d| d.as_str().to_owned()),
-                presence: presence.as_str().to_owned(),
-                status_msg: status_msg.map(str::to_owned),
-            };
-            return (link.write(user, &command).await)
-                .map_err(|e| PresenceWriteError::Unavailable(e.to_string()));
-        }
-        let ((), stored) = self
-            .drive_durable(|e, now| e.handle_set_presence(now, user, device, presence, status_msg));
-        for committed in stored {
-            if committed.await != Ok(true) {
-                return Err(crate::store::presence::StoreFailure::new(
-                    "presence change not stored",
-                )
-                .into());
-            }
-        }
-        Ok(())
+        (self.inner.backend)
+            .set_presence(self, user, device, presence, status_msg)
+            .await
     }
 
     /// A user did something that counts as activity.
     pub fn activity(&self, user: &UserId, device: Option<&DeviceId>) {
-        if let Some(link) = self.inner.cluster.get() {
-            let device = device.map(|d| d.as_str().to_owned());
-            link.send(user, cluster::ClusterCommand::Activity { device });
-            return;
-        }
-        self.drive(|e, now| e.handle_activity(now, user, device));
+        self.inner.backend.activity(self, user, device);
     }
 
     /// A joined/left membership change.
     pub fn membership(&self, room: &RoomId, user: &UserId, membership: Membership) {
         self.drive(|e, now| e.handle_membership(now, room, user, membership));
+    }
+
+    /// A room write of this process, as its feed delivers it (the back
+    /// end knows whether it still has to reach the engine).
+    pub fn membership_written(&self, change: &crate::store::membership::MembershipChange) {
+        if self.inner.backend.applies_written_memberships() {
+            self.apply_membership(change);
+        }
     }
 
     /// A stored membership change (invite, join, leave), in stream order.
@@ -557,11 +549,7 @@ impl PresenceService {
 
     /// The account was deactivated.
     pub fn deactivate(&self, user: &UserId) {
-        if let Some(link) = self.inner.cluster.get() {
-            link.send(user, cluster::ClusterCommand::Deactivate);
-            return;
-        }
-        self.drive(|e, now| e.handle_deactivate(now, user));
+        self.inner.backend.deactivate(self, user);
     }
 
     /// A module API call.
@@ -576,18 +564,8 @@ impl PresenceService {
             ModuleCommand::SendLocalOnlinePresenceTo(users) => {
                 self.drive(|e, now| e.send_local_online_presence_to(now, &users));
             }
-            ModuleCommand::SetPresenceForUsers(users) if self.inner.cluster.get().is_some() => {
-                let link = self.inner.cluster.get().expect("checked");
-                for (user, presence, status_msg) in users {
-                    let command = cluster::ClusterCommand::ModuleSet {
-                        presence: presence.as_str().to_owned(),
-                        status_msg,
-                    };
-                    link.send(&user, command);
-                }
-            }
             ModuleCommand::SetPresenceForUsers(users) => {
-                self.drive(|e, now| e.set_presence_for_users(now, users));
+                self.inner.backend.module_set(self, users);
             }
         }
     }
@@ -598,27 +576,7 @@ impl PresenceService {
         origin: &ServerName,
         entries: Vec<presenced_engine::RemotePresence>,
     ) -> usize {
-        if let Some(link) = self.inner.cluster.get() {
-            // Each remote user's partition owner applies it (cap, timers,
-            // the log); the transaction is answered without waiting.
-            let mut sent = 0;
-            for entry in entries {
-                if entry.user_id.server_name() != origin {
-                    continue;
-                }
-                let command = cluster::ClusterCommand::Remote {
-                    origin: origin.as_str().to_owned(),
-                    presence: entry.presence.as_str().to_owned(),
-                    last_active_ago: entry.last_active_ago,
-                    currently_active: entry.currently_active,
-                    status_msg: entry.status_msg,
-                };
-                link.send(&entry.user_id, command);
-                sent += 1;
-            }
-            return sent;
-        }
-        self.drive(|e, now| e.handle_remote_presence(now, origin, entries))
+        self.inner.backend.remote_presence(self, origin, entries)
     }
 
     /// The router's interest for a local user (empty when no module).
@@ -695,28 +653,9 @@ impl PresenceService {
         device: Option<&DeviceId>,
         effect: SyncEffect,
     ) -> SyncingDevice {
-        if let Some(link) = self.inner.cluster.get() {
-            if effect == SyncEffect::None {
-                return SyncingDevice { counted: None };
-            }
-            let edge = link.sync_started(user, device.map(DeviceId::as_str), effect);
-            // The guard first: a request dropped while the edge is written
-            // still ends its sync.
-            let guard = SyncingDevice {
-                counted: Some((self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
-            };
-            if let Some(edge) = edge {
-                link.write_sync_edge(user, &edge).await;
-            }
-            return guard;
-        }
-        let counted = match effect {
-            SyncEffect::None => false,
-            SyncEffect::KeepAlive => {
-                self.drive(|e, now| e.handle_sync_keepalive_start(now, user, device))
-            }
-            SyncEffect::Set(p) => self.drive(|e, now| e.handle_sync_start(now, user, device, p)),
-        };
+        let counted = (self.inner.backend)
+            .start_syncing(self, user, device, effect)
+            .await;
         SyncingDevice {
             counted: counted
                 .then(|| (self.clone(), user.to_owned(), device.map(ToOwned::to_owned))),
@@ -727,63 +666,7 @@ impl PresenceService {
     /// waits up to `timeout` for something if there is nothing yet. Whether
     /// the device counts as syncing is [`Self::start_syncing`]'s business.
     pub async fn sync(&self, request: SyncRequest<'_>) -> SyncPresence {
-        if let Some(link) = self.inner.cluster.get() {
-            return self.sync_in_cluster(link, request).await;
-        }
-        let SyncRequest {
-            user,
-            since,
-            include_offline,
-            timeout,
-            stop_waiting,
-            room_since: _,
-        } = request;
-        // A cluster's token on a single node: a snapshot, once.
-        let since = since.and_then(|t| t.local());
-        let interest = self.interest(user).await;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let notify = self.waiter_of(user);
-        let result = loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a wake-up between the look and
-            // the wait is not lost.
-            notified.as_mut().enable();
-            let stop = stop_waiting.is_some_and(|f| f());
-            let view = {
-                let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
-                let view = engine.sync_view(user, since, include_offline, &interest);
-                let found = SyncPresence {
-                    states: view.states.into_iter().cloned().collect(),
-                    next: token::PresenceToken::Local(view.next),
-                };
-                if found.states.is_empty() && tokio::time::Instant::now() < deadline && !stop {
-                    engine.wait_for_presence(user);
-                }
-                found
-            };
-            if !view.states.is_empty() || tokio::time::Instant::now() >= deadline || stop {
-                break view;
-            }
-            // Read after the notifier was enabled, so a shutdown in between
-            // is not missed.
-            if self.is_stopping() {
-                self.inner
-                    .engine
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .cancel_wait(user);
-                break view;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                self.inner
-                    .engine
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .cancel_wait(user);
-            }
-        };
-        result
+        self.inner.backend.sync(self, request).await
     }
 
     /// The notifier `user`'s waiting syncs sleep on.
@@ -795,37 +678,14 @@ impl PresenceService {
     /// The presence part of a token for "now" (a sync that asks for no
     /// presence keeps the client's, or gets this).
     pub fn token(&self) -> token::PresenceToken {
-        match self.inner.cluster.get() {
-            Some(link) => token::PresenceToken::Vector(link.applied()),
-            None => token::PresenceToken::Local(self.position()),
-        }
+        self.inner.backend.token(self)
     }
 
-    /// Cluster mode: a membership change at room stream position `stream`
-    /// reached the engine. Remembers the engine position it got, so a
-    /// token's room position maps to "meetings after it".
-    pub fn note_room_position(&self, stream: i64) {
-        if self.inner.cluster.get().is_none() {
-            return;
-        }
+    /// A membership change at room stream position `stream` reached the
+    /// engine (see [`Backend::note_room_position`]).
+    fn note_room_position(&self, stream: i64) {
         let position = self.position();
-        let mut marks = self
-            .inner
-            .room_marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        marks.note(stream, position);
-    }
-
-    /// The engine position up to which meetings are covered by a token
-    /// whose room position is `at`.
-    fn meetings_position(&self, at: i64) -> StreamPos {
-        (self
-            .inner
-            .room_marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()))
-        .position_for(at)
+        self.inner.backend.note_room_position(stream, position);
     }
 
     /// Wakes the waiting syncs of these users (room events for them); only
@@ -870,16 +730,11 @@ impl PresenceService {
         }
     }
 
-    /// [`Self::flush`] into the store the service writes to.
+    /// Shutdown, after the last request: a single node writes every state
+    /// to its database ([`Self::flush`]); a cluster node stops and leaves
+    /// its partitions to the other nodes.
     pub fn flush_to_own_store(&self) {
-        // A cluster node's presence lives in the cluster's log; it leaves
-        // its partitions to the other nodes.
-        if let Some(link) = self.inner.cluster.get() {
-            link.stop();
-            return;
-        }
-        let store = self.inner.store.clone();
-        self.flush(&*store);
+        self.inner.backend.shut_down(self);
     }
 
     /// Writes every state (timestamps that changed without a notification
@@ -911,92 +766,6 @@ fn without_nul_status_msgs(
             !nul
         })
         .collect()
-}
-
-/// Notified states and full-presence marks to store, forgotten remote
-/// users to delete, and who waits for the commit.
-struct PersistJob {
-    states: Vec<(StreamPos, PresenceState)>,
-    marks: Vec<(OwnedUserId, StreamPos)>,
-    /// Deleted only where stored at or before their position, so applying
-    /// them after the batch's states cannot drop a newer state.
-    forget: Vec<(OwnedUserId, StreamPos)>,
-    done: tokio::sync::oneshot::Sender<bool>,
-}
-
-/// Shortest time between two presence commits (see [`spawn_persist_thread`]):
-/// the most a PUT's answer waits for others to share its commit.
-const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
-
-/// The presence writer: a thread of its own that takes every job queued
-/// since its last commit and stores them in one transaction (group
-/// commit), then answers their waiters. A dedicated thread rather than a
-/// task plus `spawn_blocking` per batch: each PUT then costs one hand-off
-/// to the writer and one back, not four.
-///
-/// Under load it commits at most once per [`MIN_COMMIT_INTERVAL`]: a job
-/// arriving sooner after the previous commit waits out the rest of the
-/// interval, so the jobs of that interval share one commit. A transaction
-/// costs SQLite file-lock and WAL-write syscalls whatever its size; with
-/// the pause the writer thread's CPU at 12,800 PUT/s fell from ~19 % to
-/// ~13 % of a core (BENCHMARKS.md). An idle writer commits at once, so a
-/// lone PUT waits for nothing.
-fn spawn_persist_thread(store: Arc<dyn PresenceStore>) -> std::sync::mpsc::Sender<PersistJob> {
-    let (tx, rx) = std::sync::mpsc::channel::<PersistJob>();
-    let spawned = std::thread::Builder::new()
-        .name("presence-writer".to_owned())
-        .spawn(move || {
-            let mut last_commit: Option<Instant> = None;
-            // Ends when every sender (the service) is gone.
-            while let Ok(first) = rx.recv() {
-                if let Some(wait) =
-                    last_commit.and_then(|at| MIN_COMMIT_INTERVAL.checked_sub(at.elapsed()))
-                {
-                    std::thread::sleep(wait);
-                }
-                last_commit = Some(Instant::now());
-                let mut jobs = vec![first];
-                jobs.extend(rx.try_iter());
-                persist_batch(&*store, jobs);
-            }
-        });
-    if let Err(e) = spawned {
-        // Without a writer every PUT answers an error (its job is dropped
-        // unanswered), which is what the operator should see.
-        tracing::error!("could not start the presence writer thread: {e}");
-    }
-    tx
-}
-
-/// Stores one group of jobs in one go and tells each waiter how it went:
-/// a row the store refuses fails only its own job (`GroupCommit`).
-fn persist_batch(store: &dyn PresenceStore, jobs: Vec<PersistJob>) {
-    let mut group = GroupCommit::default();
-    let mut waiting = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        group.add(job.states, job.marks, job.forget);
-        waiting.push(job.done);
-    }
-    let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.commit(store)));
-    let Ok(outcome) = stored else {
-        tracing::error!("persisting presence panicked");
-        for done in waiting {
-            let _ = done.send(false);
-        }
-        return;
-    };
-    // One line per group, not per job: a database that is down fails them all.
-    let failed = outcome.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(e)) = outcome.iter().find(|r| r.is_err()) {
-        tracing::error!(
-            failed,
-            of = outcome.len(),
-            "persisting presence failed: {e}"
-        );
-    }
-    for (done, result) in waiting.into_iter().zip(outcome) {
-        let _ = done.send(result.is_ok());
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! Architecture invariant: this is the only layer that knows every other
 //! one; nothing imports it except `main.rs` and the crate root.
 
-pub mod cluster;
 pub mod database;
 pub mod feeds;
 pub mod startup;

@@ -11,22 +11,20 @@ use crate::api::state::AppState;
 
 /// GET /health and GET /_presenced/health
 ///
-/// Healthy when, on a cluster node, the bus has answered within the owner
-/// lease (a node cut off longer has lost its partitions: a load balancer
-/// should send its clients elsewhere), and the database answers within
-/// [`DATABASE_PATIENCE`] (a database behind a dead link would otherwise
-/// hold the check, and the load balancer's probe, until TCP gives up).
+/// Healthy when the presence back end can take traffic (a cluster node cut
+/// off from the bus past the owner lease has lost its partitions: a load
+/// balancer should send its clients elsewhere), and the database answers
+/// within [`DATABASE_PATIENCE`] (a database behind a dead link would
+/// otherwise hold the check, and the load balancer's probe, until TCP
+/// gives up). What the back end reports about itself (a cluster node: its
+/// name, partitions, applied log positions) comes with the room stream
+/// position, so comparing nodes shows replication lag.
 pub(crate) async fn get_health(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(link) = state.presence.cluster() {
-        if link.cut_off() {
-            return Err(ApiError::Unavailable(format!(
-                "cut off from the cluster's NATS servers for {} s (lease {} s)",
-                link.silent_for().as_secs(),
-                link.lease().as_secs()
-            )));
-        }
+    let backend = state.presence.backend_health();
+    if let Some(why) = backend.unavailable {
+        return Err(ApiError::Unavailable(why));
     }
     tokio::time::timeout(DATABASE_PATIENCE, state.db(|s| s.max_stream()))
         .await
@@ -36,19 +34,12 @@ pub(crate) async fn get_health(
                 DATABASE_PATIENCE.as_secs()
             ))
         })??;
-    if let Some(link) = state.presence.cluster() {
-        // For operators and tests: which node this is, what it owns, and
-        // how far it has applied the presence log (per partition) and the
-        // room event stream; comparing nodes shows replication lag.
-        return Ok(Json(json!({
-            "status": "ok",
-            "cluster": {
-                "node": link.name(),
-                "owned_partitions": link.owned_partitions(),
-                "applied": link.applied().0,
-                "room_position": state.homeserver.room_stream.position(),
-            },
-        })));
+    if let Some(Value::Object(mut report)) = backend.report {
+        report.insert(
+            "room_position".to_owned(),
+            json!(state.homeserver.room_stream.position()),
+        );
+        return Ok(Json(json!({ "status": "ok", "cluster": report })));
     }
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -80,8 +80,11 @@ impl AppState {
         federation: FederationParts,
     ) -> (Arc<Self>, StateReceivers) {
         let (mut homeserver, receivers) = Homeserver::new(&config, store, rooms, presence.clone());
-        if config.cluster.is_some() {
-            // The client's next UIA request may reach another node.
+        // Several processes answer this server's clients (cluster nodes):
+        // what one hands out another must accept, so UIA sessions and
+        // registration nonces are signed instead of kept in memory.
+        let shared_by_processes = config.cluster.is_some();
+        if shared_by_processes {
             (homeserver.uia_sessions)
                 .sign_with(federation.signing_key.derive_secret("presenced uia"));
         }
@@ -98,7 +101,7 @@ impl AppState {
             presence,
             presence_put_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
             presence_sync_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
-            nonces: NonceCache::new(limits.max_registration_nonces),
+            nonces: NonceCache::new(limits.max_registration_nonces, shared_by_processes),
             server_name: config.server_name.clone(),
             homeserver: Arc::new(homeserver),
             config: Arc::new(config),
@@ -157,15 +160,25 @@ impl AppState {
 /// a flood of requests drops the oldest unused nonces, never grows memory.
 pub(crate) struct NonceCache {
     issued: Mutex<ExpiringMap<String, ()>>,
+    /// Nonces are signed instead of kept: another process of the same
+    /// server (a cluster node) must accept what this one handed out.
+    signed: bool,
 }
 
 impl NonceCache {
     const LIFETIME: Duration = Duration::from_secs(60);
 
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, signed: bool) -> Self {
         Self {
             issued: Mutex::new(ExpiringMap::new(Self::LIFETIME, capacity)),
+            signed,
         }
+    }
+
+    /// Whether nonces are signed (and checked by signature) rather than
+    /// kept here.
+    pub(crate) fn signed(&self) -> bool {
+        self.signed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ExpiringMap<String, ()>> {

@@ -40,8 +40,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 
 /// GET /_synapse/admin/v1/register
 pub(crate) async fn get_nonce(State(state): State<Arc<AppState>>) -> Json<Value> {
-    if let (Some(_), Some(secret)) = (
-        state.presence.cluster(),
+    if let (true, Some(secret)) = (
+        state.nonces.signed(),
         state.registration_shared_secret.as_ref(),
     ) {
         let nonce = signed_nonce(
@@ -154,7 +154,7 @@ pub(crate) async fn post_register(
     let secret = state.registration_shared_secret.as_ref().ok_or_else(|| {
         ApiError::BadRequest("Shared secret registration is not enabled".to_owned())
     })?;
-    let known = if state.presence.cluster().is_some() {
+    let known = if state.nonces.signed() {
         signed_nonce_valid(secret.expose(), &req.nonce, crate::presence::now().0)
     } else {
         state.nonces.take(&req.nonce, Instant::now())

@@ -40,8 +40,8 @@ use super::client::FederationClient;
 use super::keys::BoxFuture;
 use super::outgoing::{self, STATES_PER_TRANSACTION};
 use crate::config::{Config, FederationConfig};
-use crate::presence::cluster::link::{ClusterLink, ShardNews};
 use crate::presence::now;
+use crate::presence::{FederationShards, ShardNews};
 use crate::store::Store;
 
 /// How often a cluster node looks at the whole outbox for destinations
@@ -103,8 +103,9 @@ struct Inner {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     client: Arc<dyn TransactionSender>,
-    /// Cluster mode: which destinations this node sends to.
-    cluster: Option<Arc<ClusterLink>>,
+    /// Which destinations this process sends to (on a cluster node, those
+    /// of its shards).
+    shards: FederationShards,
     /// One wake-up per destination task.
     senders: Mutex<HashMap<OwnedServerName, Arc<Wakers>>>,
     stats: OutboundStats,
@@ -123,16 +124,16 @@ impl OutboundPresence {
         store: Arc<dyn Store>,
         client: Arc<dyn TransactionSender>,
         outbound: mpsc::UnboundedReceiver<(OwnedServerName, Vec<PresenceState>)>,
-        cluster: Option<Arc<ClusterLink>>,
+        shards: FederationShards,
     ) -> Self {
         let (stop, _) = watch::channel(false);
-        let news = cluster.as_ref().map(|link| link.federation_news());
+        let news = shards.news();
         let this = Self {
             inner: Arc::new(Inner {
                 config,
                 store,
                 client,
-                cluster,
+                shards,
                 senders: Mutex::new(HashMap::new()),
                 stats: OutboundStats::default(),
                 txn_prefix: now().0,
@@ -174,10 +175,7 @@ impl OutboundPresence {
 
     /// Whether this node sends to `destination` (always, outside a cluster).
     fn sends_to(&self, destination: &ServerName) -> bool {
-        self.inner
-            .cluster
-            .as_ref()
-            .is_none_or(|link| link.sends_to(destination))
+        self.inner.shards.sends_to(destination)
     }
 
     /// Starts (or wakes) a sender for every destination the outbox holds
@@ -257,11 +255,10 @@ impl OutboundPresence {
                 continue;
             }
             for destination in &destinations {
-                match &self.inner.cluster {
-                    Some(link) if !link.sends_to(destination) => {
-                        link.federation_queued(destination)
-                    }
-                    _ => self.wake_sender(destination),
+                if self.inner.shards.sends_to(destination) {
+                    self.wake_sender(destination);
+                } else {
+                    self.inner.shards.hand_over(destination);
                 }
             }
         }

@@ -1,413 +1,234 @@
-//! Cluster mode's half of the presence driver: the engine behind the
-//! cluster crate's [`PresenceDriver`] seam.
+//! Cluster mode's back end: the presence driver of a node among several
+//! sharing one NATS JetStream (docs/cluster.md has the protocol).
 //!
 //! A node owns some of the 16 partitions. For a user of an owned partition
 //! the engine runs the state machine and timers (as on a single node); for
 //! every other user it holds the replica's state, applied as records
 //! arrive. Client inputs (PUT, activity, sync edges, module calls) become
-//! [`ClusterCommand`]s sent to the owner, whichever node received them; the
-//! owner's engine applies the command and the state it computes is written
-//! to the partition's log, from which every node's replica, and engine,
-//! learns it. The answer to a PUT waits for this node's replica to apply
-//! the write (read-your-writes on the node the client talks to).
+//! typed [`ClusterCommand`]s sent to the owner, whichever node received
+//! them; the owner's engine applies the command ([`driver`]) and the state
+//! it computes is written to the partition's log, from which every node's
+//! replica, and engine, learns it. The answer to a PUT waits for this
+//! node's replica to apply the write (read-your-writes on the node the
+//! client talks to).
 //!
 //! What stays node-local: router calls (each node runs the modules),
-//! wake-ups, and the sync stream positions. Not yet clustered (ARCHITECTURE
-//! "Not built yet"): rooms created on another node, federation sharding,
-//! vector sync tokens.
+//! wake-ups, and the engine's stream positions; a sync token is the vector
+//! of the logs' sequences ([`sync`]). Outgoing federation is sharded by
+//! destination over the same partitions ([`link::ShardNews`]).
+//!
+//! Everything of cluster mode in the server is in this folder: the
+//! commands, the driver, the link to the running node, joining at
+//! start-up ([`join`]), room marks and the sync view.
 
+pub mod command;
+mod driver;
+pub mod join;
 pub mod link;
 pub mod room_marks;
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use presenced_cluster::record::{decode_state, encode_state, Command, StateRecord};
-use presenced_cluster::{PresenceDriver, PARTITIONS};
-use presenced_engine::{Presence, RemotePresence};
-use ruma_common::{DeviceId, OwnedUserId, ServerName};
-use serde::{Deserialize, Serialize};
+use presenced_engine::{Presence, PresenceState, RemotePresence, StreamPos};
+use ruma_common::{DeviceId, OwnedUserId, ServerName, UserId};
 
-use super::{Inner, PresenceService};
+pub use self::command::ClusterCommand;
+pub(super) use self::driver::ClusterDriver;
+use self::link::ClusterLink;
+use self::room_marks::RoomMarks;
+use super::token::PresenceToken;
+use super::{PresenceService, PresenceWriteError, SyncEffect, SyncPresence, SyncRequest};
 
-/// What a node asks a partition owner to do for one user: the engine
-/// inputs of client requests, named as the engine names them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ClusterCommand {
-    /// `PUT /presence/{userId}/status`.
-    Set {
-        device: Option<String>,
-        presence: String,
-        status_msg: Option<String>,
-    },
-    /// A request that counts as activity.
-    Activity { device: Option<String> },
-    /// A device's first long-poll on the sending node; `presence` is its
-    /// `set_presence` (`None`: rate-limited, counts as syncing only).
-    SyncStart {
-        device: Option<String>,
-        presence: Option<String>,
-    },
-    /// A later long-poll of a syncing device asked for another presence.
-    SyncPresence {
-        device: Option<String>,
-        presence: String,
-    },
-    /// The device's last long-poll on the sending node ended (after the
-    /// relay's grace).
-    SyncEnd { device: Option<String> },
-    /// Presence of a remote user from their server (inbound federation,
-    /// received by any node).
-    Remote {
-        origin: String,
-        presence: String,
-        last_active_ago: Option<u64>,
-        currently_active: Option<bool>,
-        status_msg: Option<String>,
-    },
-    /// The account was deactivated: offline, without a message, for good.
-    Deactivate,
-    /// The module API's `set_presence_for_users`.
-    ModuleSet {
-        presence: String,
-        status_msg: Option<String>,
-    },
-    /// States for `destination` were queued in the shared outbox; sent to
-    /// the owner of the destination's shard (its key is not a user), which
-    /// wakes its sender. Writes nothing to the log.
-    FederationQueued { destination: String },
+/// The cluster back end of one node.
+pub(super) struct ClusterBackend {
+    /// The engine's side of the node, bound to the service.
+    driver: Arc<ClusterDriver>,
+    /// The running node; set once, right after the node starts (the node
+    /// needs the driver bound first).
+    link: OnceLock<Arc<ClusterLink>>,
+    /// Room stream positions of membership changes and the engine
+    /// positions they got.
+    room_marks: Mutex<RoomMarks>,
 }
 
-/// A user's device (`None`: a request without one).
-type DeviceKey = (OwnedUserId, Option<String>);
-
-/// The engine behind the cluster crate's seam.
-pub struct ClusterDriver {
-    /// The service whose engine this drives; weak, since the service holds
-    /// the node that holds this driver.
-    service: OnceLock<Weak<Inner>>,
-    owned: Mutex<[bool; PARTITIONS as usize]>,
-    /// Users this node computed states for, per partition, so giving a
-    /// partition up reaches all of them (also those whose write failed).
-    seen: Mutex<BTreeMap<u16, BTreeSet<OwnedUserId>>>,
-    /// Per owned (user, device): the nodes that told this owner the device
-    /// syncs there. Makes their sync edges idempotent, so a node that
-    /// re-announces its devices after a takeover never counts twice.
-    syncing: Mutex<HashMap<DeviceKey, BTreeSet<String>>>,
-    /// Nodes whose devices count here but that were not alive at the last
-    /// look: still gone at the next, their devices stop syncing.
-    missing: Mutex<BTreeSet<String>>,
-}
-
-impl ClusterDriver {
-    pub fn new() -> Self {
+impl ClusterBackend {
+    /// A back end whose node is not started yet ([`Self::start_node`]).
+    pub(super) fn new(start_position: StreamPos) -> Self {
         Self {
-            service: OnceLock::new(),
-            owned: Mutex::new([false; PARTITIONS as usize]),
-            seen: Mutex::default(),
-            syncing: Mutex::default(),
-            missing: Mutex::default(),
+            driver: Arc::new(ClusterDriver::new()),
+            link: OnceLock::new(),
+            room_marks: Mutex::new(RoomMarks::new(start_position)),
         }
     }
 
-    /// Binds the driver to its service (once, before the node starts).
-    pub fn bind(&self, service: &PresenceService) {
-        let _ = self.service.set(std::sync::Arc::downgrade(&service.inner));
-    }
-
-    fn service(&self) -> Option<PresenceService> {
-        let inner = self.service.get()?.upgrade()?;
-        Some(PresenceService { inner })
-    }
-
-    fn owns(&self, partition: u16) -> bool {
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())[usize::from(partition)]
-    }
-
-    fn set_owned(&self, partition: u16, owned: bool) {
-        self.owned.lock().unwrap_or_else(|p| p.into_inner())[usize::from(partition)] = owned;
-    }
-
-    fn note(&self, partition: u16, user: &OwnedUserId) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(partition)
-            .or_default()
-            .insert(user.clone());
-    }
-}
-
-impl ClusterDriver {
-    /// A node's sync start for a device it already started here is a
-    /// presence change at most; its end without a start is nothing.
-    /// `None`: nothing to apply.
-    fn dedupe_sync_edge(
-        &self,
-        user: &OwnedUserId,
-        sender: &str,
-        op: ClusterCommand,
-    ) -> Option<ClusterCommand> {
-        let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
-        match op {
-            ClusterCommand::SyncStart { device, presence } => {
-                let nodes = syncing.entry((user.clone(), device.clone())).or_default();
-                if nodes.insert(sender.to_owned()) {
-                    Some(ClusterCommand::SyncStart { device, presence })
-                } else {
-                    presence.map(|presence| ClusterCommand::SyncPresence { device, presence })
-                }
-            }
-            ClusterCommand::SyncEnd { device } => {
-                let key = (user.clone(), device.clone());
-                let nodes = syncing.get_mut(&key)?;
-                if !nodes.remove(sender) {
-                    return None;
-                }
-                if nodes.is_empty() {
-                    syncing.remove(&key);
-                }
-                Some(ClusterCommand::SyncEnd { device })
-            }
-            other => Some(other),
-        }
-    }
-
-    /// Ends the syncs that only nodes gone from the cluster held here
-    /// (`live`: the nodes alive now): a node killed while its clients
-    /// synced never sends their ends. A node must be missing at two looks
-    /// in a row; one that comes back later re-announces its devices.
-    pub(super) fn end_syncs_of_dead_nodes(&self, live: &BTreeSet<String>) {
-        let ended: Vec<DeviceKey> = {
-            let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
-            let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
-            let now_missing: BTreeSet<String> = (syncing.values().flatten())
-                .filter(|node| !live.contains(*node))
-                .cloned()
-                .collect();
-            let dead: BTreeSet<String> = now_missing.intersection(&missing).cloned().collect();
-            *missing = now_missing;
-            if dead.is_empty() {
-                return;
-            }
-            let mut ended = Vec::new();
-            syncing.retain(|key, nodes| {
-                nodes.retain(|node| !dead.contains(node));
-                if nodes.is_empty() {
-                    ended.push(key.clone());
-                }
-                !nodes.is_empty()
-            });
-            ended
-        };
-        let Some(service) = self.service() else {
-            return;
-        };
-        tracing::info!(
-            devices = ended.len(),
-            "syncs of nodes gone from the cluster ended"
+    /// Binds the driver to `service`, then starts the node under it.
+    pub(super) fn start_node(&self, service: &PresenceService, joining: join::Joined) {
+        self.driver.bind(service);
+        let link = ClusterLink::start(
+            &joining.node_name,
+            joining.bus,
+            joining.timing,
+            self.driver.clone(),
         );
-        service.drive(|e, now| {
-            for (user, device) in &ended {
-                e.handle_sync_end(now, user, device_id(device.as_deref()));
-            }
-        });
+        let _ = self.link.set(link);
     }
 
-    /// Forgets the sync edges of a partition's users (its ownership began
-    /// or ended: a new owner starts with no syncing devices).
-    fn forget_sync_edges(&self, partition: u16) {
-        (self.syncing.lock().unwrap_or_else(|p| p.into_inner()))
-            .retain(|(user, _), _| presenced_cluster::partition_of(user.as_str()) != partition);
+    /// The running node (`None` only while it starts).
+    pub(super) fn link(&self) -> Option<&Arc<ClusterLink>> {
+        self.link.get()
     }
-}
 
-/// The node that sent a command: its ids are `<node>-<counter>`.
-fn sender_of(command_id: &str) -> &str {
-    command_id
-        .rsplit_once('-')
-        .map_or(command_id, |(node, _)| node)
-}
-
-impl Default for ClusterDriver {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn presence(text: &str) -> Option<Presence> {
-    Presence::parse(text)
-}
-
-fn device_id(device: Option<&str>) -> Option<&DeviceId> {
-    device.map(<&DeviceId>::from)
-}
-
-impl PresenceDriver for ClusterDriver {
-    fn apply(&self, partition: u16, command: &Command) -> Option<serde_json::Value> {
-        let service = self.service()?;
-        let op: ClusterCommand = match serde_json::from_value(command.state.clone()) {
-            Ok(op) => op,
-            Err(error) => {
-                // A newer node's command this version cannot read.
-                tracing::warn!(%error, "unreadable cluster command");
-                return None;
-            }
-        };
-        if let ClusterCommand::FederationQueued { destination } = &op {
-            if let (Some(link), Ok(destination)) = (service.cluster(), destination.parse()) {
-                link.tell_federation(link::ShardNews::Queued(destination));
-            }
-            return None;
-        }
-        let user: OwnedUserId = command.user.as_str().try_into().ok()?;
-        self.note(partition, &user);
-        let op = self.dedupe_sync_edge(&user, sender_of(&command.id), op)?;
-        let state = service.apply_owned(&user, |e, now| match &op {
-            ClusterCommand::Set {
-                device,
-                presence: p,
-                status_msg,
-            } => {
-                if let Some(p) = presence(p) {
-                    e.handle_set_presence(
-                        now,
-                        &user,
-                        device_id(device.as_deref()),
-                        p,
-                        status_msg.as_deref(),
-                    );
+    /// The engine's `Persist`: the partition's log is the store, and only
+    /// owned users' states come out of the engine here.
+    pub(super) fn persist(&self, states: Vec<(StreamPos, PresenceState)>) {
+        match self.link() {
+            Some(link) => {
+                for (_, state) in &states {
+                    link.publish(state);
                 }
             }
-            ClusterCommand::Activity { device } => {
-                e.handle_activity(now, &user, device_id(device.as_deref()));
-            }
-            ClusterCommand::SyncStart {
-                device,
-                presence: Some(p),
-            } => {
-                if let Some(p) = presence(p) {
-                    e.handle_sync_start(now, &user, device_id(device.as_deref()), p);
-                }
-            }
-            ClusterCommand::SyncStart {
-                device,
-                presence: None,
-            } => {
-                e.handle_sync_keepalive_start(now, &user, device_id(device.as_deref()));
-            }
-            ClusterCommand::SyncPresence {
-                device,
-                presence: p,
-            } => {
-                // One more sync of a device already counted here: its
-                // presence applies and the count stays as it was.
-                if let Some(p) = presence(p) {
-                    let device = device_id(device.as_deref());
-                    if e.handle_sync_start(now, &user, device, p) {
-                        e.handle_sync_end(now, &user, device);
-                    }
-                }
-            }
-            ClusterCommand::SyncEnd { device } => {
-                e.handle_sync_end(now, &user, device_id(device.as_deref()));
-            }
-            ClusterCommand::Remote {
-                origin,
-                presence: p,
-                last_active_ago,
-                currently_active,
-                status_msg,
-            } => {
-                let (Some(p), Ok(origin)) = (presence(p), <&ServerName>::try_from(origin.as_str()))
-                else {
-                    return;
-                };
-                let entry = RemotePresence {
-                    user_id: user.clone(),
-                    presence: p,
-                    last_active_ago: *last_active_ago,
-                    currently_active: *currently_active,
-                    status_msg: status_msg.clone(),
-                };
-                e.handle_remote_presence(now, origin, [entry]);
-            }
-            ClusterCommand::Deactivate => e.handle_deactivate(now, &user),
-            ClusterCommand::ModuleSet {
-                presence: p,
-                status_msg,
-            } => {
-                if let Some(p) = presence(p) {
-                    e.set_presence_for_users(now, [(user.clone(), p, status_msg.clone())]);
-                }
-            }
-            // Handled above: not a user's input.
-            ClusterCommand::FederationQueued { .. } => {}
-        });
-        state.map(|s| encode_state(&s))
-    }
-
-    fn replicated(&self, partition: u16, record: &StateRecord) {
-        // An owned partition's records are this engine's own writes: now
-        // logged, they may be shown, so their watchers look again.
-        if self.owns(partition) {
-            if let (Some(service), Ok(user)) = (
-                self.service(),
-                <&ruma_common::UserId>::try_from(record.user.as_str()),
-            ) {
-                service.drive(|e, _| e.wake_watchers(user));
-            }
-            return;
-        }
-        let (Some(service), Some(state)) =
-            (self.service(), decode_state(&record.user, &record.state))
-        else {
-            return;
-        };
-        service.drive(|e, _| e.handle_replicated_state(state));
-    }
-
-    fn owned(&self, partition: u16, users: Vec<StateRecord>) {
-        self.forget_sync_edges(partition);
-        self.set_owned(partition, true);
-        let Some(service) = self.service() else {
-            return;
-        };
-        let ids: Vec<OwnedUserId> = users
-            .iter()
-            .filter_map(|r| r.user.as_str().try_into().ok())
-            .collect();
-        tracing::info!(partition, users = ids.len(), "took a presence partition");
-        service.drive(|e, _| e.handle_own(ids));
-        if let Some(link) = service.cluster() {
-            link.tell_federation(link::ShardNews::Gained);
+            None => tracing::warn!(
+                states = states.len(),
+                "presence computed before the cluster node started is not logged"
+            ),
         }
     }
 
-    fn disowned(&self, partition: u16, users: Vec<StateRecord>) {
-        self.forget_sync_edges(partition);
-        self.set_owned(partition, false);
-        let Some(service) = self.service() else {
+    pub(super) async fn set_presence(
+        &self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        presence: Presence,
+        status_msg: Option<&str>,
+    ) -> Result<(), PresenceWriteError> {
+        let command = ClusterCommand::Set {
+            device: device.map(ToOwned::to_owned),
+            presence,
+            status_msg: status_msg.map(str::to_owned),
+        };
+        let link = self.link().ok_or_else(starting)?;
+        (link.write(user, &command).await)
+            .map_err(|e| PresenceWriteError::Unavailable(e.to_string()))
+    }
+
+    /// Sends a command without waiting for it (see [`ClusterLink::send`]).
+    fn send(&self, user: &UserId, command: ClusterCommand) {
+        if let Some(link) = self.link() {
+            link.send(user, command);
+        }
+    }
+
+    pub(super) fn activity(&self, user: &UserId, device: Option<&DeviceId>) {
+        let device = device.map(ToOwned::to_owned);
+        self.send(user, ClusterCommand::Activity { device });
+    }
+
+    pub(super) fn deactivate(&self, user: &UserId) {
+        self.send(user, ClusterCommand::Deactivate);
+    }
+
+    pub(super) fn module_set(&self, users: Vec<(OwnedUserId, Presence, Option<String>)>) {
+        for (user, presence, status_msg) in users {
+            self.send(
+                &user,
+                ClusterCommand::ModuleSet {
+                    presence,
+                    status_msg,
+                },
+            );
+        }
+    }
+
+    /// Each remote user's partition owner applies it (cap, timers, the
+    /// log); the transaction is answered without waiting.
+    pub(super) fn remote_presence(
+        &self,
+        origin: &ServerName,
+        entries: Vec<RemotePresence>,
+    ) -> usize {
+        let mut sent = 0;
+        for entry in entries {
+            if entry.user_id.server_name() != origin {
+                continue;
+            }
+            let command = ClusterCommand::Remote {
+                origin: origin.to_owned(),
+                presence: entry.presence,
+                last_active_ago: entry.last_active_ago,
+                currently_active: entry.currently_active,
+                status_msg: entry.status_msg,
+            };
+            self.send(&entry.user_id, command);
+            sent += 1;
+        }
+        sent
+    }
+
+    /// A counted sync starts (`effect` is not [`SyncEffect::None`]): the
+    /// owner hears of it before this returns, or after a bounded wait
+    /// ([`ClusterLink::write_sync_edge`]).
+    pub(super) async fn start_syncing(
+        &self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        effect: SyncEffect,
+    ) {
+        let Some(link) = self.link() else {
             return;
         };
-        let seen = (self.seen.lock().unwrap_or_else(|p| p.into_inner()))
-            .remove(&partition)
-            .unwrap_or_default();
-        let ids: Vec<OwnedUserId> = seen
-            .into_iter()
-            .chain(users.iter().filter_map(|r| r.user.as_str().try_into().ok()))
-            .collect();
-        tracing::info!(partition, "gave a presence partition up");
-        service.drive(|e, _| {
-            e.handle_disown(ids);
-            // What this node computed but could not write gives way to the log.
-            for record in &users {
-                if let Some(state) = decode_state(&record.user, &record.state) {
-                    e.handle_replicated_state(state);
-                }
-            }
-        });
+        if let Some(edge) = link.sync_started(user, device, effect) {
+            link.write_sync_edge(user, &edge).await;
+        }
     }
+
+    pub(super) fn end_sync(&self, user: &UserId, device: Option<&DeviceId>) {
+        if let Some(link) = self.link() {
+            link.sync_ended(user, device);
+        }
+    }
+
+    pub(super) async fn sync(
+        &self,
+        service: &PresenceService,
+        request: SyncRequest<'_>,
+    ) -> SyncPresence {
+        match self.link() {
+            Some(link) => sync::sync(service, self, link, request).await,
+            None => SyncPresence {
+                states: Vec::new(),
+                next: request.since.unwrap_or_else(|| self.token()),
+            },
+        }
+    }
+
+    /// The vector of what this node has applied.
+    pub(super) fn token(&self) -> PresenceToken {
+        PresenceToken::Vector(self.link().map(|l| l.applied()).unwrap_or_default())
+    }
+
+    /// A membership change at room stream position `stream` reached the
+    /// engine: remembers the engine position it got, so a token's room
+    /// position maps to "meetings after it".
+    pub(super) fn note_room_position(&self, stream: i64, engine_position: StreamPos) {
+        (self.room_marks.lock().unwrap_or_else(|p| p.into_inner())).note(stream, engine_position);
+    }
+
+    /// The engine position up to which meetings are covered by a token
+    /// whose room position is `at`.
+    fn meetings_position(&self, at: i64) -> StreamPos {
+        (self.room_marks.lock().unwrap_or_else(|p| p.into_inner())).position_for(at)
+    }
+
+    /// Shutdown: the node stops; its leases run out and other nodes take
+    /// its partitions (its presence lives in the cluster's logs).
+    pub(super) fn shut_down(&self) {
+        if let Some(link) = self.link() {
+            link.stop();
+        }
+    }
+}
+
+fn starting() -> PresenceWriteError {
+    PresenceWriteError::Unavailable("the cluster node is starting".to_owned())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use presenced_engine::{EngineConfig, Tracking};
 use presenced_router::{command_channel, LocalUsers, ModuleEntry, ModuleRegistry};
-use ruma_common::{OwnedRoomId, OwnedServerName, OwnedUserId};
+use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use super::directory::StoreDirectory;
 use super::python::{is_python_class_path, PythonEntry, PythonModules};
@@ -30,11 +30,12 @@ pub enum StartError {
     /// The presence store could not be opened.
     #[error("presence store: {0}")]
     PresenceStore(#[from] StoreFailure),
+    /// Cluster mode: the node could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::join::JoinError),
 }
 
-/// Local presence for remote servers, as the engine hands it out.
-pub type OutboundReceiver =
-    tokio::sync::mpsc::UnboundedReceiver<(OwnedServerName, Vec<presenced_engine::PresenceState>)>;
+pub use super::OutboundReceiver;
 
 /// The engine's settings from the config file.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -127,14 +128,23 @@ pub fn start(
             is_python_class_path(&entry.module).then(|| python.construct(entry, api))
         },
     )?;
-    let (service, outbound) = PresenceService::start(
-        engine_config(config),
-        config.server_name.clone(),
-        router,
-        presence_store,
-        joined,
-        config.cluster.is_none(),
-    );
+    // The one place the back end is chosen (presence/backend.rs).
+    let (service, outbound) = match &config.cluster {
+        None => PresenceService::start(
+            engine_config(config),
+            config.server_name.clone(),
+            router,
+            presence_store,
+            joined,
+        ),
+        Some(cluster) => PresenceService::start_cluster(
+            engine_config(config),
+            config.server_name.clone(),
+            router,
+            joined,
+            super::cluster::join::connect_node(cluster)?,
+        ),
+    };
     if let Some(python) = &python {
         service.set_python_stats(python.stats());
     }

@@ -18,13 +18,8 @@ pub fn spawn(state: &Arc<AppState>, receivers: StateReceivers) -> StateReceivers
     let (activity_copy, activity_out) = unbounded_channel();
     let presence = state.presence.clone();
     tokio::spawn(async move {
-        // A cluster node's room follower applied them already, before its
-        // room position moved past them.
-        let applied_by_follower = presence.cluster().is_some();
         while let Some(change) = membership_rx.recv().await {
-            if !applied_by_follower {
-                presence.apply_membership(&change);
-            }
+            presence.membership_written(&change);
             let _ = membership_copy.send(change);
         }
     });

@@ -57,10 +57,8 @@ pub enum StartupError {
     /// message says how to give presenced its own.
     #[error("{0}")]
     NotOurDatabase(Box<dyn std::error::Error + Send + Sync>),
-    /// Cluster mode: NATS could not be used.
-    #[error(transparent)]
-    Cluster(#[from] crate::process::cluster::JoinError),
-    /// The presence driver could not start (modules, presence store).
+    /// The presence driver could not start (modules, presence store, the
+    /// cluster's NATS).
     #[error(transparent)]
     Presence(#[from] crate::presence::startup::StartError),
     /// The signing key file could not be read or generated.
@@ -313,15 +311,12 @@ fn build(
     let store = stores.store.clone();
     let (presence, outbound) =
         crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
-    if let Some(cluster) = &config.cluster {
-        crate::process::cluster::join(cluster, &presence)?;
-    }
     let outbound = OutboundPresence::start(
         Arc::new(config.clone()),
         store.clone(),
         client,
         outbound,
-        presence.cluster().cloned(),
+        presence.federation_shards(),
     );
     let federation = FederationParts {
         signing_key,

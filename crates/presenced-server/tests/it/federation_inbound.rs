@@ -750,7 +750,6 @@ async fn forgotten_remote_users_leave_storage() {
             PresenceRouter::default(),
             store.clone(),
             Vec::new(),
-            true,
         );
         service
     };

@@ -28,7 +28,6 @@ fn start(store: Arc<SqlitePresenceStore>) -> PresenceService {
         PresenceRouter::default(),
         store,
         vec![(room.clone(), receiver), (room, sender)],
-        true,
     );
     service
 }

@@ -279,3 +279,103 @@ fn the_check_catches_upward_sideways_and_climbing_imports() {
     ];
     assert_eq!(problems, expected);
 }
+
+/// Files that may read which mode the server runs in (`config.cluster`):
+/// the config itself and start-up, where each mode's parts are chosen
+/// once. At run time nothing asks; the presence back end
+/// (`presence/backend.rs`) answers for its mode.
+const MODE_CHOSEN_IN: &[&str] = &[
+    "config.rs",
+    "config/",
+    "process/startup.rs",
+    "presence/startup.rs",
+    // AppState::new: signed UIA sessions and nonces for several processes.
+    "api/state.rs",
+];
+
+/// Cluster mode's parts stay in `presence/`; outside it, no file names
+/// them or asks whether the server is clustered.
+fn mode_tests(files: &[(PathBuf, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, text) in files {
+        let shown = path.to_string_lossy().replace('\\', "/");
+        let in_presence = shown.starts_with("presence/") || shown == "presence.rs";
+        let may_read_mode = MODE_CHOSEN_IN.iter().any(|allowed| {
+            shown == *allowed || (allowed.ends_with('/') && shown.starts_with(allowed))
+        });
+        for (line_no, code) in code_lines(text) {
+            if !in_presence && (code.contains("presence::cluster") || code.contains("ClusterLink"))
+            {
+                problems.push(format!(
+                    "{shown}:{line_no}: names cluster mode's parts outside presence/"
+                ));
+            }
+            if code.contains(".cluster()") {
+                problems.push(format!(
+                    "{shown}:{line_no}: asks the presence service whether it is clustered"
+                ));
+            }
+            if !may_read_mode && (code.contains(".cluster.") || code.contains("&config.cluster")) {
+                problems.push(format!(
+                    "{shown}:{line_no}: reads the mode outside start-up"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_mode_test_outside_the_presence_back_end() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let files: Vec<(PathBuf, String)> = paths
+        .iter()
+        .map(|p| {
+            let relative = p.strip_prefix(&src).unwrap().to_owned();
+            (relative, std::fs::read_to_string(p).unwrap())
+        })
+        .collect();
+    let problems = mode_tests(&files);
+    assert!(
+        problems.is_empty(),
+        "cluster mode outside its seam:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_mode_check_catches_each_kind_of_mode_test() {
+    let file = |path: &str, text: &str| (PathBuf::from(path), text.to_owned());
+    let files = [
+        // Allowed: inside presence/, start-up, comments.
+        file(
+            "presence/backend.rs",
+            "use super::cluster::link::ClusterLink;\n",
+        ),
+        file("process/startup.rs", "if config.cluster.is_some() {}\n"),
+        file("api/health.rs", "// state.presence.cluster()\n"),
+        // Caught: the three ways the mode leaked before.
+        file(
+            "federation/sender.rs",
+            "use crate::presence::cluster::link::ShardNews;\n",
+        ),
+        file(
+            "api/health.rs",
+            "if let Some(link) = state.presence.cluster() {}\n",
+        ),
+        file(
+            "process/feeds.rs",
+            "let clustered = config.cluster.is_some();\n",
+        ),
+    ];
+    assert_eq!(
+        mode_tests(&files),
+        [
+            "federation/sender.rs:1: names cluster mode's parts outside presence/",
+            "api/health.rs:1: asks the presence service whether it is clustered",
+            "process/feeds.rs:1: reads the mode outside start-up",
+        ]
+    );
+}

@@ -1,4 +1,4 @@
-//! The running node under a clustered [`PresenceService`](super::PresenceService):
+//! The running node under a clustered [`PresenceService`](crate::presence::PresenceService):
 //! commands out to partition owners, owner-computed states into the log,
 //! and the edge-triggered relay of this node's long-polls.
 
@@ -9,8 +9,8 @@ use std::time::Duration;
 use presenced_cluster::record::{decode_state, encode_state};
 use presenced_cluster::sync_relay::{SyncEdge, SyncRelay};
 use presenced_cluster::{JetStreamBus, Node, NodeHandle, Timing, WriteError, PARTITIONS};
-use presenced_engine::PresenceState;
-use ruma_common::{OwnedServerName, ServerName, UserId};
+use presenced_engine::{Presence, PresenceState};
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedServerName, ServerName, UserId};
 use tokio::sync::{mpsc, Notify};
 
 use super::{ClusterCommand, ClusterDriver};
@@ -62,7 +62,7 @@ pub fn destination_partition(destination: &ServerName) -> u16 {
 struct Relay {
     relay: SyncRelay,
     /// The presence last relayed per (user, device) syncing here.
-    relayed: HashMap<(String, Option<String>), Option<String>>,
+    relayed: HashMap<(String, Option<String>), Option<Presence>>,
 }
 
 impl ClusterLink {
@@ -134,7 +134,7 @@ impl ClusterLink {
         let link = self.clone();
         let key = destination_key(destination);
         let command = ClusterCommand::FederationQueued {
-            destination: destination.to_string(),
+            destination: destination.to_owned(),
         };
         tokio::spawn(async move {
             if let Err(error) = link.write_key(&key, &command).await {
@@ -153,7 +153,7 @@ impl ClusterLink {
 
     /// Passes news to the federation senders (if they listen yet: at start
     /// they look at the whole outbox anyway).
-    pub(super) fn tell_federation(&self, news: ShardNews) {
+    pub(in crate::presence) fn tell_federation(&self, news: ShardNews) {
         if let Some(tx) = &*self.federation.lock().unwrap_or_else(|p| p.into_inner()) {
             let _ = tx.send(news);
         }
@@ -227,34 +227,37 @@ impl ClusterLink {
     pub fn sync_started(
         &self,
         user: &UserId,
-        device: Option<&str>,
+        device: Option<&DeviceId>,
         effect: SyncEffect,
     ) -> Option<ClusterCommand> {
         let asked = match effect {
             SyncEffect::None => return None,
             SyncEffect::KeepAlive => None,
-            SyncEffect::Set(p) => Some(p.as_str().to_owned()),
+            SyncEffect::Set(p) => Some(p),
         };
-        {
-            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (user.as_str().to_owned(), device.map(str::to_owned));
-            let edge = relay.relay.start(user.as_str(), device);
-            let before = relay.relayed.get(&key).cloned();
-            if edge.is_some() {
-                relay.relayed.insert(key, asked.clone());
-                Some(ClusterCommand::SyncStart {
-                    device: device.map(str::to_owned),
-                    presence: asked,
-                })
-            } else if asked.is_some() && before != Some(asked.clone()) {
-                relay.relayed.insert(key, asked.clone());
-                asked.map(|presence| ClusterCommand::SyncPresence {
-                    device: device.map(str::to_owned),
-                    presence,
-                })
-            } else {
-                None
-            }
+        let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (
+            user.as_str().to_owned(),
+            device.map(|d| d.as_str().to_owned()),
+        );
+        let edge = relay
+            .relay
+            .start(user.as_str(), device.map(DeviceId::as_str));
+        let before = relay.relayed.get(&key).copied();
+        if edge.is_some() {
+            relay.relayed.insert(key, asked);
+            Some(ClusterCommand::SyncStart {
+                device: device.map(ToOwned::to_owned),
+                presence: asked,
+            })
+        } else if asked.is_some() && before != Some(asked) {
+            relay.relayed.insert(key, asked);
+            asked.map(|presence| ClusterCommand::SyncPresence {
+                device: device.map(ToOwned::to_owned),
+                presence,
+            })
+        } else {
+            None
         }
     }
 
@@ -272,11 +275,11 @@ impl ClusterLink {
 
     /// A long-poll of `device` ended on this node; its owner hears of it
     /// after the grace if no other starts.
-    pub fn sync_ended(&self, user: &UserId, device: Option<&str>) {
+    pub fn sync_ended(&self, user: &UserId, device: Option<&DeviceId>) {
         let now = crate::presence::now().0;
         (self.relay.lock().unwrap_or_else(|p| p.into_inner()))
             .relay
-            .end(user.as_str(), device, now);
+            .end(user.as_str(), device.map(DeviceId::as_str), now);
         self.relay_moved.notify_one();
     }
 }
@@ -348,13 +351,16 @@ async fn relay_task(link: Weak<ClusterLink>) {
                 SyncEdge::Started { user, device } => (
                     user,
                     ClusterCommand::SyncStart {
-                        device,
+                        device: device.map(OwnedDeviceId::from),
                         presence: None,
                     },
                 ),
-                SyncEdge::Stopped { user, device, .. } => {
-                    (user, ClusterCommand::SyncEnd { device })
-                }
+                SyncEdge::Stopped { user, device, .. } => (
+                    user,
+                    ClusterCommand::SyncEnd {
+                        device: device.map(OwnedDeviceId::from),
+                    },
+                ),
             };
             if let Ok(user) = <&UserId>::try_from(user.as_str()) {
                 link.send(user, command);

@@ -21,82 +21,79 @@ use presenced_engine::{Presence, PresenceState};
 use super::super::token::PresenceToken;
 use super::super::{PresenceService, SyncPresence, SyncRequest};
 use super::link::ClusterLink;
+use super::ClusterBackend;
 
-impl PresenceService {
-    /// [`PresenceService::sync`] on a cluster node.
-    pub(in crate::presence) async fn sync_in_cluster(
-        &self,
-        link: &ClusterLink,
-        request: SyncRequest<'_>,
-    ) -> SyncPresence {
-        let SyncRequest {
-            user,
-            since,
-            room_since,
+/// What `request.user` may see past the token, waiting up to the timeout
+/// for something when there is nothing yet.
+pub(super) async fn sync(
+    service: &PresenceService,
+    backend: &ClusterBackend,
+    link: &ClusterLink,
+    request: SyncRequest<'_>,
+) -> SyncPresence {
+    let SyncRequest {
+        user,
+        since,
+        room_since,
+        include_offline,
+        timeout,
+        stop_waiting,
+    } = request;
+    let since = since.as_ref().and_then(PresenceToken::vector).copied();
+    let interest = service.interest(user).await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let notify = service.waiter_of(user);
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a wake-up between the look and
+        // the wait is not lost.
+        notified.as_mut().enable();
+        let stop = stop_waiting.is_some_and(|f| f());
+        // Read before the engine: everything up to it is in the engine.
+        let applied = link.applied();
+        let met_since = room_since.map(|at| backend.meetings_position(at));
+        let (audience, met) = {
+            let mut engine = service.engine();
+            let (audience, met) = engine.cluster_view(user, met_since, &interest);
+            let owned = |ids: Vec<&ruma_common::UserId>| -> Vec<_> {
+                ids.into_iter().map(ToOwned::to_owned).collect()
+            };
+            let (audience, met) = (owned(audience), owned(met));
+            engine.wait_for_presence(user);
+            (audience, met)
+        };
+        let (states, pending) = pick(
+            link,
+            since.as_ref(),
+            &applied,
             include_offline,
-            timeout,
-            stop_waiting,
-        } = request;
-        let since = since.as_ref().and_then(PresenceToken::vector).copied();
-        let interest = self.interest(user).await;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let notify = self.waiter_of(user);
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a wake-up between the look and
-            // the wait is not lost.
-            notified.as_mut().enable();
-            let stop = stop_waiting.is_some_and(|f| f());
-            // Read before the engine: everything up to it is in the engine.
-            let applied = link.applied();
-            let met_since = room_since.map(|at| self.meetings_position(at));
-            let (audience, met) = {
-                let mut engine = self.inner.engine.lock().unwrap_or_else(|p| p.into_inner());
-                let (audience, met) = engine.cluster_view(user, met_since, &interest);
-                let owned = |ids: Vec<&ruma_common::UserId>| -> Vec<_> {
-                    ids.into_iter().map(ToOwned::to_owned).collect()
-                };
-                let (audience, met) = (owned(audience), owned(met));
-                engine.wait_for_presence(user);
-                (audience, met)
-            };
-            let (states, pending) = pick(
-                link,
-                since.as_ref(),
-                &applied,
-                include_offline,
-                &audience,
-                &met,
-            );
-            let next = since.map_or(applied, |t| t.max(&applied));
-            let found = SyncPresence {
-                states,
-                next: PresenceToken::Vector(next),
-            };
-            let done = !found.states.is_empty()
-                || tokio::time::Instant::now() >= deadline
-                || stop
-                || self.is_stopping();
-            if done {
-                self.inner
-                    .engine
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .cancel_wait(user);
-                return found;
-            }
-            // A state logged here but not yet under the applied vector (the
-            // engine woke this sync from inside the replica's apply, just
-            // before the vector moved): wait for the vector, not a wake-up.
-            if let Some((partition, seq)) = pending {
-                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-                link.wait_applied(partition, seq, wait).await;
-                continue;
-            }
-            // Woken, or the deadline: either way, look again.
-            let _ = tokio::time::timeout_at(deadline, notified).await;
+            &audience,
+            &met,
+        );
+        let next = since.map_or(applied, |t| t.max(&applied));
+        let found = SyncPresence {
+            states,
+            next: PresenceToken::Vector(next),
+        };
+        let done = !found.states.is_empty()
+            || tokio::time::Instant::now() >= deadline
+            || stop
+            || service.is_stopping();
+        if done {
+            service.engine().cancel_wait(user);
+            return found;
         }
+        // A state logged here but not yet under the applied vector (the
+        // engine woke this sync from inside the replica's apply, just
+        // before the vector moved): wait for the vector, not a wake-up.
+        if let Some((partition, seq)) = pending {
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            link.wait_applied(partition, seq, wait).await;
+            continue;
+        }
+        // Woken, or the deadline: either way, look again.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
     }
 }
 

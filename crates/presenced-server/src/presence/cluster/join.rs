@@ -7,8 +7,6 @@ use std::time::Duration;
 use presenced_cluster::{BusError, JetStreamBus, JetStreamConfig, Timing};
 
 use crate::config::cluster::ClusterConfig;
-use crate::presence::cluster::link::ClusterLink;
-use crate::presence::PresenceService;
 
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +64,19 @@ async fn connect(js: &JetStreamConfig) -> Result<JetStreamBus, BusError> {
     }
 }
 
+/// A node connected to the cluster's NATS, ready to start under a
+/// presence service ([`super::ClusterBackend::start_node`]).
+pub struct Joined {
+    pub(super) node_name: String,
+    pub(super) bus: JetStreamBus,
+    pub(super) timing: Timing,
+}
+
 /// Connects to NATS (creating the streams and buckets on first use, and
 /// refusing servers older than 2.12 or, unless `allow_unreplicated`,
-/// fewer than 3 replicas), then starts this node under `presence`.
-/// Blocks the calling thread of a multi-threaded runtime while connecting.
-pub fn join(config: &ClusterConfig, presence: &PresenceService) -> Result<(), JoinError> {
+/// fewer than 3 replicas). Blocks the calling thread of a multi-threaded
+/// runtime while connecting.
+pub fn connect_node(config: &ClusterConfig) -> Result<Joined, JoinError> {
     let handle = tokio::runtime::Handle::current();
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         return Err(JoinError::Runtime);
@@ -88,6 +94,9 @@ pub fn join(config: &ClusterConfig, presence: &PresenceService) -> Result<(), Jo
         nats = %config.nats_servers.join(", "),
         "joined the presence cluster"
     );
-    presence.join_cluster(|driver| ClusterLink::start(&config.node_name, bus, timing, driver));
-    Ok(())
+    Ok(Joined {
+        node_name: config.node_name.clone(),
+        bus,
+        timing,
+    })
 }
