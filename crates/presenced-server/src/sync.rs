@@ -6,7 +6,8 @@
 //! process), asks the presence driver for the presence section
 //! ([`PresenceService::sync`]), and with nothing new waits on the user's
 //! wake-up until the deadline. When something is there (or time is up) it
-//! reads the rooms section from the homeserver and merges both into a
+//! reads the rooms section from the homeserver (only the rooms the
+//! filter's `room.rooms` / `room.not_rooms` allow) and merges both into a
 //! [`SyncAnswer`] with its `next_batch` token.
 //!
 //! Architecture invariant: no HTTP here. The handler (`api/client/sync.rs`)
@@ -14,14 +15,24 @@
 //! between `api` and `homeserver`/`presence`, takes only the parts it uses
 //! (never `AppState`), and fails with [`SyncError`], which `api/` maps.
 //!
-//! - `token`: the `s{events}_{presence}` token, read and written.
-//! - `long_polls`: the bound on long-polls open per device.
-//! - `answer`: the answer and its JSON shape.
+//! What lives here, and why here:
+//!
+//! - `token`: the `s{events}_{presence}` token, read and written. It
+//!   joins the rooms half and the presence half, which only the merge
+//!   here sees together.
+//! - `long_polls`: the bound on long-polls open per device. Only the loop
+//!   asks it whether to stop waiting, so the service owns the table.
+//! - `answer`: the answer and its JSON shape, kept apart from the loop so
+//!   the loop hands over data and the handler writes the bytes.
 //! - `error`: [`SyncError`].
+//!
+//! The `rc_presence` limit of syncs is applied here too: a limited sync is
+//! still answered, the limit only decides whether its `set_presence`
+//! counts, which is a presence rule, not a refusal the handler could make.
 
 pub mod answer;
 mod error;
-pub(crate) mod long_polls;
+mod long_polls;
 pub mod token;
 
 use std::sync::Arc;
