@@ -1,7 +1,7 @@
 //! The HTTP API: routing, extractors, handlers, and the mapping of every
 //! concern's errors to Matrix errors ([`error::ApiError`]).
 //!
-//! Architecture invariant: a handler parses, makes one call into
+//! Architecture invariant: a handler parses, makes one call into `sync`,
 //! `homeserver`, `presence` or `federation`, and maps the result; no rule
 //! lives here, and no handler holds a lock across an `.await`. Nothing
 //! below this layer imports it.
@@ -26,7 +26,6 @@ pub mod extract;
 pub mod federation;
 pub mod filter_validation;
 pub mod health;
-pub(crate) mod long_polls;
 pub mod metrics;
 mod nul;
 pub mod request_span;

@@ -18,6 +18,8 @@
 //!
 //! - `process`: the shell (start-up, feeds, logging); `main.rs` on top.
 //! - `api`: HTTP routing and handlers: parse, make one call, map errors.
+//! - `sync`: the `/sync` service: the long-poll, the merge of presence and
+//!   rooms, the token.
 //! - `homeserver`: accounts, tokens, UIA, rooms, the room stream.
 //! - `federation`: keys, signatures, inbound EDUs, the outbound sender.
 //! - `presence`: the driver around the engine and the router.
@@ -39,6 +41,7 @@ pub mod presence;
 pub mod process;
 /// Storage lives in its own crate; `crate::store` keeps its old path.
 pub use presenced_store as store;
+pub mod sync;
 pub mod util;
 
 use std::future::Future;

@@ -16,6 +16,7 @@ use crate::federation::auth::AuthError;
 use crate::homeserver::accounts::AccountError;
 use crate::homeserver::Error as HomeserverError;
 use crate::store::StoreError;
+use crate::sync::SyncError;
 
 /// `Retry-After` of a 503 (seconds).
 const RETRY_AFTER_SECS: &str = "1";
@@ -175,6 +176,14 @@ impl From<HomeserverError> for ApiError {
                 Self::LimitExceeded { retry_after_ms }
             }
             HomeserverError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<SyncError> for ApiError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Rooms(e) => e.into(),
         }
     }
 }

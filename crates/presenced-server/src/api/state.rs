@@ -14,6 +14,7 @@ use crate::federation::{RemoteKeyCache, ServerSigningKey};
 pub use crate::homeserver::{Homeserver, RoomParts, StateReceivers};
 use crate::presence::PresenceService;
 use crate::store::Store;
+use crate::sync::SyncService;
 use crate::util::expiring_map::ExpiringMap;
 use crate::util::rate_limit::RateLimiter;
 
@@ -37,8 +38,8 @@ pub struct AppState {
     pub presence: PresenceService,
     /// `rc_presence` for `PUT /presence`.
     pub(crate) presence_put_limiter: RateLimiter,
-    /// `rc_presence` for presence-affecting syncs (its own bucket).
-    pub(crate) presence_sync_limiter: RateLimiter,
+    /// `/sync`: the long-poll, its presence limit and its answer.
+    pub sync: SyncService,
     /// Handler counters for `GET /metrics`.
     pub metrics: Metrics,
     /// Our federation signing key.
@@ -53,8 +54,6 @@ pub struct AppState {
     pub outbound: OutboundPresence,
     /// Open connections of all listeners and their caps (`connections:`).
     pub connections: Arc<crate::net::ConnectionTracker>,
-    /// Open `/sync` long-polls per device, for their bound.
-    pub(crate) long_polls: crate::api::long_polls::LongPolls,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -95,15 +94,16 @@ impl AppState {
         let conn_limits = config
             .connections
             .resolve(crate::net::fd_limit::raise_and_get());
-        let limits_per_device = config.connections.max_long_polls_per_device;
         let connections = Arc::new(crate::net::ConnectionTracker::new(conn_limits));
+        let homeserver = Arc::new(homeserver);
+        let sync = SyncService::new(&config, Arc::clone(&homeserver), presence.clone());
         let state = Self {
             presence,
             presence_put_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
-            presence_sync_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
+            sync,
             nonces: NonceCache::new(limits.max_registration_nonces, shared_by_processes),
             server_name: config.server_name.clone(),
-            homeserver: Arc::new(homeserver),
+            homeserver,
             config: Arc::new(config),
             registration_shared_secret,
             metrics: Metrics::default(),
@@ -113,7 +113,6 @@ impl AppState {
             federation_bodies: Default::default(),
             outbound: federation.outbound,
             connections,
-            long_polls: crate::api::long_polls::LongPolls::new(limits_per_device),
         };
         (Arc::new(state), receivers)
     }
@@ -145,7 +144,7 @@ impl AppState {
             uia_sessions: self.homeserver.uia_sessions.len(),
             registration_nonces: self.nonces.len(),
             rate_limit_buckets: self.presence_put_limiter.tracked_keys()
-                + self.presence_sync_limiter.tracked_keys()
+                + self.sync.rate_limit_buckets()
                 + l.login_address.tracked_keys()
                 + l.login_account.tracked_keys()
                 + l.login_failed.tracked_keys()

@@ -8,15 +8,19 @@
 //! of the device's long-polls answers at once with what it has (usually
 //! nothing new, and its own token as `next_batch`), so the client loses
 //! nothing and the newest request, the one it waits for, stays open.
+//!
+//! It lives with the sync service because only the long-poll loop reads
+//! it: the service owns the table and asks each request's place in it
+//! whether to stop waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ruma_common::{OwnedDeviceId, OwnedUserId};
+use ruma_common::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 
-use crate::api::state::AppState;
+use crate::presence::PresenceService;
 
 type Key = (OwnedUserId, OwnedDeviceId);
 
@@ -78,21 +82,22 @@ impl<'a> LongPoll<'a> {
     /// no place. When an older long-poll of the device is superseded, the
     /// user's waiting syncs are woken so that it answers now.
     pub(crate) fn start(
-        state: &'a AppState,
-        user: &OwnedUserId,
-        device: &OwnedDeviceId,
+        polls: &'a LongPolls,
+        presence: &PresenceService,
+        user: &UserId,
+        device: &DeviceId,
         timeout: Duration,
     ) -> Self {
         if timeout.is_zero() {
             return Self { registered: None };
         }
-        let key = (user.clone(), device.clone());
-        let (flag, superseded) = state.long_polls.register(&key);
+        let key = (user.to_owned(), device.to_owned());
+        let (flag, superseded) = polls.register(&key);
         if superseded {
-            state.presence.wake_syncs([&**user]);
+            presence.wake_syncs([user]);
         }
         Self {
-            registered: Some((&state.long_polls, key, flag)),
+            registered: Some((polls, key, flag)),
         }
     }
 
