@@ -166,7 +166,7 @@ pub enum PresenceWriteError {
     Unavailable(String),
 }
 
-/// What the sync handler gets.
+/// The presence section of a sync, as the sync service gets it.
 pub struct SyncPresence {
     /// States to return.
     pub states: Vec<PresenceState>,
@@ -223,7 +223,7 @@ pub struct SyncRequest<'a> {
     pub timeout: Duration,
     /// Ends the wait early when it turns true (checked at each wake-up of
     /// the user's syncs, see [`PresenceService::wake_syncs`]): the sync
-    /// handler's "the user's rooms moved".
+    /// sync service's "the user's rooms moved".
     pub stop_waiting: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
