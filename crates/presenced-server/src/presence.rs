@@ -222,7 +222,7 @@ pub struct SyncRequest<'a> {
     /// How long to wait for presence if there is none yet.
     pub timeout: Duration,
     /// Ends the wait early when it turns true (checked at each wake-up of
-    /// the user's syncs, see [`PresenceService::wake_syncs`]): the sync
+    /// the user's syncs, see [`PresenceService::wake_syncs`]): the
     /// sync service's "the user's rooms moved".
     pub stop_waiting: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
