@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin;
+mod architecture_map;
 mod bad_text;
 mod cli;
 mod cluster;
