@@ -361,7 +361,10 @@ PUT /_matrix/client/v3/presence/{userId}/status
     };
     assert_eq!(
         candidates(Path::new("docs/a.md"), &declared_folders(page), &short),
-        [PathBuf::from("owner.rs"), PathBuf::from("crates/x/src/owner.rs")]
+        [
+            PathBuf::from("owner.rs"),
+            PathBuf::from("crates/x/src/owner.rs")
+        ]
     );
     let link = Mention {
         line: 2,
