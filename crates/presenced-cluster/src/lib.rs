@@ -3,8 +3,8 @@
 //! Users hash into 16 partitions; each partition has one owner node at a
 //! time (a lease on the bus), which is the only writer of the partition's
 //! log; every node keeps a full replica of all logs and serves reads from
-//! it. The design, and why NATS JetStream, is in the project's
-//! `shared/design/scale-out.md`; ARCHITECTURE.md says what was built.
+//! it. docs/cluster.md says what was built, why NATS JetStream, and the
+//! choices made on the way.
 //!
 //! # Layout
 //! - [`bus`]: the [`Bus`] contract; [`MemBus`] (in memory, fault hooks,

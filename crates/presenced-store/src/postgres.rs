@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: the same traits as SQLite ([`Store`],
 //! [`OutboxStore`], [`PresenceStore`]) on one pool.
 //!
-//! Driver: tokio-postgres with deadpool-postgres (see ARCHITECTURE.md for
+//! Driver: tokio-postgres with deadpool-postgres (see docs/store.md for
 //! why not sqlx). The traits are synchronous, as SQLite's calls are, and
 //! the server already calls them off its runtime (`store::blocking`, the
 //! presence writer thread). So the store owns a small tokio runtime of its

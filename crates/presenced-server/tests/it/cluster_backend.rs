@@ -309,7 +309,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
 }
 
 /// For a test of what a single server does that a cluster does
-/// differently on purpose (documented in ARCHITECTURE.md, cluster mode) or
+/// differently on purpose (documented in docs/cluster.md) or
 /// that restarts its server in-process: true, with a note on stderr, when
 /// this run's servers are clusters.
 pub fn single_node_only(why: &str) -> bool {
