@@ -48,7 +48,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use presenced_engine::{
     Engine, EngineConfig, EngineStats, Interest, Membership, Output, Presence, PresenceState,
@@ -64,14 +64,7 @@ use self::backend::Backend;
 pub use self::backend::{BackendHealth, FederationShards, ShardNews};
 use crate::store::presence::PresenceStore;
 
-/// The wall clock, read only here (the engine never reads it).
-pub fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
-}
+pub use crate::util::clock::now;
 
 /// Where a stream started at `now` begins.
 ///

@@ -52,7 +52,8 @@ use crate::homeserver::room_filter::RoomFilter;
 use crate::homeserver::room_stream::RoomsMoved;
 use crate::homeserver::{sync_rooms, Homeserver};
 use crate::presence::filter::PresenceFilter;
-use crate::presence::{now, PresenceService, SyncEffect, SyncPresence};
+use crate::presence::{PresenceService, SyncEffect, SyncPresence};
+use crate::util::clock::now;
 use crate::util::rate_limit::RateLimiter;
 
 /// What a sync needs, held once for every request.

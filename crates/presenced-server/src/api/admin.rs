@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{bearer_token, AuthUser, MatrixPath, MatrixQuery};
 use crate::api::state::AppState;
-use crate::presence::now;
+use crate::util::clock::now;
 use crate::util::ids;
 
 /// The admin routes.

@@ -40,9 +40,9 @@ use super::client::FederationClient;
 use super::keys::BoxFuture;
 use super::outgoing::{self, STATES_PER_TRANSACTION};
 use crate::config::{Config, FederationConfig};
-use crate::presence::now;
 use crate::presence::{FederationShards, ShardNews};
 use crate::store::Store;
+use crate::util::clock::now;
 
 /// How often a cluster node looks at the whole outbox for destinations
 /// of its shards, beyond the notices it gets (one lost while a shard
@@ -136,7 +136,7 @@ impl OutboundPresence {
                 shards,
                 senders: Mutex::new(HashMap::new()),
                 stats: OutboundStats::default(),
-                txn_prefix: now().0,
+                txn_prefix: now().as_millis(),
                 next_txn: AtomicU64::new(1),
                 stop,
             }),

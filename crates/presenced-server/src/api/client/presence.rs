@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixJson, MatrixPath};
 use crate::api::state::AppState;
-use crate::presence::{now, wire, PresenceWriteError};
+use crate::presence::{wire, PresenceWriteError};
+use crate::util::clock::now;
 
 /// Body of a presence set. Unknown keys are refused (as Synapse does);
 /// `status_msg: null` clears the message, like leaving it out.
