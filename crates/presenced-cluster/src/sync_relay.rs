@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use presenced_engine::Timestamp;
+
 use crate::partition::partition_of;
 
 /// An edge to relay to the user's partition owner.
@@ -25,11 +27,11 @@ pub enum SyncEdge {
         user: String,
         device: Option<String>,
     },
-    /// The last long-poll ended at `at_ms` and none started within the grace.
+    /// The last long-poll ended at `at` and none started within the grace.
     Stopped {
         user: String,
         device: Option<String>,
-        at_ms: u64,
+        at: Timestamp,
     },
 }
 
@@ -37,7 +39,7 @@ pub enum SyncEdge {
 struct Device {
     in_flight: u32,
     /// Set while `in_flight` is 0: when the last request ended.
-    ended_at_ms: Option<u64>,
+    ended_at: Option<Timestamp>,
 }
 
 /// The front node's count of in-flight long-polls.
@@ -64,36 +66,36 @@ impl SyncRelay {
         entry.in_flight += 1;
         // A device back within the grace never stopped, as far as the
         // owner knows: no edge.
-        let was_idle_and_relayed = entry.in_flight == 1 && entry.ended_at_ms.is_none();
-        entry.ended_at_ms = None;
+        let was_idle_and_relayed = entry.in_flight == 1 && entry.ended_at.is_none();
+        entry.ended_at = None;
         was_idle_and_relayed.then(|| SyncEdge::Started {
             user: user.to_owned(),
             device: device.map(str::to_owned),
         })
     }
 
-    /// A long-poll ends at `now_ms`.
-    pub fn end(&mut self, user: &str, device: Option<&str>, now_ms: u64) {
+    /// A long-poll ends at `now`.
+    pub fn end(&mut self, user: &str, device: Option<&str>, now: Timestamp) {
         let key = (user.to_owned(), device.map(str::to_owned));
         if let Some(entry) = self.devices.get_mut(&key) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             if entry.in_flight == 0 {
-                entry.ended_at_ms = Some(now_ms);
+                entry.ended_at = Some(now);
             }
         }
     }
 
-    /// Stops whose grace has run out by `now_ms`; those devices are forgotten.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<SyncEdge> {
-        let grace = self.grace.as_millis() as u64;
+    /// Stops whose grace has run out by `now`; those devices are forgotten.
+    pub fn poll(&mut self, now: Timestamp) -> Vec<SyncEdge> {
+        let grace = self.grace;
         let mut edges = Vec::new();
         self.devices
-            .retain(|(user, device), entry| match entry.ended_at_ms {
-                Some(at) if entry.in_flight == 0 && now_ms >= at + grace => {
+            .retain(|(user, device), entry| match entry.ended_at {
+                Some(at) if entry.in_flight == 0 && now >= at + grace => {
                     edges.push(SyncEdge::Stopped {
                         user: user.clone(),
                         device: device.clone(),
-                        at_ms: at,
+                        at,
                     });
                     false
                 }
@@ -103,11 +105,10 @@ impl SyncRelay {
     }
 
     /// When the next stop may be due.
-    pub fn next_due_ms(&self) -> Option<u64> {
-        let grace = self.grace.as_millis() as u64;
+    pub fn next_due(&self) -> Option<Timestamp> {
         self.devices
             .values()
-            .filter_map(|entry| entry.ended_at_ms.map(|at| at + grace))
+            .filter_map(|entry| entry.ended_at.map(|at| at + self.grace))
             .min()
     }
 
@@ -148,20 +149,20 @@ mod tests {
             None,
             "a second long-poll of the device"
         );
-        relay.end(U, Some("d"), 1_000);
-        relay.end(U, Some("d"), 2_000);
-        assert_eq!(relay.next_due_ms(), Some(12_000));
-        assert!(relay.poll(11_999).is_empty());
+        relay.end(U, Some("d"), Timestamp(1_000));
+        relay.end(U, Some("d"), Timestamp(2_000));
+        assert_eq!(relay.next_due(), Some(Timestamp(12_000)));
+        assert!(relay.poll(Timestamp(11_999)).is_empty());
         assert_eq!(
-            relay.poll(12_000),
+            relay.poll(Timestamp(12_000)),
             [SyncEdge::Stopped {
                 user: U.to_owned(),
                 device: Some("d".to_owned()),
-                at_ms: 2_000
+                at: Timestamp(2_000)
             }],
             "stopped at the end of the last request, not at the grace"
         );
-        assert!(relay.poll(20_000).is_empty(), "once");
+        assert!(relay.poll(Timestamp(20_000)).is_empty(), "once");
         assert_eq!(
             relay.start(U, Some("d")),
             started("d"),
@@ -174,8 +175,8 @@ mod tests {
         let mut relay = SyncRelay::new(GRACE);
         assert!(relay.start(U, Some("d")).is_some());
         for n in 0..100u64 {
-            relay.end(U, Some("d"), n * 30_000 + 29_000);
-            assert!(relay.poll(n * 30_000 + 29_500).is_empty());
+            relay.end(U, Some("d"), Timestamp(n * 30_000 + 29_000));
+            assert!(relay.poll(Timestamp(n * 30_000 + 29_500)).is_empty());
             assert_eq!(relay.start(U, Some("d")), None);
         }
     }
@@ -185,8 +186,8 @@ mod tests {
         let mut relay = SyncRelay::new(GRACE);
         assert_eq!(relay.start(U, Some("a")), started("a"));
         assert_eq!(relay.start(U, Some("b")), started("b"));
-        relay.end(U, Some("a"), 0);
-        let stopped = relay.poll(GRACE.as_millis() as u64);
+        relay.end(U, Some("a"), Timestamp::ZERO);
+        let stopped = relay.poll(Timestamp::ZERO + GRACE);
         assert_eq!(stopped.len(), 1);
         assert!(
             matches!(&stopped[0], SyncEdge::Stopped { device, .. } if device.as_deref() == Some("a"))
@@ -201,7 +202,7 @@ mod tests {
             relay.start(user, None);
         }
         // One of them ended but is within its grace: still announced.
-        relay.end(&users[0], None, 0);
+        relay.end(&users[0], None, Timestamp::ZERO);
         let p = partition_of(&users[0]);
         let announced = relay.announce_partition(p);
         let expected = users.iter().filter(|u| partition_of(u) == p).count();

@@ -276,7 +276,7 @@ impl ClusterLink {
     /// A long-poll of `device` ended on this node; its owner hears of it
     /// after the grace if no other starts.
     pub fn sync_ended(&self, user: &UserId, device: Option<&DeviceId>) {
-        let now = crate::presence::now().0;
+        let now = crate::util::clock::now();
         (self.relay.lock().unwrap_or_else(|p| p.into_inner()))
             .relay
             .end(user.as_str(), device.map(DeviceId::as_str), now);
@@ -322,7 +322,7 @@ async fn relay_task(link: Weak<ClusterLink>) {
         let Some(link) = link.upgrade() else {
             return;
         };
-        let now = crate::presence::now().0;
+        let now = crate::util::clock::now();
         let (due, edges) = {
             let mut relay = link.relay.lock().unwrap_or_else(|p| p.into_inner());
             let mut edges = relay.relay.poll(now);
@@ -344,7 +344,7 @@ async fn relay_task(link: Weak<ClusterLink>) {
                     relay.relayed.remove(&(user.clone(), device.clone()));
                 }
             }
-            (relay.relay.next_due_ms(), edges)
+            (relay.relay.next_due(), edges)
         };
         for edge in edges {
             let (user, command) = match edge {
@@ -368,7 +368,7 @@ async fn relay_task(link: Weak<ClusterLink>) {
         }
         // Epochs are looked at at least once a second.
         let wait = due.map_or(Duration::from_secs(1), |at| {
-            Duration::from_millis(at.saturating_sub(now)).min(Duration::from_secs(1))
+            at.saturating_since(now).min(Duration::from_secs(1))
         });
         // Holding the link while waiting delays the task's end after the
         // link is dropped by at most this wait.
