@@ -13,6 +13,7 @@ use futures::StreamExt;
 use presenced_cluster::relay::{self, OutboxSource, RelayTiming};
 use presenced_cluster::testing::NatsServers;
 use presenced_cluster::Bus;
+use presenced_engine::Timestamp;
 use presenced_store::postgres::PgStore;
 use presenced_store::testing::{member_event, FreshPgDatabase};
 use presenced_store::Store;
@@ -72,7 +73,12 @@ async fn membership_changes_reach_the_feed_once_in_commit_order_across_a_relay_k
         let store = store.clone();
         let (room, creator) = (room.clone(), creator.clone());
         tokio::task::spawn_blocking(move || {
-            store.create_room(&room, &creator, 1, &[member_event(&room, &creator, "join")])
+            store.create_room(
+                &room,
+                &creator,
+                Timestamp(1),
+                &[member_event(&room, &creator, "join")],
+            )
         })
         .await
         .unwrap()

@@ -18,10 +18,12 @@ pub mod port;
 pub mod postgres;
 pub mod presence;
 pub(crate) mod server_name;
+mod sql_time;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use presenced_engine::Timestamp;
 use ruma_common::{
     DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
@@ -77,8 +79,8 @@ pub struct NewUser {
     pub password_hash: Option<String>,
     /// Server admin.
     pub admin: bool,
-    /// Creation time, ms since the epoch.
-    pub created_ts: u64,
+    /// Creation time.
+    pub created_ts: Timestamp,
 }
 
 /// A stored user.
@@ -145,8 +147,8 @@ pub struct NewEvent {
     pub state_key: Option<String>,
     /// The event content.
     pub content: Value,
-    /// Creation time, ms since the epoch.
-    pub origin_server_ts: u64,
+    /// Creation time.
+    pub origin_server_ts: Timestamp,
     /// The client transaction this event answers, if any.
     pub txn: Option<TxnKey>,
 }
@@ -168,8 +170,8 @@ pub struct StoredEvent {
     pub state_key: Option<String>,
     /// The content.
     pub content: Value,
-    /// Creation time, ms since the epoch.
-    pub origin_server_ts: u64,
+    /// Creation time.
+    pub origin_server_ts: Timestamp,
     /// The transaction it was sent with, if any.
     pub txn: Option<TxnKey>,
 }
@@ -225,7 +227,7 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
         device_id: &DeviceId,
         display_name: Option<&str>,
         token_hash: &str,
-        now_ms: u64,
+        now: Timestamp,
     ) -> StoreResult<()>;
     /// Who holds the token with this hash (deactivated users hold none).
     fn token_owner(&self, token_hash: &str) -> StoreResult<Option<TokenOwner>>;
@@ -241,7 +243,7 @@ pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
         &self,
         room_id: &RoomId,
         creator: &UserId,
-        now_ms: u64,
+        now: Timestamp,
         events: &[NewEvent],
     ) -> StoreResult<Vec<i64>>;
     /// Appends events in one transaction and returns their stream positions.

@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
+use presenced_engine::Timestamp;
 use ruma_common::{
     DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId,
 };
@@ -47,6 +48,7 @@ use super::{
     TokenOwner, TxnKey, UserRecord,
 };
 use crate::membership::Membership;
+use crate::sql_time;
 
 mod checkpoint;
 mod outbox;
@@ -259,7 +261,7 @@ impl RawEvent {
             event_type: self.event_type,
             state_key: self.state_key,
             content,
-            origin_server_ts: u64::try_from(self.origin_server_ts).unwrap_or(0),
+            origin_server_ts: sql_time::from_column(self.origin_server_ts),
             txn,
         })
     }
@@ -340,7 +342,7 @@ fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Vec<i
             e.event_type,
             e.state_key,
             content,
-            i64::try_from(e.origin_server_ts).unwrap_or(i64::MAX),
+            sql_time::to_column(e.origin_server_ts),
             e.txn.as_ref().map(|t| t.device_id.as_str()),
             e.txn.as_ref().map(|t| t.txn_id.as_str()),
         ])?;
@@ -381,7 +383,7 @@ impl Store for SqliteStore {
                 user.user_id.as_str(),
                 user.password_hash,
                 user.admin,
-                i64::try_from(user.created_ts).unwrap_or(i64::MAX)
+                sql_time::to_column(user.created_ts)
             ],
         );
         match result {
@@ -447,9 +449,9 @@ impl Store for SqliteStore {
         device_id: &DeviceId,
         display_name: Option<&str>,
         token_hash: &str,
-        now_ms: u64,
+        now: Timestamp,
     ) -> StoreResult<()> {
-        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let now = sql_time::to_column(now);
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         exec(
@@ -527,7 +529,7 @@ impl Store for SqliteStore {
         &self,
         room_id: &RoomId,
         creator: &UserId,
-        now_ms: u64,
+        now: Timestamp,
         events: &[NewEvent],
     ) -> StoreResult<Vec<i64>> {
         let mut conn = self.conn()?;
@@ -536,7 +538,7 @@ impl Store for SqliteStore {
             .execute(params![
                 room_id.as_str(),
                 creator.as_str(),
-                i64::try_from(now_ms).unwrap_or(i64::MAX)
+                sql_time::to_column(now)
             ])?;
         let streams = insert_events(&tx, events)?;
         tx.commit()?;

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use presenced_engine::Timestamp;
 use ruma_common::{RoomId, UserId};
 
 use crate::postgres::{connect_client, error_chain, PgConnectOptions};
@@ -30,7 +31,7 @@ pub fn member_event(room: &RoomId, user: &UserId, membership: &str) -> NewEvent 
         event_type: "m.room.member".to_owned(),
         state_key: Some(user.to_string()),
         content: serde_json::json!({ "membership": membership }),
-        origin_server_ts: 1,
+        origin_server_ts: Timestamp(1),
         txn: None,
     }
 }

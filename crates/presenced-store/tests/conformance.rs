@@ -190,7 +190,7 @@ fn new_user(id: &str, admin: bool) -> NewUser {
         user_id: user(id),
         password_hash: Some(format!("hash-of-{id}")),
         admin,
-        created_ts: 1_000,
+        created_ts: Timestamp(1_000),
     }
 }
 
@@ -243,9 +243,10 @@ fn tokens_belong_to_one_device_and_go_with_it(db: Db) {
     s.create_user(&new_user("@alice:x.org", true)).unwrap();
     let phone: OwnedDeviceId = "PHONE".into();
     let laptop: OwnedDeviceId = "LAPTOP".into();
-    s.issue_token(&alice, &phone, Some("Phone"), "t1", 5)
+    s.issue_token(&alice, &phone, Some("Phone"), "t1", Timestamp(5))
         .unwrap();
-    s.issue_token(&alice, &laptop, None, "t2", 6).unwrap();
+    s.issue_token(&alice, &laptop, None, "t2", Timestamp(6))
+        .unwrap();
     let owner = s.token_owner("t1").unwrap().unwrap();
     assert_eq!(
         (
@@ -256,20 +257,22 @@ fn tokens_belong_to_one_device_and_go_with_it(db: Db) {
         ("@alice:x.org", "PHONE", true)
     );
     // A new login on the same device replaces its token.
-    s.issue_token(&alice, &phone, None, "t3", 7).unwrap();
+    s.issue_token(&alice, &phone, None, "t3", Timestamp(7))
+        .unwrap();
     assert_eq!(s.token_owner("t1").unwrap(), None);
     assert!(s.token_owner("t3").unwrap().is_some());
     s.delete_device(&alice, &phone).unwrap();
     assert_eq!(s.token_owner("t3").unwrap(), None);
     assert!(s.token_owner("t2").unwrap().is_some());
-    s.issue_token(&alice, &phone, None, "t4", 8).unwrap();
+    s.issue_token(&alice, &phone, None, "t4", Timestamp(8))
+        .unwrap();
     let mut gone = s.delete_all_devices(&alice).unwrap();
     gone.sort();
     assert_eq!(gone, [laptop, phone]);
     assert_eq!(s.token_owner("t2").unwrap(), None);
     assert_eq!(s.token_owner("t4").unwrap(), None);
     // A deactivated user's token is not answered.
-    s.issue_token(&alice, &OwnedDeviceId::from("D"), None, "t5", 9)
+    s.issue_token(&alice, &OwnedDeviceId::from("D"), None, "t5", Timestamp(9))
         .unwrap();
     s.deactivate_user(&alice).unwrap();
     assert_eq!(s.token_owner("t5").unwrap(), None);
@@ -282,10 +285,20 @@ fn membership_changes_and_timelines_since_a_position(db: Db) {
     let r1 = room("!one:x.org");
     let r2 = room("!two:x.org");
     store
-        .create_room(&r1, &alice, 0, &[member_event(&r1, &alice, "join")])
+        .create_room(
+            &r1,
+            &alice,
+            Timestamp::ZERO,
+            &[member_event(&r1, &alice, "join")],
+        )
         .unwrap();
     store
-        .create_room(&r2, &alice, 0, &[member_event(&r2, &alice, "join")])
+        .create_room(
+            &r2,
+            &alice,
+            Timestamp::ZERO,
+            &[member_event(&r2, &alice, "join")],
+        )
         .unwrap();
     let before_bob = store.max_stream().unwrap();
 
@@ -402,12 +415,17 @@ fn transactions_and_join_rules_are_found(db: Db) {
     s.create_room(
         &open,
         &alice,
-        0,
+        Timestamp::ZERO,
         &[member_event(&open, &alice, "join"), rule],
     )
     .unwrap();
-    s.create_room(&plain, &alice, 0, &[member_event(&plain, &alice, "join")])
-        .unwrap();
+    s.create_room(
+        &plain,
+        &alice,
+        Timestamp::ZERO,
+        &[member_event(&plain, &alice, "join")],
+    )
+    .unwrap();
     let mut rules = s.room_join_rules().unwrap();
     rules.sort();
     assert_eq!(
@@ -449,8 +467,13 @@ fn timelines_are_limited_from_the_newest_end(db: Db) {
     let s = db.open().store;
     let alice = user("@alice:x.org");
     let r = room("!r:x.org");
-    s.create_room(&r, &alice, 0, &[member_event(&r, &alice, "join")])
-        .unwrap();
+    s.create_room(
+        &r,
+        &alice,
+        Timestamp::ZERO,
+        &[member_event(&r, &alice, "join")],
+    )
+    .unwrap();
     let events: Vec<_> = (0..5)
         .map(|i| message(&r, &alice, &format!("m{i}")))
         .collect();
@@ -657,11 +680,16 @@ fn everything_survives_reopening(db: Db) {
             .unwrap();
         opened
             .store
-            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", 1)
+            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", Timestamp(1))
             .unwrap();
         opened
             .store
-            .create_room(&r, &alice, 0, &[member_event(&r, &alice, "join")])
+            .create_room(
+                &r,
+                &alice,
+                Timestamp::ZERO,
+                &[member_event(&r, &alice, "join")],
+            )
             .unwrap();
         opened
             .store
@@ -713,7 +741,7 @@ fn the_first_server_name_is_kept_and_another_refused(db: Db) {
             .unwrap();
         opened
             .store
-            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", 1)
+            .issue_token(&alice, &OwnedDeviceId::from("D"), None, "tok", Timestamp(1))
             .unwrap();
     }
     let (found, configured, evidence) = mismatch(db.open_as("y.org"));

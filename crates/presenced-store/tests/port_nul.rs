@@ -31,12 +31,12 @@ fn text_with_nul_ports_with_each_nul_replaced_and_counted() {
                 user_id: alice.clone(),
                 password_hash: None,
                 admin: false,
-                created_ts: 1,
+                created_ts: Timestamp(1),
             })
             .unwrap();
         let device: &ruma_common::DeviceId = "PHONE".into();
         store
-            .issue_token(&alice, device, Some("ph\u{0}ne"), "hash", 2)
+            .issue_token(&alice, device, Some("ph\u{0}ne"), "hash", Timestamp(2))
             .unwrap();
         let mut state = PresenceState::new(alice.clone());
         state.presence = Presence::Online;

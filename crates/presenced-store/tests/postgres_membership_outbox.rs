@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use presenced_engine::Timestamp;
 use presenced_store::postgres::PgStore;
 use presenced_store::testing::{member_event, FreshPgDatabase};
 use presenced_store::Store;
@@ -22,7 +23,12 @@ fn concurrent_membership_changes_reach_the_outbox_once_each_in_commit_order() {
         .collect();
     for room in &rooms {
         store
-            .create_room(room, &creator, 1, &[member_event(room, &creator, "join")])
+            .create_room(
+                room,
+                &creator,
+                Timestamp(1),
+                &[member_event(room, &creator, "join")],
+            )
             .unwrap();
     }
     let created = rooms.len() as u64;

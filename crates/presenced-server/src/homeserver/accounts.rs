@@ -11,7 +11,7 @@ use ruma_common::{OwnedDeviceId, OwnedUserId, ServerName};
 
 use crate::config::PasswordHashing;
 use crate::store::{NewUser, Store, StoreError};
-use crate::util::ids;
+use crate::util::{clock, ids};
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +125,7 @@ pub fn create_account(
             user_id: user_id.clone(),
             password_hash,
             admin,
-            created_ts: ids::now_ms(),
+            created_ts: clock::now(),
         })
         .map_err(|e| match e {
             StoreError::UserInUse => AccountError::UserInUse,
@@ -156,7 +156,7 @@ pub fn start_session(
         &device_id,
         display_name,
         &ids::hash_token(&access_token),
-        ids::now_ms(),
+        clock::now(),
     )?;
     Ok(Session {
         access_token,

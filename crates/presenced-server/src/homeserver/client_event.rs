@@ -4,7 +4,7 @@ use ruma_common::{DeviceId, UserId};
 use serde_json::{json, Map, Value};
 
 use crate::store::StoredEvent;
-use crate::util::ids;
+use crate::util::clock;
 
 /// The client wire format of a stored event (a trait because
 /// [`StoredEvent`] lives in the store crate, which knows no wire formats).
@@ -20,7 +20,9 @@ impl ToClientEvent for StoredEvent {
         let mut unsigned = Map::new();
         unsigned.insert(
             "age".to_owned(),
-            json!(ids::now_ms().saturating_sub(self.origin_server_ts)),
+            json!(clock::now()
+                .as_millis()
+                .saturating_sub(self.origin_server_ts.as_millis())),
         );
         if let (Some(txn), Some((user, device))) = (&self.txn, viewer) {
             if *self.sender == *user && *txn.device_id == *device {
@@ -32,7 +34,7 @@ impl ToClientEvent for StoredEvent {
             "type": self.event_type,
             "sender": self.sender,
             "room_id": self.room_id,
-            "origin_server_ts": self.origin_server_ts,
+            "origin_server_ts": self.origin_server_ts.as_millis(),
             "content": self.content,
             "unsigned": unsigned,
         });

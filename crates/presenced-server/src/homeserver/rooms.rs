@@ -16,7 +16,7 @@ use crate::homeserver::Error;
 use crate::homeserver::Homeserver;
 use crate::store::membership::{Membership, MembershipChange};
 use crate::store::{NewEvent, StoreError};
-use crate::util::ids;
+use crate::util::{clock, ids};
 
 /// The room presets of `POST /createRoom`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -63,7 +63,7 @@ pub async fn create_room(state: &Arc<Homeserver>, req: NewRoom) -> Result<OwnedR
     let st = Arc::clone(state);
     state
         .room_write(move |s, _| {
-            let streams = s.create_room(&room, &creator, ids::now_ms(), &events)?;
+            let streams = s.create_room(&room, &creator, clock::now(), &events)?;
             // Reported under the room write lock, so membership changes
             // reach the engine in commit order. The creator's join is the
             // second event; invites are the last ones.
@@ -166,7 +166,7 @@ fn initial_events(room_id: &RoomId, req: &NewRoom) -> Vec<NewEvent> {
         }
         state.push(("m.room.member", invitee.to_string(), content));
     }
-    let now = ids::now_ms();
+    let now = clock::now();
     state
         .into_iter()
         .map(|(event_type, state_key, content)| NewEvent {
@@ -243,7 +243,7 @@ pub async fn set_membership(
         event_type: "m.room.member".to_owned(),
         state_key: Some(target.to_string()),
         content: Value::Object(content),
-        origin_server_ts: ids::now_ms(),
+        origin_server_ts: clock::now(),
         txn: None,
     };
     let event_id = event.event_id.clone();

@@ -9,6 +9,7 @@
 use std::str::FromStr;
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
+use presenced_engine::Timestamp;
 use ruma_common::{
     DeviceId, OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
@@ -18,15 +19,12 @@ use tokio_postgres::Row;
 
 use super::{PgStore, ROOM_WRITES_LOCK_KEY};
 use crate::membership::Membership;
+use crate::sql_time;
 use crate::sqlite::{parse_or_skip, RawEvent, EVENT_COLUMNS};
 use crate::{
     MembershipRow, NewEvent, NewUser, Store, StoreError, StoreResult, StoredEvent, TailedEvent,
     Timeline, TokenOwner, UserRecord,
 };
-
-fn ts(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
 
 fn raw_event(r: &Row) -> RawEvent {
     RawEvent {
@@ -124,7 +122,7 @@ async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult
                     &e.event_type,
                     &e.state_key,
                     &content,
-                    &ts(e.origin_server_ts),
+                    &sql_time::to_column(e.origin_server_ts),
                     &e.txn.as_ref().map(|t| t.device_id.as_str()),
                     &e.txn.as_ref().map(|t| t.txn_id.as_str()),
                 ],
@@ -228,7 +226,7 @@ impl Store for PgStore {
                         &user.user_id.as_str(),
                         &user.password_hash,
                         &user.admin,
-                        &ts(user.created_ts),
+                        &sql_time::to_column(user.created_ts),
                     ],
                 )
                 .await;
@@ -298,12 +296,12 @@ impl Store for PgStore {
         device_id: &DeviceId,
         display_name: Option<&str>,
         token_hash: &str,
-        now_ms: u64,
+        now: Timestamp,
     ) -> StoreResult<()> {
         let (user_id, device_id) = (user_id.to_string(), device_id.to_string());
         let display_name = display_name.map(str::to_owned);
         let token_hash = token_hash.to_owned();
-        let now = ts(now_ms);
+        let now = sql_time::to_column(now);
         self.call(move |mut c| async move {
             let tx = c.transaction().await?;
             let device = tx
@@ -399,12 +397,12 @@ impl Store for PgStore {
         &self,
         room_id: &RoomId,
         creator: &UserId,
-        now_ms: u64,
+        now: Timestamp,
         events: &[NewEvent],
     ) -> StoreResult<Vec<i64>> {
         let (room_id, creator) = (room_id.to_string(), creator.to_string());
         let events = events.to_vec();
-        let now = ts(now_ms);
+        let now = sql_time::to_column(now);
         self.call(move |mut c| async move {
             let tx = c.transaction().await?;
             let stmt = tx

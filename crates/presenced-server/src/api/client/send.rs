@@ -14,7 +14,7 @@ use crate::homeserver::activity::ActivityEvent;
 use crate::homeserver::room_stream::Committed;
 use crate::homeserver::rooms;
 use crate::store::{NewEvent, TxnKey};
-use crate::util::ids;
+use crate::util::{clock, ids};
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 ///
@@ -42,7 +42,7 @@ pub(crate) async fn put_send(
                 event_type,
                 state_key: None,
                 content: Value::Object(content),
-                origin_server_ts: ids::now_ms(),
+                origin_server_ts: clock::now(),
                 txn: Some(TxnKey {
                     device_id: auth.device_id.clone(),
                     txn_id: txn_id.clone(),
