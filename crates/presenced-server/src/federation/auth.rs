@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderValue, Method, Request};
+use presenced_engine::Timestamp;
 use ruma_common::{OwnedServerName, ServerName};
 use ruma_federation_api::authentication::{XMatrix, XMatrixParseError};
 use ruma_signatures::PublicKeyMap;
@@ -63,7 +64,7 @@ impl Verifier<'_> {
     pub async fn authorize(
         &self,
         authorization: Option<&HeaderValue>,
-        now_ms: u64,
+        now: Timestamp,
     ) -> Result<Authorized, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let header = header
@@ -89,7 +90,7 @@ impl Verifier<'_> {
                     key_id: key_id.to_owned(),
                 })?
         } else {
-            self.keys.key(&origin, key_id, now_ms).await?
+            self.keys.key(&origin, key_id, now).await?
         };
         let public_keys: PublicKeyMap = BTreeMap::from([(
             origin.as_str().to_owned(),

@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use presenced_engine::Timestamp;
 use ruma_common::serde::Base64;
 use ruma_common::{CanonicalJsonValue, OwnedServerName, ServerName};
 use ruma_signatures::PublicKeyMap;
@@ -160,22 +161,21 @@ impl Default for KeyCacheConfig {
 
 impl KeyCacheConfig {
     /// The wait after `failures` failed look-ups in a row.
-    fn backoff(&self, failures: u32) -> u64 {
-        let first = self.failure_backoff.as_millis() as u64;
-        let factor = 1u64 << failures.saturating_sub(1).min(20);
-        first
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(20);
+        self.failure_backoff
             .saturating_mul(factor)
-            .min(self.max_failure_backoff.as_millis() as u64)
+            .min(self.max_failure_backoff)
     }
 }
 
 /// One server's keys and when we last asked for them.
 #[derive(Debug, Default)]
 struct ServerKeys {
-    /// key ID → (public key, valid until ms).
-    keys: HashMap<String, (Base64, u64)>,
-    /// When we last started a fetch (ms since the epoch).
-    last_fetch_ms: Option<u64>,
+    /// key ID → (public key, valid until).
+    keys: HashMap<String, (Base64, Timestamp)>,
+    /// When we last started a fetch.
+    last_fetch: Option<Timestamp>,
     /// Failed fetches in a row (0 after a success).
     failures: u32,
     /// Lookups waiting for (or running) this server's fetch.
@@ -185,10 +185,10 @@ struct ServerKeys {
 }
 
 impl ServerKeys {
-    fn valid(&self, key_id: &str, now_ms: u64) -> Option<Base64> {
+    fn valid(&self, key_id: &str, now: Timestamp) -> Option<Base64> {
         self.keys
             .get(key_id)
-            .filter(|(_, until)| *until >= now_ms)
+            .filter(|(_, until)| *until >= now)
             .map(|(key, _)| key.clone())
     }
 }
@@ -236,13 +236,13 @@ impl RemoteKeyCache {
         self.lock().len()
     }
 
-    /// The public key `key_id` of `server`, valid at `now_ms`: from the
+    /// The public key `key_id` of `server`, valid at `now`: from the
     /// cache, else fetched (unless `server` was asked too recently).
     pub async fn key(
         &self,
         server: &ServerName,
         key_id: &str,
-        now_ms: u64,
+        now: Timestamp,
     ) -> Result<Base64, KeyError> {
         let busy = || KeyError::Busy {
             server: server.to_owned(),
@@ -250,16 +250,16 @@ impl RemoteKeyCache {
         let fetching = {
             let mut servers = self.lock();
             if !servers.contains_key(server) {
-                self.trim(&mut servers, now_ms);
+                self.trim(&mut servers, now);
             }
             let entry = servers.entry(server.to_owned()).or_default();
-            if let Some(key) = entry.valid(key_id, now_ms) {
+            if let Some(key) = entry.valid(key_id, now) {
                 return Ok(key);
             }
             // A fetch in flight may bring the key: wait for it. Otherwise
             // a server asked too recently is refused without waiting.
             if entry.fetching.try_lock().is_ok() {
-                self.too_soon(server, key_id, entry, now_ms)?;
+                self.too_soon(server, key_id, entry, now)?;
             }
             if entry.waiting >= self.config.max_waiting_per_server {
                 return Err(busy());
@@ -276,16 +276,16 @@ impl RemoteKeyCache {
         let _slot = {
             let mut servers = self.lock();
             let entry = servers.entry(server.to_owned()).or_default();
-            if let Some(key) = entry.valid(key_id, now_ms) {
+            if let Some(key) = entry.valid(key_id, now) {
                 return Ok(key);
             }
-            self.too_soon(server, key_id, entry, now_ms)?;
+            self.too_soon(server, key_id, entry, now)?;
             let slot = self
                 .fetch_slots
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| busy())?;
-            entry.last_fetch_ms = Some(now_ms);
+            entry.last_fetch = Some(now);
             slot
         };
         let fetched = tokio::time::timeout(
@@ -301,7 +301,7 @@ impl RemoteKeyCache {
         });
         let keys = fetched
             .map_err(KeyError::from)
-            .and_then(|body| self.check_response(server, body, now_ms));
+            .and_then(|body| self.check_response(server, body, now));
         let mut servers = self.lock();
         let entry = servers.entry(server.to_owned()).or_default();
         let keys = keys.inspect_err(|e| {
@@ -311,7 +311,7 @@ impl RemoteKeyCache {
         entry.failures = 0;
         entry.keys = keys;
         entry
-            .valid(key_id, now_ms)
+            .valid(key_id, now)
             .ok_or_else(|| KeyError::UnknownKey {
                 server: server.to_owned(),
                 key_id: key_id.to_owned(),
@@ -326,17 +326,17 @@ impl RemoteKeyCache {
         server: &ServerName,
         key_id: &str,
         entry: &ServerKeys,
-        now_ms: u64,
+        now: Timestamp,
     ) -> Result<(), KeyError> {
-        let Some(at) = entry.last_fetch_ms else {
+        let Some(at) = entry.last_fetch else {
             return Ok(());
         };
         let wait = if entry.failures > 0 {
             self.config.backoff(entry.failures)
         } else {
-            self.config.refetch_interval.as_millis() as u64
+            self.config.refetch_interval
         };
-        if now_ms.saturating_sub(at) >= wait {
+        if now.saturating_since(at) >= wait {
             return Ok(());
         }
         Err(if entry.keys.is_empty() {
@@ -358,8 +358,8 @@ impl RemoteKeyCache {
         &self,
         server: &ServerName,
         body: serde_json::Value,
-        now_ms: u64,
-    ) -> Result<HashMap<String, (Base64, u64)>, KeyError> {
+        now: Timestamp,
+    ) -> Result<HashMap<String, (Base64, Timestamp)>, KeyError> {
         let invalid = |message: String| KeyError::InvalidResponse {
             server: server.to_owned(),
             message,
@@ -370,7 +370,9 @@ impl RemoteKeyCache {
             other => return Err(invalid(format!("server_name is {other:?}"))),
         }
         let valid_until = match object.get("valid_until_ts") {
-            Some(CanonicalJsonValue::Integer(ts)) => u64::try_from(i64::from(*ts)).unwrap_or(0),
+            Some(CanonicalJsonValue::Integer(ts)) => {
+                Timestamp(u64::try_from(i64::from(*ts)).unwrap_or(0))
+            }
             _ => return Err(invalid("valid_until_ts is missing".to_owned())),
         };
         let Some(CanonicalJsonValue::Object(verify_keys)) = object.get("verify_keys") else {
@@ -417,7 +419,7 @@ impl RemoteKeyCache {
             BTreeMap::from([(server.as_str().to_owned(), keys.clone())]);
         ruma_signatures::verify_json(&public_keys, &object)
             .map_err(|e| invalid(format!("bad signature: {e}")))?;
-        let cap = now_ms.saturating_add(self.config.max_validity.as_millis() as u64);
+        let cap = now + self.config.max_validity;
         let until = valid_until.min(cap);
         Ok(keys
             .into_iter()
@@ -429,17 +431,21 @@ impl RemoteKeyCache {
     /// fetch is in flight may go too; its lookup then re-creates it. A
     /// tenth of the entries go at once, so a flood of new names pays for
     /// the sort once per thousand names, not once per name.
-    fn trim(&self, servers: &mut HashMap<OwnedServerName, ServerKeys>, now_ms: u64) {
+    fn trim(&self, servers: &mut HashMap<OwnedServerName, ServerKeys>, now: Timestamp) {
         let excess = (servers.len() + 1).saturating_sub(self.config.max_servers);
         if excess == 0 {
             return;
         }
         let excess = excess.max(self.config.max_servers / 10);
-        let mut order: Vec<(bool, u64, OwnedServerName)> = servers
+        let mut order: Vec<(bool, Timestamp, OwnedServerName)> = servers
             .iter()
             .map(|(name, keys)| {
-                let has_valid = keys.keys.values().any(|(_, until)| *until >= now_ms);
-                (has_valid, keys.last_fetch_ms.unwrap_or(0), name.clone())
+                let has_valid = keys.keys.values().any(|(_, until)| *until >= now);
+                (
+                    has_valid,
+                    keys.last_fetch.unwrap_or(Timestamp::ZERO),
+                    name.clone(),
+                )
             })
             .collect();
         order.sort();
@@ -518,7 +524,10 @@ mod tests {
         let fetcher = FakeFetcher::new(key_response("a.test", &key, 10 * HOUR));
         let cache = cache(fetcher.clone());
         for _ in 0..3 {
-            let got = cache.key(name("a.test"), key.key_id(), HOUR).await.unwrap();
+            let got = cache
+                .key(name("a.test"), key.key_id(), Timestamp(HOUR))
+                .await
+                .unwrap();
             assert_eq!(got.encode(), key.public_key_base64());
         }
         assert_eq!(fetcher.calls(), 1);
@@ -529,7 +538,7 @@ mod tests {
         let key = ServerSigningKey::generate();
         let fetcher = FakeFetcher::new(key_response("evil.test", &key, 10 * HOUR));
         let err = cache(fetcher)
-            .key(name("a.test"), key.key_id(), HOUR)
+            .key(name("a.test"), key.key_id(), Timestamp(HOUR))
             .await
             .unwrap_err();
         assert!(matches!(err, KeyError::InvalidResponse { .. }), "{err}");
@@ -550,7 +559,7 @@ mod tests {
         });
         other.sign_json(name("a.test"), &mut body).unwrap();
         let err = cache(FakeFetcher::new(body))
-            .key(name("a.test"), listed.key_id(), HOUR)
+            .key(name("a.test"), listed.key_id(), Timestamp(HOUR))
             .await
             .unwrap_err();
         assert!(matches!(err, KeyError::InvalidResponse { .. }), "{err}");
@@ -562,7 +571,7 @@ mod tests {
             "verify_keys": { listed.key_id(): { "key": listed.public_key_base64() } },
         });
         let err = cache(FakeFetcher::new(unsigned))
-            .key(name("a.test"), listed.key_id(), HOUR)
+            .key(name("a.test"), listed.key_id(), Timestamp(HOUR))
             .await
             .unwrap_err();
         assert!(matches!(err, KeyError::InvalidResponse { .. }), "{err}");
@@ -573,10 +582,13 @@ mod tests {
         let key = ServerSigningKey::generate();
         let fetcher = FakeFetcher::new(key_response("a.test", &key, 100 * HOUR));
         let cache = cache(fetcher.clone());
-        cache.key(name("a.test"), key.key_id(), HOUR).await.unwrap();
+        cache
+            .key(name("a.test"), key.key_id(), Timestamp(HOUR))
+            .await
+            .unwrap();
         // Right after a fetch, an unknown key ID is refused without fetching.
         let err = cache
-            .key(name("a.test"), "ed25519:made_up", HOUR + 1_000)
+            .key(name("a.test"), "ed25519:made_up", Timestamp(HOUR + 1_000))
             .await
             .unwrap_err();
         assert!(matches!(err, KeyError::UnknownKey { .. }), "{err}");
@@ -584,7 +596,7 @@ mod tests {
         // Later, a made-up key ID: one refetch, then refused without fetching.
         for _ in 0..5 {
             let err = cache
-                .key(name("a.test"), "ed25519:made_up", HOUR + 61_000)
+                .key(name("a.test"), "ed25519:made_up", Timestamp(HOUR + 61_000))
                 .await
                 .unwrap_err();
             assert!(matches!(err, KeyError::UnknownKey { .. }), "{err}");
@@ -594,7 +606,7 @@ mod tests {
         let rotated = ServerSigningKey::generate();
         *fetcher.response.lock().unwrap() = key_response("a.test", &rotated, 100 * HOUR);
         let got = cache
-            .key(name("a.test"), rotated.key_id(), HOUR + 122_000)
+            .key(name("a.test"), rotated.key_id(), Timestamp(HOUR + 122_000))
             .await
             .unwrap();
         assert_eq!(got.encode(), rotated.public_key_base64());
@@ -606,10 +618,13 @@ mod tests {
         let key = ServerSigningKey::generate();
         let fetcher = FakeFetcher::new(key_response("a.test", &key, 2 * HOUR));
         let cache = cache(fetcher.clone());
-        cache.key(name("a.test"), key.key_id(), HOUR).await.unwrap();
+        cache
+            .key(name("a.test"), key.key_id(), Timestamp(HOUR))
+            .await
+            .unwrap();
         *fetcher.response.lock().unwrap() = key_response("a.test", &key, 10 * HOUR);
         cache
-            .key(name("a.test"), key.key_id(), 3 * HOUR)
+            .key(name("a.test"), key.key_id(), Timestamp(3 * HOUR))
             .await
             .unwrap();
         assert_eq!(fetcher.calls(), 2);
@@ -620,7 +635,7 @@ mod tests {
         let key = ServerSigningKey::generate();
         let fetcher = FakeFetcher::new(key_response("a.test", &key, HOUR - 1));
         let err = cache(fetcher)
-            .key(name("a.test"), key.key_id(), HOUR)
+            .key(name("a.test"), key.key_id(), Timestamp(HOUR))
             .await
             .unwrap_err();
         assert!(matches!(err, KeyError::UnknownKey { .. }), "{err}");
@@ -630,7 +645,7 @@ mod tests {
     async fn failed_fetches_are_rate_limited_too() {
         let cache = RemoteKeyCache::new(Arc::new(NoKeyFetcher), KeyCacheConfig::default());
         let first = cache
-            .key(name("a.test"), "ed25519:x", HOUR)
+            .key(name("a.test"), "ed25519:x", Timestamp(HOUR))
             .await
             .unwrap_err();
         assert!(
@@ -638,7 +653,7 @@ mod tests {
             "{first}"
         );
         let second = cache
-            .key(name("a.test"), "ed25519:x", HOUR + 1)
+            .key(name("a.test"), "ed25519:x", Timestamp(HOUR + 1))
             .await
             .unwrap_err();
         assert!(matches!(second, KeyError::RateLimited { .. }), "{second}");
@@ -656,7 +671,9 @@ mod tests {
         let key = ServerSigningKey::generate();
         for i in 0..10 {
             let server = format!("s{i}.test");
-            let _ = cache.key(name(&server), key.key_id(), HOUR + i).await;
+            let _ = cache
+                .key(name(&server), key.key_id(), Timestamp(HOUR + i))
+                .await;
         }
         assert!(cache.lock().len() <= 3, "{}", cache.lock().len());
     }
@@ -693,7 +710,7 @@ mod tests {
                 ..KeyCacheConfig::default()
             },
         );
-        let at = |t: u64| cache.key(name("a.test"), "ed25519:x", HOUR + t);
+        let at = |t: u64| cache.key(name("a.test"), "ed25519:x", Timestamp(HOUR + t));
         let fetched = |r: Result<Base64, KeyError>| matches!(r, Err(KeyError::Fetch(_)));
         assert!(fetched(at(0).await));
         assert!(!fetched(at(59_000).await));
@@ -720,7 +737,7 @@ mod tests {
         ));
         let spawn = |server: &'static str| {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.key(name(server), "ed25519:x", HOUR).await })
+            tokio::spawn(async move { cache.key(name(server), "ed25519:x", Timestamp(HOUR)).await })
         };
         // Two fetches run (a, b); a second lookup waits for a's.
         let running = [spawn("a.test"), spawn("b.test"), spawn("a.test")];
@@ -732,9 +749,13 @@ mod tests {
         }
         // A third server finds no free fetch slot; a third lookup of a
         // finds its waiting room full. Both fail without waiting.
-        let third = cache.key(name("c.test"), "ed25519:x", HOUR).await;
+        let third = cache
+            .key(name("c.test"), "ed25519:x", Timestamp(HOUR))
+            .await;
         assert!(matches!(third, Err(KeyError::Busy { .. })), "{third:?}");
-        let crowd = cache.key(name("a.test"), "ed25519:x", HOUR).await;
+        let crowd = cache
+            .key(name("a.test"), "ed25519:x", Timestamp(HOUR))
+            .await;
         assert!(matches!(crowd, Err(KeyError::Busy { .. })), "{crowd:?}");
         assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
         fetcher.open.add_permits(10);
@@ -744,7 +765,9 @@ mod tests {
         // The slots and the waiting room are free again (c was never
         // asked, so it may be now).
         fetcher.open.add_permits(10);
-        let c = cache.key(name("c.test"), "ed25519:x", HOUR).await;
+        let c = cache
+            .key(name("c.test"), "ed25519:x", Timestamp(HOUR))
+            .await;
         assert!(matches!(c, Err(KeyError::Fetch(_))), "{c:?}");
     }
 
@@ -761,9 +784,13 @@ mod tests {
                 ..KeyCacheConfig::default()
             },
         );
-        let first = cache.key(name("slow.test"), "ed25519:x", HOUR).await;
+        let first = cache
+            .key(name("slow.test"), "ed25519:x", Timestamp(HOUR))
+            .await;
         assert!(matches!(first, Err(KeyError::Fetch(_))), "{first:?}");
-        let again = cache.key(name("slow.test"), "ed25519:x", HOUR + 1).await;
+        let again = cache
+            .key(name("slow.test"), "ed25519:x", Timestamp(HOUR + 1))
+            .await;
         assert!(
             matches!(again, Err(KeyError::RateLimited { .. })),
             "{again:?}"

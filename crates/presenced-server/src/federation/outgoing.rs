@@ -45,7 +45,7 @@ pub fn transaction<'a>(
         .collect();
     json!({
         "origin": origin,
-        "origin_server_ts": now.0,
+        "origin_server_ts": now.as_millis(),
         "pdus": [],
         "edus": edus,
     })

@@ -17,7 +17,7 @@
 //!   through long messages, and without U+0000 (PostgreSQL cannot store
 //!   it; our own clients are refused it at the edge too).
 
-use presenced_engine::{Presence, RemotePresence};
+use presenced_engine::{Presence, RemotePresence, Timestamp};
 use ruma_common::{ServerName, UserId};
 use serde_json::Value;
 
@@ -64,13 +64,18 @@ impl DropReason {
 
 /// Reads `content` of an `m.presence` EDU that `origin` sent to `local`
 /// (this server). A missing or non-list `push` yields nothing.
-pub fn read(origin: &ServerName, local: &ServerName, content: &Value, now_ms: u64) -> PresencePush {
+pub fn read(
+    origin: &ServerName,
+    local: &ServerName,
+    content: &Value,
+    now: Timestamp,
+) -> PresencePush {
     let mut out = PresencePush::default();
     let Some(push) = content.get("push").and_then(Value::as_array) else {
         return out;
     };
     for (i, entry) in push.iter().enumerate() {
-        match read_entry(origin, local, entry, now_ms) {
+        match read_entry(origin, local, entry, now) {
             Ok(p) => out.accepted.push(p),
             Err((reason, why)) => out.dropped.push((i, reason, why)),
         }
@@ -82,7 +87,7 @@ fn read_entry(
     origin: &ServerName,
     local: &ServerName,
     entry: &Value,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<RemotePresence, (DropReason, String)> {
     let user_id = entry_user(entry).map_err(|why| (DropReason::Invalid, why))?;
     if user_id.server_name() == local && origin != local {
@@ -97,7 +102,7 @@ fn read_entry(
             format!("{user_id} is not a user of {origin}"),
         ));
     }
-    read_state(user_id, entry, now_ms).map_err(|why| (DropReason::Invalid, why))
+    read_state(user_id, entry, now).map_err(|why| (DropReason::Invalid, why))
 }
 
 fn entry_user(entry: &Value) -> Result<ruma_common::OwnedUserId, String> {
@@ -111,7 +116,7 @@ fn entry_user(entry: &Value) -> Result<ruma_common::OwnedUserId, String> {
 fn read_state(
     user_id: ruma_common::OwnedUserId,
     entry: &Value,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<RemotePresence, String> {
     let entry = entry.as_object().ok_or("entry is not an object")?;
     let presence = entry
@@ -124,7 +129,7 @@ fn read_state(
         None | Some(Value::Null) => None,
         Some(v) => Some(
             v.as_u64()
-                .filter(|ago| *ago <= now_ms)
+                .filter(|ago| *ago <= now.as_millis())
                 .ok_or_else(|| format!("last_active_ago {v} is not a sane duration"))?,
         ),
     };
@@ -159,7 +164,7 @@ mod tests {
 
     use super::*;
 
-    const NOW: u64 = 1_000_000;
+    const NOW: Timestamp = Timestamp(1_000_000);
 
     fn origin() -> &'static ServerName {
         <&ServerName>::try_from("remote.test").unwrap()
@@ -216,7 +221,7 @@ mod tests {
             {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": -5},
             {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": 1.5},
             {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": "5"},
-            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": NOW + 1},
+            {"user_id": "@c:remote.test", "presence": "online", "last_active_ago": NOW.as_millis() + 1},
             {"user_id": "@c:remote.test", "presence": "online", "currently_active": "yes"},
             {"user_id": "@c:remote.test", "presence": "online", "status_msg": 7},
             {"user_id": "@c:remote.test", "presence": "online", "status_msg": long},

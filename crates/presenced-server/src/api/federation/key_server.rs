@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
-use crate::util::ids;
+use crate::util::clock;
 
 /// How long peers may cache our key response.
 const VALIDITY: Duration = Duration::from_secs(24 * 3600);
@@ -26,7 +26,7 @@ pub(crate) async fn get_server_keys(
     let key = &state.signing_key;
     let mut body = json!({
         "server_name": state.server_name,
-        "valid_until_ts": ids::now_ms() + VALIDITY.as_millis() as u64,
+        "valid_until_ts": (clock::now() + VALIDITY).as_millis(),
         "verify_keys": { key.key_id(): { "key": key.public_key_base64() } },
         "old_verify_keys": {},
     });

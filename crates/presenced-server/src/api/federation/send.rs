@@ -21,7 +21,7 @@ use crate::api::error::ApiError;
 use crate::api::extract::MatrixPath;
 use crate::api::state::AppState;
 use crate::federation::presence_edu;
-use crate::util::ids;
+use crate::util::clock;
 
 /// Spec limits of one transaction.
 const MAX_PDUS: usize = 50;
@@ -76,7 +76,7 @@ pub(crate) async fn put_transaction(
         return Ok(Json(json!({ "pdus": {} })));
     }
     let receive = state.config.presence.federation.receive;
-    let now_ms = ids::now_ms();
+    let now = clock::now();
     let (mut presence_edus, mut accepted, mut dropped) = (0usize, 0usize, 0usize);
     for edu in &txn.edus {
         if edu.get("edu_type").and_then(Value::as_str) != Some(presence_edu::EDU_TYPE) {
@@ -87,7 +87,7 @@ pub(crate) async fn put_transaction(
             continue;
         }
         let content = edu.get("content").unwrap_or(&Value::Null);
-        let push = presence_edu::read(&origin, &state.server_name, content, now_ms);
+        let push = presence_edu::read(&origin, &state.server_name, content, now);
         for (index, reason, why) in &push.dropped {
             state.metrics.presence_entry_refused(*reason);
             tracing::debug!(%origin, %txn_id, index, reason = reason.label(), "dropped an m.presence entry: {why}");

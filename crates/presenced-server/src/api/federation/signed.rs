@@ -20,7 +20,7 @@ use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::federation::auth::{AuthError, Verifier};
 use crate::federation::keys::KeyError;
-use crate::util::ids;
+use crate::util::clock;
 
 /// A verified federation request with a JSON object body.
 pub(crate) struct SignedJson {
@@ -72,7 +72,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
         // Header, origin and key first: an unauthenticated body is never
         // read (see `federation::auth`).
         let authorized = verifier
-            .authorize(authorization.as_ref(), ids::now_ms())
+            .authorize(authorization.as_ref(), clock::now())
             .await
             .map_err(refused)?;
         let declared = parts
