@@ -14,12 +14,13 @@
 //! field), which the taken user ID then refuses.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
+use presenced_engine::Timestamp;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::Sha1;
@@ -28,7 +29,7 @@ use super::error::ApiError;
 use super::extract::MatrixJson;
 use crate::api::state::AppState;
 use crate::homeserver::accounts;
-use crate::util::ids;
+use crate::util::{clock, ids};
 
 /// The routes of this module.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -44,11 +45,7 @@ pub(crate) async fn get_nonce(State(state): State<Arc<AppState>>) -> Json<Value>
         state.nonces.signed(),
         state.registration_shared_secret.as_ref(),
     ) {
-        let nonce = signed_nonce(
-            secret.expose(),
-            crate::presence::now().0,
-            &ids::new_secret(),
-        );
+        let nonce = signed_nonce(secret.expose(), clock::now(), &ids::new_secret());
         return Json(json!({ "nonce": nonce }));
     }
     let nonce = ids::new_secret();
@@ -57,7 +54,11 @@ pub(crate) async fn get_nonce(State(state): State<Arc<AppState>>) -> Json<Value>
 }
 
 /// How long a cluster node's signed nonce is accepted.
-const SIGNED_NONCE_TTL_MS: u64 = 60_000;
+const SIGNED_NONCE_TTL: Duration = Duration::from_secs(60);
+
+/// How far in our future a nonce's issue time may be: the node that
+/// signed it may have a clock a little ahead of ours.
+const SIGNED_NONCE_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 fn nonce_proof(secret: &str, body: &str) -> Hmac<sha2::Sha256> {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
@@ -68,24 +69,26 @@ fn nonce_proof(secret: &str, body: &str) -> Hmac<sha2::Sha256> {
 }
 
 /// A nonce any node of the cluster accepts for a minute.
-fn signed_nonce(secret: &str, now_ms: u64, random: &str) -> String {
-    let body = format!("{now_ms}.{random}");
+fn signed_nonce(secret: &str, now: Timestamp, random: &str) -> String {
+    let body = format!("{}.{random}", now.as_millis());
     let proof = hex::encode(nonce_proof(secret, &body).finalize().into_bytes());
     format!("{body}.{proof}")
 }
 
 /// Whether `nonce` was signed with `secret` less than a minute ago.
-fn signed_nonce_valid(secret: &str, nonce: &str, now_ms: u64) -> bool {
+fn signed_nonce_valid(secret: &str, nonce: &str, now: Timestamp) -> bool {
     let Some((body, proof)) = nonce.rsplit_once('.') else {
         return false;
     };
     let Some(issued) = body
         .split_once('.')
         .and_then(|(t, _)| t.parse::<u64>().ok())
+        .map(Timestamp)
     else {
         return false;
     };
-    let fresh = issued <= now_ms + 5_000 && now_ms.saturating_sub(issued) <= SIGNED_NONCE_TTL_MS;
+    let fresh =
+        issued <= now + SIGNED_NONCE_CLOCK_SKEW && now.saturating_since(issued) <= SIGNED_NONCE_TTL;
     let given = hex::decode(proof).unwrap_or_default();
     // verify_slice compares in constant time.
     fresh && nonce_proof(secret, body).verify_slice(&given).is_ok()
@@ -155,7 +158,7 @@ pub(crate) async fn post_register(
         ApiError::BadRequest("Shared secret registration is not enabled".to_owned())
     })?;
     let known = if state.nonces.signed() {
-        signed_nonce_valid(secret.expose(), &req.nonce, crate::presence::now().0)
+        signed_nonce_valid(secret.expose(), &req.nonce, clock::now())
     } else {
         state.nonces.take(&req.nonce, Instant::now())
     };
@@ -209,20 +212,27 @@ mod tests {
 
     #[test]
     fn a_signed_nonce_holds_for_a_minute_and_only_with_its_secret() {
-        let nonce = signed_nonce("s3cret", 1_000_000, "abc");
-        assert!(signed_nonce_valid("s3cret", &nonce, 1_000_000));
-        assert!(signed_nonce_valid("s3cret", &nonce, 1_060_000));
-        assert!(!signed_nonce_valid("s3cret", &nonce, 1_060_001), "expired");
+        let nonce = signed_nonce("s3cret", Timestamp(1_000_000), "abc");
+        assert!(signed_nonce_valid("s3cret", &nonce, Timestamp(1_000_000)));
+        assert!(signed_nonce_valid("s3cret", &nonce, Timestamp(1_060_000)));
         assert!(
-            !signed_nonce_valid("other", &nonce, 1_000_000),
+            !signed_nonce_valid("s3cret", &nonce, Timestamp(1_060_001)),
+            "expired"
+        );
+        assert!(
+            !signed_nonce_valid("other", &nonce, Timestamp(1_000_000)),
             "another secret"
         );
         let forged = nonce.replacen("1000000", "1000001", 1);
         assert!(
-            !signed_nonce_valid("s3cret", &forged, 1_000_000),
+            !signed_nonce_valid("s3cret", &forged, Timestamp(1_000_000)),
             "changed time"
         );
-        assert!(!signed_nonce_valid("s3cret", "1000000.abc", 1_000_000));
-        assert!(!signed_nonce_valid("s3cret", "", 1_000_000));
+        assert!(!signed_nonce_valid(
+            "s3cret",
+            "1000000.abc",
+            Timestamp(1_000_000)
+        ));
+        assert!(!signed_nonce_valid("s3cret", "", Timestamp(1_000_000)));
     }
 }

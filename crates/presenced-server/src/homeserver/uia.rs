@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use presenced_engine::Timestamp;
 use ruma_common::{OwnedUserId, UserId};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -26,7 +27,7 @@ use crate::homeserver::accounts;
 use crate::homeserver::Error;
 use crate::homeserver::Homeserver;
 use crate::util::expiring_map::ExpiringMap;
-use crate::util::ids;
+use crate::util::{clock, ids};
 
 /// The only stage offered.
 pub const PASSWORD_STAGE: &str = "m.login.password";
@@ -61,7 +62,7 @@ impl UiaSessions {
 
     fn start(&self, user: &UserId, now: Instant) -> String {
         if let Some(key) = &self.signing {
-            let expires = crate::presence::now().0 + Self::LIFETIME.as_millis() as u64;
+            let expires = clock::now() + Self::LIFETIME;
             return signed_session(key, user, expires, &ids::new_secret());
         }
         let session = ids::new_secret();
@@ -72,7 +73,7 @@ impl UiaSessions {
     /// Whether `session` is open for `user`.
     fn is_open(&self, session: &str, user: &UserId, now: Instant) -> bool {
         if let Some(key) = &self.signing {
-            return signed_session_valid(key, session, user, crate::presence::now().0);
+            return signed_session_valid(key, session, user, clock::now());
         }
         self.lock()
             .get(session, now)
@@ -100,26 +101,27 @@ fn session_proof(key: &[u8], user: &UserId, body: &str) -> Hmac<Sha256> {
 }
 
 /// `<expiry ms>.<random>.<proof>`.
-fn signed_session(key: &[u8], user: &UserId, expires_ms: u64, random: &str) -> String {
-    let body = format!("{expires_ms}.{random}");
+fn signed_session(key: &[u8], user: &UserId, expires: Timestamp, random: &str) -> String {
+    let body = format!("{}.{random}", expires.as_millis());
     let proof = hex::encode(session_proof(key, user, &body).finalize().into_bytes());
     format!("{body}.{proof}")
 }
 
 /// Whether `session` was signed with `key` for `user` and has not expired.
-fn signed_session_valid(key: &[u8], session: &str, user: &UserId, now_ms: u64) -> bool {
+fn signed_session_valid(key: &[u8], session: &str, user: &UserId, now: Timestamp) -> bool {
     let Some((body, proof)) = session.rsplit_once('.') else {
         return false;
     };
     let Some(expires) = body
         .split_once('.')
         .and_then(|(t, _)| t.parse::<u64>().ok())
+        .map(Timestamp)
     else {
         return false;
     };
     let given = hex::decode(proof).unwrap_or_default();
     // verify_slice compares in constant time.
-    now_ms < expires && session_proof(key, user, body).verify_slice(&given).is_ok()
+    now < expires && session_proof(key, user, body).verify_slice(&given).is_ok()
 }
 
 /// The `auth` object of a UIA request.
@@ -253,26 +255,36 @@ mod tests {
             UserId::parse("@alice:test").unwrap(),
             UserId::parse("@bob:test").unwrap(),
         );
-        let session = signed_session(b"key", &alice, 2_000, "r4nd0m");
-        assert!(signed_session_valid(b"key", &session, &alice, 1_999));
+        let session = signed_session(b"key", &alice, Timestamp(2_000), "r4nd0m");
+        assert!(signed_session_valid(
+            b"key",
+            &session,
+            &alice,
+            Timestamp(1_999)
+        ));
         assert!(
-            !signed_session_valid(b"key", &session, &alice, 2_000),
+            !signed_session_valid(b"key", &session, &alice, Timestamp(2_000)),
             "expired"
         );
         assert!(
-            !signed_session_valid(b"key", &session, &bob, 1_000),
+            !signed_session_valid(b"key", &session, &bob, Timestamp(1_000)),
             "another user"
         );
         assert!(
-            !signed_session_valid(b"other", &session, &alice, 1_000),
+            !signed_session_valid(b"other", &session, &alice, Timestamp(1_000)),
             "another key"
         );
         let later = session.replacen("2000", "9000", 1);
         assert!(
-            !signed_session_valid(b"key", &later, &alice, 1_000),
+            !signed_session_valid(b"key", &later, &alice, Timestamp(1_000)),
             "expiry changed"
         );
-        assert!(!signed_session_valid(b"key", "nonsense", &alice, 1_000));
+        assert!(!signed_session_valid(
+            b"key",
+            "nonsense",
+            &alice,
+            Timestamp(1_000)
+        ));
         // Another node with the same key (a new UiaSessions) accepts it.
         let mut node = UiaSessions::new(1);
         node.sign_with(b"key".to_vec());
