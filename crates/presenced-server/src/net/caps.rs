@@ -173,14 +173,16 @@ impl ConnectionTracker {
 
     fn refuse(&self, reason: CloseReason, peer: IpAddr) -> CloseReason {
         self.count_close(reason);
-        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Monotonic milliseconds since `started`, not a wall-clock time: an
+        // atomic holds a u64, not an `Instant`.
+        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_warning_ms.load(Ordering::Relaxed);
-        let due =
-            last == u64::MAX || now_ms.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
+        let due = last == u64::MAX
+            || elapsed_ms.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
         if due
             && self
                 .last_warning_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, elapsed_ms, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             tracing::warn!(

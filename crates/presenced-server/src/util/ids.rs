@@ -1,19 +1,9 @@
-//! Minting identifiers, tokens and timestamps.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Minting identifiers and tokens.
 
 use rand::distr::{Alphanumeric, SampleString};
 use rand::Rng;
 use ruma_common::{OwnedDeviceId, OwnedEventId, OwnedRoomId, ServerName};
 use sha2::{Digest, Sha256};
-
-/// Milliseconds since the Unix epoch (the unit of `origin_server_ts`).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 fn random_string(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)

@@ -41,7 +41,7 @@ impl Peer {
     fn key_response(&self) -> Value {
         let mut body = json!({
             "server_name": self.name,
-            "valid_until_ts": presenced_server::util::ids::now_ms() + 3_600_000,
+            "valid_until_ts": presenced_server::util::clock::now().as_millis() + 3_600_000,
             "verify_keys": { self.key.key_id(): { "key": self.key.public_key_base64() } },
             "old_verify_keys": {},
         });
@@ -105,7 +105,7 @@ fn alice_observes(config: &mut Config) {
 fn transaction(origin: &str, edus: Value) -> Value {
     json!({
         "origin": origin,
-        "origin_server_ts": presenced_server::util::ids::now_ms(),
+        "origin_server_ts": presenced_server::util::clock::now().as_millis(),
         "pdus": [],
         "edus": edus,
     })
@@ -159,7 +159,7 @@ async fn key_server_answers_self_signed_keys_valid_in_the_future() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["server_name"], "test.local");
     assert_eq!(body["old_verify_keys"], serde_json::json!({}));
-    let now = presenced_server::util::ids::now_ms();
+    let now = presenced_server::util::clock::now().as_millis();
     let valid_until = body["valid_until_ts"].as_u64().unwrap();
     assert!(valid_until > now + 3_600_000, "{valid_until} vs {now}");
 

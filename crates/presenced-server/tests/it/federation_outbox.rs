@@ -195,7 +195,7 @@ impl KeyFetcher for NowhereKeys {
     ) -> BoxFuture<'a, Result<serde_json::Value, FetchError>> {
         let mut body = json!({
             "server_name": server,
-            "valid_until_ts": presenced_server::util::ids::now_ms() + 3_600_000,
+            "valid_until_ts": presenced_server::util::clock::now().as_millis() + 3_600_000,
             "verify_keys": { self.0.key_id(): { "key": self.0.public_key_base64() } },
             "old_verify_keys": {},
         });
