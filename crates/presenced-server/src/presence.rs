@@ -442,7 +442,7 @@ impl PresenceService {
                 .unwrap_or_else(|p| p.into_inner())
                 .poll_timeout();
             let sleep = match next {
-                Some(at) => Duration::from_millis(at.0.saturating_sub(now().0)),
+                Some(at) => at.saturating_since(now()),
                 None => Duration::from_secs(3600),
             };
             tokio::select! {

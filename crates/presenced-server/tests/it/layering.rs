@@ -382,3 +382,39 @@ fn the_mode_check_catches_each_kind_of_mode_test() {
         ]
     );
 }
+
+/// The wall clock is read in one place, `util/clock.rs`, and handed on as
+/// `presenced_engine::Timestamp`; the engine, store and cluster crates
+/// take the time they are given.
+#[test]
+fn the_wall_clock_is_read_in_one_place() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths = Vec::new();
+    for krate in [
+        "presenced-server",
+        "presenced-engine",
+        "presenced-store",
+        "presenced-cluster",
+    ] {
+        rust_files(&crates.join(krate).join("src"), &mut paths);
+    }
+    assert!(
+        paths.len() > 100,
+        "read the sources ({} files)",
+        paths.len()
+    );
+    let readers: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.ends_with("presenced-server/src/util/clock.rs"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let reads = code_lines(&text).any(|(_, code)| code.contains("SystemTime::now"));
+            reads
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        readers.is_empty(),
+        "the wall clock is read outside util/clock.rs: {readers:?}"
+    );
+}
