@@ -21,6 +21,7 @@
 //! (the root level of Synapse's Python logging file).
 
 pub mod cluster;
+pub mod companion;
 pub mod connections;
 pub mod duration;
 pub mod env;
@@ -142,6 +143,9 @@ pub struct Config {
     pub connections: connections::ConnectionsConfig,
     /// Cluster mode (presenced-specific); `None` is a single node.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// Companion mode (presenced-specific): presence for an existing
+    /// Synapse, in front of it; `None` is standalone.
+    pub synapse: Option<companion::CompanionConfig>,
 }
 
 impl Default for Config {
@@ -182,6 +186,7 @@ impl Default for Config {
             load_notes: Vec::new(),
             connections: connections::ConnectionsConfig::default(),
             cluster: None,
+            synapse: None,
         }
     }
 }
@@ -325,6 +330,9 @@ impl Config {
                         .to_owned(),
                 );
             }
+        }
+        if let Some(companion) = &self.synapse {
+            companion.validate()?;
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {
@@ -471,6 +479,12 @@ pub fn presenced_keys() -> Vec<String> {
         nats_servers: Vec::new(),
         nats_credentials: Some(PathBuf::new()),
         allow_unreplicated: false,
+    });
+    sample.synapse = Some(companion::CompanionConfig {
+        url: String::new(),
+        appservice_registration: PathBuf::new(),
+        admin_token: Some(Secret::new("")),
+        admin_token_path: Some(PathBuf::new()),
     });
     let mut out = Vec::new();
     if let Ok(doc) = serde_yaml::to_value(&sample) {

@@ -1,9 +1,10 @@
 //! presenced-server: the presenced homeserver around the presence engine.
 //!
 //! It speaks the Matrix client-server API over HTTP (axum), keeps accounts,
-//! devices, rooms and a simple per-room timeline in SQLite, and reads a
+//! devices, rooms and a simple per-room timeline (through the
+//! `presenced-store` crate: SQLite or PostgreSQL), and reads a
 //! Synapse-shaped YAML config. It is the only presenced crate that knows
-//! HTTP, JSON wire formats, SQL and YAML.
+//! HTTP and YAML; SQL lives in the store crate.
 //!
 //! The entry point has the mini-redis / zero2prod shape: build an
 //! [`AppState`] ([`process::startup::build_state`]), bind a listener, then
@@ -22,8 +23,11 @@
 //!   rooms, the token.
 //! - `homeserver`: accounts, tokens, UIA, rooms, the room stream.
 //! - `federation`: keys, signatures, inbound EDUs, the outbound sender.
+//! - `companion`: companion mode: Synapse as the source of accounts,
+//!   tokens and memberships, and the proxy to it.
 //! - `presence`: the driver around the engine and the router.
-//! - `store`: every SQL statement (SQLite), behind traits.
+//! - `store`: every SQL statement (SQLite and PostgreSQL, the
+//!   `presenced-store` crate), behind traits.
 //! - `net`: accepting and serving connections under caps and timeouts.
 //! - `config`, `util`: leaves any layer may read.
 //!
@@ -33,6 +37,7 @@
 //! parse failure with its own Matrix error codes anyway.
 
 pub mod api;
+pub mod companion;
 pub mod config;
 pub mod federation;
 pub mod homeserver;
