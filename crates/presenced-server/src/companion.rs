@@ -15,5 +15,9 @@
 //! presence driver, and the axum types of the layer above reach it only
 //! as plain requests; a crate would have to re-export all of that.
 
+pub mod bootstrap;
+pub mod forward;
+pub mod members;
 pub mod registration;
+pub mod tokens;
 pub mod upstream;

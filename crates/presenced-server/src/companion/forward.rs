@@ -1,0 +1,2 @@
+//! Forwarding to Synapse: every request presenced does not answer itself
+//! goes to Synapse unchanged, bodies streamed both ways.
