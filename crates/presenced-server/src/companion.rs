@@ -19,5 +19,6 @@ pub mod bootstrap;
 pub mod forward;
 pub mod members;
 pub mod registration;
+pub mod splice;
 pub mod tokens;
 pub mod upstream;
