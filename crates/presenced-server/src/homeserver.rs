@@ -23,9 +23,9 @@
 pub mod accounts;
 pub mod activity;
 pub(crate) mod auth_limits;
-pub mod identity;
 pub mod client_event;
 mod error;
+pub mod identity;
 pub mod room_filter;
 pub mod room_members;
 pub mod room_stream;

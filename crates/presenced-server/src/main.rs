@@ -145,8 +145,9 @@ fn generate_config(output: Option<PathBuf>) -> Result<(), String> {
 fn generate_appservice(url: &str, output: Option<PathBuf>) -> Result<(), String> {
     let yaml = Registration::generate(url).to_yaml();
     match output {
-        Some(path) => write_private(&path, &yaml)
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Some(path) => {
+            write_private(&path, &yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
         None => {
             print!("{yaml}");
             Ok(())

@@ -61,10 +61,7 @@ pub async fn forward(
         }
         _ => None,
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or(path, |pq| pq.as_str());
+    let path_and_query = parts.uri.path_and_query().map_or(path, |pq| pq.as_str());
     let url = format!("{}{path_and_query}", companion.upstream.base_url());
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -259,9 +256,6 @@ mod tests {
         assert!(headers.get("x-private").is_none());
         assert!(headers.get("transfer-encoding").is_none());
         assert_eq!(headers["authorization"], "Bearer t");
-        assert_eq!(
-            headers["x-forwarded-for"],
-            "10.0.0.1, 10.0.0.2, 127.0.0.1"
-        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
     }
 }
