@@ -11,6 +11,12 @@
 //! streamed. It knows no presence rule: memberships go to the presence
 //! driver as they would from presenced's own rooms.
 //!
+//! [`Companion`] holds these parts; start-up builds it once when the config
+//! has `synapse:`, `AppState` keeps it, and two seams use it: the
+//! homeserver's `identity` (tokens answered by Synapse instead of
+//! presenced's own accounts) and the API's companion router (presence
+//! answered, everything else handed to `forward`).
+//!
 //! Its own folder, not a crate: it needs the server's config, store and
 //! presence driver, and the axum types of the layer above reach it only
 //! as plain requests; a crate would have to re-export all of that.
