@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
+use crate::companion::Companion;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
@@ -61,6 +62,9 @@ pub enum StartupError {
     /// cluster's NATS).
     #[error(transparent)]
     Presence(#[from] crate::presence::startup::StartError),
+    /// Companion mode could not start (the registration, the admin token).
+    #[error(transparent)]
+    Companion(#[from] crate::companion::CompanionError),
     /// The signing key file could not be read or generated.
     #[error(transparent)]
     SigningKey(#[from] crate::federation::signing::SigningKeyError),
@@ -282,6 +286,17 @@ fn build(
     // start-up before anything else (signing key, secret) is written.
     let stores = open_stores(&config)?;
     tracing::info!(database = %stores.describe, "database opened");
+    // Companion mode is chosen here, once: Synapse's registration, its
+    // admin token and the client for it (before anything is written, so a
+    // bad registration stops start-up cleanly).
+    let companion = match &config.synapse {
+        Some(synapse) => {
+            let companion = Companion::load(synapse)?;
+            tracing::info!(synapse = %companion.upstream.base_url(), "companion mode: in front of Synapse");
+            Some(Arc::new(companion))
+        }
+        None => None,
+    };
     let signing_key = Arc::new(ServerSigningKey::load_or_generate(
         &config.signing_key_path(),
     )?);
@@ -328,8 +343,15 @@ fn build(
         writer: RoomWriter::start().map_err(StartupError::RoomWriter)?,
         following_from,
     };
-    let (state, receivers) =
-        AppState::new(config, store, rooms, Some(secret), presence, federation);
+    let (state, receivers) = AppState::new(
+        config,
+        store,
+        rooms,
+        Some(secret),
+        presence,
+        federation,
+        companion,
+    );
     if following_from.is_some() {
         state.homeserver.spawn_room_follower();
     }

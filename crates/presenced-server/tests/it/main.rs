@@ -10,6 +10,7 @@ mod bad_text;
 mod cli;
 mod cluster;
 mod cluster_backend;
+mod companion;
 mod companion_splice;
 mod config;
 mod connections;
