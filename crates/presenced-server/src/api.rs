@@ -122,6 +122,9 @@ fn companion_router(state: Arc<AppState>, names: &[&str]) -> Router {
     } else if names.contains(&"metrics") {
         router = router.route("/metrics", get(metrics::get_metrics));
     }
+    if names.contains(&"federation") {
+        router = router.merge(federation::companion_routes());
+    }
     // The application-service transactions route goes here.
     router
         .route("/health", get(health::get_health))

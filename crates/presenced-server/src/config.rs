@@ -333,6 +333,14 @@ impl Config {
         }
         if let Some(companion) = &self.synapse {
             companion.validate()?;
+            if self.signing_key_path.is_none() {
+                return Err(
+                    "synapse: needs signing_key_path: Synapse's own signing key file \
+                     (presenced sends presence as the server, so other servers check \
+                     its EDUs against the keys Synapse publishes)"
+                        .to_owned(),
+                );
+            }
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if l.path.is_some() {

@@ -36,6 +36,16 @@ pub(crate) fn key_routes() -> Router<Arc<AppState>> {
         )
 }
 
+/// Companion mode's federation: only `/send` is presenced's (its presence
+/// applied, then the whole transaction passed to Synapse); keys, version
+/// and everything else stay Synapse's (forwarded).
+pub(crate) fn companion_routes() -> Router<Arc<AppState>> {
+    Router::new().route(
+        "/_matrix/federation/v1/send/{txn_id}",
+        put(send::put_transaction_and_forward).layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES)),
+    )
+}
+
 /// The federation and key routes (the `federation` listener resource).
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     key_routes()

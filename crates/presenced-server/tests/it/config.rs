@@ -661,3 +661,34 @@ fn cluster_mode_refuses_sqlite_and_bad_values() {
     .unwrap_err();
     assert!(name.contains("cluster.node_name"), "{name}");
 }
+
+#[test]
+fn companion_mode_needs_synapses_signing_key_and_an_admin_token() {
+    let section = "synapse: {url: \"http://127.0.0.1:8118\", appservice_registration: as.yaml, admin_token: syt_x}\n";
+    let no_key = parse(section).unwrap_err();
+    assert!(
+        no_key.contains("synapse: needs signing_key_path"),
+        "{no_key}"
+    );
+    let config = parse(&format!(
+        "signing_key_path: /etc/synapse/x.signing.key\n{section}"
+    ))
+    .unwrap();
+    let companion = config.synapse.expect("companion mode");
+    assert_eq!(companion.base_url(), "http://127.0.0.1:8118");
+    assert_eq!(companion.admin_token.unwrap().expose(), "syt_x");
+    let no_admin = parse(
+        "signing_key_path: k\nsynapse: {url: \"http://h\", appservice_registration: as.yaml}\n",
+    )
+    .unwrap_err();
+    assert!(no_admin.contains("admin_token"), "{no_admin}");
+    let typo = parse(
+        "signing_key_path: k\nsynapse: {url: \"http://h\", appservice_registration: a, admin_token: t, admin_tokn: u}\n",
+    )
+    .unwrap_err();
+    assert!(typo.contains("admin_tokn"), "{typo}");
+    assert!(
+        parse("").unwrap().synapse.is_none(),
+        "absent means standalone"
+    );
+}

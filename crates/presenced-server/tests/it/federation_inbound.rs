@@ -930,3 +930,104 @@ async fn entries_for_users_the_origin_does_not_own_are_dropped_and_counted() {
     assert_eq!(refused("other_server"), 1, "{text}");
     assert_eq!(refused("invalid"), 1, "{text}");
 }
+
+/// What a stand-in for Synapse's `/send` received: the bytes and the
+/// X-Matrix header, as presenced passed them on.
+#[derive(Default)]
+struct SynapseSends {
+    received: std::sync::Mutex<Vec<(String, axum::body::Bytes)>>,
+}
+
+async fn synapse_send(
+    axum::extract::State(seen): axum::extract::State<Arc<SynapseSends>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::Json<Value> {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    seen.received.lock().unwrap().push((authorization, body));
+    // Not presenced's answer: proof that the sender gets Synapse's.
+    axum::Json(json!({"pdus": {"$from_synapse": {}}}))
+}
+
+#[tokio::test]
+async fn in_companion_mode_a_transaction_is_applied_then_passed_to_synapse_unchanged() {
+    if crate::cluster_backend::single_node_only("a stand-in Synapse per server") {
+        return;
+    }
+    let seen = Arc::new(SynapseSends::default());
+    let synapse = axum::Router::new()
+        .route(
+            "/_matrix/federation/v1/send/{txn}",
+            axum::routing::put(synapse_send),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let synapse_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, synapse).await });
+    let registration_dir = tempfile::tempdir().unwrap();
+    let registration = registration_dir.path().join("as.yaml");
+    let generated = presenced_server::companion::registration::Registration::generate("http://x");
+    std::fs::write(&registration, generated.to_yaml()).unwrap();
+
+    let peer = Peer::new(PEER);
+    let (app, _keys) = app_knowing(&[&peer], |c| {
+        c.synapse = Some(presenced_server::config::companion::CompanionConfig {
+            url: synapse_url,
+            appservice_registration: registration,
+            admin_token: Some(presenced_server::config::Secret::new("syt_admin")),
+            admin_token_path: None,
+        });
+    })
+    .await;
+    let remote: ruma_common::OwnedUserId = "@carol:peer.test".try_into().unwrap();
+    let body = transaction(
+        PEER,
+        json!([presence_edu(json!([
+            {"user_id": remote, "presence": "online", "currently_active": true}
+        ]))]),
+    );
+    let (status, answer) = send(&app, &peer, "t1", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"pdus": {"$from_synapse": {}}}),
+        "Synapse's answer"
+    );
+    let received = seen.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].0.starts_with("X-Matrix "), "{}", received[0].0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&received[0].1).unwrap(),
+        body,
+        "the transaction as the peer sent it"
+    );
+    let (state, _) = app.state.presence.state_of(&remote);
+    assert_eq!(
+        state.presence,
+        presenced_engine::Presence::Online,
+        "applied here"
+    );
+
+    // Forged: signed by a key the peer does not have. Refused here, so
+    // nothing is applied and Synapse never sees it.
+    let forger = Peer {
+        name: PEER.try_into().unwrap(),
+        key: ServerSigningKey::generate(),
+    };
+    let mallory: ruma_common::OwnedUserId = "@mallory:peer.test".try_into().unwrap();
+    let forged = transaction(
+        PEER,
+        json!([presence_edu(
+            json!([{"user_id": mallory, "presence": "online"}])
+        )]),
+    );
+    let (status, _) = send(&app, &forger, "t2", &forged).await;
+    assert_eq!(status, 401);
+    assert_eq!(seen.received.lock().unwrap().len(), 1, "not passed on");
+    let (state, _) = app.state.presence.state_of(&mallory);
+    assert_eq!(state.presence, presenced_engine::Presence::Offline);
+}

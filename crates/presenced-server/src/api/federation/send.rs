@@ -39,15 +39,53 @@ struct Transaction {
 }
 
 /// PUT /_matrix/federation/v1/send/{txnId}
-///
-/// Every transaction leaves one debug line: origin, ID, PDU and EDU
-/// counts, and what became of it (refused and why, a repeat, or how many
-/// presence entries were taken and dropped).
 pub(crate) async fn put_transaction(
     State(state): State<Arc<AppState>>,
     MatrixPath(txn_id): MatrixPath<String>,
     SignedJson { origin, body, .. }: SignedJson,
 ) -> Result<Json<Value>, ApiError> {
+    apply(&state, origin, &txn_id, body)?;
+    Ok(Json(json!({ "pdus": {} })))
+}
+
+/// PUT /_matrix/federation/v1/send/{txnId} in companion mode: verified and
+/// its presence applied here, then passed to Synapse byte for byte (the
+/// rooms are Synapse's), whose answer goes back to the sender. A request
+/// presenced refuses (signature, origin, limits) is not passed on:
+/// Synapse would refuse it too, and a forged one must apply nothing.
+pub(crate) async fn put_transaction_and_forward(
+    State(state): State<Arc<AppState>>,
+    MatrixPath(txn_id): MatrixPath<String>,
+    SignedJson {
+        origin, body, raw, ..
+    }: SignedJson,
+) -> Result<axum::response::Response, ApiError> {
+    let Some(companion) = &state.companion else {
+        return Err(ApiError::Unrecognized {
+            method_not_allowed: false,
+        });
+    };
+    apply(&state, origin, &txn_id, body)?;
+    let (parts, bytes) = raw;
+    let client_ip = (parts.extensions)
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    crate::companion::forward::forward(companion, request, client_ip, None)
+        .await
+        .map_err(ApiError::Synapse)
+}
+
+/// Applies a verified transaction's presence. Every transaction leaves one
+/// debug line: origin, ID, PDU and EDU counts, and what became of it
+/// (refused and why, a repeat, or how many presence entries were taken
+/// and dropped).
+fn apply(
+    state: &AppState,
+    origin: ruma_common::OwnedServerName,
+    txn_id: &str,
+    body: Value,
+) -> Result<(), ApiError> {
     let refused =
         |why: &str| tracing::debug!(%origin, %txn_id, "inbound transaction refused: {why}");
     let txn: Transaction = serde_json::from_value(body).map_err(|e| {
@@ -71,9 +109,9 @@ pub(crate) async fn put_transaction(
     state.metrics.federation_transaction();
     // It reached us, so it is up: presence queued for it goes now.
     state.outbound.peer_is_up(&origin);
-    if !state.seen_transactions.first_time(&origin, &txn_id) {
+    if !state.seen_transactions.first_time(&origin, txn_id) {
         tracing::debug!(%origin, %txn_id, pdus, edus, "inbound transaction is a repeat: acknowledged, not applied");
-        return Ok(Json(json!({ "pdus": {} })));
+        return Ok(());
     }
     let receive = state.config.presence.federation.receive;
     let now = clock::now();
@@ -109,5 +147,5 @@ pub(crate) async fn put_transaction(
         presence_receive = receive,
         "inbound transaction accepted"
     );
-    Ok(Json(json!({ "pdus": {} })))
+    Ok(())
 }

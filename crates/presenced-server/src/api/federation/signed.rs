@@ -28,6 +28,9 @@ pub(crate) struct SignedJson {
     pub(crate) origin: OwnedServerName,
     /// The body.
     pub(crate) body: Value,
+    /// The request as it came (headers, URI) and its body's bytes, for
+    /// companion mode, which passes it on to Synapse unchanged.
+    pub(crate) raw: (axum::http::request::Parts, Bytes),
     /// The body's room in the budget, held while the handler uses it.
     pub(crate) _room: tokio::sync::OwnedSemaphorePermit,
 }
@@ -83,6 +86,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
             .federation_bodies
             .reserve(declared.unwrap_or(super::MAX_TRANSACTION_BYTES))
             .await?;
+        let kept = parts.clone();
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(|rejection| {
@@ -105,6 +109,7 @@ impl FromRequest<Arc<AppState>> for SignedJson {
         Ok(Self {
             origin,
             body,
+            raw: (kept, bytes),
             _room: room,
         })
     }
