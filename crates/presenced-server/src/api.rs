@@ -19,6 +19,7 @@
 //! - `request_span`: the per-request log span, secrets redacted.
 
 pub mod admin;
+mod appservice;
 pub mod client;
 mod cors;
 pub mod error;
@@ -63,6 +64,7 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
             .merge(client::routes())
             .merge(synapse_admin::routes())
             .merge(admin::routes())
+            .merge(appservice::routes())
             .route("/metrics", get(metrics::get_metrics));
     }
     if names.contains(&"metrics") && !names.contains(&"client") {

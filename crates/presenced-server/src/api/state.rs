@@ -54,6 +54,9 @@ pub struct AppState {
     pub outbound: OutboundPresence,
     /// Open connections of all listeners and their caps (`connections:`).
     pub connections: Arc<crate::net::ConnectionTracker>,
+    /// Companion mode: the application-service transactions' destination
+    /// (`None` standalone).
+    pub(crate) membership_feed: Option<Arc<crate::companion::members::MembershipFeed>>,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -77,6 +80,7 @@ impl AppState {
         registration_shared_secret: Option<Secret>,
         presence: PresenceService,
         federation: FederationParts,
+        membership_feed: Option<Arc<crate::companion::members::MembershipFeed>>,
     ) -> (Arc<Self>, StateReceivers) {
         let (mut homeserver, receivers) = Homeserver::new(&config, store, rooms, presence.clone());
         // Several processes answer this server's clients (cluster nodes):
@@ -113,6 +117,7 @@ impl AppState {
             federation_bodies: Default::default(),
             outbound: federation.outbound,
             connections,
+            membership_feed,
         };
         (Arc::new(state), receivers)
     }

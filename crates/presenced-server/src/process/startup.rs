@@ -8,6 +8,9 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
+use crate::companion;
+use crate::companion::members::MembershipFeed;
+use crate::companion::registration::Registration;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
@@ -70,6 +73,9 @@ pub enum StartupError {
     /// The room writer thread could not be started.
     #[error("cannot start the room writer thread: {0}")]
     RoomWriter(#[source] std::io::Error),
+    /// Companion mode's registration or admin token could not be used.
+    #[error("{0}")]
+    Companion(String),
     /// The `pid_file` could not be written, or names a running process.
     #[error("pid_file {path}: {message}")]
     PidFile {
@@ -303,14 +309,34 @@ fn build(
         ),
         None => None,
     };
-    let (joined, members) =
+    let (mut joined, members) =
         read_rooms(&*stores.store).map_err(|source| StartupError::Database {
             what: stores.describe.clone(),
             source,
         })?;
+    let companion = companion_parts(&config)?;
+    if companion.is_some() {
+        // Synapse's rooms, as the membership feed stored them.
+        let synapse_joined =
+            (stores.store.companion_joined()).map_err(|source| StartupError::Database {
+                what: stores.describe.clone(),
+                source,
+            })?;
+        joined.extend(synapse_joined);
+    }
     let store = stores.store.clone();
     let (presence, outbound) =
         crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
+    let membership_feed = companion.map(|(registration, bootstrap)| {
+        let hs_token = Secret::new(registration.hs_token.clone());
+        let feed = Arc::new(MembershipFeed::new(
+            store.clone(),
+            presence.clone(),
+            hs_token,
+        ));
+        companion::bootstrap::spawn(feed.clone(), bootstrap, registration);
+        feed
+    });
     let outbound = OutboundPresence::start(
         Arc::new(config.clone()),
         store.clone(),
@@ -328,12 +354,34 @@ fn build(
         writer: RoomWriter::start().map_err(StartupError::RoomWriter)?,
         following_from,
     };
-    let (state, receivers) =
-        AppState::new(config, store, rooms, Some(secret), presence, federation);
+    let (state, receivers) = AppState::new(
+        config,
+        store,
+        rooms,
+        Some(secret),
+        presence,
+        federation,
+        membership_feed,
+    );
     if following_from.is_some() {
         state.homeserver.spawn_room_follower();
     }
     Ok((state, receivers, origin))
+}
+
+/// Companion mode's registration and admin-API reader, when `synapse:` is
+/// set.
+fn companion_parts(
+    config: &Config,
+) -> Result<Option<(Registration, companion::bootstrap::Bootstrap)>, StartupError> {
+    let Some(synapse) = &config.synapse else {
+        return Ok(None);
+    };
+    let registration = Registration::load(&synapse.appservice_registration)
+        .map_err(|e| StartupError::Companion(e.to_string()))?;
+    let bootstrap = companion::bootstrap::Bootstrap::from_config(synapse)
+        .map_err(|e| StartupError::Companion(e.to_string()))?;
+    Ok(Some((registration, bootstrap)))
 }
 
 /// Every room's members, read once: the joins for the presence engine and
