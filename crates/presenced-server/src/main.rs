@@ -84,6 +84,11 @@ enum Command {
         #[arg(long)]
         postgres_config: Option<PathBuf>,
     },
+    /// Companion mode: read every room's members from Synapse's admin API
+    /// into the configured database now (the server also does it at its
+    /// first start and every 6 hours). A running server applies the
+    /// result to presence at its next start.
+    SynapseResync,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
             sqlite_database,
             postgres_config,
         }) => load(postgres_config.or(cli.config)).and_then(|c| port_db(&c, &sqlite_database)),
+        Some(Command::SynapseResync) => load(cli.config).and_then(|c| synapse_resync(&c)),
         None => load(cli.config).and_then(serve),
     };
     match result {
@@ -171,6 +177,30 @@ fn register_user(
     )
     .map_err(|e| e.to_string())?;
     println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+fn synapse_resync(config: &Config) -> Result<(), String> {
+    use presenced_server::companion::bootstrap::Bootstrap;
+    use presenced_server::companion::members::MembershipFeed;
+    let Some(synapse) = &config.synapse else {
+        return Err("synapse-resync: the config has no `synapse:` section (companion mode)".into());
+    };
+    let bootstrap = Bootstrap::from_config(synapse).map_err(|e| e.to_string())?;
+    // Beside a running server: on PostgreSQL without its lock.
+    let store = startup::open_store(config).map_err(|e| e.to_string())?;
+    let feed = MembershipFeed::store_only(store);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime
+        .block_on(bootstrap.run(&feed))
+        .map_err(|e| format!("synapse-resync: {e}"))?;
+    println!(
+        "Read {} rooms and {} memberships from Synapse; {} changed what presenced had stored.",
+        report.rooms, report.memberships, report.changed
+    );
     Ok(())
 }
 
