@@ -189,8 +189,10 @@ pub fn admin_token(config: &CompanionConfig) -> Result<Secret, BootstrapError> {
 /// stored, then a reconciliation every [`RECONCILE_EVERY`]. A failed run
 /// is logged and tried again at the next tick.
 pub fn spawn(feed: Arc<MembershipFeed>, bootstrap: Bootstrap, registration: Registration) {
+    // Apart, so a failing ping never holds the bootstrap up.
+    let upstream = bootstrap.upstream.clone();
+    tokio::spawn(async move { ping_when_listening(&upstream, &registration).await });
     tokio::spawn(async move {
-        ping_when_listening(&bootstrap.upstream, &registration).await;
         match feed.is_empty().await {
             Ok(true) => run_logged(&bootstrap, &feed, "first start").await,
             Ok(false) => {}

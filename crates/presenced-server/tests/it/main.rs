@@ -10,6 +10,7 @@ mod bad_text;
 mod cli;
 mod cluster;
 mod cluster_backend;
+mod companion_feed;
 mod config;
 mod connections;
 mod contrib;
