@@ -75,6 +75,12 @@ impl FromStr for RoomMembership {
     }
 }
 
+/// How many applied transaction ids are kept. Synapse numbers its
+/// transactions to a service in order and re-sends only the oldest one
+/// not acknowledged, so an id far behind the newest never comes back;
+/// older ids are deleted as new ones arrive.
+pub const KEPT_TRANSACTION_IDS: i64 = 10_000;
+
 /// One `m.room.member` event, reduced to what the view keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipEvent {
@@ -105,7 +111,8 @@ pub struct AppliedMembership {
 pub trait CompanionStore {
     /// Applies a transaction's membership events in order, and records
     /// `txn_id`, in one database transaction. A `txn_id` recorded before
-    /// applies nothing and returns no changes. Returns the events the
+    /// (among the last [`KEPT_TRANSACTION_IDS`]) applies nothing and
+    /// returns no changes. Returns the events the
     /// ordering rule kept, in input order.
     fn apply_membership_transaction(
         &self,

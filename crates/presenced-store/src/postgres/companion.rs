@@ -7,7 +7,9 @@ use presenced_engine::Timestamp;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use super::PgStore;
-use crate::companion::{is_newer, AppliedMembership, CompanionStore, MembershipEvent};
+use crate::companion::{
+    is_newer, AppliedMembership, CompanionStore, MembershipEvent, KEPT_TRANSACTION_IDS,
+};
 use crate::sqlite::parse_or_skip;
 use crate::{sql_time, StoreResult};
 
@@ -36,6 +38,12 @@ impl CompanionStore for PgStore {
             if fresh == 0 {
                 return Ok(Vec::new());
             }
+            tx.execute(
+                "DELETE FROM companion_as_txns \
+                 WHERE seq <= (SELECT MAX(seq) FROM companion_as_txns) - $1",
+                &[&KEPT_TRANSACTION_IDS],
+            )
+            .await?;
             let applied = apply(&tx, &events).await?;
             tx.commit().await?;
             Ok(applied)

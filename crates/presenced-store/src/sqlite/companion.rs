@@ -7,7 +7,9 @@ use ruma_common::{OwnedRoomId, OwnedUserId};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{parse_or_skip, SqliteStore};
-use crate::companion::{is_newer, AppliedMembership, CompanionStore, MembershipEvent};
+use crate::companion::{
+    is_newer, AppliedMembership, CompanionStore, MembershipEvent, KEPT_TRANSACTION_IDS,
+};
 use crate::{sql_time, StoreResult};
 
 impl CompanionStore for SqliteStore {
@@ -25,6 +27,10 @@ impl CompanionStore for SqliteStore {
         if fresh == 0 {
             return Ok(Vec::new());
         }
+        tx.execute(
+            "DELETE FROM companion_as_txns WHERE seq <= (SELECT MAX(seq) FROM companion_as_txns) - ?1",
+            [KEPT_TRANSACTION_IDS],
+        )?;
         let applied = apply(&tx, events)?;
         tx.commit()?;
         Ok(applied)

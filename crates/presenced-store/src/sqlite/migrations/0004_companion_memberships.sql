@@ -4,9 +4,11 @@
 
 -- Application-service transactions already applied: Synapse re-sends a
 -- transaction until it is acknowledged, so a second copy must change
--- nothing.
+-- nothing. `seq` orders them, so only the newest few thousand are kept
+-- (Synapse re-sends only its oldest unacknowledged one).
 CREATE TABLE companion_as_txns (
-    txn_id         TEXT PRIMARY KEY NOT NULL
+    seq            INTEGER PRIMARY KEY NOT NULL,
+    txn_id         TEXT NOT NULL UNIQUE
 );
 
 -- The newest membership event seen for each (room, user). A change is
