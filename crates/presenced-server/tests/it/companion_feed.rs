@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use presenced_server::companion::registration::Registration;
 use presenced_server::config::companion::CompanionConfig;
 use presenced_server::config::Secret;
+use presenced_server::store::companion::CompanionStore;
 use presenced_server::store::Store;
 use reqwest::StatusCode;
 use ruma_common::OwnedUserId;
@@ -112,6 +113,14 @@ async fn start_fake(fake: Shared) -> String {
 /// A companion-mode presenced in front of a fake Synapse serving `rooms`;
 /// `None` in a cluster run (the feed is tested on one node here).
 async fn companion(rooms: Vec<(String, Vec<Value>)>) -> Option<(TestApp, Registration, Shared)> {
+    companion_with(rooms, |_| {}).await
+}
+
+/// [`companion`] with a last change to the config.
+async fn companion_with(
+    rooms: Vec<(String, Vec<Value>)>,
+    tweak: impl FnOnce(&mut presenced_server::Config),
+) -> Option<(TestApp, Registration, Shared)> {
     let fake: Shared = Arc::new(Mutex::new(FakeSynapse {
         rooms,
         ..FakeSynapse::default()
@@ -128,6 +137,7 @@ async fn companion(rooms: Vec<(String, Vec<Value>)>) -> Option<(TestApp, Registr
             admin_token: Some(Secret::new(ADMIN_TOKEN)),
             admin_token_path: None,
         });
+        tweak(c);
     })
     .await?;
     Some((app, registration, fake))
@@ -371,4 +381,99 @@ async fn standalone_has_no_application_service_api() {
     let (status, answer, _) = put_txn(&app, "1", Some("x"), "{\"events\": []}").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
     assert_eq!(answer["errcode"], "M_UNRECOGNIZED");
+}
+
+#[tokio::test]
+async fn stored_memberships_reach_presence_after_a_restart() {
+    // An earlier run stored a room's members (SQLite: this test opens the
+    // file before the server does; the store conformance tests cover
+    // PostgreSQL's rows).
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = presenced_server::store::sqlite::SqliteStore::open(
+            &dir.path().join("presenced.db"),
+            "test.local".try_into().unwrap(),
+        )
+        .unwrap();
+        let events: Vec<Value> = vec![
+            member("!r:test.local", "@alice:test.local", "join", 1),
+            member("!r:test.local", "@bob:test.local", "join", 2),
+        ];
+        let body = json!({ "events": events }).to_string();
+        let parsed =
+            presenced_server::companion::members::parse_transaction(body.as_bytes()).unwrap();
+        store.apply_membership_transaction("1", &parsed).unwrap();
+    }
+    let data_dir = dir.path().to_owned();
+    // Synapse's admin API has no rooms now: what is seen comes from the
+    // database (and the bootstrap does not run, something being stored).
+    let Some((app, _, _)) = companion_with(vec![], move |c| {
+        crate::helpers::sqlite_only(c);
+        c.data_dir = data_dir;
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(sees(&app, "@alice:test.local", "@bob:test.local").await);
+    assert!(sees(&app, "@bob:test.local", "@alice:test.local").await);
+}
+
+#[tokio::test]
+async fn synapse_resync_stores_every_rooms_members() {
+    let room = "!r:test.local";
+    let fake: Shared = Arc::new(Mutex::new(FakeSynapse {
+        rooms: vec![(
+            room.to_owned(),
+            vec![
+                member(room, "@alice:test.local", "join", 1),
+                member(room, "@bob:test.local", "join", 2),
+            ],
+        )],
+        ..FakeSynapse::default()
+    }));
+    let url = start_fake(fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registration = dir.path().join("as.yaml");
+    std::fs::write(&registration, Registration::generate("http://x").to_yaml()).unwrap();
+    let token_file = dir.path().join("admin_token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let config = dir.path().join("presenced.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: test.local\ndata_dir: {}\nsynapse:\n  url: {url}\n  \
+             appservice_registration: {}\n  admin_token_path: {}\n",
+            dir.path().join("data").display(),
+            registration.display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args(["--config", &config_arg, "synapse-resync"])
+            .env_remove("PRESENCED_DATABASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Read 1 rooms and 2 memberships"),
+        "{stdout}"
+    );
+    let store = presenced_server::store::sqlite::SqliteStore::open(
+        &dir.path().join("data").join("presenced.db"),
+        "test.local".try_into().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.companion_joined().unwrap().len(), 2);
 }
