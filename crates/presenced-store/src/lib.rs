@@ -1,5 +1,6 @@
 //! Storage: every SQL statement of the server, behind traits ([`Store`],
-//! [`outbox::OutboxStore`], [`presence::PresenceStore`]).
+//! [`outbox::OutboxStore`], [`companion::CompanionStore`],
+//! [`presence::PresenceStore`]).
 //!
 //! Architecture invariant: only this folder writes SQL (the only one that
 //! may use `rusqlite`); it holds no policy, reads no clock, and imports
