@@ -10,14 +10,15 @@ What it does, on loopback, in target/companion-feed/ (left there to read):
   2. Synapse restarted with presenced's application-service registration,
      then presenced in companion mode (`synapse:` with alice's token as
      the admin token).
-  3. Checks, through presenced's admin visibility API: alice and bob see
+  3. Checks, with GET /presence through presenced (200: visible, 403:
+     not): alice and bob see
      each other (the bootstrap, or Synapse's replay of history; the log
      says which ran); presenced pinged Synapse at start; a room made now
      with @carol makes alice and carol see each other (a pushed
      transaction), and carol leaving ends it.
 
-presenced's token check and forwarding are not needed: every client call
-here goes to Synapse directly, and presenced is only asked who sees whom.
+Room calls go to Synapse directly; presenced is only asked who sees
+whom (its front door checks the tokens with Synapse).
 
 Standard library only. Usage:
   python3 tests/companion/membership_feed.py [--presenced target/debug/presenced]
@@ -93,6 +94,7 @@ class Run:
         self.syn = f"http://127.0.0.1:{self.syn_port}"
         self.pd = f"http://127.0.0.1:{self.pd_port}"
         self.procs = {}
+        self.tokens = {}  # user ID -> Synapse access token
 
     def path(self, *parts):
         return os.path.join(self.dir, *parts)
@@ -207,9 +209,17 @@ synapse:
         self.wait_up("presenced", self.pd + "/_matrix/client/versions")
 
     def visible(self, observer, target):
-        query = urllib.parse.urlencode({"observer": observer, "target": target})
-        answer = call(self.pd, "GET", "/_presenced/admin/v1/visibility?" + query, token=PD_SECRET)
-        return answer["visible"]
+        """GET /presence through presenced's front door with the
+        observer's Synapse token: 200 when presenced lets them see the
+        target, 403 when not."""
+        path = f"/_matrix/client/v3/presence/{urllib.parse.quote(target)}/status"
+        try:
+            call(self.pd, "GET", path, token=self.tokens[observer])
+            return True
+        except RuntimeError as e:
+            if "HTTP 403" in str(e):
+                return False
+            raise
 
     def wait_visible(self, a, b, want, what):
         start = time.monotonic()
@@ -242,6 +252,7 @@ def main():
         alice, alice_token = register(run.syn, "alice", admin=True)
         bob, bob_token = register(run.syn, "bob")
         carol, carol_token = register(run.syn, "carol")
+        run.tokens = {alice: alice_token, bob: bob_token, carol: carol_token}
         old_room = call(run.syn, "POST", "/_matrix/client/v3/createRoom",
                         {"preset": "private_chat", "invite": [bob]}, alice_token)["room_id"]
         call(run.syn, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(old_room)}", {}, bob_token)

@@ -17,6 +17,12 @@
 //! - `metrics`: `/metrics` (Prometheus).
 //! - `health`: `/health`.
 //! - `request_span`: the per-request log span, secrets redacted.
+//! - `forward`: companion mode's fallback, everything else to Synapse.
+//!
+//! Two routers, one chosen per listener at start-up: standalone mode's
+//! (every endpoint presenced serves), and companion mode's (presence,
+//! health and metrics answered here, everything else forwarded to
+//! Synapse).
 
 pub mod admin;
 mod appservice;
@@ -26,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod federation;
 pub mod filter_validation;
+mod forward;
 pub mod health;
 pub mod metrics;
 mod nul;
@@ -56,6 +63,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// preflights and puts the CORS headers on its answers (`cors`), as Synapse
 /// does on all of its listeners.
 pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
+    if state.companion.is_some() {
+        return companion_router(state, names);
+    }
     let mut router = Router::new();
     // `request_limits.max_body_size`; the federation routes set their own.
     let max_body = state.config.request_limits.max_body_size;
@@ -64,7 +74,6 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
             .merge(client::routes())
             .merge(synapse_admin::routes())
             .merge(admin::routes())
-            .merge(appservice::routes())
             .route("/metrics", get(metrics::get_metrics));
     }
     if names.contains(&"metrics") && !names.contains(&"client") {
@@ -91,6 +100,42 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         // A 5xx is a warning here: a 500's cause is logged once, at error,
         // by ApiError; a 503 is a cluster node answering "retry" during a
         // takeover, which is expected.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span::request_span)
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .with_state(state)
+}
+
+/// Companion mode's application for a listener serving `names`: on a
+/// `client` listener the presence endpoints and `/metrics`; `/health`
+/// everywhere; every other request, whatever the listener, forwarded to
+/// Synapse (`forward`), including CORS preflights, which Synapse answers
+/// for every path. `/sync` and federation `/send` are forwarded for now.
+fn companion_router(state: Arc<AppState>, names: &[&str]) -> Router {
+    let max_body = state.config.request_limits.max_body_size;
+    let mut router = Router::new();
+    if names.contains(&"client") {
+        router = router
+            .merge(client::presence_routes())
+            .route("/metrics", get(metrics::get_metrics));
+    } else if names.contains(&"metrics") {
+        router = router.route("/metrics", get(metrics::get_metrics));
+    }
+    // Synapse's application-service pushes, on whichever listener the
+    // registration's `url` names (forwarded, they would come back to
+    // Synapse as unknown paths and be retried forever).
+    router
+        .merge(appservice::routes())
+        .route("/health", get(health::get_health))
+        .route("/_presenced/health", get(health::get_health))
+        // Only presenced's own answers get presenced's CORS headers: a
+        // forwarded answer carries Synapse's.
+        .route_layer(axum::middleware::from_fn(cors::cors))
+        .route_layer(DefaultBodyLimit::max(max_body))
+        .fallback(forward::to_synapse)
+        .method_not_allowed_fallback(forward::to_synapse)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span::request_span)

@@ -25,6 +25,7 @@ pub mod activity;
 pub(crate) mod auth_limits;
 pub mod client_event;
 mod error;
+pub mod identity;
 pub mod room_filter;
 pub mod room_members;
 pub mod room_stream;
@@ -69,6 +70,9 @@ pub struct Homeserver {
     room_writer: RoomWriter,
     /// Live access tokens by hash.
     pub tokens: TokenCache,
+    /// Where accounts and tokens come from (presenced's own, or Synapse's
+    /// in companion mode); chosen once at start-up.
+    pub identity: identity::Identity,
     /// Stored filters (they never change once created).
     filters: Mutex<HashMap<(OwnedUserId, String), Arc<Value>>>,
     /// Open user-interactive auth sessions.
@@ -139,6 +143,7 @@ impl Homeserver {
             } else {
                 TokenCache::default()
             },
+            identity: identity::Identity::Own,
             filters: Mutex::default(),
             uia_sessions: UiaSessions::new(config.request_limits.max_uia_sessions),
             auth_limiters: AuthLimiters::new(config),

@@ -4,6 +4,10 @@
 //!   without `--config`); the file may be a whole Synapse homeserver.yaml.
 //! - `presenced --version`: version and git commit.
 //! - `presenced generate-config [--output FILE]`: the commented example.
+//! - `presenced generate-appservice --url URL [--output FILE]`: a fresh
+//!   application-service registration for companion mode (the file both
+//!   Synapse's `app_service_config_files` and `synapse.appservice_registration`
+//!   name), with new tokens.
 //! - `presenced register-user --user NAME [--password PW] [--admin]`:
 //!   create an account, like Synapse's `register_new_matrix_user`. It
 //!   writes to the database named by the config directly (no running
@@ -20,6 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use presenced_server::companion::registration::Registration;
 use presenced_server::config::{Config, ListenerKind, EXAMPLE_CONFIG};
 use presenced_server::homeserver::accounts;
 use presenced_server::process::startup::{self, PidFile, SecretOrigin};
@@ -60,6 +65,17 @@ enum Command {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// Print (or write) a fresh application-service registration for
+    /// companion mode, with new random tokens.
+    GenerateAppservice {
+        /// Where Synapse reaches presenced (its transactions go there),
+        /// e.g. http://127.0.0.1:8008.
+        #[arg(long)]
+        url: String,
+        /// Write here instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Create a user in the configured database.
     RegisterUser {
         /// Localpart (alice) or full user ID (@alice:server).
@@ -95,6 +111,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::GenerateConfig { output }) => generate_config(output),
+        Some(Command::GenerateAppservice { url, output }) => generate_appservice(&url, output),
         Some(Command::RegisterUser {
             user,
             password,
@@ -129,6 +146,32 @@ fn generate_config(output: Option<PathBuf>) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn generate_appservice(url: &str, output: Option<PathBuf>) -> Result<(), String> {
+    let yaml = Registration::generate(url).to_yaml();
+    match output {
+        Some(path) => {
+            write_private(&path, &yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            print!("{yaml}");
+            Ok(())
+        }
+    }
+}
+
+/// Writes a file only its owner may read: the registration's tokens let
+/// anyone push transactions to presenced or call Synapse as the service.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    std::io::Write::write_all(&mut options.open(path)?, text.as_bytes())
 }
 
 fn register_user(
@@ -181,15 +224,9 @@ fn register_user(
 }
 
 fn synapse_resync(config: &Config) -> Result<(), String> {
-    use presenced_server::companion::bootstrap::Bootstrap;
-    use presenced_server::companion::members::MembershipFeed;
-    let Some(synapse) = &config.synapse else {
+    let Some((bootstrap, feed)) = startup::resync_parts(config).map_err(|e| e.to_string())? else {
         return Err("synapse-resync: the config has no `synapse:` section (companion mode)".into());
     };
-    let bootstrap = Bootstrap::from_config(synapse).map_err(|e| e.to_string())?;
-    // Beside a running server: on PostgreSQL without its lock.
-    let store = startup::open_store(config).map_err(|e| e.to_string())?;
-    let feed = MembershipFeed::store_only(store);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

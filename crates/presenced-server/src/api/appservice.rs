@@ -12,7 +12,7 @@
 //! `Content-Length`, which Synapse requires of a successful delivery) only
 //! once it is stored, so a crash before that makes Synapse send it again.
 //!
-//! In standalone mode there is no feed and these paths are unknown ones.
+//! Served by companion mode's router only; standalone mode has no feed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,9 +79,8 @@ fn authenticated_feed<'a>(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<&'a MembershipFeed, ApiError> {
-    let feed = state
-        .membership_feed
-        .as_deref()
+    let feed = (state.companion.as_deref())
+        .and_then(|c| c.membership_feed.as_deref())
         .ok_or(ApiError::Unrecognized {
             method_not_allowed: false,
         })?;

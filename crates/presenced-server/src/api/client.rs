@@ -43,6 +43,19 @@ pub(crate) fn client_route(
     })
 }
 
+/// The presence endpoints' path under each prefix.
+const PRESENCE_STATUS: &str = "/presence/{user_id}/status";
+
+fn presence_status() -> MethodRouter<Arc<AppState>> {
+    get(presence::get_status).put(presence::put_status)
+}
+
+/// The presence endpoints alone: all of the client-server API that
+/// companion mode answers itself.
+pub(crate) fn presence_routes() -> Router<Arc<AppState>> {
+    client_route(Router::new(), PRESENCE_STATUS, presence_status())
+}
+
 /// The client-server API.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     let routes: &[(&str, MethodRouter<Arc<AppState>>)] = &[
@@ -88,10 +101,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/user/{user_id}/filter/{filter_id}",
             get(filter::get_filter),
         ),
-        (
-            "/presence/{user_id}/status",
-            get(presence::get_status).put(presence::put_status),
-        ),
+        (PRESENCE_STATUS, presence_status()),
         (
             "/sync",
             get(sync::get_sync).layer(axum::middleware::from_fn(filter::check_inline_sync_filter)),

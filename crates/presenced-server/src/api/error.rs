@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::companion::upstream::UpstreamError;
 use crate::federation::auth::AuthError;
 use crate::homeserver::accounts::AccountError;
+use crate::homeserver::identity::IdentityError;
 use crate::homeserver::Error as HomeserverError;
 use crate::store::StoreError;
 use crate::sync::SyncError;
@@ -98,6 +100,11 @@ pub enum ApiError {
     /// reach its partition owners now (it may serve reads meanwhile).
     #[error("{0}")]
     Unavailable(String),
+    /// Companion mode: Synapse's own error answer, passed on as Synapse
+    /// wrote it (status and body); or 502 `M_UNKNOWN` when Synapse could
+    /// not be reached or answered nonsense.
+    #[error(transparent)]
+    Synapse(#[from] UpstreamError),
     /// 500 `M_UNKNOWN`; the cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -136,6 +143,11 @@ impl ApiError {
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
             Self::LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
+            Self::Synapse(UpstreamError::Status { status, .. }) => (
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                "M_UNKNOWN",
+            ),
+            Self::Synapse(_) => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         }
     }
@@ -180,6 +192,16 @@ impl From<HomeserverError> for ApiError {
     }
 }
 
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::UnknownToken => Self::UnknownToken,
+            IdentityError::Synapse(e) => Self::Synapse(e),
+            IdentityError::Homeserver(e) => e.into(),
+        }
+    }
+}
+
 impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
@@ -200,6 +222,16 @@ impl From<AuthError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, errcode) = self.status_and_code();
+        if let Self::Synapse(UpstreamError::Status { body, .. }) = self {
+            // Synapse's refusal (a 401 with `soft_logout`, say) reaches the
+            // client as Synapse wrote it.
+            return (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
         let body = match &self {
             Self::LimitExceeded { retry_after_ms } => json!({
                 "errcode": errcode,

@@ -22,7 +22,6 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::nul;
 use crate::api::state::AppState;
-use crate::util::ids;
 
 /// A JSON request body. The `Content-Type` header is not checked: several
 /// Matrix clients omit it, and Synapse does not require it either.
@@ -189,7 +188,8 @@ pub struct AuthUser {
     pub user_id: OwnedUserId,
     /// The device the token belongs to.
     pub device_id: OwnedDeviceId,
-    /// Server admin.
+    /// A presenced server admin. Always false for a user of Synapse
+    /// (companion mode): whether they are Synapse's admin is not asked.
     pub admin: bool,
     /// The stored form of the token (for logout).
     pub token_hash: String,
@@ -203,27 +203,14 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = bearer_token(parts)?.ok_or(ApiError::MissingToken)?;
-        let token_hash = ids::hash_token(&token);
-        let owner = match state.homeserver.tokens.get(&token_hash) {
-            Ok(owner) => owner,
-            Err(generation) => {
-                let lookup = token_hash.clone();
-                let owner = state
-                    .db(move |s| s.token_owner(&lookup))
-                    .await?
-                    .ok_or(ApiError::UnknownToken)?;
-                state
-                    .homeserver
-                    .tokens
-                    .fill(token_hash.clone(), owner.clone(), generation);
-                owner
-            }
-        };
+        // Standalone: presenced's own tokens; companion: Synapse's answer
+        // (see `homeserver::identity`).
+        let caller = state.homeserver.caller(&token).await?;
         Ok(Self {
-            user_id: owner.user_id,
-            device_id: owner.device_id,
-            admin: owner.admin,
-            token_hash,
+            user_id: caller.user_id,
+            device_id: caller.device_id,
+            admin: caller.admin,
+            token_hash: caller.token_hash,
         })
     }
 }

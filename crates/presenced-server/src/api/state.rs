@@ -7,10 +7,12 @@ use ruma_common::OwnedServerName;
 
 use crate::api::error::ApiError;
 use crate::api::metrics::Metrics;
+use crate::companion::Companion;
 use crate::config::{Config, Secret};
 use crate::federation::sender::OutboundPresence;
 use crate::federation::transactions::SeenTransactions;
 use crate::federation::{RemoteKeyCache, ServerSigningKey};
+use crate::homeserver::identity::Identity;
 pub use crate::homeserver::{Homeserver, RoomParts, StateReceivers};
 use crate::presence::PresenceService;
 use crate::store::Store;
@@ -54,9 +56,11 @@ pub struct AppState {
     pub outbound: OutboundPresence,
     /// Open connections of all listeners and their caps (`connections:`).
     pub connections: Arc<crate::net::ConnectionTracker>,
-    /// Companion mode: the application-service transactions' destination
-    /// (`None` standalone).
-    pub(crate) membership_feed: Option<Arc<crate::companion::members::MembershipFeed>>,
+    /// Companion mode's parts (Synapse, its tokens, the forwarding client);
+    /// `None` in standalone mode. Set once here: the router and the
+    /// homeserver's identity are chosen from it at start-up, and nothing
+    /// asks again at run time.
+    pub companion: Option<Arc<Companion>>,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -72,7 +76,8 @@ pub struct FederationParts {
 
 impl AppState {
     /// Builds the shared state around a config, an open store and its
-    /// rooms (members read once at start-up, and the writer thread).
+    /// rooms (members read once at start-up, and the writer thread), and
+    /// companion mode's parts when the config has `synapse:`.
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
@@ -80,9 +85,13 @@ impl AppState {
         registration_shared_secret: Option<Secret>,
         presence: PresenceService,
         federation: FederationParts,
-        membership_feed: Option<Arc<crate::companion::members::MembershipFeed>>,
+        companion: Option<Arc<Companion>>,
     ) -> (Arc<Self>, StateReceivers) {
         let (mut homeserver, receivers) = Homeserver::new(&config, store, rooms, presence.clone());
+        if let Some(companion) = &companion {
+            // Synapse owns the accounts: tokens are its to answer for.
+            homeserver.identity = Identity::Synapse(Arc::clone(companion));
+        }
         // Several processes answer this server's clients (cluster nodes):
         // what one hands out another must accept, so UIA sessions and
         // registration nonces are signed instead of kept in memory.
@@ -117,7 +126,7 @@ impl AppState {
             federation_bodies: Default::default(),
             outbound: federation.outbound,
             connections,
-            membership_feed,
+            companion,
         };
         (Arc::new(state), receivers)
     }

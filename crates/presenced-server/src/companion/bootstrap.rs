@@ -31,9 +31,9 @@ use ruma_common::OwnedRoomId;
 use serde_json::Value;
 
 use super::members::{membership_events, FeedError, MembershipFeed};
+use super::path_segment;
 use super::registration::Registration;
 use super::upstream::{Upstream, UpstreamError, CALL_TIMEOUT};
-use crate::config::companion::CompanionConfig;
 use crate::config::Secret;
 use crate::store::companion::MembershipEvent;
 
@@ -60,9 +60,6 @@ pub struct BootstrapReport {
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    /// The admin token could not be read.
-    #[error("synapse.admin_token_path {path}: {reason}")]
-    AdminToken { path: String, reason: String },
     /// Synapse failed or refused.
     #[error("reading rooms from Synapse's admin API: {0}")]
     Upstream(#[from] UpstreamError),
@@ -84,17 +81,6 @@ impl Bootstrap {
             upstream,
             admin_token,
         }
-    }
-
-    /// A reader for the configured Synapse and admin token.
-    pub fn from_config(config: &CompanionConfig) -> Result<Self, BootstrapError> {
-        let upstream = Upstream::new(config).map_err(|e| {
-            BootstrapError::Upstream(UpstreamError::Unreachable {
-                url: config.base_url().to_owned(),
-                reason: e.to_string(),
-            })
-        })?;
-        Ok(Self::new(upstream, admin_token(config)?))
     }
 
     /// Reads every room's members and stores them through `feed` (which
@@ -160,29 +146,6 @@ impl Bootstrap {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// The configured admin token (inline, or the first line of its file).
-pub fn admin_token(config: &CompanionConfig) -> Result<Secret, BootstrapError> {
-    if let Some(token) = &config.admin_token {
-        return Ok(token.clone());
-    }
-    let Some(path) = &config.admin_token_path else {
-        return Err(BootstrapError::AdminToken {
-            path: "-".to_owned(),
-            reason: "neither admin_token nor admin_token_path is set".to_owned(),
-        });
-    };
-    let fail = |reason: String| BootstrapError::AdminToken {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        return Err(fail("the file is empty".to_owned()));
-    }
-    Ok(Secret::new(token))
 }
 
 /// Runs in the server: the ping, the first bootstrap if nothing is
@@ -295,20 +258,6 @@ fn next_batch(page: &Value) -> Option<u64> {
     }
 }
 
-/// `s` as one URL path segment: everything but the unreserved characters
-/// percent-encoded (room IDs hold `!` and `:`).
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -317,7 +266,7 @@ mod tests {
 
     #[test]
     fn pages_and_path_segments() {
-        assert_eq!(path_segment("!a:b.org"), "%21a%3Ab.org");
+        assert_eq!(path_segment("!a:b.org"), "%21a:b.org");
         assert_eq!(next_batch(&json!({"next_batch": 100})), Some(100));
         assert_eq!(next_batch(&json!({"next_batch": "200"})), Some(200));
         assert_eq!(next_batch(&json!({"total_rooms": 3})), None);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
-use crate::companion;
+use crate::companion::bootstrap::{self, Bootstrap};
 use crate::companion::members::MembershipFeed;
-use crate::companion::registration::Registration;
+use crate::companion::Companion;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
 use crate::federation::keys::{KeyCacheConfig, KeyFetcher};
@@ -64,6 +64,9 @@ pub enum StartupError {
     /// cluster's NATS).
     #[error(transparent)]
     Presence(#[from] crate::presence::startup::StartError),
+    /// Companion mode could not start (the registration, the admin token).
+    #[error(transparent)]
+    Companion(#[from] crate::companion::CompanionError),
     /// The signing key file could not be read or generated.
     #[error(transparent)]
     SigningKey(#[from] crate::federation::signing::SigningKeyError),
@@ -73,9 +76,6 @@ pub enum StartupError {
     /// The room writer thread could not be started.
     #[error("cannot start the room writer thread: {0}")]
     RoomWriter(#[source] std::io::Error),
-    /// Companion mode's registration or admin token could not be used.
-    #[error("{0}")]
-    Companion(String),
     /// The `pid_file` could not be written, or names a running process.
     #[error("pid_file {path}: {message}")]
     PidFile {
@@ -212,6 +212,20 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     }
 }
 
+/// What `presenced synapse-resync` runs: the admin-API reader and a feed
+/// that only stores, on the configured database opened as [`open_store`]
+/// opens it (beside a running server). `None` without a `synapse:`
+/// section.
+pub fn resync_parts(config: &Config) -> Result<Option<(Bootstrap, MembershipFeed)>, StartupError> {
+    let Some(synapse) = &config.synapse else {
+        return Ok(None);
+    };
+    let companion = Companion::load(synapse)?;
+    let bootstrap = Bootstrap::new(companion.upstream, companion.admin_token);
+    let store = open_store(config)?;
+    Ok(Some((bootstrap, MembershipFeed::store_only(store))))
+}
+
 fn open_sqlite(path: &Path, config: &Config) -> Result<SqliteStore, StartupError> {
     crate::store::sqlite::ownership::check(path).map_err(StartupError::NotOurDatabase)?;
     SqliteStore::open(path, &config.server_name).map_err(|source| StartupError::Database {
@@ -288,6 +302,17 @@ fn build(
     // start-up before anything else (signing key, secret) is written.
     let stores = open_stores(&config)?;
     tracing::info!(database = %stores.describe, "database opened");
+    // Companion mode is chosen here, once: Synapse's registration, its
+    // admin token and the client for it (before anything is written, so a
+    // bad registration stops start-up cleanly).
+    let mut companion = match &config.synapse {
+        Some(synapse) => {
+            let companion = Companion::load(synapse)?;
+            tracing::info!(synapse = %companion.upstream.base_url(), "companion mode: in front of Synapse");
+            Some(companion)
+        }
+        None => None,
+    };
     let signing_key = Arc::new(ServerSigningKey::load_or_generate(
         &config.signing_key_path(),
     )?);
@@ -314,7 +339,6 @@ fn build(
             what: stores.describe.clone(),
             source,
         })?;
-    let companion = companion_parts(&config)?;
     if companion.is_some() {
         // Synapse's rooms, as the membership feed stored them.
         let synapse_joined =
@@ -327,16 +351,21 @@ fn build(
     let store = stores.store.clone();
     let (presence, outbound) =
         crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
-    let membership_feed = companion.map(|(registration, bootstrap)| {
-        let hs_token = Secret::new(registration.hs_token.clone());
+    if let Some(companion) = &mut companion {
+        // The membership feed needs the presence driver, so it joins the
+        // companion parts now; its background work (the ping, the first
+        // bootstrap, the reconciliation) starts with it.
+        let hs_token = Secret::new(companion.registration.hs_token.clone());
         let feed = Arc::new(MembershipFeed::new(
             store.clone(),
             presence.clone(),
             hs_token,
         ));
-        companion::bootstrap::spawn(feed.clone(), bootstrap, registration);
-        feed
-    });
+        let bootstrap = Bootstrap::new(companion.upstream.clone(), companion.admin_token.clone());
+        bootstrap::spawn(feed.clone(), bootstrap, companion.registration.clone());
+        companion.membership_feed = Some(feed);
+    }
+    let companion = companion.map(Arc::new);
     let outbound = OutboundPresence::start(
         Arc::new(config.clone()),
         store.clone(),
@@ -361,27 +390,12 @@ fn build(
         Some(secret),
         presence,
         federation,
-        membership_feed,
+        companion,
     );
     if following_from.is_some() {
         state.homeserver.spawn_room_follower();
     }
     Ok((state, receivers, origin))
-}
-
-/// Companion mode's registration and admin-API reader, when `synapse:` is
-/// set.
-fn companion_parts(
-    config: &Config,
-) -> Result<Option<(Registration, companion::bootstrap::Bootstrap)>, StartupError> {
-    let Some(synapse) = &config.synapse else {
-        return Ok(None);
-    };
-    let registration = Registration::load(&synapse.appservice_registration)
-        .map_err(|e| StartupError::Companion(e.to_string()))?;
-    let bootstrap = companion::bootstrap::Bootstrap::from_config(synapse)
-        .map_err(|e| StartupError::Companion(e.to_string()))?;
-    Ok(Some((registration, bootstrap)))
 }
 
 /// Every room's members, read once: the joins for the presence engine and

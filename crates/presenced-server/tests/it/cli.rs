@@ -23,6 +23,42 @@ fn generate_config_prints_the_example() {
 }
 
 #[test]
+fn generate_appservice_prints_and_writes_a_registration_that_loads() {
+    use presenced_server::companion::registration::Registration;
+    let out = presenced()
+        .args(["generate-appservice", "--url", "http://127.0.0.1:8008/"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: Registration = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed.url, "http://127.0.0.1:8008");
+    assert_eq!(printed.namespaces.users[0].regex, "@.*");
+    assert!(!printed.namespaces.users[0].exclusive);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("presenced-appservice.yaml");
+    let out = presenced()
+        .args(["generate-appservice", "--url", "http://presenced:8008"])
+        .arg("--output")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let written = Registration::load(&file).unwrap();
+    assert_eq!(written.url, "http://presenced:8008");
+    // Fresh tokens every time.
+    assert_ne!(written.hs_token, printed.hs_token);
+    assert_ne!(written.as_token, printed.as_token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read the tokens");
+    }
+}
+
+#[test]
 fn bad_config_fails_start_up_with_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");

@@ -286,7 +286,8 @@ fn the_check_catches_upward_sideways_and_climbing_imports() {
     assert_eq!(problems, expected);
 }
 
-/// Files that may read which mode the server runs in (`config.cluster`):
+/// Files that may read which mode the server runs in (`config.cluster`,
+/// and `config.synapse` for companion mode):
 /// the config itself and start-up, where each mode's parts are chosen
 /// once. At run time nothing asks; the presence back end
 /// (`presence/backend.rs`) answers for its mode.
@@ -321,7 +322,12 @@ fn mode_tests(files: &[(PathBuf, String)]) -> Vec<String> {
                     "{shown}:{line_no}: asks the presence service whether it is clustered"
                 ));
             }
-            if !may_read_mode && (code.contains(".cluster.") || code.contains("&config.cluster")) {
+            // `config.synapse`, not any `.synapse.`: other values have a
+            // field of that name (a spliced sync token's Synapse half).
+            let reads_mode = code.contains(".cluster.")
+                || code.contains("&config.cluster")
+                || code.contains("config.synapse");
+            if !may_read_mode && reads_mode {
                 problems.push(format!(
                     "{shown}:{line_no}: reads the mode outside start-up"
                 ));
@@ -375,6 +381,18 @@ fn the_mode_check_catches_each_kind_of_mode_test() {
             "process/feeds.rs",
             "let clustered = config.cluster.is_some();\n",
         ),
+        // Companion mode: allowed at start-up, caught anywhere else.
+        file("process/startup.rs", "match &config.synapse {}\n"),
+        file(
+            "api/client/sync.rs",
+            "if state.config.synapse.is_some() {}\n",
+        ),
+        file("companion/forward.rs", "let url = &self.config.synapse;\n"),
+        // Not a mode read: a value with a field named `synapse`.
+        file(
+            "companion/splice.rs",
+            "let half = since.synapse.as_str();\n",
+        ),
     ];
     assert_eq!(
         mode_tests(&files),
@@ -382,6 +400,8 @@ fn the_mode_check_catches_each_kind_of_mode_test() {
             "federation/sender.rs:1: names cluster mode's parts outside presence/",
             "api/health.rs:1: asks the presence service whether it is clustered",
             "process/feeds.rs:1: reads the mode outside start-up",
+            "api/client/sync.rs:1: reads the mode outside start-up",
+            "companion/forward.rs:1: reads the mode outside start-up",
         ]
     );
 }

@@ -83,8 +83,11 @@ pub(crate) async fn get_status(
         return Ok(Json(serde_json::json!({"presence": "offline"})));
     }
     if user_id.server_name() == state.server_name {
-        let target = user_id.clone();
-        if state.db(move |s| s.user(&target)).await?.is_none() {
+        // presenced's own accounts, or Synapse's in companion mode.
+        let exists = (state.homeserver)
+            .has_local_account(&user_id, &auth.user_id)
+            .await?;
+        if !exists {
             return Err(ApiError::NotFound("No such user".to_owned()));
         }
     }
