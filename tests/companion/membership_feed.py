@@ -111,9 +111,11 @@ class Run:
                 time.sleep(0.2)
         self.fail(f"{name} did not come up")
 
-    def start(self, name, cmd, env=None):
+    def start(self, name, cmd):
         out = open(self.path(f"{name}.log"), "ab")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # In the run directory: Synapse's generated log config writes a
+        # relative homeserver.log.
+        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.dir)
 
     def stop(self, name):
         proc = self.procs.pop(name, None)
@@ -149,7 +151,7 @@ class Run:
             venv_python, "-m", "synapse.app.homeserver", "--server-name", SERVER_NAME,
             "--config-path", self.path("homeserver.yaml"), "--data-directory", self.dir,
             "--generate-config", "--report-stats=no",
-        ], check=True, stdout=subprocess.DEVNULL)
+        ], check=True, stdout=subprocess.DEVNULL, cwd=self.dir)
         lim = "{per_second: 100000, burst_count: 100000}"
         with open(self.path("companion.yaml"), "w") as f:
             f.write(f"""listeners:
