@@ -18,6 +18,7 @@ mod push_rules;
 mod receipts;
 mod register;
 mod send;
+mod spliced_sync;
 mod sync;
 mod typing;
 mod versions;
@@ -50,10 +51,12 @@ fn presence_status() -> MethodRouter<Arc<AppState>> {
     get(presence::get_status).put(presence::put_status)
 }
 
-/// The presence endpoints alone: all of the client-server API that
-/// companion mode answers itself.
+/// What companion mode answers itself of the client-server API: the
+/// presence endpoints, and `/sync` spliced (Synapse's answer with
+/// presenced's presence section).
 pub(crate) fn presence_routes() -> Router<Arc<AppState>> {
-    client_route(Router::new(), PRESENCE_STATUS, presence_status())
+    let router = client_route(Router::new(), PRESENCE_STATUS, presence_status());
+    client_route(router, "/sync", get(spliced_sync::get_spliced_sync))
 }
 
 /// The client-server API.

@@ -61,6 +61,8 @@ pub struct AppState {
     /// homeserver's identity are chosen from it at start-up, and nothing
     /// asks again at run time.
     pub companion: Option<Arc<Companion>>,
+    /// Companion mode's `/sync`: Synapse's answer plus presence.
+    pub(crate) spliced_sync: Option<crate::companion::splice::SyncSplice>,
 }
 
 /// What federation needs in [`AppState`]: our key, the cache of theirs,
@@ -110,6 +112,13 @@ impl AppState {
         let connections = Arc::new(crate::net::ConnectionTracker::new(conn_limits));
         let homeserver = Arc::new(homeserver);
         let sync = SyncService::new(&config, Arc::clone(&homeserver), presence.clone());
+        let spliced_sync = companion.as_ref().map(|companion| {
+            crate::companion::splice::SyncSplice::new(
+                companion.upstream.clone(),
+                presence.clone(),
+                config.presence.include_offline_users_on_sync,
+            )
+        });
         let state = Self {
             presence,
             presence_put_limiter: RateLimiter::with_max_keys(per_second, burst, cap),
@@ -126,6 +135,7 @@ impl AppState {
             federation_bodies: Default::default(),
             outbound: federation.outbound,
             connections,
+            spliced_sync,
             companion,
         };
         (Arc::new(state), receivers)

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -50,6 +50,8 @@ struct Fake {
     downloaded: Mutex<Option<watch::Receiver<usize>>>,
     /// Upload progress, for the client to wait on.
     upload_progress: Mutex<Option<watch::Sender<usize>>>,
+    /// `/sync` requests received.
+    syncs: AtomicUsize,
 }
 
 impl Fake {
@@ -99,6 +101,29 @@ async fn whoami(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
         }
         None => unknown_token(),
     }
+}
+
+/// Synapse's `/sync`, reduced: an initial sync answers `s1` at once, a
+/// later one waits out its timeout and answers `s2` (no room moves).
+async fn sync(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if bearer(&headers).is_none_or(|t| !fake.tokens.lock().unwrap().contains_key(&t)) {
+        return unknown_token();
+    }
+    fake.syncs.fetch_add(1, Ordering::SeqCst);
+    if query.contains_key("since") {
+        let timeout: u64 = query
+            .get("timeout")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(timeout)).await;
+        return Json(json!({"next_batch": "s2", "rooms": {"join": {}}})).into_response();
+    }
+    Json(json!({"next_batch": "s1", "rooms": {"join": {}}, "account_data": {"events": []}}))
+        .into_response()
 }
 
 async fn logout(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
@@ -211,6 +236,7 @@ async fn fake_synapse() -> (String, Arc<Fake>) {
     let app = Router::new()
         .route("/_matrix/client/v3/account/whoami", get(whoami))
         .route("/_matrix/client/v3/logout", post(logout))
+        .route("/_matrix/client/v3/sync", get(sync))
         .route("/_synapse/admin/v2/users/{user}", get(admin_user))
         .route("/_matrix/media/v3/upload", post(upload))
         .route("/_matrix/client/v1/media/download/big", get(download))
@@ -237,6 +263,10 @@ async fn presenced_in_front_of(synapse_url: &str) -> Option<(TestApp, tempfile::
     let url = synapse_url.to_owned();
     let why = "companion tests count whoami calls per process";
     let app = spawn_single_node_with(why, move |c| {
+        // Presence changes follow each other faster than rc_presence's
+        // default allows; its limits are standalone's, tested there.
+        c.rc_presence.per_user.per_second = 1000.0;
+        c.rc_presence.per_user.burst_count = 1000.0;
         c.synapse = Some(CompanionConfig {
             url,
             appservice_registration: registration,
@@ -485,4 +515,63 @@ async fn an_unreachable_synapse_is_a_502_that_says_so() {
     let (status, body) = app.get(ALICE_STATUS, Some("tok_alice")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errcode"], "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn a_sync_through_presenced_is_synapses_answer_with_presence_spliced_in() {
+    let (synapse, fake) = fake_synapse().await;
+    let Some((app, _dir)) = presenced_in_front_of(&synapse).await else {
+        return;
+    };
+    let (status, body) = app
+        .put(
+            ALICE_STATUS,
+            Some("tok_alice"),
+            json!({"presence": "online"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Initial sync: Synapse's sections, presenced's presence, both halves.
+    let (status, body) = app.get("/_matrix/client/v3/sync", Some("tok_alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["account_data"],
+        json!({"events": []}),
+        "Synapse's part"
+    );
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    assert!(since.starts_with("s1-p"), "{since}");
+    let own = |body: &Value| {
+        body["presence"]["events"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["sender"] == "@alice:test.local"))
+            .map(|e| e["content"]["presence"].clone())
+    };
+    assert_eq!(own(&body), Some(json!("online")));
+    // A long-poll that a presence change ends long before Synapse's
+    // timeout: Synapse's half of the token stays.
+    let started = Instant::now();
+    let path = format!("/_matrix/client/v3/sync?since={since}&timeout=20000");
+    let (answer, put) = tokio::join!(app.get(&path, Some("tok_alice")), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.put(
+            ALICE_STATUS,
+            Some("tok_alice"),
+            json!({"presence": "unavailable"}),
+        )
+        .await
+    });
+    assert_eq!(put.0, 200);
+    let (status, body) = answer;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(own(&body), Some(json!("unavailable")));
+    assert!(body["next_batch"].as_str().unwrap().starts_with("s1-p"));
+    assert_eq!(fake.syncs.load(Ordering::SeqCst), 2);
+    // A token whose presence half is not ours: refused, not forwarded.
+    let (status, body) = app
+        .get("/_matrix/client/v3/sync?since=s1-pbogus", Some("tok_alice"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errcode"], "M_INVALID_PARAM");
 }
