@@ -25,6 +25,7 @@
 //! Synapse).
 
 pub mod admin;
+mod appservice;
 pub mod client;
 mod cors;
 pub mod error;
@@ -125,8 +126,11 @@ fn companion_router(state: Arc<AppState>, names: &[&str]) -> Router {
     if names.contains(&"federation") {
         router = router.merge(federation::companion_routes());
     }
-    // The application-service transactions route goes here.
+    // Synapse's application-service pushes, on whichever listener the
+    // registration's `url` names (forwarded, they would come back to
+    // Synapse as unknown paths and be retried forever).
     router
+        .merge(appservice::routes())
         .route("/health", get(health::get_health))
         .route("/_presenced/health", get(health::get_health))
         // Only presenced's own answers get presenced's CORS headers: a

@@ -30,9 +30,11 @@ pub mod tokens;
 pub mod upstream;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ruma_common::UserId;
 
+use self::members::MembershipFeed;
 use self::registration::{Registration, RegistrationError};
 use self::tokens::TokenCheck;
 use self::upstream::{Upstream, UpstreamError};
@@ -50,7 +52,9 @@ pub struct Companion {
     pub admin_token: Secret,
     /// Synapse's answers for access tokens, cached briefly.
     pub tokens: TokenCheck,
-    // The membership feed (`members`, `bootstrap`) adds its handle here.
+    /// Where Synapse's application-service transactions go (`members`);
+    /// set at start-up once the presence driver runs.
+    pub membership_feed: Option<Arc<MembershipFeed>>,
 }
 
 /// Why companion mode could not start.
@@ -84,6 +88,7 @@ impl Companion {
             upstream,
             registration,
             admin_token,
+            membership_feed: None,
         })
     }
 
@@ -136,7 +141,7 @@ fn admin_token(config: &CompanionConfig) -> Result<Secret, CompanionError> {
 /// `text` as one URL path segment: every byte but the unreserved ones and
 /// `@` `:` (which user IDs always carry and a segment allows) escaped, so
 /// a historical user ID with `/` or `?` in it stays one segment.
-fn path_segment(text: &str) -> String {
+pub(crate) fn path_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~@:".contains(&byte) {

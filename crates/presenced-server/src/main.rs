@@ -100,6 +100,11 @@ enum Command {
         #[arg(long)]
         postgres_config: Option<PathBuf>,
     },
+    /// Companion mode: read every room's members from Synapse's admin API
+    /// into the configured database now (the server also does it at its
+    /// first start and every 6 hours). A running server applies the
+    /// result to presence at its next start.
+    SynapseResync,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
             sqlite_database,
             postgres_config,
         }) => load(postgres_config.or(cli.config)).and_then(|c| port_db(&c, &sqlite_database)),
+        Some(Command::SynapseResync) => load(cli.config).and_then(|c| synapse_resync(&c)),
         None => load(cli.config).and_then(serve),
     };
     match result {
@@ -214,6 +220,24 @@ fn register_user(
     )
     .map_err(|e| e.to_string())?;
     println!("Created {user_id}{}", if admin { " (admin)" } else { "" });
+    Ok(())
+}
+
+fn synapse_resync(config: &Config) -> Result<(), String> {
+    let Some((bootstrap, feed)) = startup::resync_parts(config).map_err(|e| e.to_string())? else {
+        return Err("synapse-resync: the config has no `synapse:` section (companion mode)".into());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime
+        .block_on(bootstrap.run(&feed))
+        .map_err(|e| format!("synapse-resync: {e}"))?;
+    println!(
+        "Read {} rooms and {} memberships from Synapse; {} changed what presenced had stored.",
+        report.rooms, report.memberships, report.changed
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Storage: every SQL statement of the server, behind traits ([`Store`],
-//! [`outbox::OutboxStore`], [`presence::PresenceStore`]).
+//! [`outbox::OutboxStore`], [`companion::CompanionStore`],
+//! [`presence::PresenceStore`]).
 //!
 //! Architecture invariant: only this folder writes SQL (the only one that
 //! may use `rusqlite`); it holds no policy, reads no clock, and imports
@@ -12,6 +13,7 @@
 //! PostgreSQL backend can implement the same trait later. Callers pass
 //! timestamps in.
 
+pub mod companion;
 pub mod membership;
 pub mod outbox;
 pub mod port;
@@ -200,10 +202,11 @@ pub struct Timeline {
 
 /// Everything presenced stores, minus presence (added by the engine wiring).
 /// The federation presence outbox is its own trait ([`outbox::OutboxStore`]),
-/// which every store implements too.
+/// and so is companion mode's membership view
+/// ([`companion::CompanionStore`]); every store implements both.
 ///
 /// Writes that belong together are one method, so each is one transaction.
-pub trait Store: outbox::OutboxStore + Send + Sync + 'static {
+pub trait Store: outbox::OutboxStore + companion::CompanionStore + Send + Sync + 'static {
     // --- accounts -------------------------------------------------------
 
     /// Creates a user; `StoreError::UserInUse` when the ID exists.

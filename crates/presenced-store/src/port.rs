@@ -222,6 +222,15 @@ async fn copy_all(
     )
     .await
     .map_err(|e| failed("events", error_chain(&e)))?;
+    // And new application-service transactions after the copied ones.
+    tx.execute(
+        "SELECT setval(pg_get_serial_sequence('companion_as_txns', 'seq'), \
+         GREATEST((SELECT COALESCE(MAX(seq), 0) FROM companion_as_txns), 1), \
+         (SELECT COUNT(*) > 0 FROM companion_as_txns))",
+        &[],
+    )
+    .await
+    .map_err(|e| failed("companion_as_txns", error_chain(&e)))?;
     tx.commit()
         .await
         .map_err(|e| failed("-", error_chain(&e)))?;

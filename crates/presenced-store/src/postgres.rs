@@ -29,6 +29,7 @@
 //! Migrations are the numbered files in `postgres/migrations/`, applied in
 //! order in one transaction each, tracked in `presenced_schema_version`.
 
+mod companion;
 mod connect;
 mod outbox;
 mod presence;
@@ -53,6 +54,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0001_initial.sql"),
     include_str!("postgres/migrations/0002_membership_outbox.sql"),
     include_str!("postgres/migrations/0003_server_name.sql"),
+    include_str!("postgres/migrations/0004_companion_memberships.sql"),
 ];
 
 /// The advisory lock key one presenced holds on its database
@@ -78,6 +80,8 @@ pub const TABLES: &[&str] = &[
     "presence_full_marks",
     "presenced_schema_version",
     "presenced_server_name",
+    "companion_as_txns",
+    "companion_memberships",
 ];
 
 /// Tables only the PostgreSQL backend has (cluster mode's), not copied by

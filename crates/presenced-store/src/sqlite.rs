@@ -51,6 +51,7 @@ use crate::membership::Membership;
 use crate::sql_time;
 
 mod checkpoint;
+mod companion;
 mod outbox;
 pub mod ownership;
 pub(crate) mod server_name;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0001_initial.sql"),
     include_str!("sqlite/migrations/0002_federation_outbox.sql"),
     include_str!("sqlite/migrations/0003_server_name.sql"),
+    include_str!("sqlite/migrations/0004_companion_memberships.sql"),
 ];
 
 /// How many migrations this binary's SQLite schema has (`port-db` wants

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use presenced_engine::{Presence, PresenceState, Timestamp};
+use presenced_store::companion::{MembershipEvent, RoomMembership};
 use presenced_store::membership::Membership;
 use presenced_store::postgres::{PgOpenError, PgStore};
 use presenced_store::presence::{PresenceStore, SqlitePresenceStore};
@@ -92,12 +93,17 @@ impl Db {
     }
 
     /// Makes the database one of before the server_name was recorded:
-    /// the same schema without migration 3.
+    /// the same schema without migration 3 (and the later ones, which
+    /// the next open applies again).
     fn forget_recorded_name(&self) {
         self.exec(match self {
-            Self::Sqlite(_) => "DROP TABLE presenced_server_name; PRAGMA user_version = 2;",
+            Self::Sqlite(_) => {
+                "DROP TABLE companion_as_txns; DROP TABLE companion_memberships; \
+                 DROP TABLE presenced_server_name; PRAGMA user_version = 2;"
+            }
             Self::Postgres(_) => {
-                "DROP TABLE presenced_server_name; \
+                "DROP TABLE companion_as_txns; DROP TABLE companion_memberships; \
+                 DROP TABLE presenced_server_name; \
                  UPDATE presenced_schema_version SET version = 2"
             }
         });
@@ -175,6 +181,9 @@ conformance!(
     the_first_server_name_is_kept_and_another_refused,
     an_unrecorded_database_is_judged_by_its_users,
     an_empty_unrecorded_database_takes_the_name_it_is_opened_for,
+    companion_transactions_apply_once,
+    companion_memberships_keep_the_newest_event,
+    companion_bootstrap_and_replay_agree,
 );
 
 fn user(id: &str) -> OwnedUserId {
@@ -793,4 +802,170 @@ fn an_empty_unrecorded_database_takes_the_name_it_is_opened_for(db: Db) {
     drop(db.open_as("y.org").unwrap_or_else(|e| panic!("{e}")));
     let (found, configured, _) = mismatch(db.open_as("x.org"));
     assert_eq!((found.as_str(), configured.as_str()), ("y.org", "x.org"));
+}
+
+/// A membership event of `user` in `room` at `ts` (ms), sent by `user`.
+fn member_at(
+    room_id: &str,
+    user_id: &str,
+    m: RoomMembership,
+    ts: u64,
+    id: &str,
+) -> MembershipEvent {
+    MembershipEvent {
+        room_id: room(room_id),
+        user_id: user(user_id),
+        sender: user(user_id),
+        membership: m,
+        origin_server_ts: Timestamp(ts),
+        event_id: id.try_into().unwrap(),
+    }
+}
+
+/// The stored view, reduced to who is joined where.
+fn joined(store: &dyn Store) -> Vec<(String, String)> {
+    store
+        .companion_joined()
+        .unwrap()
+        .into_iter()
+        .map(|(r, u)| (r.to_string(), u.to_string()))
+        .collect()
+}
+
+fn companion_transactions_apply_once(db: Db) {
+    let s = db.open().store;
+    assert!(!s.companion_has_memberships().unwrap());
+    let events = [
+        member_at("!r:y.org", "@bob:y.org", RoomMembership::Join, 10, "$b1"),
+        member_at("!r:y.org", "@alice:x.org", RoomMembership::Join, 11, "$a1"),
+    ];
+    let applied = s.apply_membership_transaction("t1", &events).unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(applied[0].event, events[0]);
+    assert_eq!(applied[0].previous, None);
+    assert!(s.companion_has_memberships().unwrap());
+    // Synapse re-sends a transaction it saw no answer to: nothing again,
+    // even with other content under the same id.
+    let leave = [member_at(
+        "!r:y.org",
+        "@bob:y.org",
+        RoomMembership::Leave,
+        20,
+        "$b2",
+    )];
+    assert!(s
+        .apply_membership_transaction("t1", &leave)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        joined(&*s),
+        [
+            ("!r:y.org".to_owned(), "@alice:x.org".to_owned()),
+            ("!r:y.org".to_owned(), "@bob:y.org".to_owned())
+        ]
+    );
+    // A transaction of no memberships still counts as seen.
+    assert!(s
+        .apply_membership_transaction("t2", &[])
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .apply_membership_transaction("t2", &leave)
+        .unwrap()
+        .is_empty());
+    let applied = s.apply_membership_transaction("t3", &leave).unwrap();
+    assert_eq!(applied[0].previous, Some(RoomMembership::Join));
+    assert_eq!(
+        joined(&*s),
+        [("!r:y.org".to_owned(), "@alice:x.org".to_owned())]
+    );
+    // Kept across a restart.
+    drop(s);
+    let s = db.open().store;
+    assert!(s
+        .apply_membership_transaction("t3", &events)
+        .unwrap()
+        .is_empty());
+    assert_eq!(joined(&*s).len(), 1);
+}
+
+fn companion_memberships_keep_the_newest_event(db: Db) {
+    let s = db.open().store;
+    let join = member_at("!r:y.org", "@bob:y.org", RoomMembership::Join, 100, "$m");
+    s.upsert_memberships(std::slice::from_ref(&join)).unwrap();
+    // Older: ignored. The same event again: ignored.
+    let old_leave = member_at("!r:y.org", "@bob:y.org", RoomMembership::Leave, 99, "$z");
+    assert!(s
+        .upsert_memberships(&[old_leave, join.clone()])
+        .unwrap()
+        .is_empty());
+    assert_eq!(joined(&*s).len(), 1);
+    // Equal times: the larger event ID wins, whichever comes first.
+    let tie_low = member_at("!r:y.org", "@bob:y.org", RoomMembership::Ban, 100, "$a");
+    assert!(s.upsert_memberships(&[tie_low]).unwrap().is_empty());
+    let tie_high = member_at("!r:y.org", "@bob:y.org", RoomMembership::Ban, 100, "$n");
+    let applied = s.upsert_memberships(&[tie_high]).unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].previous, Some(RoomMembership::Join));
+    assert!(joined(&*s).is_empty());
+    // Within one batch each event compares with the one before it.
+    let batch = [
+        member_at("!q:y.org", "@c:y.org", RoomMembership::Invite, 5, "$1"),
+        member_at("!q:y.org", "@c:y.org", RoomMembership::Join, 7, "$2"),
+        member_at("!q:y.org", "@c:y.org", RoomMembership::Leave, 6, "$3"),
+    ];
+    let applied = s.upsert_memberships(&batch).unwrap();
+    let kept: Vec<_> = applied
+        .iter()
+        .map(|a| (a.event.membership, a.previous))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (RoomMembership::Invite, None),
+            (RoomMembership::Join, Some(RoomMembership::Invite))
+        ]
+    );
+    assert_eq!(
+        joined(&*s),
+        [("!q:y.org".to_owned(), "@c:y.org".to_owned())]
+    );
+}
+
+fn companion_bootstrap_and_replay_agree(db: Db) {
+    let s = db.open().store;
+    // The bootstrap read the current state: bob left at 300.
+    let state = [
+        member_at("!r:y.org", "@alice:y.org", RoomMembership::Join, 100, "$a1"),
+        member_at("!r:y.org", "@bob:y.org", RoomMembership::Leave, 300, "$b3"),
+    ];
+    assert_eq!(s.upsert_memberships(&state).unwrap().len(), 2);
+    // Then Synapse replays the history in batches: bob's old join must
+    // not bring him back; a change newer than the bootstrap applies.
+    let replay = [
+        member_at("!r:y.org", "@alice:y.org", RoomMembership::Join, 100, "$a1"),
+        member_at("!r:y.org", "@bob:y.org", RoomMembership::Join, 200, "$b2"),
+    ];
+    assert!(s
+        .apply_membership_transaction("1", &replay)
+        .unwrap()
+        .is_empty());
+    let later = [member_at(
+        "!r:y.org",
+        "@bob:y.org",
+        RoomMembership::Join,
+        400,
+        "$b4",
+    )];
+    assert_eq!(
+        s.apply_membership_transaction("2", &later).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        joined(&*s),
+        [
+            ("!r:y.org".to_owned(), "@alice:y.org".to_owned()),
+            ("!r:y.org".to_owned(), "@bob:y.org".to_owned())
+        ]
+    );
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use crate::api::state::{AppState, FederationParts, RoomParts, StateReceivers};
+use crate::companion::bootstrap::{self, Bootstrap};
+use crate::companion::members::MembershipFeed;
 use crate::companion::Companion;
 use crate::config::{Config, Secret};
 use crate::federation::client::{ClientError, FederationClient};
@@ -210,6 +212,20 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     }
 }
 
+/// What `presenced synapse-resync` runs: the admin-API reader and a feed
+/// that only stores, on the configured database opened as [`open_store`]
+/// opens it (beside a running server). `None` without a `synapse:`
+/// section.
+pub fn resync_parts(config: &Config) -> Result<Option<(Bootstrap, MembershipFeed)>, StartupError> {
+    let Some(synapse) = &config.synapse else {
+        return Ok(None);
+    };
+    let companion = Companion::load(synapse)?;
+    let bootstrap = Bootstrap::new(companion.upstream, companion.admin_token);
+    let store = open_store(config)?;
+    Ok(Some((bootstrap, MembershipFeed::store_only(store))))
+}
+
 fn open_sqlite(path: &Path, config: &Config) -> Result<SqliteStore, StartupError> {
     crate::store::sqlite::ownership::check(path).map_err(StartupError::NotOurDatabase)?;
     SqliteStore::open(path, &config.server_name).map_err(|source| StartupError::Database {
@@ -289,11 +305,11 @@ fn build(
     // Companion mode is chosen here, once: Synapse's registration, its
     // admin token and the client for it (before anything is written, so a
     // bad registration stops start-up cleanly).
-    let companion = match &config.synapse {
+    let mut companion = match &config.synapse {
         Some(synapse) => {
             let companion = Companion::load(synapse)?;
             tracing::info!(synapse = %companion.upstream.base_url(), "companion mode: in front of Synapse");
-            Some(Arc::new(companion))
+            Some(companion)
         }
         None => None,
     };
@@ -318,14 +334,38 @@ fn build(
         ),
         None => None,
     };
-    let (joined, members) =
+    let (mut joined, members) =
         read_rooms(&*stores.store).map_err(|source| StartupError::Database {
             what: stores.describe.clone(),
             source,
         })?;
+    if companion.is_some() {
+        // Synapse's rooms, as the membership feed stored them.
+        let synapse_joined =
+            (stores.store.companion_joined()).map_err(|source| StartupError::Database {
+                what: stores.describe.clone(),
+                source,
+            })?;
+        joined.extend(synapse_joined);
+    }
     let store = stores.store.clone();
     let (presence, outbound) =
         crate::presence::startup::start(&config, joined, store.clone(), stores.presence)?;
+    if let Some(companion) = &mut companion {
+        // The membership feed needs the presence driver, so it joins the
+        // companion parts now; its background work (the ping, the first
+        // bootstrap, the reconciliation) starts with it.
+        let hs_token = Secret::new(companion.registration.hs_token.clone());
+        let feed = Arc::new(MembershipFeed::new(
+            store.clone(),
+            presence.clone(),
+            hs_token,
+        ));
+        let bootstrap = Bootstrap::new(companion.upstream.clone(), companion.admin_token.clone());
+        bootstrap::spawn(feed.clone(), bootstrap, companion.registration.clone());
+        companion.membership_feed = Some(feed);
+    }
+    let companion = companion.map(Arc::new);
     let outbound = OutboundPresence::start(
         Arc::new(config.clone()),
         store.clone(),

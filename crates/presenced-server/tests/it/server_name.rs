@@ -121,9 +121,12 @@ log: {{level: warn}}
     }
 
     /// Makes the database look like one made before presenced recorded
-    /// its server_name: the same schema without the newest migration.
+    /// its server_name: the same schema without migration 3 (and the
+    /// later ones, which the next open applies again).
     fn forget_recorded_name(&self) {
-        let sql = "DROP TABLE IF EXISTS presenced_server_name";
+        let sql = "DROP TABLE IF EXISTS presenced_server_name; \
+                   DROP TABLE IF EXISTS companion_as_txns; \
+                   DROP TABLE IF EXISTS companion_memberships";
         match &self.db {
             None => {
                 let conn =
