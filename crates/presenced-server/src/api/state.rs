@@ -117,6 +117,7 @@ impl AppState {
                 companion.upstream.clone(),
                 presence.clone(),
                 config.presence.include_offline_users_on_sync,
+                RateLimiter::with_max_keys(per_second, burst, cap),
             )
         });
         let state = Self {

@@ -84,8 +84,8 @@ pub struct SpliceRequest<'a> {
     pub path: &'a str,
     /// The client's query, decoded, in order.
     pub query: Vec<(String, String)>,
-    /// What the sync does to the device's presence.
-    pub effect: SyncEffect,
+    /// `set_presence` (`None`: offline, the sync leaves presence alone).
+    pub set_presence: Option<presenced_engine::Presence>,
     /// `X-Forwarded-For` to send Synapse.
     pub forwarded_for: Option<String>,
 }
@@ -94,6 +94,10 @@ pub struct SpliceRequest<'a> {
 pub struct SyncSplice {
     upstream: Upstream,
     presence: PresenceService,
+    /// `rc_presence` for presence-affecting syncs, as standalone's: a
+    /// limited sync is answered and keeps its device syncing, only its
+    /// `set_presence` does not apply.
+    presence_limiter: crate::util::rate_limit::RateLimiter,
     include_offline_users: bool,
     /// Synapse requests whose client answered early, by [`ParkKey`].
     parked: Arc<Mutex<ParkedRequests>>,
@@ -127,10 +131,16 @@ struct ParkKey {
 }
 
 impl SyncSplice {
-    pub fn new(upstream: Upstream, presence: PresenceService, include_offline_users: bool) -> Self {
+    pub fn new(
+        upstream: Upstream,
+        presence: PresenceService,
+        include_offline_users: bool,
+        presence_limiter: crate::util::rate_limit::RateLimiter,
+    ) -> Self {
         Self {
             upstream,
             presence,
+            presence_limiter,
             include_offline_users,
             parked: Arc::new(Mutex::new(ExpiringMap::new(PARK_LIFETIME, MAX_PARKED))),
             filters: Mutex::new(ExpiringMap::new(FILTER_LIFETIME, MAX_PARKED)),
@@ -146,9 +156,16 @@ impl SyncSplice {
             access_token,
             path,
             query,
-            effect,
+            set_presence,
             forwarded_for,
         } = request;
+        let effect = match set_presence {
+            None => SyncEffect::None,
+            Some(p) if self.presence_limiter.take(user, Instant::now()).is_ok() => {
+                SyncEffect::Set(p)
+            }
+            Some(_) => SyncEffect::KeepAlive,
+        };
         let param = |name: &str| {
             query
                 .iter()

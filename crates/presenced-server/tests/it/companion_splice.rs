@@ -17,8 +17,9 @@ use presenced_server::companion::splice::{SpliceAnswer, SpliceRequest, SyncSplic
 use presenced_server::companion::upstream::Upstream;
 use presenced_server::config::companion::CompanionConfig;
 use presenced_server::config::Secret;
-use presenced_server::presence::{PresenceService, SyncEffect};
+use presenced_server::presence::PresenceService;
 use presenced_server::store::presence::SqlitePresenceStore;
+use presenced_server::util::rate_limit::RateLimiter;
 use ruma_common::{OwnedDeviceId, OwnedRoomId, OwnedUserId};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -58,6 +59,11 @@ async fn fake_sync(
     }
 }
 
+/// rc_presence out of the way: these tests are about the splice.
+fn generous_limit() -> RateLimiter {
+    RateLimiter::with_max_keys(1000.0, 1000.0, 1000)
+}
+
 fn ids() -> (OwnedUserId, OwnedUserId, OwnedRoomId) {
     (
         "@alice:test".try_into().unwrap(),
@@ -84,7 +90,7 @@ async fn splice_sync(
             access_token: "bob-token",
             path: "/_matrix/client/v3/sync",
             query,
-            effect: SyncEffect::Set(Presence::Online),
+            set_presence: Some(Presence::Online),
             forwarded_for: None,
         })
         .await
@@ -135,7 +141,7 @@ async fn presence_first_keeps_synapses_position_and_the_next_sync_adopts_its_req
         admin_token_path: None,
     })
     .unwrap();
-    let splice = SyncSplice::new(upstream, presence.clone(), false);
+    let splice = SyncSplice::new(upstream, presence.clone(), false, generous_limit());
 
     // Initial sync: Synapse's answer, with presenced's half of the token.
     let first = splice_sync(&splice, &bob, None, 0).await;
@@ -274,7 +280,12 @@ async fn interleaved_messages_and_presence_arrive_once_in_order() {
         admin_token_path: None,
     })
     .unwrap();
-    let splice = Arc::new(SyncSplice::new(upstream, presence.clone(), false));
+    let splice = Arc::new(SyncSplice::new(
+        upstream,
+        presence.clone(),
+        false,
+        generous_limit(),
+    ));
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = {
@@ -350,5 +361,60 @@ async fn interleaved_messages_and_presence_arrive_once_in_order() {
         "{rounds} rounds: {} messages, {early} presence-first answers, {syncs} Synapse syncs, {} adopted",
         posted.len(),
         splice.stats.adopted.load(Ordering::SeqCst)
+    );
+}
+
+/// rc_presence applies to spliced syncs as to standalone's: a limited
+/// sync is answered, but its `set_presence` does not apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_spliced_sync_is_answered_without_its_set_presence() {
+    let fake = Arc::new(FakeSynapse::default());
+    let app = Router::new()
+        .route("/_matrix/client/v3/sync", get(fake_sync))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
+    let (_, bob, _) = ids();
+    let (presence, _outbound) = PresenceService::start(
+        EngineConfig::default(),
+        "test".try_into().unwrap(),
+        PresenceRouter::default(),
+        store,
+        Vec::new(),
+    );
+    let upstream = Upstream::new(&CompanionConfig {
+        url,
+        appservice_registration: "unused.yaml".into(),
+        admin_token: Some(Secret::new("unused")),
+        admin_token_path: None,
+    })
+    .unwrap();
+    // One presence-affecting sync, then none for a long while.
+    let limit = RateLimiter::with_max_keys(0.001, 1.0, 1000);
+    let splice = SyncSplice::new(upstream, presence.clone(), false, limit);
+    let device: OwnedDeviceId = "BOBDEV".into();
+    for asked in [Presence::Unavailable, Presence::Online] {
+        let answer = splice
+            .serve(SpliceRequest {
+                user: &bob,
+                device: &device,
+                access_token: "bob-token",
+                path: "/_matrix/client/v3/sync",
+                query: Vec::new(),
+                set_presence: Some(asked),
+                forwarded_for: None,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(answer, SpliceAnswer::Spliced(_)), "answered");
+    }
+    let (state, _) = presence.state_of(&bob);
+    assert_eq!(
+        state.presence,
+        Presence::Unavailable,
+        "the limited sync's online did not apply"
     );
 }

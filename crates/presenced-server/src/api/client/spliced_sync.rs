@@ -16,7 +16,6 @@ use crate::api::extract::AuthUser;
 use crate::api::state::AppState;
 use crate::companion::splice::{SpliceAnswer, SpliceError, SpliceRequest};
 use crate::companion::upstream::UpstreamError;
-use crate::presence::SyncEffect;
 
 /// GET /_matrix/client/{r0,v3}/sync, spliced.
 pub(crate) async fn get_spliced_sync(
@@ -40,10 +39,10 @@ pub(crate) async fn get_spliced_sync(
         .iter()
         .find(|(k, _)| k == "set_presence")
         .map(|(_, v)| v.as_str());
-    let effect = match set_presence {
-        None | Some("online") => SyncEffect::Set(Presence::Online),
-        Some("unavailable") => SyncEffect::Set(Presence::Unavailable),
-        Some("offline") => SyncEffect::None,
+    let set_presence = match set_presence {
+        None | Some("online") => Some(Presence::Online),
+        Some("unavailable") => Some(Presence::Unavailable),
+        Some("offline") => None,
         Some(other) => {
             return Err(ApiError::InvalidParam(format!(
                 "Unknown set_presence: {other}"
@@ -69,7 +68,7 @@ pub(crate) async fn get_spliced_sync(
             access_token: &token,
             path: parts.uri.path(),
             query,
-            effect,
+            set_presence,
             forwarded_for,
         })
         .await
