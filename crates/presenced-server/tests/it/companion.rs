@@ -642,7 +642,17 @@ async fn presence_outlives_a_synapse_outage_and_nothing_acknowledged_is_lost() {
     assert_eq!(content["status_msg"], "while Synapse was down");
     let since = body["next_batch"].as_str().unwrap().to_owned();
     assert!(since.starts_with("s1-p"), "Synapse's half kept: {since}");
-    // ... and with no presence news it needs Synapse: a 502 that says why.
+    // ... and with no presence news it needs Synapse: a 502 that says why,
+    // at once even for a long-poll (a client's retry loop, not a hang).
+    let started = Instant::now();
+    let long_poll = sync_since(&since).replace("timeout=0", "timeout=20000");
+    let (status, body) = app.get(&long_poll, Some("tok_alice")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let (status, body) = app.get(&sync_since(&since), Some("tok_alice")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errcode"], "M_UNKNOWN");
