@@ -16,6 +16,12 @@ What it does, on loopback, in target/companion-feed/ (left there to read):
      says which ran); presenced pinged Synapse at start; a room made now
      with @carol makes alice and carol see each other (a pushed
      transaction), and carol leaving ends it.
+  4. A fault (issue 27, item 8): presenced killed with SIGKILL, carol
+     invited back and joining while it is down (Synapse's deliveries
+     fail), presenced started again on its data: Synapse re-sends what was
+     never acknowledged and alice and carol see each other; the delay is
+     printed (presenced's ping at start spares it Synapse's retry backoff,
+     2 s and doubling).
 
 Room calls go to Synapse directly; presenced is only asked who sees
 whom (its front door checks the tokens with Synapse).
@@ -127,6 +133,12 @@ class Run:
                 proc.kill()
                 proc.wait()
 
+    def kill_9(self, name):
+        """SIGKILL: no shutdown, nothing flushed on the way out."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
     def stop_all(self):
         for name in list(self.procs):
             self.stop(name)
@@ -202,7 +214,7 @@ listeners:
     bind_addresses: ["127.0.0.1"]
     resources: [{{names: [client]}}]
 registration_shared_secret: "{PD_SECRET}"
-log: {{level: "info,presenced_server::companion=debug"}}
+log: {{level: "info,presenced_server::companion=debug,presenced_server::api::appservice=debug"}}
 synapse:
   url: "{self.syn}"
   appservice_registration: "{self.path('presenced-appservice.yaml')}"
@@ -234,6 +246,14 @@ synapse:
                 return
             time.sleep(0.05)
         self.fail(f"{what}: {a} and {b} should {'' if want else 'not '}see each other")
+
+    def wait_log(self, text, since, what):
+        """Waits for `text` in presenced's log after byte `since`."""
+        deadline = time.monotonic() + self.args.deadline
+        while text not in self.presenced_log()[since:]:
+            if time.monotonic() > deadline:
+                self.fail(what)
+            time.sleep(0.1)
 
     def presenced_log(self):
         with open(self.path("presenced.log"), "rb") as f:
@@ -291,6 +311,33 @@ def main():
         run.wait_visible(alice, carol, False, "a leave Synapse pushed as a transaction")
         if not run.visible(alice, bob):
             run.fail("the old room's members stopped seeing each other")
+
+        # The fault: presenced dies mid-run and misses a join.
+        run.kill_9("presenced")
+        log("presenced killed (SIGKILL); carol joins again while it is down")
+        call(run.syn, "POST", f"/_matrix/client/v3/rooms/{urllib.parse.quote(new_room)}/invite",
+             {"user_id": carol}, alice_token)
+        call(run.syn, "POST", f"/_matrix/client/v3/join/{urllib.parse.quote(new_room)}", {}, carol_token)
+        joined_at = time.monotonic()
+        # Long enough for Synapse to fail its delivery and back off.
+        time.sleep(3)
+        log_before = len(run.presenced_log())
+        bootstraps_before = run.presenced_log().count("read Synapse's rooms and members")
+        restarted_at = time.monotonic()
+        run.start_presenced(alice_token)
+        run.wait_visible(alice, carol, True, "a join made while presenced was down, re-sent by Synapse")
+        seen_at = time.monotonic()
+        log(f"delay: {(seen_at - restarted_at) * 1000:.0f} ms from presenced's restart, "
+            f"{(seen_at - joined_at) * 1000:.0f} ms from the join (3000 of them presenced was down)")
+        run.wait_log("application-service transaction stored", log_before,
+                     "the restarted presenced stored no transaction: the join did not come from Synapse's re-send")
+        if run.presenced_log().count("read Synapse's rooms and members") != bootstraps_before:
+            run.fail("the restart ran the bootstrap: the join may have come from the admin API, not a re-send")
+        run.wait_log("Synapse reached presenced's application-service API", log_before,
+                     "the restarted presenced's ping did not reach it through Synapse")
+        log("ok: the join came as a re-sent transaction (no bootstrap at restart, the ping went through)")
+        if not run.visible(alice, bob):
+            run.fail("after the restart the old room's members stopped seeing each other")
         log("all checks passed")
     except (RuntimeError, AssertionError, subprocess.CalledProcessError) as e:
         run.fail(str(e))

@@ -20,9 +20,11 @@ use presenced_server::companion::registration::Registration;
 use presenced_server::config::companion::CompanionConfig;
 use presenced_server::config::Secret;
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
-use crate::helpers::{spawn_single_node_with, TestApp};
+use presenced_server::federation::keys::NoKeyFetcher;
+
+use crate::helpers::{serve, spawn_single_node_with, sqlite_only, TestApp};
 
 /// Synapse's 401 for a dead token, byte for byte as the test expects it
 /// back (key order and spacing included).
@@ -220,8 +222,8 @@ async fn echo(request: Request) -> Response {
         .into_response()
 }
 
-/// Starts the fake Synapse; its base URL and state.
-async fn fake_synapse() -> (String, Arc<Fake>) {
+/// The fake Synapse's state, with its users' tokens.
+fn fake_state() -> Arc<Fake> {
     let fake = Arc::new(Fake::default());
     for (token, user, device) in [
         ("tok_alice", "@alice:test.local", "ADEV"),
@@ -233,7 +235,12 @@ async fn fake_synapse() -> (String, Arc<Fake>) {
             .unwrap()
             .insert(token.to_owned(), (user.to_owned(), device.to_owned()));
     }
-    let app = Router::new()
+    fake
+}
+
+/// The fake Synapse's routes over `fake`.
+fn fake_routes(fake: Arc<Fake>) -> Router {
+    Router::new()
         .route("/_matrix/client/v3/account/whoami", get(whoami))
         .route("/_matrix/client/v3/logout", post(logout))
         .route("/_matrix/client/v3/sync", get(sync))
@@ -241,11 +248,57 @@ async fn fake_synapse() -> (String, Arc<Fake>) {
         .route("/_matrix/media/v3/upload", post(upload))
         .route("/_matrix/client/v1/media/download/big", get(download))
         .fallback(echo)
-        .with_state(fake.clone());
+        .with_state(fake)
+}
+
+/// Starts the fake Synapse; its base URL and state.
+async fn fake_synapse() -> (String, Arc<Fake>) {
+    let fake = fake_state();
+    let app = fake_routes(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (base, fake)
+}
+
+/// A fake Synapse the test can take down, as an outage would: stopped,
+/// it has closed its port and every connection presenced kept open to it.
+struct StoppableSynapse {
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl StoppableSynapse {
+    /// Starts a fresh fake Synapse on `addr` (`127.0.0.1:0` for any
+    /// port; a stopped one's address to bring it back where presenced
+    /// expects it); its base URL, state and handle.
+    async fn start(addr: &str) -> (String, Arc<Fake>, Self) {
+        let fake = fake_state();
+        let app = fake_routes(fake.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        (base, fake, Self { stop, served })
+    }
+
+    /// Closes the port and waits until no connection is left (idle
+    /// keep-alive ones included, so presenced cannot reach the old
+    /// server through its connection pool).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.served)
+            .await
+            .expect("the fake Synapse did not stop: a connection stayed open")
+            .unwrap();
+    }
 }
 
 /// presenced in companion mode in front of `synapse_url`; the directory
@@ -253,6 +306,14 @@ async fn fake_synapse() -> (String, Arc<Fake>) {
 /// these tests count Synapse's `whoami` calls, and each cluster node keeps
 /// its own token cache.
 async fn presenced_in_front_of(synapse_url: &str) -> Option<(TestApp, tempfile::TempDir)> {
+    presenced_in_front_of_with(synapse_url, |_| {}).await
+}
+
+/// [`presenced_in_front_of`] with `tweak` applied to the config last.
+async fn presenced_in_front_of_with(
+    synapse_url: &str,
+    tweak: impl FnOnce(&mut presenced_server::config::Config),
+) -> Option<(TestApp, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let registration = dir.path().join("presenced-appservice.yaml");
     std::fs::write(
@@ -273,6 +334,7 @@ async fn presenced_in_front_of(synapse_url: &str) -> Option<(TestApp, tempfile::
             admin_token: Some(Secret::new("syt_admin")),
             admin_token_path: None,
         });
+        tweak(c);
     })
     .await?;
     Some((app, dir))
@@ -515,6 +577,140 @@ async fn an_unreachable_synapse_is_a_502_that_says_so() {
     let (status, body) = app.get(ALICE_STATUS, Some("tok_alice")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["errcode"], "M_UNKNOWN");
+}
+
+/// Issue 27, item 8: Synapse going down mid-run. Presence for a token
+/// presenced already checked keeps working (the cached `whoami` answer is
+/// all it needs); what needs Synapse (a `/sync`, an unchecked token) is a
+/// 502 that applies nothing; an acknowledged change survives both
+/// Synapse's return and a presenced restart.
+#[tokio::test]
+async fn presence_outlives_a_synapse_outage_and_nothing_acknowledged_is_lost() {
+    let (synapse, fake, running) = StoppableSynapse::start("127.0.0.1:0").await;
+    // SQLite: the restart at the end opens a second server on the same
+    // database inside this process, which PostgreSQL's one-writer lock
+    // refuses (crash.rs restarts real processes on both backends).
+    let Some((app, _dir)) = presenced_in_front_of_with(&synapse, sqlite_only).await else {
+        return;
+    };
+    // While Synapse is up: alice's token is checked (and cached), and her
+    // client has a sync position.
+    let (status, body) = app
+        .put(
+            ALICE_STATUS,
+            Some("tok_alice"),
+            json!({"presence": "online"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get("/_matrix/client/v3/sync", Some("tok_alice")).await;
+    assert_eq!(status, 200, "{body}");
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    assert_eq!(fake.whoami_calls("tok_alice"), 1);
+
+    running.stop().await;
+
+    // Presence with the cached token: answered here, as if nothing
+    // happened.
+    let (status, body) = app
+        .put(
+            ALICE_STATUS,
+            Some("tok_alice"),
+            json!({"presence": "unavailable", "status_msg": "while Synapse was down"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.get(ALICE_STATUS, Some("tok_alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["presence"], "unavailable");
+    assert_eq!(body["status_msg"], "while Synapse was down");
+    // A /sync (one that leaves presence as it is, so the checks below see
+    // the PUT's state): presence news is answered without Synapse, its
+    // half of the token unchanged, so no room event is skipped...
+    let own = |body: &Value| {
+        (body["presence"]["events"].as_array())
+            .and_then(|e| e.iter().find(|e| e["sender"] == "@alice:test.local"))
+            .map(|e| e["content"].clone())
+    };
+    let sync_since = |since: &str| {
+        format!("/_matrix/client/v3/sync?since={since}&timeout=0&set_presence=offline")
+    };
+    let (status, body) = app.get(&sync_since(&since), Some("tok_alice")).await;
+    assert_eq!(status, 200, "{body}");
+    let content = own(&body).unwrap_or_else(|| panic!("the outage change is missing: {body}"));
+    assert_eq!(content["presence"], "unavailable");
+    assert_eq!(content["status_msg"], "while Synapse was down");
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    assert!(since.starts_with("s1-p"), "Synapse's half kept: {since}");
+    // ... and with no presence news it needs Synapse: a 502 that says why,
+    // at once even for a long-poll (a client's retry loop, not a hang).
+    let started = Instant::now();
+    let long_poll = sync_since(&since).replace("timeout=0", "timeout=20000");
+    let (status, body) = app.get(&long_poll, Some("tok_alice")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, body) = app.get(&sync_since(&since), Some("tok_alice")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("Synapse at {synapse} is unreachable")),
+        "{error}"
+    );
+    // A token presenced has not checked yet cannot be checked: a 502,
+    // and bob's presence is not touched.
+    let bob_status = "/_matrix/client/v3/presence/@bob:test.local/status";
+    let (status, body) = app
+        .put(
+            bob_status,
+            Some("tok_bob"),
+            json!({"presence": "online", "status_msg": "never applied"}),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["errcode"], "M_UNKNOWN");
+    let bob: ruma_common::OwnedUserId = "@bob:test.local".try_into().unwrap();
+    let (bob_now, _) = app.state.presence.state_of(&bob);
+    assert_eq!(bob_now.presence.as_str(), "offline");
+    assert_eq!(bob_now.status_msg, None);
+
+    // Synapse is back where it was: the same sync position continues
+    // where the 502 left it.
+    let address = synapse.strip_prefix("http://").unwrap();
+    let (_, _fake_again, _running_again) = StoppableSynapse::start(address).await;
+    let (status, body) = app.get(&sync_since(&since), Some("tok_alice")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["next_batch"].as_str().unwrap().starts_with("s2-p"),
+        "{body}"
+    );
+    assert_eq!(own(&body), None, "nothing new, nothing repeated: {body}");
+
+    // presenced restarted on its database (as after kill -9: the first
+    // one is never shut down): the change acknowledged during the outage
+    // is there, and its front door serves it.
+    let config = (*app.state.config).clone();
+    let (base, restarted, _feeds) = serve(config, Arc::new(NoKeyFetcher)).await;
+    let alice_id: ruma_common::OwnedUserId = "@alice:test.local".try_into().unwrap();
+    let (after, _) = restarted.presence.state_of(&alice_id);
+    assert_eq!(after.presence.as_str(), "unavailable");
+    assert_eq!(after.status_msg.as_deref(), Some("while Synapse was down"));
+    let answer: Value = app
+        .client
+        .get(format!("{base}{ALICE_STATUS}"))
+        .bearer_auth("tok_alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["presence"], "unavailable", "{answer}");
+    assert_eq!(answer["status_msg"], "while Synapse was down");
 }
 
 #[tokio::test]

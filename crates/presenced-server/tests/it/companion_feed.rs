@@ -286,6 +286,47 @@ async fn a_malformed_transaction_is_refused_and_bad_events_are_skipped() {
     );
 }
 
+/// Issue 27, item 8: a refused transaction that carries real memberships
+/// applies none of them, and its id is not taken: when Synapse sends the
+/// transaction again, whole, it applies.
+#[tokio::test]
+async fn a_refused_transaction_applies_nothing_and_keeps_its_id_free() {
+    let Some((app, registration, _)) = companion(vec![]).await else {
+        return;
+    };
+    let room = "!r:test.local";
+    let joins = json!({"events": [
+        member(room, "@alice:test.local", "join", 10),
+        member(room, "@bob:remote.org", "join", 11),
+    ]})
+    .to_string();
+    let hs_token = Some(registration.hs_token.as_str());
+    // Cut short (a delivery broken off mid-body), and with a stray byte
+    // after the JSON: both 400, the joins they hold not applied.
+    let cut = &joins[..joins.len() - 1];
+    let trailing = format!("{joins}x");
+    for body in [cut, trailing.as_str()] {
+        let (status, answer, _) = put_txn(&app, "9", hs_token, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["errcode"], "M_BAD_JSON", "{body}");
+    }
+    // The whole body without the token (401), or with a wrong one (403):
+    // refused, sound as it is.
+    let (status, answer, _) = put_txn(&app, "9", None, &joins).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    let (status, answer, _) = put_txn(&app, "9", Some("wrong"), &joins).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(joined(&app).is_empty(), "nothing stored");
+    assert!(!sees(&app, "@alice:test.local", "@bob:remote.org").await);
+    assert!(!sees(&app, "@bob:remote.org", "@alice:test.local").await);
+    // Synapse's retry of transaction 9, whole and with the token: applied,
+    // not taken for a repeat of the refused ones.
+    let (status, answer, _) = put_txn(&app, "9", hs_token, &joins).await;
+    assert_eq!((status, answer), (StatusCode::OK, json!({})));
+    assert_eq!(joined(&app).len(), 2);
+    wait_until_sees(&app, "@alice:test.local", "@bob:remote.org", true).await;
+}
+
 #[tokio::test]
 async fn a_membership_transaction_applies_once_and_shares_presence() {
     let Some((app, registration, _)) = companion(vec![]).await else {
