@@ -39,6 +39,34 @@ const CHUNK: usize = 1024 * 1024;
 /// other side see this much, and the test would stop.
 const AHEAD: usize = 8 * CHUNK;
 
+/// BIG bytes of `byte`, a CHUNK at a time, never more than AHEAD in front
+/// of what the other side reports it has (`seen`): a proxy that held the
+/// whole body before passing it on would stall this, and the assertion
+/// says which side (`who`) got nothing of which body (`what`).
+fn paced(
+    seen: watch::Receiver<usize>,
+    byte: u8,
+    who: &'static str,
+    what: &'static str,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold((0usize, seen), move |(sent, mut seen)| async move {
+        if sent >= BIG {
+            return None;
+        }
+        let waited = tokio::time::timeout(
+            Duration::from_secs(20),
+            seen.wait_for(|&got| got + AHEAD >= sent),
+        )
+        .await
+        .is_ok_and(|got| got.is_ok());
+        assert!(
+            waited,
+            "{who} nothing of the first {sent} bytes: {what} is not streamed"
+        );
+        Some((Ok(Bytes::from(vec![byte; CHUNK])), (sent + CHUNK, seen)))
+    })
+}
+
 /// The fake Synapse's state.
 #[derive(Default)]
 struct Fake {
@@ -172,24 +200,7 @@ async fn download(State(fake): State<Arc<Fake>>) -> Response {
         .unwrap()
         .take()
         .expect("no reader set");
-    let stream = futures::stream::unfold((0usize, read), |(sent, mut read)| async move {
-        if sent >= BIG {
-            return None;
-        }
-        let waited = tokio::time::timeout(
-            Duration::from_secs(20),
-            read.wait_for(|&got| got + AHEAD >= sent),
-        )
-        .await
-        .is_ok_and(|got| got.is_ok());
-        assert!(
-            waited,
-            "the client read nothing of the first {sent} bytes: the answer is not streamed"
-        );
-        let chunk = Bytes::from(vec![b'd'; CHUNK]);
-        Some((Ok::<_, std::io::Error>(chunk), (sent + CHUNK, read)))
-    });
-    Body::from_stream(stream).into_response()
+    Body::from_stream(paced(read, b'd', "the client read", "the answer")).into_response()
 }
 
 /// Everything else: what arrived, as JSON, with a status and a header of
@@ -504,23 +515,7 @@ async fn a_100_mb_upload_and_download_stream_through() {
     // before forwarding would stall here.
     let (progress_tx, progress_rx) = watch::channel(0usize);
     *fake.upload_progress.lock().unwrap() = Some(progress_tx);
-    let body = futures::stream::unfold((0usize, progress_rx), |(sent, mut seen)| async move {
-        if sent >= BIG {
-            return None;
-        }
-        let waited = tokio::time::timeout(
-            Duration::from_secs(20),
-            seen.wait_for(|&got| got + AHEAD >= sent),
-        )
-        .await
-        .is_ok_and(|got| got.is_ok());
-        assert!(
-            waited,
-            "Synapse received nothing of the first {sent} bytes: the upload is not streamed"
-        );
-        let chunk = Bytes::from(vec![b'u'; CHUNK]);
-        Some((Ok::<_, std::io::Error>(chunk), (sent + CHUNK, seen)))
-    });
+    let body = paced(progress_rx, b'u', "Synapse received", "the upload");
     let answer = app
         .client
         .post(format!("{}/_matrix/media/v3/upload", app.base))

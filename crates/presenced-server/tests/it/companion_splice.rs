@@ -59,6 +59,49 @@ async fn fake_sync(
     }
 }
 
+/// Synapse's `/sync` served by `handler` over `state`, on 127.0.0.1; its URL.
+async fn serve_sync<S, H, T>(handler: H, state: Arc<S>) -> String
+where
+    S: Send + Sync + 'static,
+    H: axum::handler::Handler<T, Arc<S>>,
+    T: 'static,
+{
+    let app = Router::new()
+        .route("/_matrix/client/v3/sync", get(handler))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A presence driver on a fresh SQLite file (kept in `dir`) with `joined`
+/// memberships, and the splice in front of the Synapse at `url`.
+fn splice_over(
+    url: String,
+    dir: &tempfile::TempDir,
+    joined: Vec<(OwnedRoomId, OwnedUserId)>,
+    limit: RateLimiter,
+) -> (PresenceService, SyncSplice) {
+    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
+    let (presence, _outbound) = PresenceService::start(
+        EngineConfig::default(),
+        "test".try_into().unwrap(),
+        PresenceRouter::default(),
+        store,
+        joined,
+    );
+    let upstream = Upstream::new(&CompanionConfig {
+        url,
+        appservice_registration: "unused.yaml".into(),
+        admin_token: Some(Secret::new("unused")),
+        admin_token_path: None,
+    })
+    .unwrap();
+    let splice = SyncSplice::new(upstream, presence.clone(), false, limit);
+    (presence, splice)
+}
+
 /// rc_presence out of the way: these tests are about the splice.
 fn generous_limit() -> RateLimiter {
     RateLimiter::with_max_keys(1000.0, 1000.0, 1000)
@@ -117,31 +160,11 @@ fn presence_of(body: &Value, user: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_first_keeps_synapses_position_and_the_next_sync_adopts_its_request() {
     let fake = Arc::new(FakeSynapse::default());
-    let app = Router::new()
-        .route("/_matrix/client/v3/sync", get(fake_sync))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    let url = serve_sync(fake_sync, fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
     let (alice, bob, room) = ids();
-    let (presence, _outbound) = PresenceService::start(
-        EngineConfig::default(),
-        "test".try_into().unwrap(),
-        PresenceRouter::default(),
-        store,
-        vec![(room.clone(), alice.clone()), (room, bob.clone())],
-    );
-    let upstream = Upstream::new(&CompanionConfig {
-        url,
-        appservice_registration: "unused.yaml".into(),
-        admin_token: Some(Secret::new("unused")),
-        admin_token_path: None,
-    })
-    .unwrap();
-    let splice = SyncSplice::new(upstream, presence.clone(), false, generous_limit());
+    let joined = vec![(room.clone(), alice.clone()), (room, bob.clone())];
+    let (presence, splice) = splice_over(url, &dir, joined, generous_limit());
 
     // Initial sync: Synapse's answer, with presenced's half of the token.
     let first = splice_sync(&splice, &bob, None, 0).await;
@@ -257,35 +280,12 @@ async fn interleaved_messages_and_presence_arrive_once_in_order() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(200);
     let stream = Arc::new(MessageStream::default());
-    let app = Router::new()
-        .route("/_matrix/client/v3/sync", get(stream_sync))
-        .with_state(stream.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve_sync(stream_sync, stream.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
     let (alice, bob, room) = ids();
-    let (presence, _outbound) = PresenceService::start(
-        EngineConfig::default(),
-        "test".try_into().unwrap(),
-        PresenceRouter::default(),
-        store,
-        vec![(room.clone(), alice.clone()), (room, bob.clone())],
-    );
-    let upstream = Upstream::new(&CompanionConfig {
-        url,
-        appservice_registration: "unused.yaml".into(),
-        admin_token: Some(Secret::new("unused")),
-        admin_token_path: None,
-    })
-    .unwrap();
-    let splice = Arc::new(SyncSplice::new(
-        upstream,
-        presence.clone(),
-        false,
-        generous_limit(),
-    ));
+    let joined = vec![(room.clone(), alice.clone()), (room, bob.clone())];
+    let (presence, splice) = splice_over(url, &dir, joined, generous_limit());
+    let splice = Arc::new(splice);
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = {
@@ -369,32 +369,12 @@ async fn interleaved_messages_and_presence_arrive_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_spliced_sync_is_answered_without_its_set_presence() {
     let fake = Arc::new(FakeSynapse::default());
-    let app = Router::new()
-        .route("/_matrix/client/v3/sync", get(fake_sync))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve_sync(fake_sync, fake.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqlitePresenceStore::open(&dir.path().join("p.db")).unwrap());
     let (_, bob, _) = ids();
-    let (presence, _outbound) = PresenceService::start(
-        EngineConfig::default(),
-        "test".try_into().unwrap(),
-        PresenceRouter::default(),
-        store,
-        Vec::new(),
-    );
-    let upstream = Upstream::new(&CompanionConfig {
-        url,
-        appservice_registration: "unused.yaml".into(),
-        admin_token: Some(Secret::new("unused")),
-        admin_token_path: None,
-    })
-    .unwrap();
     // One presence-affecting sync, then none for a long while.
     let limit = RateLimiter::with_max_keys(0.001, 1.0, 1000);
-    let splice = SyncSplice::new(upstream, presence.clone(), false, limit);
+    let (presence, splice) = splice_over(url, &dir, Vec::new(), limit);
     let device: OwnedDeviceId = "BOBDEV".into();
     for asked in [Presence::Unavailable, Presence::Online] {
         let answer = splice

@@ -204,18 +204,23 @@ fn violations(files: &[(PathBuf, String)]) -> Vec<String> {
     problems
 }
 
-#[test]
-fn server_modules_import_only_lower_layers() {
+/// Every file under the server crate's `src/`, relative to it, with its text.
+fn server_sources() -> Vec<(PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut paths = Vec::new();
     rust_files(&src, &mut paths);
-    let files: Vec<(PathBuf, String)> = paths
+    paths
         .iter()
         .map(|p| {
             let relative = p.strip_prefix(&src).unwrap().to_owned();
             (relative, std::fs::read_to_string(p).unwrap())
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn server_modules_import_only_lower_layers() {
+    let files = server_sources();
     assert!(
         files.len() > 50,
         "read the whole tree ({} files)",
@@ -339,16 +344,7 @@ fn mode_tests(files: &[(PathBuf, String)]) -> Vec<String> {
 
 #[test]
 fn no_mode_test_outside_the_presence_back_end() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut paths = Vec::new();
-    rust_files(&src, &mut paths);
-    let files: Vec<(PathBuf, String)> = paths
-        .iter()
-        .map(|p| {
-            let relative = p.strip_prefix(&src).unwrap().to_owned();
-            (relative, std::fs::read_to_string(p).unwrap())
-        })
-        .collect();
+    let files = server_sources();
     let problems = mode_tests(&files);
     assert!(
         problems.is_empty(),
