@@ -59,7 +59,7 @@ impl KeyFetcher for PeerKeys {
         let result = if server == self.name {
             let mut body = json!({
                 "server_name": self.name,
-                "valid_until_ts": presenced_server::util::ids::now_ms() + 3_600_000,
+                "valid_until_ts": presenced_server::util::clock::now().as_millis() + 3_600_000,
                 "verify_keys": { self.key.key_id(): { "key": self.key.public_key_base64() } },
                 "old_verify_keys": {},
             });
