@@ -344,12 +344,14 @@ fn build(
     let mut changes_from = None;
     if companion.is_some() {
         if config.cluster.is_some() {
-            changes_from = Some((stores.store.companion_change_position()).map_err(
-                |source| StartupError::Database {
-                    what: stores.describe.clone(),
-                    source,
-                },
-            )?);
+            changes_from = Some(
+                (stores.store.companion_change_position()).map_err(|source| {
+                    StartupError::Database {
+                        what: stores.describe.clone(),
+                        source,
+                    }
+                })?,
+            );
         }
         // Synapse's rooms, as the membership feed stored them.
         let synapse_joined =
