@@ -22,6 +22,7 @@
 //! as plain requests; a crate would have to re-export all of that.
 
 pub mod bootstrap;
+pub mod cluster_changes;
 pub mod forward;
 pub mod members;
 pub mod registration;

@@ -81,6 +81,13 @@ impl FromStr for RoomMembership {
 /// older ids are deleted as new ones arrive.
 pub const KEPT_TRANSACTION_IDS: i64 = 10_000;
 
+/// Stored changes kept for cluster nodes to follow
+/// ([`CompanionStore::companion_changes_after`]); older ones are deleted as
+/// new ones arrive. A node follows a few times a second, so it is never
+/// this far behind; one that starts reads the view itself and follows on
+/// from the newest change.
+pub const KEPT_CHANGES: i64 = 100_000;
+
 /// One `m.room.member` event, reduced to what the view keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipEvent {
@@ -129,6 +136,51 @@ pub trait CompanionStore {
     /// Whether any membership is stored (none: the bootstrap has never
     /// run).
     fn companion_has_memberships(&self) -> StoreResult<bool>;
+    /// The changes both writes above kept, as numbered when stored (in
+    /// storage order, on any node), after number `after`, at most
+    /// `limit`, in order: how every node of a cluster hears the changes
+    /// one node received.
+    fn companion_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AppliedMembership)>>;
+    /// The number of the newest stored change (0: none), read before the
+    /// view at start-up, so following starts where the view was read.
+    fn companion_change_position(&self) -> StoreResult<i64>;
+}
+
+/// A row of `companion_membership_changes` as both backends read it.
+pub(crate) struct RawChange {
+    pub seq: i64,
+    pub room_id: String,
+    pub user_id: String,
+    pub sender: String,
+    pub membership: String,
+    pub previous: Option<String>,
+    pub origin_server_ts: i64,
+    pub event_id: String,
+}
+
+impl RawChange {
+    /// The typed change (`None`, logged: a row that does not parse, which
+    /// only a hand-edited database holds).
+    pub(crate) fn parse(self) -> Option<(i64, AppliedMembership)> {
+        use crate::sqlite::parse_or_skip;
+        let previous = match &self.previous {
+            Some(raw) => Some(parse_or_skip("previous", raw)?),
+            None => None,
+        };
+        let event = MembershipEvent {
+            room_id: parse_or_skip("room_id", &self.room_id)?,
+            user_id: parse_or_skip("user_id", &self.user_id)?,
+            sender: parse_or_skip("sender", &self.sender)?,
+            membership: parse_or_skip("membership", &self.membership)?,
+            origin_server_ts: crate::sql_time::from_column(self.origin_server_ts),
+            event_id: parse_or_skip("event_id", &self.event_id)?,
+        };
+        Some((self.seq, AppliedMembership { event, previous }))
+    }
 }
 
 /// The ordering rule: whether `candidate` replaces the stored

@@ -55,6 +55,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0002_membership_outbox.sql"),
     include_str!("postgres/migrations/0003_server_name.sql"),
     include_str!("postgres/migrations/0004_companion_memberships.sql"),
+    include_str!("postgres/migrations/0005_companion_changes.sql"),
 ];
 
 /// The advisory lock key one presenced holds on its database
@@ -82,6 +83,7 @@ pub const TABLES: &[&str] = &[
     "presenced_server_name",
     "companion_as_txns",
     "companion_memberships",
+    "companion_membership_changes",
 ];
 
 /// Tables only the PostgreSQL backend has (cluster mode's), not copied by

@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0002_federation_outbox.sql"),
     include_str!("sqlite/migrations/0003_server_name.sql"),
     include_str!("sqlite/migrations/0004_companion_memberships.sql"),
+    include_str!("sqlite/migrations/0005_companion_changes.sql"),
 ];
 
 /// How many migrations this binary's SQLite schema has (`port-db` wants

@@ -99,10 +99,12 @@ impl Db {
         self.exec(match self {
             Self::Sqlite(_) => {
                 "DROP TABLE companion_as_txns; DROP TABLE companion_memberships; \
+                 DROP TABLE companion_membership_changes; \
                  DROP TABLE presenced_server_name; PRAGMA user_version = 2;"
             }
             Self::Postgres(_) => {
                 "DROP TABLE companion_as_txns; DROP TABLE companion_memberships; \
+                 DROP TABLE companion_membership_changes; \
                  DROP TABLE presenced_server_name; \
                  UPDATE presenced_schema_version SET version = 2"
             }
@@ -184,6 +186,7 @@ conformance!(
     companion_transactions_apply_once,
     companion_memberships_keep_the_newest_event,
     companion_bootstrap_and_replay_agree,
+    companion_changes_are_numbered_in_storage_order,
 );
 
 fn user(id: &str) -> OwnedUserId {
@@ -968,4 +971,59 @@ fn companion_bootstrap_and_replay_agree(db: Db) {
             ("!r:y.org".to_owned(), "@bob:y.org".to_owned())
         ]
     );
+}
+
+fn companion_changes_are_numbered_in_storage_order(db: Db) {
+    let s = db.open().store;
+    assert_eq!(s.companion_change_position().unwrap(), 0);
+    assert!(s.companion_changes_after(0, 10).unwrap().is_empty());
+    let txn = [
+        member_at("!r:y.org", "@bob:y.org", RoomMembership::Join, 10, "$b1"),
+        member_at("!r:y.org", "@alice:x.org", RoomMembership::Join, 11, "$a1"),
+    ];
+    s.apply_membership_transaction("t1", &txn).unwrap();
+    // A copy of the transaction, and an event older than the view's, are
+    // not changes: nothing is numbered for them.
+    s.apply_membership_transaction("t1", &txn).unwrap();
+    let stale = member_at("!r:y.org", "@bob:y.org", RoomMembership::Leave, 5, "$b0");
+    assert!(s.upsert_memberships(&[stale]).unwrap().is_empty());
+    // An invite keeps its inviter, a leave what it replaced.
+    let mut invite = member_at(
+        "!q:y.org",
+        "@carol:x.org",
+        RoomMembership::Invite,
+        12,
+        "$c1",
+    );
+    invite.sender = user("@alice:x.org");
+    let leave = member_at("!r:y.org", "@bob:y.org", RoomMembership::Leave, 13, "$b2");
+    s.upsert_memberships(&[invite.clone(), leave.clone()])
+        .unwrap();
+    let all = s.companion_changes_after(0, 10).unwrap();
+    let numbers: Vec<i64> = all.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    assert_eq!(all[0].1.event, txn[0]);
+    assert_eq!(all[0].1.previous, None);
+    assert_eq!(all[2].1.event, invite);
+    assert_eq!(all[3].1.event, leave);
+    assert_eq!(all[3].1.previous, Some(RoomMembership::Join));
+    assert_eq!(s.companion_change_position().unwrap(), 4);
+    // From a position, at most `limit`.
+    let page: Vec<i64> = s
+        .companion_changes_after(1, 2)
+        .unwrap()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(page, [2, 3]);
+    // Kept across a restart, and numbering goes on after them.
+    drop(s);
+    let s = db.open().store;
+    assert_eq!(s.companion_change_position().unwrap(), 4);
+    let rejoin = member_at("!r:y.org", "@bob:y.org", RoomMembership::Join, 14, "$b3");
+    s.apply_membership_transaction("t2", &[rejoin]).unwrap();
+    let after = s.companion_changes_after(4, 10).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, 5);
+    assert_eq!(after[0].1.previous, Some(RoomMembership::Leave));
 }

@@ -10,8 +10,11 @@
 //! of each (room, user) (`store::companion`), and only the changes it
 //! kept reach presence, the way presenced's own rooms' changes do
 //! (`PresenceService::apply_membership`): a join joins, an invite makes
-//! the two meet, a leave, kick, ban or knock leaves.
+//! the two meet, a leave, kick, ban or knock leaves. On a cluster node
+//! presence hears them through `cluster_changes`, from the store, so every
+//! node hears each change once whichever node received it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use presenced_engine::{Membership, Timestamp};
@@ -19,6 +22,7 @@ use ruma_common::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::cluster_changes::ChangeFollower;
 use crate::config::Secret;
 use crate::presence::PresenceService;
 use crate::store::companion::{AppliedMembership, MembershipEvent, RoomMembership};
@@ -34,6 +38,13 @@ pub struct MembershipFeed {
     store: Arc<dyn Store>,
     presence: Option<PresenceService>,
     hs_token: Option<Secret>,
+    /// Cluster mode: presence hears the stored changes in storage order,
+    /// this node's and the others' alike, rather than straight after a
+    /// store.
+    follower: Option<ChangeFollower>,
+    /// Changes told to presence since start-up (a change told twice would
+    /// count twice).
+    told: AtomicU64,
 }
 
 /// Why a transaction was not stored.
@@ -58,7 +69,19 @@ impl MembershipFeed {
             store,
             presence: Some(presence),
             hs_token: Some(hs_token),
+            follower: None,
+            told: AtomicU64::new(0),
         }
+    }
+
+    /// A cluster node's feed: presence hears every stored change after
+    /// change number `position` (read before the view seeded presence),
+    /// from the store, whichever node stored it. Call
+    /// [`cluster_changes::spawn`](super::cluster_changes::spawn) to follow
+    /// the other nodes' changes.
+    pub fn following_from(mut self, position: i64) -> Self {
+        self.follower = Some(ChangeFollower::from(position));
+        self
     }
 
     /// A feed that only stores (a command beside the server, which has no
@@ -69,6 +92,8 @@ impl MembershipFeed {
             store,
             presence: None,
             hs_token: None,
+            follower: None,
+            told: AtomicU64::new(0),
         }
     }
 
@@ -99,7 +124,7 @@ impl MembershipFeed {
             s.apply_membership_transaction(&txn_id, &events)
         })
         .await??;
-        self.tell_presence(&applied);
+        self.tell(&applied).await;
         Ok(applied.len())
     }
 
@@ -107,7 +132,7 @@ impl MembershipFeed {
     /// under the same ordering rule, and tells presence what changed.
     pub async fn apply_state(&self, events: Vec<MembershipEvent>) -> Result<usize, FeedError> {
         let applied = blocking(&self.store, move |s| s.upsert_memberships(&events)).await??;
-        self.tell_presence(&applied);
+        self.tell(&applied).await;
         Ok(applied.len())
     }
 
@@ -116,10 +141,38 @@ impl MembershipFeed {
         Ok(!blocking(&self.store, |s| s.companion_has_memberships()).await??)
     }
 
+    /// How many changes presence has heard from this feed since start-up.
+    pub fn changes_told(&self) -> u64 {
+        self.told.load(Ordering::Relaxed)
+    }
+
+    /// Cluster mode: tells presence the changes any node stored since the
+    /// last catch-up, each once and in storage order. Returns how many.
+    pub async fn catch_up(&self) -> Result<usize, FeedError> {
+        let Some(follower) = &self.follower else {
+            return Ok(0);
+        };
+        (follower)
+            .catch_up(&self.store, |changes| self.tell_presence(changes))
+            .await
+    }
+
+    /// After a store: a single node tells presence what it kept; a cluster
+    /// node catches up from the store, which includes what it just kept
+    /// (a failed read is retried by the periodic catch-up).
+    async fn tell(&self, applied: &[AppliedMembership]) {
+        if self.follower.is_none() {
+            self.tell_presence(applied);
+        } else if let Err(e) = self.catch_up().await {
+            tracing::warn!("telling presence the stored membership changes: {e}");
+        }
+    }
+
     fn tell_presence(&self, applied: &[AppliedMembership]) {
         let Some(presence) = &self.presence else {
             return;
         };
+        self.told.fetch_add(applied.len() as u64, Ordering::Relaxed);
         for change in applied {
             let event = &change.event;
             let (room, user) = (&event.room_id, &event.user_id);

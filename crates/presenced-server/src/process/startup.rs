@@ -339,7 +339,20 @@ fn build(
             what: stores.describe.clone(),
             source,
         })?;
+    // A cluster node tells presence the feed's changes from the store,
+    // after the newest one read before the view, so none falls between.
+    let mut changes_from = None;
     if companion.is_some() {
+        if config.cluster.is_some() {
+            changes_from = Some(
+                (stores.store.companion_change_position()).map_err(|source| {
+                    StartupError::Database {
+                        what: stores.describe.clone(),
+                        source,
+                    }
+                })?,
+            );
+        }
         // Synapse's rooms, as the membership feed stored them.
         let synapse_joined =
             (stores.store.companion_joined()).map_err(|source| StartupError::Database {
@@ -356,11 +369,14 @@ fn build(
         // companion parts now; its background work (the ping, the first
         // bootstrap, the reconciliation) starts with it.
         let hs_token = Secret::new(companion.registration.hs_token.clone());
-        let feed = Arc::new(MembershipFeed::new(
-            store.clone(),
-            presence.clone(),
-            hs_token,
-        ));
+        let feed = MembershipFeed::new(store.clone(), presence.clone(), hs_token);
+        let feed = Arc::new(match changes_from {
+            Some(position) => feed.following_from(position),
+            None => feed,
+        });
+        if changes_from.is_some() {
+            crate::companion::cluster_changes::spawn(&feed);
+        }
         let bootstrap = Bootstrap::new(companion.upstream.clone(), companion.admin_token.clone());
         bootstrap::spawn(feed.clone(), bootstrap, companion.registration.clone());
         companion.membership_feed = Some(feed);

@@ -49,9 +49,22 @@ pub struct Guard {
     _db: FreshPgDatabase,
 }
 
-struct NodeThread {
+/// One in-process node; dropping it stops it (a [`Guard`] stops all of
+/// its nodes first, then waits for them).
+pub struct NodeThread {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for NodeThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Drop for Guard {
@@ -128,7 +141,9 @@ pub async fn start(config: Config, dir: &std::path::Path, fetcher: Arc<dyn KeyFe
     }
 }
 
-async fn start_node(
+/// Starts one node for `config` (its `cluster:` section included) on its
+/// own thread; its base URL, state and feeds.
+pub async fn start_node(
     config: Config,
     fetcher: Arc<dyn KeyFetcher>,
 ) -> (NodeThread, String, Arc<AppState>, StateReceivers) {
@@ -157,7 +172,7 @@ async fn start_node(
 
 /// Waits until every partition has an owner, so a test's first PUT is not
 /// answered 503 while the nodes divide them.
-async fn wait_for_owners(bases: &[String]) {
+pub async fn wait_for_owners(bases: &[String]) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

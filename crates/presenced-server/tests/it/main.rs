@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod cluster_backend;
 mod companion;
+mod companion_cluster;
 mod companion_feed;
 mod companion_splice;
 mod config;

@@ -8,7 +8,8 @@ use ruma_common::{OwnedRoomId, OwnedUserId};
 
 use super::PgStore;
 use crate::companion::{
-    is_newer, AppliedMembership, CompanionStore, MembershipEvent, KEPT_TRANSACTION_IDS,
+    is_newer, AppliedMembership, CompanionStore, MembershipEvent, RawChange, KEPT_CHANGES,
+    KEPT_TRANSACTION_IDS,
 };
 use crate::sqlite::parse_or_skip;
 use crate::{sql_time, StoreResult};
@@ -95,11 +96,98 @@ impl CompanionStore for PgStore {
             Ok(row.get(0))
         })
     }
+
+    fn companion_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AppliedMembership)>> {
+        let limit = limit as i64;
+        self.call(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT seq, room_id, user_id, sender, membership, previous, \
+                       origin_server_ts, event_id FROM companion_membership_changes \
+                     WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| RawChange {
+                    seq: r.get(0),
+                    room_id: r.get(1),
+                    user_id: r.get(2),
+                    sender: r.get(3),
+                    membership: r.get(4),
+                    previous: r.get(5),
+                    origin_server_ts: r.get(6),
+                    event_id: r.get(7),
+                })
+                .filter_map(RawChange::parse)
+                .collect())
+        })
+    }
+
+    fn companion_change_position(&self) -> StoreResult<i64> {
+        self.call(move |c| async move {
+            let row = c
+                .query_one(
+                    "SELECT COALESCE(MAX(seq), 0)::BIGINT FROM companion_membership_changes",
+                    &[],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+}
+
+/// Applies the events to the view and numbers each kept change for
+/// cluster nodes to follow. The numbers are taken under the write lock,
+/// which is held until commit, so they become visible in order.
+async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[MembershipEvent],
+) -> StoreResult<Vec<AppliedMembership>> {
+    let applied = apply_to_view(tx, events).await?;
+    let record = tx
+        .prepare_cached(
+            "INSERT INTO companion_membership_changes \
+               (seq, room_id, user_id, sender, membership, previous, origin_server_ts, event_id) \
+             VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM companion_membership_changes), \
+               $1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
+    for change in &applied {
+        let event = &change.event;
+        tx.execute(
+            &record,
+            &[
+                &event.room_id.as_str(),
+                &event.user_id.as_str(),
+                &event.sender.as_str(),
+                &event.membership.as_str(),
+                &change.previous.map(|p| p.as_str()),
+                &sql_time::to_column(event.origin_server_ts),
+                &event.event_id.as_str(),
+            ],
+        )
+        .await?;
+    }
+    if !applied.is_empty() {
+        tx.execute(
+            "DELETE FROM companion_membership_changes \
+             WHERE seq <= (SELECT MAX(seq) FROM companion_membership_changes) - $1",
+            &[&KEPT_CHANGES],
+        )
+        .await?;
+    }
+    Ok(applied)
 }
 
 /// Applies the events one by one; the comparison is made here, in Rust,
 /// so it is byte order whatever the database's collation.
-async fn apply(
+async fn apply_to_view(
     tx: &deadpool_postgres::Transaction<'_>,
     events: &[MembershipEvent],
 ) -> StoreResult<Vec<AppliedMembership>> {

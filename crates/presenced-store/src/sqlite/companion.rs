@@ -8,7 +8,8 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{parse_or_skip, SqliteStore};
 use crate::companion::{
-    is_newer, AppliedMembership, CompanionStore, MembershipEvent, KEPT_TRANSACTION_IDS,
+    is_newer, AppliedMembership, CompanionStore, MembershipEvent, RawChange, KEPT_CHANGES,
+    KEPT_TRANSACTION_IDS,
 };
 use crate::{sql_time, StoreResult};
 
@@ -75,11 +76,81 @@ impl CompanionStore for SqliteStore {
             |r| r.get(0),
         )?)
     }
+
+    fn companion_changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, AppliedMembership)>> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, room_id, user_id, sender, membership, previous, origin_server_ts, \
+               event_id FROM companion_membership_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok(RawChange {
+                    seq: r.get(0)?,
+                    room_id: r.get(1)?,
+                    user_id: r.get(2)?,
+                    sender: r.get(3)?,
+                    membership: r.get(4)?,
+                    previous: r.get(5)?,
+                    origin_server_ts: r.get(6)?,
+                    event_id: r.get(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter_map(RawChange::parse).collect())
+    }
+
+    fn companion_change_position(&self) -> StoreResult<i64> {
+        let conn = self.reader()?;
+        Ok(conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM companion_membership_changes",
+            [],
+            |r| r.get(0),
+        )?)
+    }
 }
 
 /// Applies the events one by one, each against the row the previous one
-/// may have written (two events for one member in a batch compare too).
+/// may have written (two events for one member in a batch compare too),
+/// and numbers each kept change for cluster nodes to follow.
 fn apply(tx: &Transaction<'_>, events: &[MembershipEvent]) -> StoreResult<Vec<AppliedMembership>> {
+    let applied = apply_to_view(tx, events)?;
+    let mut record = tx.prepare_cached(
+        "INSERT INTO companion_membership_changes \
+           (seq, room_id, user_id, sender, membership, previous, origin_server_ts, event_id) \
+         VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM companion_membership_changes), \
+           ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for change in &applied {
+        let event = &change.event;
+        record.execute(params![
+            event.room_id.as_str(),
+            event.user_id.as_str(),
+            event.sender.as_str(),
+            event.membership.as_str(),
+            change.previous.map(|p| p.as_str()),
+            sql_time::to_column(event.origin_server_ts),
+            event.event_id.as_str(),
+        ])?;
+    }
+    if !applied.is_empty() {
+        tx.execute(
+            "DELETE FROM companion_membership_changes \
+             WHERE seq <= (SELECT MAX(seq) FROM companion_membership_changes) - ?1",
+            [KEPT_CHANGES],
+        )?;
+    }
+    Ok(applied)
+}
+
+fn apply_to_view(
+    tx: &Transaction<'_>,
+    events: &[MembershipEvent],
+) -> StoreResult<Vec<AppliedMembership>> {
     let mut read = tx.prepare_cached(
         "SELECT membership, origin_server_ts, event_id FROM companion_memberships \
          WHERE room_id = ?1 AND user_id = ?2",
