@@ -126,7 +126,8 @@ log: {{level: warn}}
     fn forget_recorded_name(&self) {
         let sql = "DROP TABLE IF EXISTS presenced_server_name; \
                    DROP TABLE IF EXISTS companion_as_txns; \
-                   DROP TABLE IF EXISTS companion_memberships";
+                   DROP TABLE IF EXISTS companion_memberships; \
+                   DROP TABLE IF EXISTS companion_membership_changes";
         match &self.db {
             None => {
                 let conn =
