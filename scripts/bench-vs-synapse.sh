@@ -21,6 +21,17 @@
 # modes in one go). The PostgreSQL mode also reports the CPU of the whole
 # PostgreSQL cluster (postmaster and backends) per update, and writes its
 # own table between the bench-vs-synapse-postgres markers.
+#
+# Companion mode (issue 27): workload 1 also runs "companion", Synapse with
+# its presence off and presenced in front of it (`synapse:` config, the
+# appservice registration, everything through presenced's port), with the
+# CPU of both processes per update, Synapse's /sync requests per presence
+# wake-up (its metrics listener) and the latency presenced adds to a
+# forwarded request (tests/companion/forwarding_latency.py); its table goes
+# between the bench-vs-synapse-companion markers. BENCH_COMPANION=0 skips
+# it; BENCH_SERVERS (default: all) limits the servers run, e.g.
+# `BENCH_WORKLOADS=rooms BENCH_SERVERS="synapse companion"` for the
+# companion comparison alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -96,12 +107,14 @@ free_port() {
 }
 
 SERVER_PID=""
+UPSTREAM_PID="" # companion mode: Synapse behind presenced (SERVER_PID)
 stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+  local pid
+  for pid in $SERVER_PID $UPSTREAM_PID; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PID="" UPSTREAM_PID=""
 }
 trap stop_server EXIT
 
@@ -177,13 +190,14 @@ listeners:
     tls: false
     x_forwarded: false
     resources: [{names: [client], compress: false}]
+${SYNAPSE_LISTENERS:-}
 log_config: "$dir/log.yaml"
 registration_shared_secret: "$SECRET"
 enable_registration: false
 trusted_key_servers: []
 suppress_key_server_warning: true
 bcrypt_rounds: 4
-presence: {enabled: true}
+presence: {enabled: ${SYNAPSE_PRESENCE:-true}}
 rc_message: $lim
 rc_registration: $lim
 rc_login: {address: $lim, account: $lim, failed_attempts: $lim}
@@ -195,6 +209,7 @@ rc_presence: {per_user: $lim}
 rc_delayed_event_mgmt: $lim
 YAML
   [ -n "$db" ] && pg_block "$db" >>"$dir/bench.yaml"
+  [ -n "${SYNAPSE_EXTRA:-}" ] && echo "$SYNAPSE_EXTRA" >>"$dir/bench.yaml"
   if [ "$w" = observers ]; then
     cat >>"$dir/bench.yaml" <<YAML
 modules:
@@ -250,6 +265,52 @@ YAML
   wait_up "$port" "$dir/server.log"
 }
 
+# Companion mode: Synapse (presence off, the registration loaded, a
+# metrics listener) on a port of its own, then presenced in front on
+# `port` with a `synapse:` section. Sets SERVER_PID (presenced),
+# UPSTREAM_PID (Synapse), UPSTREAM_URL, UPSTREAM_METRICS and USER_TOKEN
+# (an account registered through presenced, for the forwarding latency).
+start_companion() { # workload port dir
+  local w=$1 port=$2 dir=$3 syn_port met_port admin
+  rm -rf "$dir"; mkdir -p "$dir"
+  syn_port=$(free_port)
+  while [ "$syn_port" = "$port" ]; do syn_port=$(free_port); done
+  met_port=$(free_port)
+  while [ "$met_port" = "$syn_port" ] || [ "$met_port" = "$port" ]; do met_port=$(free_port); done
+  "$PRESENCED" generate-appservice --url "http://127.0.0.1:$port" --output "$dir/appservice.yaml"
+  SYNAPSE_PRESENCE=false \
+    SYNAPSE_LISTENERS="  - {port: $met_port, bind_addresses: ['127.0.0.1'], type: metrics}" \
+    SYNAPSE_EXTRA="app_service_config_files: [\"$dir/appservice.yaml\"]
+enable_metrics: true" \
+    start_synapse "$w" "$syn_port" "$dir/synapse"
+  UPSTREAM_PID=$SERVER_PID SERVER_PID=""
+  UPSTREAM_URL="http://127.0.0.1:$syn_port"
+  UPSTREAM_METRICS="http://127.0.0.1:$met_port/_synapse/metrics"
+  admin=$("$VENV/bin/python" tests/companion/register.py "$UPSTREAM_URL" benchadmin admin "$SECRET")
+  cat >"$dir/presenced.yaml" <<YAML
+server_name: "localhost"
+listeners:
+  - port: $port
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    resources: [{names: [client, federation]}]
+data_dir: "$dir/data"
+signing_key_path: "$dir/synapse/localhost.signing.key"
+enable_metrics: true
+rc_presence: {per_user: {per_second: 100000, burst_count: 100000}}
+log: {level: warn}
+synapse:
+  url: "$UPSTREAM_URL"
+  appservice_registration: "$dir/appservice.yaml"
+  admin_token: "$admin"
+YAML
+  "$PRESENCED" --config "$dir/presenced.yaml" >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_up "$port" "$dir/server.log"
+  USER_TOKEN=$("$VENV/bin/python" tests/companion/register.py "http://127.0.0.1:$port" latency user "$SECRET")
+}
+
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 for database in $DATABASES; do
@@ -261,7 +322,11 @@ for w in $WORKLOADS; do
   # (BENCH_PYTHON_ROUTER=0 skips it; SQLite mode only).
   [ "$database" = sqlite ] && [ "$w" = observers ] && [ "${BENCH_PYTHON_ROUTER:-1}" = 1 ] &&
     servers="$servers presenced-py"
+  # Workload 1 once more in companion mode (SQLite mode only).
+  [ "$database" = sqlite ] && [ "$w" = rooms ] && [ "${BENCH_COMPANION:-1}" = 1 ] &&
+    servers="$servers companion"
   for server in $servers; do
+    [ -z "${BENCH_SERVERS:-}" ] || [[ " $BENCH_SERVERS " == *" $server "* ]] || continue
     port=$(free_port)
     label=$server db="" db_args=()
     if [ "$database" = postgres ]; then
@@ -275,11 +340,21 @@ for w in $WORKLOADS; do
       presenced-py) start_presenced "$w" "$port" "$dir" python "$db" ;;
       presenced) start_presenced "$w" "$port" "$dir" "" "$db" ;;
       synapse) start_synapse "$w" "$port" "$dir" "$db" ;;
+      companion)
+        start_companion "$w" "$port" "$dir"
+        # Both processes' CPU, presenced's wake-ups, Synapse's /syncs.
+        db_args=(--server-pid "$UPSTREAM_PID" --metrics --synapse-metrics "$UPSTREAM_METRICS")
+        ;;
     esac
     "$BENCH" --base-url "http://127.0.0.1:$port" --shared-secret "$SECRET" \
       --workload "$w" --rate "$rate" --find-max --duration "$DURATION" \
       --server-pid "$SERVER_PID" "${db_args[@]}" --label "$label" --json | tee -a "$RESULTS" ||
       log "$w: the run against $label failed (see $dir)"
+    if [ "$server" = companion ]; then
+      "$VENV/bin/python" tests/companion/forwarding_latency.py "http://127.0.0.1:$port" \
+        "$UPSTREAM_URL" "$USER_TOKEN" 1000 --json companion | tee -a "$RESULTS" ||
+        log "the forwarding latency run failed (see $dir)"
+    fi
     stop_server
     [ -n "$db" ] && pg "DROP DATABASE IF EXISTS $db WITH (FORCE)"
   done
@@ -295,9 +370,12 @@ python3 - "$RESULTS" "$ROOT/BENCHMARKS.md" "$SYNAPSE_ACTUAL" "$PRESENCED_VERSION
 import datetime, json, sys
 
 results, md, syn_ver, pd_ver, nproc, cpu, duration, pg_ver = sys.argv[1:9]
-steps, maxes = {}, {}
+steps, maxes, forwarding = {}, {}, {}
 for line in open(results):
     r = json.loads(line)
+    if r.get("kind") == "forwarding":
+        forwarding[r["request"]] = r
+        continue
     key = (r["label"], r["workload"])
     if r.get("kind") == "find_max":
         maxes[key] = r
@@ -403,6 +481,70 @@ if lines:
         f"(SQLite, Python {sys.version.split()[0]}), {duration} s per step.",
         "",
     ] + lines + ["<!-- bench-vs-synapse:end -->"])
+
+# --- Companion mode: Synapse presence off + presenced in front ----------------
+co_lines = []
+if ("companion", "rooms") in steps and ("synapse", "rooms") in steps:
+    cs, ss = steps[("companion", "rooms")], steps[("synapse", "rooms")]
+    cm, sm = maxes.get(("companion", "rooms"), {}), maxes.get(("synapse", "rooms"), {})
+    c0, s0 = cs[0], ss[0]
+    rate = c0["target_put_per_s"]
+    co_lines += ["**Workload 1 (rooms) through the front door: Synapse with presence off and "
+                 "presenced in front (companion mode) vs Synapse with presence on**", "",
+                 "| figure | Synapse + presenced | Synapse alone | ratio |",
+                 "|---|---:|---:|---:|"]
+    def row(name, c, s_, d=1):
+        co_lines.append(f"| {name} | {fmt(c, d)} | {fmt(s_, d)} | {ratio(c, s_)} |")
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 1 s", cm.get("max_put_per_s_p99_1s"), sm.get("max_put_per_s_p99_1s"), 0)
+    row("highest sustained PUT/s, PUT→sync p99 ≤ 10 ms", cm.get("max_put_per_s_p99_10ms"), sm.get("max_put_per_s_p99_10ms"), 0)
+    row(f"CPU ms per update, all processes, at {rate:.0f} PUT/s", c0["server_cpu_ms_per_update"], s0["server_cpu_ms_per_update"], 3)
+    row(f"PUT→sync p50 ms at {rate:.0f} PUT/s", c0["delivery_p50_ms"], s0["delivery_p50_ms"], 2)
+    row(f"PUT→sync p99 ms at {rate:.0f} PUT/s", c0["delivery_p99_ms"], s0["delivery_p99_ms"], 2)
+    def at(steps_, target):
+        return next((r for r in steps_ if r["target_put_per_s"] == target), None)
+    cr, sr = at(cs, cm.get("max_put_per_s_p99_1s")), at(ss, sm.get("max_put_per_s_p99_1s"))
+    if cr and sr:
+        row("CPU ms per update, all processes, each at its highest sustained rate (1 s)", cr["server_cpu_ms_per_update"], sr["server_cpu_ms_per_update"], 3)
+        row("PUT→sync p99 ms, each at its highest sustained rate (1 s)", cr["delivery_p99_ms"], sr["delivery_p99_ms"], 2)
+        both = cr.get("node_cpu_ms")
+        if both and len(both) == 2 and sum(both) > 0:
+            co_lines.append(f"| share of that CPU: presenced / Synapse | {100 * both[0] / sum(both):.0f} % / {100 * both[1] / sum(both):.0f} % | | |")
+    wakes = sum(sum(r.get("node_wakes") or [0]) for r in cs)
+    upstream = sum(r.get("synapse_syncs") or 0 for r in cs)
+    per = f"{upstream / wakes:.4f}" if wakes else "–"
+    co_lines.append(f"| Synapse /sync requests per presence wake-up (all steps: {upstream:,} / {wakes:,}) | {per} | | |")
+    co_lines.append(f"| deliveries seen/expected at {rate:.0f} PUT/s | {c0['deliveries_seen']}/{c0['deliveries_expected']} | {s0['deliveries_seen']}/{s0['deliveries_expected']} | |")
+    co_lines.append("")
+    if forwarding:
+        co_lines += ["**The latency presenced adds to a request it forwards** "
+                     f"(interleaved, {next(iter(forwarding.values()))['rounds']} of each, one kept-alive connection each)", "",
+                     "| request | straight to Synapse p50 / p99 ms | through presenced p50 / p99 ms | added p50 / p99 ms |",
+                     "|---|---:|---:|---:|"]
+        for name, f in forwarding.items():
+            co_lines.append(f"| {name} | {f['direct_p50_ms']:.2f} / {f['direct_p99_ms']:.2f} | {f['through_p50_ms']:.2f} / {f['through_p99_ms']:.2f} "
+                            f"| {f['through_p50_ms'] - f['direct_p50_ms']:.2f} / {f['through_p99_ms'] - f['direct_p99_ms']:.2f} |")
+        co_lines.append("")
+    co_lines += ["<details><summary>every companion step</summary>", "",
+                 "| target PUT/s | accepted PUT/s | errors | PUT p50/p99 ms | PUT→sync p50/p99/max ms | seen/expected | CPU ms/update (both) | presenced / Synapse CPU ms | wake-ups | Synapse /syncs |",
+                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in cs:
+        node = r.get("node_cpu_ms") or []
+        split = " / ".join(f"{x:,.0f}" for x in node) if node else "–"
+        co_lines.append(
+            f"| {r['target_put_per_s']:.0f} | {r['accepted_put_per_s']:.1f} | {r['errors']} "
+            f"| {r['put_p50_ms']:.1f} / {r['put_p99_ms']:.1f} | {r['delivery_p50_ms']:.1f} / {r['delivery_p99_ms']:.1f} / {r['delivery_max_ms']:.1f} "
+            f"| {r['deliveries_seen']}/{r['deliveries_expected']} | {fmt(r['server_cpu_ms_per_update'], 3)} | {split} "
+            f"| {sum(r.get('node_wakes') or [0]):,} | {fmt(r.get('synapse_syncs'), 0)} |")
+    co_lines += ["", "</details>", ""]
+
+if co_lines:
+    write_block("bench-vs-synapse-companion", [
+        "<!-- bench-vs-synapse-companion:start (written by scripts/bench-vs-synapse.sh) -->",
+        f"Run of {now}: {nproc} cores ({cpu}), presenced {pd_ver}, Synapse {syn_ver} "
+        f"(SQLite, Python {sys.version.split()[0]}), {duration} s per step. Both sides are measured "
+        "through the port clients use; the companion's CPU is presenced's and Synapse's together.",
+        "",
+    ] + co_lines + ["<!-- bench-vs-synapse-companion:end -->"])
 
 # --- PostgreSQL mode: both servers on PostgreSQL -----------------------------
 pg_lines = []

@@ -196,6 +196,23 @@ impl Homeserver {
         Ok(out)
     }
 
+    /// The body of a plain GET of `url` (another process's metrics).
+    pub(crate) async fn get_text(&self, url: &str) -> Result<String, Error> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status}"));
+        }
+        Ok(text)
+    }
+
     /// Sends a setup request, retrying while the server answers 429.
     async fn setup_call(
         &self,

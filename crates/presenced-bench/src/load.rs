@@ -304,6 +304,10 @@ pub(crate) struct StepResult {
     /// `presenced_presence_put_total` grew by over the same window.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub(crate) node_counters: Option<NodeDeltas>,
+    /// With --synapse-metrics: the `/sync` requests Synapse received over
+    /// the same window (companion mode's upstream cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) synapse_syncs: Option<u64>,
 }
 
 impl StepResult {
@@ -335,6 +339,8 @@ pub(crate) struct Runner {
     pub(crate) metrics: bool,
     /// The database server's postmaster, whose process tree is measured.
     pub(crate) db_pid: Option<String>,
+    /// Synapse's metrics URL (companion mode: presenced in front of it).
+    pub(crate) synapse_metrics: Option<String>,
     pub(crate) label: String,
     pub(crate) workload: String,
     pub(crate) next_seq: u64,
@@ -385,6 +391,7 @@ impl Runner {
         let sync_errors0 = self.observers.sync_errors.load(Ordering::Relaxed);
         let pids = self.server_pids.clone();
         let counters0 = self.read_counters().await;
+        let synapse_syncs0 = self.read_synapse_syncs().await;
         let server_cpu0: Vec<Option<Duration>> = pids.iter().map(|p| procfs::cpu_time(p)).collect();
         let db_pid = self.db_pid.clone();
         let db_cpu0 = db_pid.as_deref().and_then(procfs::tree_cpu_time);
@@ -435,6 +442,7 @@ impl Runner {
         let client_cpu1 = procfs::cpu_time("self");
         let wall = started.elapsed();
         let counters1 = self.read_counters().await;
+        let synapse_syncs1 = self.read_synapse_syncs().await;
         let sightings = self.observers.take();
         let sync_errors = self.observers.sync_errors.load(Ordering::Relaxed) - sync_errors0;
 
@@ -561,6 +569,22 @@ impl Runner {
                 (Some(a), Some(b)) => Some(metrics::deltas(&a, &b)),
                 _ => None,
             },
+            synapse_syncs: synapse_syncs0
+                .zip(synapse_syncs1)
+                .map(|(a, b)| b.saturating_sub(a)),
+        }
+    }
+
+    /// Synapse's `/sync` request count, with --synapse-metrics (none, with
+    /// a warning, when it does not answer).
+    async fn read_synapse_syncs(&self) -> Option<u64> {
+        let url = self.synapse_metrics.as_deref()?;
+        match self.hs.get_text(url).await {
+            Ok(text) => Some(metrics::synapse_syncs(&text)),
+            Err(e) => {
+                eprintln!("synapse metrics: {e}");
+                None
+            }
         }
     }
 

@@ -127,6 +127,10 @@ struct Args {
     /// responses, presence wake-ups and PUTs.
     #[arg(long)]
     metrics: bool,
+    /// Synapse's metrics URL (`.../_synapse/metrics`): each step reports the
+    /// `/sync` requests Synapse received (companion mode's upstream cost).
+    #[arg(long)]
+    synapse_metrics: Option<String>,
     /// PID of the database server's postmaster (PostgreSQL): its CPU and its
     /// backends' is reported per step as `db_cpu_ms_per_update`.
     #[arg(long)]
@@ -277,6 +281,7 @@ async fn run(args: Args) -> Result<(), String> {
         per_node,
         metrics: args.metrics,
         db_pid: args.db_pid.map(|p| p.to_string()),
+        synapse_metrics: args.synapse_metrics.clone(),
         label: args.label.clone(),
         workload: w.name().to_owned(),
         next_seq: 0,

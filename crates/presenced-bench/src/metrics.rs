@@ -10,6 +10,19 @@ const WAKES: &str = "presenced_presence_wakes_total";
 /// Presence PUTs answered by this node's front door.
 const PUTS: &str = "presenced_presence_put_total";
 
+/// Synapse's count of `/sync` requests received (its metrics listener's
+/// text, labelled per method and tag): the upstream cost of companion mode.
+const SYNAPSE_REQUESTS: &str = "synapse_http_server_requests_received_total{";
+const SYNAPSE_SYNC_SERVLET: &str = "servlet=\"SyncRestServlet\"";
+
+/// The `/sync` requests Synapse has received, summed over its labels.
+pub(crate) fn synapse_syncs(text: &str) -> u64 {
+    text.lines()
+        .filter(|line| line.starts_with(SYNAPSE_REQUESTS) && line.contains(SYNAPSE_SYNC_SERVLET))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// One node's counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
@@ -79,6 +92,16 @@ mod tests {
             }
         );
         assert_eq!(Counters::parse(""), Counters::default());
+    }
+
+    #[test]
+    fn synapse_sync_requests_are_summed_over_their_labels() {
+        let text = "synapse_http_server_requests_received_total{method=\"GET\",servlet=\"SyncRestServlet\",tag=\"\"} 7.0\n\
+                    synapse_http_server_requests_received_total{method=\"OPTIONS\",servlet=\"SyncRestServlet\",tag=\"\"} 2.0\n\
+                    synapse_http_server_requests_received_total{method=\"GET\",servlet=\"WhoamiRestServlet\",tag=\"\"} 40.0\n\
+                    synapse_http_server_requests_received_created{method=\"GET\",servlet=\"SyncRestServlet\",tag=\"\"} 1.7e9\n";
+        assert_eq!(synapse_syncs(text), 9);
+        assert_eq!(synapse_syncs(""), 0);
     }
 
     #[test]

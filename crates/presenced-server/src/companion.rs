@@ -31,9 +31,10 @@ pub mod tokens;
 pub mod upstream;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use ruma_common::UserId;
+use ruma_common::{OwnedUserId, UserId};
 
 use self::members::MembershipFeed;
 use self::registration::{Registration, RegistrationError};
@@ -41,6 +42,7 @@ use self::tokens::TokenCheck;
 use self::upstream::{Upstream, UpstreamError};
 use crate::config::companion::CompanionConfig;
 use crate::config::Secret;
+use crate::util::expiring_map::ExpiringMap;
 
 /// Companion mode's parts, built once at start-up when the config has a
 /// `synapse:` section; standalone mode has none of them.
@@ -56,7 +58,22 @@ pub struct Companion {
     /// Where Synapse's application-service transactions go (`members`);
     /// set at start-up once the presence driver runs.
     pub membership_feed: Option<Arc<MembershipFeed>>,
+    /// Users Synapse said it has an account for, so a presence `GET` of
+    /// another user asks its admin API once per [`ACCOUNT_TTL`], not on
+    /// every request. Only "yes" is kept: a made-up user ID costs a lookup
+    /// each time, as it would in Synapse, and cannot fill the map with
+    /// useless entries for long.
+    known_accounts: Mutex<ExpiringMap<OwnedUserId, ()>>,
 }
+
+/// How long Synapse's "this account exists" is trusted. An account
+/// deactivated through presenced is dropped at once; one deactivated
+/// behind presenced's back still reads as existing (its presence, offline)
+/// for up to this long.
+pub const ACCOUNT_TTL: Duration = Duration::from_secs(600);
+
+/// Most accounts remembered at once (a miss costs one admin-API call).
+pub const MAX_KNOWN_ACCOUNTS: usize = 100_000;
 
 /// Why companion mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +107,30 @@ impl Companion {
             registration,
             admin_token,
             membership_feed: None,
+            known_accounts: Mutex::new(ExpiringMap::new(ACCOUNT_TTL, MAX_KNOWN_ACCOUNTS)),
         })
+    }
+
+    fn known_accounts(&self) -> MutexGuard<'_, ExpiringMap<OwnedUserId, ()>> {
+        self.known_accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what is cached about `user_id`: its tokens and that its
+    /// account exists (a logout of all devices, a deactivation or an admin
+    /// change passed through).
+    pub fn forget_user(&self, user_id: &UserId) {
+        self.tokens.forget_user(user_id);
+        self.known_accounts().remove(user_id, Instant::now());
     }
 
     /// Whether Synapse has an account `user_id` (one of its own users),
     /// asked through its admin API (`GET /_synapse/admin/v2/users/…`).
     pub async fn has_account(&self, user_id: &UserId) -> Result<bool, UpstreamError> {
+        if self.known_accounts().get(user_id, Instant::now()).is_some() {
+            return Ok(true);
+        }
         let path = format!(
             "/_synapse/admin/v2/users/{}",
             path_segment(user_id.as_str())
@@ -104,7 +139,10 @@ impl Companion {
             .get_json::<serde_json::Value>(&path, self.admin_token.expose())
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                (self.known_accounts()).insert(user_id.to_owned(), (), Instant::now());
+                Ok(true)
+            }
             Err(UpstreamError::Status { status, .. })
                 if status == reqwest::StatusCode::NOT_FOUND =>
             {

@@ -85,10 +85,10 @@ pub async fn forward(
             (Some(Revocation::Caller), Some(token)) => companion.tokens.forget_token(token),
             (Some(Revocation::AllOfCaller), _) => {
                 if let Some(user) = revoked_user {
-                    companion.tokens.forget_user(&user);
+                    companion.forget_user(&user);
                 }
             }
-            (Some(Revocation::AllOf(user)), _) => companion.tokens.forget_user(&user),
+            (Some(Revocation::AllOf(user)), _) => companion.forget_user(&user),
             _ => {}
         }
     }

@@ -82,6 +82,8 @@ struct Fake {
     upload_progress: Mutex<Option<watch::Sender<usize>>>,
     /// `/sync` requests received.
     syncs: AtomicUsize,
+    /// Admin-API user lookups received.
+    admin_lookups: AtomicUsize,
 }
 
 impl Fake {
@@ -164,7 +166,11 @@ async fn logout(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn admin_user(axum::extract::Path(user): axum::extract::Path<String>) -> Response {
+async fn admin_user(
+    State(fake): State<Arc<Fake>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+) -> Response {
+    fake.admin_lookups.fetch_add(1, Ordering::SeqCst);
     if user == "@bob:test.local" {
         Json(json!({"name": user, "deactivated": false})).into_response()
     } else {
@@ -390,6 +396,46 @@ async fn presence_is_answered_here_for_a_user_synapse_vouches_for() {
         )
         .await;
     assert_eq!(status, 403, "{body}");
+}
+
+#[tokio::test]
+async fn an_account_synapse_vouched_for_is_looked_up_again_only_after_a_change_to_it() {
+    let (synapse, fake) = fake_synapse().await;
+    let Some((app, _dir)) = presenced_in_front_of(&synapse).await else {
+        return;
+    };
+    let bob_status = "/_matrix/client/v3/presence/@bob:test.local/status";
+    let lookups = || fake.admin_lookups.load(Ordering::SeqCst);
+    // bob shares no room with alice (403), but the account question comes
+    // first and Synapse answers it once.
+    for _ in 0..3 {
+        let (status, body) = app.get(bob_status, Some("tok_alice")).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    assert_eq!(lookups(), 1);
+    // A made-up user is asked about every time (no negative cache).
+    for _ in 0..2 {
+        let (status, _) = app
+            .get(
+                "/_matrix/client/v3/presence/@nobody:test.local/status",
+                Some("tok_alice"),
+            )
+            .await;
+        assert_eq!(status, 404);
+    }
+    assert_eq!(lookups(), 3);
+    // An admin deactivating bob through presenced: the next GET asks again.
+    let (status, _) = app
+        .post(
+            "/_synapse/admin/v1/deactivate/@bob:test.local",
+            Some("tok_alice"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = app.get(bob_status, Some("tok_alice")).await;
+    assert_eq!(status, 403);
+    assert_eq!(lookups(), 4);
 }
 
 #[tokio::test]
