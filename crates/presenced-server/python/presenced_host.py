@@ -62,6 +62,7 @@ def load_parts(sources):
         exec(compile(source, module.__file__, "exec"), module.__dict__)
 
 
+# Synapse's value, in the stand-in and in the real package alike.
 PRESENCE_ALL_USERS = "ALL"
 
 
