@@ -310,7 +310,8 @@ class Host:
         import presenced_real_synapse
         import presenced_standin
 
-        if not presenced_real_synapse.available():
+        found = presenced_real_synapse.find()
+        if found is None:
             return presenced_standin.install(self.loop)
         try:
             return presenced_real_synapse.install(self.loop)
@@ -321,8 +322,8 @@ class Host:
         init_error(
             modules[0] if modules else {"index": 0, "module": None},
             "synapse",
-            "the interpreter %s has a synapse package, which presenced uses for the modules; %s"
-            % (sys.executable, message),
+            "the interpreter %s has a synapse package (%s), which presenced then uses for the modules; %s"
+            % (sys.executable, found, message),
         )
 
     def load(self, spec):

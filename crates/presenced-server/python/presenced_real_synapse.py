@@ -35,10 +35,13 @@ STATE_FIELDS = (
 )
 
 
-def available():
-    """Whether the interpreter (with python_modules.path) has a `synapse`
-    package; nothing is imported to find out."""
-    return importlib.util.find_spec("synapse") is not None
+def find():
+    """Where the interpreter (with python_modules.path) has a `synapse`
+    package, or None; nothing is imported to find out."""
+    spec = importlib.util.find_spec("synapse")
+    if spec is None:
+        return None
+    return spec.origin or ", ".join(spec.submodule_search_locations or ()) or "?"
 
 
 class SetupError(Exception):

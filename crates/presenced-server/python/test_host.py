@@ -17,6 +17,7 @@ import re
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -238,7 +239,7 @@ class Pipes(unittest.TestCase):
 
     python = sys.executable
 
-    def start(self, modules, legacy=False):
+    def start(self, modules, legacy=False, path=(FIXTURES,)):
         proc = subprocess.Popen(
             [self.python, "-c", BOOT, SOURCE, *PART_SOURCES],
             stdin=subprocess.PIPE,
@@ -256,7 +257,7 @@ class Pipes(unittest.TestCase):
             {"index": i, "module": name, "config": config, "legacy": legacy}
             for i, (name, config) in enumerate(modules)
         ]
-        self.send({"op": "init", "server_name": "example.com", "path": [FIXTURES], "modules": entries})
+        self.send({"op": "init", "server_name": "example.com", "path": list(path), "modules": entries})
         return self.receive()
 
     def send(self, message):
@@ -350,6 +351,18 @@ class Process(Pipes):
         self.assertEqual(ready["modules"], [{"index": 0, "pairs": 1}])
         self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@e:example.com"})
         self.assertEqual(self.receive()["value"], ["@d:example.com"])
+
+    def test_a_synapse_package_that_fails_to_import_stops_start_up_naming_it(self):
+        # Found on the path, so taken for the operator's Synapse.
+        with tempfile.TemporaryDirectory() as broken:
+            os.mkdir(os.path.join(broken, "synapse"))
+            with open(os.path.join(broken, "synapse", "__init__.py"), "w") as f:
+                f.write("raise RuntimeError('this synapse is broken')\n")
+            error = self.start([("custom_router.CustomPresenceRouter", {})], path=(broken, FIXTURES))
+        self.assertEqual((error["op"], error["kind"], error["module"]), ("init_error", "synapse", "custom_router.CustomPresenceRouter"), error)
+        self.assertIn("has a synapse package (%s" % broken, error["message"])
+        # Twisted, imported first, may be what is missing.
+        self.assertRegex(error["message"], "(?s)importing it failed:.*(this synapse is broken|No module named 'twisted')")
 
     def test_end_of_input_ends_the_host(self):
         self.start([("custom_router.CustomPresenceRouter", {})])
