@@ -313,28 +313,6 @@ class Process(Pipes):
         self.assertIn("misbehaving.py", error["message"])
         self.assertIn("ValueError: this router fails on purpose", error["message"])
 
-    def test_module_api_calls_and_logs_go_to_presenced(self):
-        self.start(
-            [
-                (
-                    "calls_module_api.CallsModuleApi",
-                    {"on_interest_of": "@a:example.com", "send_to": ["@c:example.com"], "set": {"@b:example.com": ["busy", None]}},
-                )
-            ]
-        )
-        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@a:example.com"})
-        first = self.receive_op("api")
-        self.assertEqual(first["method"], "send_local_online_presence_to")
-        self.assertEqual(first["args"], {"users": ["@c:example.com"]})
-        self.send({"op": "api_result", "id": first["id"], "value": None})
-        second = self.receive_op("api")
-        self.assertEqual(second["args"], {"users": {"@b:example.com": ["busy", None]}})
-        self.send({"op": "api_result", "id": second["id"], "value": None})
-        log = self.receive_op("log")
-        self.assertEqual(log["module"], "calls_module_api.CallsModuleApi")
-        self.assertIn("@a:example.com", log["message"])
-        self.assertEqual(self.receive_op("result")["value"], [])
-
     def test_print_in_a_module_does_not_corrupt_frames(self):
         self.start([("custom_router.CustomPresenceRouter", {})])
         self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@x:example.com"})
@@ -380,6 +358,7 @@ PROBED = {
         "looping_background_call",
         "constants",
         "public_baseurl",
+        "delayed_background_call",
         "refusal",
     )
 }
@@ -423,6 +402,28 @@ class Surface:
         self.assertIn("ConfigError", error["message"])
         error = self.start([("legacy_synapse_router.LegacySynapseRouter", {"monitors": ["bob"]})], legacy=True)
         self.assertTrue(error["message"].startswith("invalid config at monitors: "), error["message"])
+
+    def test_module_api_calls_and_logs_go_to_presenced(self):
+        self.start(
+            [
+                (
+                    "calls_module_api.CallsModuleApi",
+                    {"on_interest_of": "@a:example.com", "send_to": ["@c:example.com"], "set": {"@b:example.com": ["busy", None]}},
+                )
+            ]
+        )
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@a:example.com"})
+        first = self.receive_op("api")
+        self.assertEqual(first["method"], "send_local_online_presence_to")
+        self.assertEqual(first["args"], {"users": ["@c:example.com"]})
+        self.send({"op": "api_result", "id": first["id"], "value": None})
+        second = self.receive_op("api")
+        self.assertEqual(second["args"], {"users": {"@b:example.com": ["busy", None]}})
+        self.send({"op": "api_result", "id": second["id"], "value": None})
+        log = self.receive_op("log")
+        self.assertEqual(log["module"], "calls_module_api.CallsModuleApi")
+        self.assertIn("@a:example.com", log["message"])
+        self.assertEqual(self.receive_op("result")["value"], [])
 
     def test_a_failing_callback_is_that_calls_error(self):
         self.start([("misbehaving.Raises", {"trigger": "@t:example.com"})])
