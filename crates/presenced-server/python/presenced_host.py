@@ -4,15 +4,17 @@ presenced starts this program as `python -c BOOT SOURCE` (the source is
 compiled into the presenced binary) on the operator's interpreter, and
 talks to it over stdin and the original stdout in length-prefixed JSON
 frames (PROTOCOL.md beside this file). It loads Synapse presence router
-modules the way Synapse does, behind a small `synapse` package of its own,
-and answers router calls on one asyncio loop, as Synapse's modules expect
-(their state needs no locks).
+modules the way Synapse does, and answers router calls on one asyncio loop,
+as Synapse's modules expect (their state needs no locks). The modules
+import the interpreter's own Synapse when it has one
+(presenced_real_synapse.py), else presenced's stand-in `synapse` package
+(presenced_standin.py); presenced_module_api.py is the ModuleApi of both.
+Those three files come as further arguments (PARTS below).
 
 Standard library only: the interpreter may be a bare virtualenv.
 """
 
 import asyncio
-import collections
 import importlib
 import inspect
 import json
@@ -42,330 +44,26 @@ def send(message):
 
 
 # ---------------------------------------------------------------------------
-# The `synapse` compatibility package
-
-PRESENCE_ALL_USERS = "ALL"
-
-_STATE_FIELDS = (
-    "user_id",
-    "state",
-    "last_active_ts",
-    "last_federation_update_ts",
-    "last_user_sync_ts",
-    "status_msg",
-    "currently_active",
-)
-_StateTuple = collections.namedtuple("_StateTuple", _STATE_FIELDS)
-
-
-class UserPresenceState(_StateTuple):
-    """Synapse's frozen `UserPresenceState`: seven fields, immutable, equal
-    and hashed by value. A tuple underneath because building a hundred of
-    them per call is the host's hot path."""
-
-    __slots__ = ()
-
-    def __eq__(self, other):
-        return type(other) is type(self) and tuple.__eq__(self, other)
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    __hash__ = tuple.__hash__
-
-    def __repr__(self):
-        fields = ", ".join("%s=%r" % (f, getattr(self, f)) for f in _STATE_FIELDS)
-        return "UserPresenceState(%s)" % fields
-
-    @classmethod
-    def default(cls, user_id):
-        return cls(user_id, "offline", 0, 0, 0, None, False)
-
-    def copy_and_replace(self, **changes):
-        unknown = set(changes) - set(_STATE_FIELDS)
-        if unknown:
-            raise TypeError("UserPresenceState has no field(s) %s" % ", ".join(sorted(unknown)))
-        return self._replace(**changes)
-
-    def as_dict(self):
-        return dict(zip(_STATE_FIELDS, self))
-
-    def __setattr__(self, name, value):
-        raise AttributeError("UserPresenceState is frozen; use copy_and_replace")
-
-
-def _states_from_wire(rows):
-    """STATE arrays (PROTOCOL.md) to UserPresenceStates, without a copy
-    of the fields: the tuple is built from the decoded list directly."""
-    new = tuple.__new__
-    cls = UserPresenceState
-    return [new(cls, row) for row in rows]
-
-
-class SynapseError(Exception):
-    """Synapse's error with an HTTP code and a Matrix errcode."""
-
-    def __init__(self, code, msg, errcode="M_UNKNOWN", additional_fields=None):
-        super().__init__("%d: %s" % (code, msg))
-        self.code = code
-        self.msg = msg
-        self.errcode = errcode
-        self.additional_fields = additional_fields or {}
-
-
-class ConfigError(Exception):
-    """Raised by a module's parse_config for a bad config."""
-
-    def __init__(self, msg, path=None):
-        super().__init__(msg)
-        self.msg = msg
-        self.path = path
-
-
-def get_domain_from_id(string):
-    idx = string.find(":")
-    if idx == -1:
-        raise SynapseError(400, "Invalid ID: %r" % (string,), "M_INVALID_PARAM")
-    return string[idx + 1 :]
-
-
-class UserID:
-    """`@localpart:domain`."""
-
-    SIGIL = "@"
-    __slots__ = ("localpart", "domain")
-
-    def __init__(self, localpart, domain):
-        object.__setattr__(self, "localpart", localpart)
-        object.__setattr__(self, "domain", domain)
-
-    def __setattr__(self, name, value):
-        raise AttributeError("UserID is frozen")
-
-    @classmethod
-    def from_string(cls, s):
-        if len(s) < 1 or s[0] != cls.SIGIL or ":" not in s:
-            raise SynapseError(400, "Expected UserID string to start with '@' and contain ':'", "M_INVALID_PARAM")
-        localpart, domain = s[1:].split(":", 1)
-        return cls(localpart, domain)
-
-    @classmethod
-    def is_valid(cls, s):
-        try:
-            cls.from_string(s)
-            return True
-        except Exception:
-            return False
-
-    def to_string(self):
-        return "%s%s:%s" % (self.SIGIL, self.localpart, self.domain)
-
-    __str__ = to_string
-
-    def __repr__(self):
-        return "UserID(%r, %r)" % (self.localpart, self.domain)
-
-    def __eq__(self, other):
-        return type(other) is type(self) and (self.localpart, self.domain) == (other.localpart, other.domain)
-
-    def __hash__(self):
-        return hash((self.localpart, self.domain))
-
-
-class _PresenceRouterNames:
-    """`synapse.events.presence_router.PresenceRouter`: modules use its
-    ALL_USERS constant (in annotations evaluated at definition time)."""
-
-    ALL_USERS = PRESENCE_ALL_USERS
-
-
-class _RegistrationError(RuntimeError):
-    pass
-
-
-class ModuleApi:
-    """The part of Synapse's ModuleApi a presence router uses."""
-
-    _PROVIDED = (
-        "server_name",
-        "register_presence_router_callbacks",
-        "send_local_online_presence_to",
-        "set_presence_for_users",
-        "is_mine",
-        "get_qualified_user_id",
-        "sleep",
-        "looping_background_call",
-        "run_as_background_process",
-    )
-
-    def __init__(self, host, module_name):
-        self._host = host
-        self._module_name = module_name
-        self._pairs = []
-
-    @property
-    def server_name(self):
-        return self._host.server_name
-
-    def register_presence_router_callbacks(self, get_users_for_states=None, get_interested_users=None):
-        if (get_users_for_states is None) != (get_interested_users is None):
-            only = "get_users_for_states" if get_interested_users is None else "get_interested_users"
-            raise _RegistrationError(
-                "presence router callbacks get_users_for_states and get_interested_users "
-                "must be registered together (got only %s)" % only
-            )
-        if get_users_for_states is not None:
-            self._pairs.append((get_users_for_states, get_interested_users))
-
-    async def send_local_online_presence_to(self, users):
-        await self._host.api("send_local_online_presence_to", {"users": [str(u) for u in users]})
-
-    async def set_presence_for_users(self, users):
-        wire = {}
-        for user_id, value in users.items():
-            state, status_msg = value
-            wire[str(user_id)] = [state, status_msg]
-        await self._host.api("set_presence_for_users", {"users": wire})
-
-    def is_mine(self, user_id):
-        if isinstance(user_id, UserID):
-            return user_id.domain == self.server_name
-        return get_domain_from_id(user_id) == self.server_name
-
-    def get_qualified_user_id(self, username):
-        if username.startswith("@"):
-            return username
-        return "@%s:%s" % (username, self.server_name)
-
-    async def sleep(self, seconds):
-        await asyncio.sleep(seconds)
-
-    def looping_background_call(self, f, msec, *args, desc=None, run_on_all_instances=False, **kwargs):
-        logger = logging.getLogger(self._module_name)
-
-        async def loop():
-            while True:
-                await asyncio.sleep(msec / 1000)
-                try:
-                    result = f(*args, **kwargs)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("looping call %s failed", desc or getattr(f, "__name__", f))
-
-        return _BackgroundHandle(asyncio.ensure_future(loop()))
-
-    def run_as_background_process(self, desc, func, *args, bg_start_span=True, **kwargs):
-        logger = logging.getLogger(self._module_name)
-
-        async def run():
-            try:
-                result = func(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-            except Exception:
-                logger.exception("background process %s failed", desc)
-                return None
-
-        return asyncio.ensure_future(run())
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise AttributeError(
-            "ModuleApi.%s is not provided by presenced (it implements only %s)"
-            % (name, ", ".join(self._PROVIDED))
-        )
-
-
-class _BackgroundHandle:
-    def __init__(self, task):
-        self._task = task
-
-    def stop(self):
-        self._task.cancel()
-
-    def running(self):
-        return not self._task.done()
-
-
-# Module name -> names it provides. Packages get an empty __path__.
-_SHIM = {
-    "synapse": {},
-    "synapse.module_api": {"ModuleApi": ModuleApi, "PRESENCE_ALL_USERS": PRESENCE_ALL_USERS},
-    "synapse.module_api.errors": {"ConfigError": ConfigError, "SynapseError": SynapseError},
-    "synapse.api": {"UserPresenceState": UserPresenceState},
-    "synapse.api.presence": {"UserPresenceState": UserPresenceState},
-    "synapse.api.errors": {"SynapseError": SynapseError},
-    "synapse.handlers": {},
-    "synapse.handlers.presence": {"UserPresenceState": UserPresenceState},
-    "synapse.events": {},
-    "synapse.events.presence_router": {"PresenceRouter": _PresenceRouterNames},
-    "synapse.types": {"UserID": UserID, "JsonDict": dict, "get_domain_from_id": get_domain_from_id},
-}
-_SHIM_PACKAGES = {"synapse", "synapse.module_api", "synapse.api", "synapse.handlers", "synapse.events"}
-
-
-def _provided_summary():
-    parts = []
-    for name, names in _SHIM.items():
-        if names:
-            parts.append("%s (%s)" % (name, ", ".join(sorted(names))))
-    return "; ".join(parts)
-
-
-def _missing_attribute(module_name, provided):
-    def __getattr__(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise AttributeError(
-            "presenced: %s.%s is not provided by presenced's Synapse compatibility layer "
-            "(%s provides: %s)" % (module_name, name, module_name, ", ".join(sorted(provided)) or "nothing")
-        )
-
-    return __getattr__
-
-
-class _ShimFinder:
-    """First on sys.meta_path: every `synapse.*` name resolves to the shim
-    or fails naming itself, even when a real Synapse is installed."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "synapse" and not fullname.startswith("synapse."):
-            return None
-        if fullname in sys.modules:
-            return None
-        raise ModuleNotFoundError(
-            "presenced: module %r is not provided by presenced's Synapse compatibility layer "
-            "(it provides: %s)" % (fullname, ", ".join(_SHIM)),
-            name=fullname,
-        )
-
-    def invalidate_caches(self):
-        pass
-
-
-def install_shim():
-    for name in list(sys.modules):
-        if name == "synapse" or name.startswith("synapse."):
-            del sys.modules[name]
-    modules = {}
-    for name, names in _SHIM.items():
-        module = types.ModuleType(name, "presenced's stand-in for Synapse's %s" % name)
-        module.__file__ = "<presenced-shim>/%s" % name.replace(".", "/")
-        module.__package__ = name if name in _SHIM_PACKAGES else name.rpartition(".")[0]
-        if name in _SHIM_PACKAGES:
-            module.__path__ = []
-        module.__dict__.update(names)
-        module.__getattr__ = _missing_attribute(name, names)
-        modules[name] = module
+# The host's other files
+
+# presenced passes their sources after this file's, in this order
+# (protocol.rs's HOST_PARTS); each becomes a module of that name, so they
+# import each other as usual.
+PARTS = ("presenced_module_api", "presenced_standin", "presenced_real_synapse")
+
+
+def load_parts(sources):
+    if len(sources) != len(PARTS):
+        raise SystemExit("presenced host: expected %d part sources, got %d" % (len(PARTS), len(sources)))
+    for name, source in zip(PARTS, sources):
+        module = types.ModuleType(name)
+        module.__file__ = "<presenced-host>/%s.py" % name
         sys.modules[name] = module
-    for name, module in modules.items():
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(modules[parent], child, module)
-    sys.meta_path.insert(0, _ShimFinder())
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+
+
+# Synapse's value, in the stand-in and in the real package alike.
+PRESENCE_ALL_USERS = "ALL"
 
 
 # ---------------------------------------------------------------------------
@@ -380,7 +78,9 @@ def _type_name(value):
     return type(value).__name__
 
 
-def check_users_for_states(result):
+def check_users_for_states(result, synapse):
+    """Synapse's declared type; `synapse` is the stand-in or the real
+    package's view (its UserPresenceState and how states go on the wire)."""
     if not isinstance(result, dict):
         raise WrongType("returned %s; expected Dict[str, Set[UserPresenceState]]" % _type_name(result))
     out = {}
@@ -390,10 +90,9 @@ def check_users_for_states(result):
         if not isinstance(states, set):
             raise WrongType("maps %s to a %s; expected a set of UserPresenceState" % (user_id, _type_name(states)))
         for state in states:
-            if not isinstance(state, UserPresenceState):
+            if not isinstance(state, synapse.UserPresenceState):
                 raise WrongType("maps %s to a set holding a %s; expected UserPresenceState" % (user_id, _type_name(state)))
-        # A UserPresenceState is a tuple: it encodes as the STATE array.
-        out[user_id] = list(states)
+        out[user_id] = synapse.states_to_wire(states)
     return out
 
 
@@ -446,6 +145,7 @@ class _FrameHandler(logging.Handler):
 class Host:
     def __init__(self, loop):
         self.loop = loop
+        self.synapse = None  # presenced_standin.StandIn or presenced_real_synapse.RealSynapse, chosen at init
         self.server_name = None
         self.callbacks = {}  # (module index, slot) -> (get_users_for_states, get_interested_users)
         self.module_names = []  # (python module path, configured name)
@@ -502,7 +202,7 @@ class Host:
         elif op == "api_error":
             waiter = self.api_waiters.pop(message["id"], None)
             if waiter is not None and not waiter.done():
-                waiter.set_exception(SynapseError(400, message["message"]))
+                waiter.set_exception(self.synapse.SynapseError(400, message["message"]))
         elif op == "init":
             self.init(message)
 
@@ -517,8 +217,8 @@ class Host:
             return
         if message["callback"] == "get_users_for_states":
             function = pair[0]
-            argument = _states_from_wire(message["states"])
-            check = check_users_for_states
+            argument = self.synapse.states_from_wire(message["states"])
+            check = self.check_states
         else:
             function = pair[1]
             argument = message["user_id"]
@@ -529,23 +229,26 @@ class Host:
             self.reply_exception(call_id)
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self.finish(call_id, result, check))
-            if not task.done():
-                self.tasks[call_id] = task
+            finished = []
+
+            def done(value, error):
+                finished.append(True)
+                self.tasks.pop(call_id, None)
+                if error is None:
+                    self.reply(call_id, value, check)
+                else:
+                    send({"op": "error", "id": call_id, "kind": "exception", "message": error})
+
+            # Awaited as the module's Synapse would: an asyncio task with the
+            # stand-in, Twisted's coroutine driver with the real Synapse.
+            handle = self.synapse.driver.start_call(result, done)
+            if not finished:
+                self.tasks[call_id] = handle
             return
         self.reply(call_id, result, check)
 
-    async def finish(self, call_id, awaitable, check):
-        try:
-            result = await awaitable
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            self.tasks.pop(call_id, None)
-            self.reply_exception(call_id)
-            return
-        self.tasks.pop(call_id, None)
-        self.reply(call_id, result, check)
+    def check_states(self, result):
+        return check_users_for_states(result, self.synapse)
 
     def reply(self, call_id, result, check):
         try:
@@ -560,13 +263,14 @@ class Host:
 
     # -- module API ---------------------------------------------------------
 
-    async def api(self, method, args):
+    def api(self, method, args):
+        """A future of presenced's answer to a ModuleApi call."""
         api_id = self.next_api_id
         self.next_api_id += 1
         waiter = self.loop.create_future()
         self.api_waiters[api_id] = waiter
         send({"op": "api", "id": api_id, "method": method, "args": args})
-        return await waiter
+        return waiter
 
     # -- loading ----------------------------------------------------------
 
@@ -580,6 +284,7 @@ class Host:
         self.server_name = message["server_name"]
         for entry in reversed(message.get("path") or []):
             sys.path.insert(0, entry)
+        self.synapse = self.choose_synapse(message["modules"])
         ready = []
         for spec in message["modules"]:
             path = spec["module"].rpartition(".")[0]
@@ -594,18 +299,43 @@ class Host:
                 "op": "ready",
                 "python": sys.version,
                 "executable": sys.executable,
+                "synapse": _synapse_origin(self.synapse),
                 "modules": ready,
             }
         )
 
+    def choose_synapse(self, modules):
+        """The interpreter's own Synapse when it has one, else the stand-in
+        (the README's "Bring your Synapse presence router")."""
+        import presenced_real_synapse
+        import presenced_standin
+
+        found = presenced_real_synapse.find()
+        if found is None:
+            return presenced_standin.install(self.loop)
+        try:
+            return presenced_real_synapse.install(self.loop)
+        except presenced_real_synapse.SetupError as e:
+            message = str(e)
+        except BaseException:
+            message = "importing it failed:\n" + _format_exception()
+        init_error(
+            modules[0] if modules else {"index": 0, "module": None},
+            "synapse",
+            "the interpreter %s has a synapse package (%s), which presenced then uses for the modules; %s"
+            % (sys.executable, found, message),
+        )
+
     def load(self, spec):
+        import presenced_module_api
+
         name = spec["module"]
         module_path, _, class_name = name.rpartition(".")
         try:
             module = importlib.import_module(module_path)
             cls = getattr(module, class_name)
         except BaseException as e:
-            _add_shim_note(e)
+            self.add_stand_in_note(e)
             init_error(spec, "import", _format_exception())
         config = spec.get("config")
         if config is None:
@@ -614,11 +344,13 @@ class Host:
         if parse is not None:
             try:
                 config = parse(config)
-            except BaseException:
-                init_error(spec, "parse_config", "parse_config raised:\n" + _format_exception())
-        api = ModuleApi(self, name)
+            except BaseException as e:
+                init_error(spec, "parse_config", _describe_config_error(e) + "parse_config raised:\n" + _format_exception())
+        api = self.synapse.module_api(self, name)
         try:
             if spec.get("legacy"):
+                # As Synapse loads `presence.presence_router`: keywords, then
+                # the instance's methods (plain or async) as one pair.
                 instance = cls(config=config, module_api=api)
                 api.register_presence_router_callbacks(
                     get_users_for_states=getattr(instance, "get_users_for_states", None),
@@ -626,26 +358,56 @@ class Host:
                 )
             else:
                 cls(config, api)
-        except _RegistrationError as e:
+        except presenced_module_api.RegistrationError as e:
             init_error(spec, "registration", str(e))
         except BaseException as e:
-            _add_shim_note(e)
+            self.add_stand_in_note(e)
             init_error(spec, "construct", _format_exception())
-        return api._pairs
+        return api._presenced_pairs
 
+    def add_stand_in_note(self, error):
+        """`from synapse.x import missing` loses the stand-in's message
+        (CPython raises its own ImportError): say what is provided."""
+        if self.synapse.real or not isinstance(error, ImportError):
+            return
+        if not (error.name or "").startswith("synapse"):
+            return
+        import presenced_standin
 
-def _add_shim_note(error):
-    """`from synapse.x import missing` loses the shim's message (CPython
-    raises its own ImportError): say what is provided."""
-    if isinstance(error, ImportError) and (error.name or "").startswith("synapse"):
         note = (
-            "presenced runs Synapse modules against a small Synapse compatibility layer; "
-            "it provides: %s" % _provided_summary()
+            "not available in presenced: without Synapse installed in python_modules.python, "
+            "modules get presenced's stand-in synapse package, which provides: %s" % presenced_standin.provided_summary()
         )
         if hasattr(error, "add_note"):
             error.add_note(note)
         else:
             error.args = ("%s\n%s" % (error.args[0] if error.args else "", note),)
+
+
+def _describe_config_error(error):
+    """Synapse's ConfigError (its own or the stand-in's) as a first line:
+    what is wrong and where."""
+    if type(error).__name__ != "ConfigError":
+        return ""
+    path = getattr(error, "path", None)
+    where = " at %s" % ".".join(str(p) for p in path) if path else ""
+    return "invalid config%s: %s\n" % (where, getattr(error, "msg", error))
+
+
+def _synapse_origin(synapse):
+    if not synapse.real:
+        return "presenced's stand-in"
+    import importlib.metadata
+
+    import synapse as package
+
+    # Not synapse.__version__: Synapse adds the git state of the current
+    # directory to it.
+    try:
+        version = importlib.metadata.version("matrix-synapse")
+    except importlib.metadata.PackageNotFoundError:
+        version = "(unknown version)"
+    return "matrix-synapse %s in %s" % (version, os.path.dirname(package.__file__))
 
 
 def _format_exception():
@@ -669,8 +431,8 @@ def main():
     if hasattr(asyncio, "eager_task_factory"):
         # 3.12+: a coroutine that never suspends finishes without a loop turn.
         loop.set_task_factory(asyncio.eager_task_factory)
+    load_parts(sys.argv[2:])
     host = Host(loop)
-    install_shim()
     root = logging.getLogger()
     root.addHandler(_FrameHandler(host))
     root.setLevel(logging.INFO)

@@ -1,6 +1,8 @@
-"""Unit tests of the Python module host: the `synapse` compatibility
-layer, the answer type rules, and the frame protocol through a real
-child process started the way presenced starts it.
+"""Unit tests of the Python module host: the stand-in `synapse` package,
+the answer type rules, and the frame protocol through a real child process
+started the way presenced starts it, on this interpreter (stand-in) and,
+when PRESENCED_TEST_SYNAPSE_PYTHON names an interpreter with matrix-synapse
+installed, on that one (the real Synapse; skipped with a message otherwise).
 
     python3 -m unittest discover -s crates/presenced-server/python -p 'test_*.py'
 
@@ -8,12 +10,15 @@ presenced's integration tests (tests/it/python_modules.rs) drive the same
 host through HTTP.
 """
 
+import asyncio
 import json
 import os
 import re
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,21 +37,41 @@ BOOT = _boot()
 
 
 def load_host_module():
-    """The host's definitions, without running main()."""
+    """The host's definitions and its parts, without running main()."""
     namespace = {"__name__": "presenced_host_under_test"}
     exec(compile(SOURCE, "<presenced-host>", "exec"), namespace)
+    namespace["load_parts"](PART_SOURCES)
     return namespace
 
 
-class Shim(unittest.TestCase):
+def _part_sources():
+    # The order is the host's PARTS (protocol.rs's HOST_PARTS passes the same).
+    namespace = {"__name__": "presenced_host_parts"}
+    exec(compile(SOURCE, "<presenced-host>", "exec"), namespace)
+    return [open(os.path.join(HERE, name + ".py")).read() for name in namespace["PARTS"]]
+
+
+PART_SOURCES = _part_sources()
+
+
+class StandIn(unittest.TestCase):
+    """The stand-in `synapse` package, installed in this process."""
+
     @classmethod
     def setUpClass(cls):
-        cls.host = load_host_module()
         cls.saved = dict(sys.modules), list(sys.meta_path)
-        cls.host["install_shim"]()
+        cls.host = load_host_module()
+        cls.loop = asyncio.new_event_loop()
+        cls.standin = sys.modules["presenced_standin"].install(cls.loop)
 
     @classmethod
     def tearDownClass(cls):
+        # Looping calls run until stopped; Synapse gives no handle either.
+        pending = asyncio.all_tasks(cls.loop)
+        for task in pending:
+            task.cancel()
+        cls.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        cls.loop.close()
         modules, meta_path = cls.saved
         for name in list(sys.modules):
             if name not in modules:
@@ -95,27 +120,100 @@ class Shim(unittest.TestCase):
     def test_missing_synapse_modules_and_names_say_what_is_provided(self):
         with self.assertRaises(ModuleNotFoundError) as caught:
             import synapse.storage  # noqa: F401
-        self.assertIn("synapse.storage", str(caught.exception))
+        self.assertIn("not available in presenced: module 'synapse.storage'", str(caught.exception))
         self.assertIn("synapse.module_api", str(caught.exception))
         import synapse.module_api
 
         with self.assertRaises(AttributeError) as caught:
-            synapse.module_api.run_in_background  # noqa: B018
+            synapse.module_api.cached  # noqa: B018
+        self.assertIn("not available in presenced: synapse.module_api.cached", str(caught.exception))
         self.assertIn("run_in_background", str(caught.exception))
-        self.assertIn("ModuleApi", str(caught.exception))
+
+    def test_the_names_of_synapses_module_api_that_make_sense_here_import(self):
+        from synapse.api.constants import EduTypes, EventTypes, Membership, PresenceState
+        from synapse.api.errors import AuthError, Codes, NotFoundError, SynapseError
+        from synapse.config import ConfigError
+        from synapse.logging.context import make_deferred_yieldable, run_in_background  # noqa: F401
+        from synapse.module_api import (  # noqa: F401
+            DomainSpecificString,
+            JsonMapping,
+            RoomAlias,
+            RoomID,
+            StateMap,
+            UserPresenceState,
+            errors,
+            run_as_background_process,
+        )
+        from synapse.types import get_localpart_from_id
+
+        self.assertIs(errors.ConfigError, ConfigError)
+        self.assertEqual(errors.SynapseError, SynapseError)
+        self.assertEqual(
+            (PresenceState.ONLINE, PresenceState.UNAVAILABLE, PresenceState.OFFLINE, PresenceState.BUSY),
+            ("online", "unavailable", "offline", "org.matrix.msc3026.busy"),
+        )
+        self.assertEqual((EventTypes.Member, EduTypes.PRESENCE, Membership.JOIN), ("m.room.member", "m.presence", "join"))
+        error = AuthError(403, "no")
+        self.assertIsInstance(error, SynapseError)
+        self.assertEqual(error.error_dict(None), {"errcode": "M_FORBIDDEN", "error": "no"})
+        self.assertEqual(NotFoundError().code, 404)
+        self.assertEqual(Codes.INVALID_PARAM, "M_INVALID_PARAM")
+        self.assertEqual(ConfigError("bad", ("a", "b")).path, ("a", "b"))
+        self.assertEqual(RoomID.from_string("!r:x").domain, "x")
+        self.assertEqual(RoomAlias.from_string("#a:x").to_string(), "#a:x")
+        self.assertEqual(get_localpart_from_id("@bob:x"), "bob")
+        with self.assertRaises(SynapseError):
+            RoomID.from_string("@not-a-room:x")
+
+    def test_module_api_answers_what_presenced_can(self):
+        api = self.standin.module_api(FakeHost(), "m.Class")
+        self.assertIsNone(api.worker_app)
+        self.assertIsNone(api.worker_name)
+        self.assertTrue(api.should_run_background_tasks())
+        self.assertEqual(api.public_baseurl, "https://example.com/")
+        self.assertTrue(api.is_mine("@a:example.com"))
+        from synapse.module_api import UserID, make_deferred_yieldable, run_in_background
+
+        self.assertFalse(api.is_mine(UserID("a", "elsewhere.org")))
+        self.assertEqual(api.get_qualified_user_id("bob"), "@bob:example.com")
+
+        async def double(n):
+            await api.sleep(0.001)
+            return 2 * n
+
+        async def scenario():
+            in_thread = await api.defer_to_thread(lambda a, b=0: (threading.current_thread() is threading.main_thread(), a + b), 1, b=2)
+            background = await make_deferred_yieldable(run_in_background(double, 21))
+            failed = run_in_background(lambda: 1 / 0)
+            with self.assertRaises(ZeroDivisionError):
+                await failed
+            swallowed = await api.run_as_background_process("t", lambda: 1 / 0)
+            ticks = []
+            api.looping_background_call(ticks.append, 1, "tick")
+            while len(ticks) < 2:
+                await api.sleep(0.001)
+            return in_thread, background, swallowed, ticks[:2]
+
+        with self.assertLogs("m.Class", "ERROR") as logs:
+            self.assertEqual(self.loop.run_until_complete(scenario()), ((False, 3), 42, None, ["tick", "tick"]))
+        self.assertIn("background process t failed", logs.output[0])
 
     def test_module_api_refuses_unknown_members_and_half_registrations(self):
-        api = self.host["ModuleApi"](None, "m.Class")
+        api = self.standin.module_api(None, "m.Class")
         with self.assertRaises(AttributeError) as caught:
             api.get_user_by_req  # noqa: B018
-        self.assertIn("get_user_by_req", str(caught.exception))
+        self.assertIn("not available in presenced: ModuleApi.get_user_by_req", str(caught.exception))
         self.assertIn("register_presence_router_callbacks", str(caught.exception))
         with self.assertRaises(RuntimeError) as caught:
             api.register_presence_router_callbacks(get_users_for_states=lambda s: {})
         self.assertIn("get_interested_users", str(caught.exception))
 
     def test_answer_types_follow_synapses_declarations(self):
-        check_states = self.host["check_users_for_states"]
+        standin = self.standin
+
+        def check_states(result):
+            return self.host["check_users_for_states"](result, standin)
+
         check_interest = self.host["check_interested_users"]
         wrong = self.host["WrongType"]
         from synapse.api import UserPresenceState
@@ -132,17 +230,24 @@ class Shim(unittest.TestCase):
                 check_interest(bad)
 
 
-class Process(unittest.TestCase):
-    """The host as a child process, over its real pipes."""
+class FakeHost:
+    server_name = "example.com"
 
-    def start(self, modules, legacy=False):
+
+class Pipes(unittest.TestCase):
+    """Starts the host as a child process and talks to it over its pipes."""
+
+    python = sys.executable
+
+    def start(self, modules, legacy=False, path=(FIXTURES,)):
         proc = subprocess.Popen(
-            [sys.executable, "-c", BOOT, SOURCE],
+            [self.python, "-c", BOOT, SOURCE, *PART_SOURCES],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         # Cleanups run last-registered first: kill, reap, then close.
+        self.addCleanup(proc.stdin.close)
         self.addCleanup(proc.stdout.close)
         self.addCleanup(proc.stderr.close)
         self.addCleanup(proc.wait)
@@ -152,7 +257,7 @@ class Process(unittest.TestCase):
             {"index": i, "module": name, "config": config, "legacy": legacy}
             for i, (name, config) in enumerate(modules)
         ]
-        self.send({"op": "init", "server_name": "example.com", "path": [FIXTURES], "modules": entries})
+        self.send({"op": "init", "server_name": "example.com", "path": list(path), "modules": entries})
         return self.receive()
 
     def send(self, message):
@@ -171,6 +276,10 @@ class Process(unittest.TestCase):
             message = self.receive()
             if message["op"] == op:
                 return message
+
+
+class Process(Pipes):
+    """The host as a child process, over its real pipes."""
 
     def test_the_docs_example_answers_through_the_pipe(self):
         ready = self.start([("custom_router.CustomPresenceRouter", {})])
@@ -204,6 +313,96 @@ class Process(unittest.TestCase):
         self.assertIn("misbehaving.py", error["message"])
         self.assertIn("ValueError: this router fails on purpose", error["message"])
 
+    def test_print_in_a_module_does_not_corrupt_frames(self):
+        self.start([("custom_router.CustomPresenceRouter", {})])
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@x:example.com"})
+        self.assertEqual(self.receive()["value"], [])
+
+    def test_load_errors_name_the_module_and_the_cause(self):
+        error = self.start([("imports_storage.ImportsStorage", {})])
+        self.assertEqual((error["op"], error["kind"]), ("init_error", "import"))
+        self.assertIn("synapse.storage", error["message"])
+        self.assertEqual(self.proc.wait(5), 1)
+
+    def test_a_legacy_module_loads_with_parse_config(self):
+        ready = self.start([("legacy_router.LegacyRouter", {"routes": {"@d:example.com": ["@e:example.com"]}})], legacy=True)
+        self.assertEqual(ready["modules"], [{"index": 0, "pairs": 1}])
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@e:example.com"})
+        self.assertEqual(self.receive()["value"], ["@d:example.com"])
+
+    def test_a_synapse_package_that_fails_to_import_stops_start_up_naming_it(self):
+        # Found on the path, so taken for the operator's Synapse.
+        with tempfile.TemporaryDirectory() as broken:
+            os.mkdir(os.path.join(broken, "synapse"))
+            with open(os.path.join(broken, "synapse", "__init__.py"), "w") as f:
+                f.write("raise RuntimeError('this synapse is broken')\n")
+            error = self.start([("custom_router.CustomPresenceRouter", {})], path=(broken, FIXTURES))
+        self.assertEqual((error["op"], error["kind"], error["module"]), ("init_error", "synapse", "custom_router.CustomPresenceRouter"), error)
+        self.assertIn("has a synapse package (%s" % broken, error["message"])
+        # Twisted, imported first, may be what is missing.
+        self.assertRegex(error["message"], "(?s)importing it failed:.*(this synapse is broken|No module named 'twisted')")
+
+    def test_end_of_input_ends_the_host(self):
+        self.start([("custom_router.CustomPresenceRouter", {})])
+        self.proc.stdin.close()
+        self.assertEqual(self.proc.wait(5), 0)
+
+
+BOB = ["@bob:example.com", "online", 5, 0, 0, "hi", True]
+PROBED = {
+    "@%s:probe" % name
+    for name in (
+        "run_in_background",
+        "defer_to_thread",
+        "run_as_background_process",
+        "looping_background_call",
+        "constants",
+        "public_baseurl",
+        "delayed_background_call",
+        "refusal",
+    )
+}
+
+
+class Surface:
+    """Routers written against Synapse's module API; the same tests on the
+    stand-in and on a real Synapse (`synapse` is which one they expect)."""
+
+    synapse = None
+
+    def call(self, call_id, callback, **argument):
+        self.send({"op": "call", "id": call_id, "module": 0, "slot": 0, "callback": callback, **argument})
+        return self.receive_op("result" if call_id else "error")
+
+    def test_a_new_style_router_importing_synapses_modules_routes(self):
+        config = {"routes": {"@bob:example.com": ["@alice:example.com"]}, "synapse": self.synapse, "probe": "@probe:example.com"}
+        ready = self.start([("synapse_surface.SynapseSurfaceRouter", config)])
+        self.assertEqual(ready["op"], "ready", ready)
+        self.assertEqual(ready["synapse"].startswith("matrix-synapse 1.163."), self.synapse == "real", ready["synapse"])
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_users_for_states", "states": [BOB]})
+        self.assertEqual(self.receive_op("result"), {"op": "result", "id": 1, "value": {"@alice:example.com": [BOB]}})
+        self.send({"op": "call", "id": 2, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@alice:example.com"})
+        self.assertEqual(self.receive_op("result")["value"], ["@bob:example.com"])
+        # Synapse's Twisted-returning calls, as the module sees them.
+        self.send({"op": "call", "id": 3, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@probe:example.com"})
+        self.assertEqual(set(self.receive_op("result")["value"]), PROBED)
+
+    def test_a_legacy_router_importing_synapses_modules_routes(self):
+        ready = self.start([("legacy_synapse_router.LegacySynapseRouter", {"monitors": ["@m:example.com"]})], legacy=True)
+        self.assertEqual(ready["modules"], [{"index": 0, "pairs": 1}], ready)
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_users_for_states", "states": [BOB]})
+        self.assertEqual(self.receive_op("result")["value"], {"@m:example.com": [BOB]})
+        self.send({"op": "call", "id": 2, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@m:example.com"})
+        self.assertEqual(self.receive_op("result")["value"], "ALL")
+
+    def test_a_config_error_from_parse_config_stops_start_up_clearly(self):
+        error = self.start([("synapse_surface.SynapseSurfaceRouter", {"routes": ["@bob:example.com"]})])
+        self.assertEqual((error["op"], error["kind"]), ("init_error", "parse_config"), error)
+        self.assertTrue(error["message"].startswith("invalid config at routes: routes must map"), error["message"])
+        self.assertIn("ConfigError", error["message"])
+        error = self.start([("legacy_synapse_router.LegacySynapseRouter", {"monitors": ["bob"]})], legacy=True)
+        self.assertTrue(error["message"].startswith("invalid config at monitors: "), error["message"])
+
     def test_module_api_calls_and_logs_go_to_presenced(self):
         self.start(
             [
@@ -226,27 +425,31 @@ class Process(unittest.TestCase):
         self.assertIn("@a:example.com", log["message"])
         self.assertEqual(self.receive_op("result")["value"], [])
 
-    def test_print_in_a_module_does_not_corrupt_frames(self):
-        self.start([("custom_router.CustomPresenceRouter", {})])
-        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@x:example.com"})
-        self.assertEqual(self.receive()["value"], [])
+    def test_a_failing_callback_is_that_calls_error(self):
+        self.start([("misbehaving.Raises", {"trigger": "@t:example.com"})])
+        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@t:example.com"})
+        error = self.receive()
+        self.assertEqual(error["kind"], "exception", error)
+        self.assertIn("misbehaving.py", error["message"])
+        self.assertIn("ValueError: this router fails on purpose", error["message"])
 
-    def test_load_errors_name_the_module_and_the_cause(self):
-        error = self.start([("imports_storage.ImportsStorage", {})])
-        self.assertEqual((error["op"], error["kind"]), ("init_error", "import"))
-        self.assertIn("synapse.storage", error["message"])
-        self.assertEqual(self.proc.wait(5), 1)
 
-    def test_a_legacy_module_loads_with_parse_config(self):
-        ready = self.start([("legacy_router.LegacyRouter", {"routes": {"@d:example.com": ["@e:example.com"]}})], legacy=True)
-        self.assertEqual(ready["modules"], [{"index": 0, "pairs": 1}])
-        self.send({"op": "call", "id": 1, "module": 0, "slot": 0, "callback": "get_interested_users", "user_id": "@e:example.com"})
-        self.assertEqual(self.receive()["value"], ["@d:example.com"])
+class SurfaceOnTheStandIn(Surface, Pipes):
+    synapse = "stand-in"
 
-    def test_end_of_input_ends_the_host(self):
-        self.start([("custom_router.CustomPresenceRouter", {})])
-        self.proc.stdin.close()
-        self.assertEqual(self.proc.wait(5), 0)
+
+class SurfaceOnARealSynapse(Surface, Pipes):
+    """On the interpreter PRESENCED_TEST_SYNAPSE_PYTHON names (a virtualenv
+    with matrix-synapse 1.163; scripts/python-versions makes one)."""
+
+    synapse = "real"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.python = os.environ.get("PRESENCED_TEST_SYNAPSE_PYTHON")
+        if not cls.python:
+            sys.stderr.write("\nskipped: the host on a real Synapse (set PRESENCED_TEST_SYNAPSE_PYTHON to a Python with matrix-synapse)\n")
+            raise unittest.SkipTest("PRESENCED_TEST_SYNAPSE_PYTHON is not set")
 
 
 if __name__ == "__main__":

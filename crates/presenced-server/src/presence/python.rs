@@ -11,9 +11,11 @@
 //!   per-user `get_interested_users` cache.
 //! - `stats`: per-module counters and restarts for `/metrics`.
 //!
-//! The host program itself, `python/presenced_host.py`, is compiled into
-//! the binary and started as `python -c`, so nothing is installed and a
-//! server without Python modules never starts Python.
+//! The host program itself, `python/presenced_host.py` and its three
+//! parts (presenced's `ModuleApi`, the stand-in `synapse` package, the
+//! adapter to the interpreter's own Synapse), is compiled into the binary
+//! and started as `python -c`, so nothing is installed and a server
+//! without Python modules never starts Python.
 
 mod adapter;
 pub mod host;

@@ -618,3 +618,127 @@ async fn send_local_online_presence_to_from_python_reaches_the_federation_outbox
     assert_eq!(entries[0].state.user_id.as_str(), "@alice:example.com");
     assert_eq!(entries[0].state.status_msg.as_deref(), Some("hi"));
 }
+
+/// An interpreter with matrix-synapse installed, from
+/// `PRESENCED_TEST_SYNAPSE_PYTHON` (scripts/python-versions makes one with
+/// Synapse 1.163 from PyPI and sets it, so CI never skips); without it the
+/// test says it is skipped and passes.
+fn synapse_python(test: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("PRESENCED_TEST_SYNAPSE_PYTHON").map(PathBuf::from);
+    if python.is_none() {
+        eprintln!(
+            "skipped {test}: set PRESENCED_TEST_SYNAPSE_PYTHON to a Python with matrix-synapse \
+             (scripts/python-versions makes one)"
+        );
+    }
+    python
+}
+
+/// A new-style and a legacy router written against Synapse's module API
+/// (imports from `synapse.module_api`, `.types`, `.api.*`, `.config`,
+/// `.events.presence_router`, `.handlers.presence`; routing through
+/// `run_in_background` and `defer_to_thread`) route over HTTP. `synapse`
+/// is which `synapse` the new-style fixture must find, or it refuses to
+/// start.
+async fn routers_written_against_synapse_route(python: PathBuf, synapse: &str) {
+    let app = spawn_app_with(|config: &mut Config| {
+        python_server(config);
+        config.python_modules.python = Some(python);
+        config.modules = vec![module(
+            "synapse_surface.SynapseSurfaceRouter",
+            json!({"routes": {"@bob:example.com": ["@alice:example.com"]}, "synapse": synapse}),
+        )];
+        config.presence.presence_router = Some(module(
+            "legacy_synapse_router.LegacySynapseRouter",
+            json!({"monitors": ["@monitor:example.com"]}),
+        ));
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let monitor = app.register("monitor").await;
+    put_presence(
+        &app,
+        &bob,
+        json!({"presence": "online", "status_msg": "routed"}),
+    )
+    .await;
+    put_presence(&app, &carol, json!({"presence": "unavailable"})).await;
+
+    // alice gets bob's presence (the new-style router, its answer computed
+    // in a thread), the monitor everyone's (the legacy one's ALL_USERS),
+    // carol nobody's.
+    eventually(|| async {
+        presence_of(
+            &sync(&app, &alice, "set_presence=offline").await,
+            &bob.user_id,
+        )
+        .is_some_and(|c| c["status_msg"] == "routed")
+    })
+    .await;
+    eventually(|| async {
+        let body = sync(&app, &monitor, "set_presence=offline").await;
+        presence_of(&body, &bob.user_id).is_some() && presence_of(&body, &carol.user_id).is_some()
+    })
+    .await;
+    assert_eq!(get_presence(&app, &alice, &bob.user_id).await.0, 200);
+    assert_eq!(get_presence(&app, &alice, &carol.user_id).await.0, 403);
+    assert_eq!(get_presence(&app, &monitor, &carol.user_id).await.0, 200);
+    assert_eq!(get_presence(&app, &carol, &bob.user_id).await.0, 403);
+}
+
+#[tokio::test]
+async fn routers_written_against_synapse_route_on_the_stand_in() {
+    routers_written_against_synapse_route(python(), "stand-in").await;
+}
+
+#[tokio::test]
+async fn with_a_real_synapse_routers_written_against_it_route() {
+    let Some(python) = synapse_python("with_a_real_synapse_routers_written_against_it_route")
+    else {
+        return;
+    };
+    routers_written_against_synapse_route(python, "real").await;
+}
+
+/// `parse_config` raising `synapse.config.ConfigError` stops start-up
+/// with the module's name, the key and the module's words first.
+fn config_error_stops_start_up(python: PathBuf) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(&dir);
+    python_server(&mut config);
+    config.python_modules.python = Some(python);
+    config.modules = vec![module(
+        "synapse_surface.SynapseSurfaceRouter",
+        json!({"routes": ["@bob:example.com"]}),
+    )];
+    let message = match presenced_server::process::startup::build_state(config) {
+        Ok(_) => panic!("start-up should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains(
+            "`synapse_surface.SynapseSurfaceRouter` failed to load (parse_config):\n\
+             invalid config at routes: routes must map a sender to a list of receivers"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("ConfigError"), "{message}");
+}
+
+#[test]
+fn a_config_error_from_parse_config_stops_start_up_on_the_stand_in() {
+    config_error_stops_start_up(python());
+}
+
+#[test]
+fn with_a_real_synapse_a_config_error_from_parse_config_stops_start_up() {
+    if let Some(python) =
+        synapse_python("with_a_real_synapse_a_config_error_from_parse_config_stops_start_up")
+    {
+        config_error_stops_start_up(python);
+    }
+}

@@ -264,6 +264,7 @@ fn spawn(inner: &Arc<Inner>) -> Result<Process, StartError> {
         .arg("-c")
         .arg(protocol::BOOT)
         .arg(protocol::HOST_SOURCE)
+        .args(protocol::HOST_PARTS)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -311,9 +312,10 @@ fn spawn(inner: &Arc<Inner>) -> Result<Process, StartError> {
         Ok(FromHost::Ready {
             python,
             executable,
+            synapse,
             modules,
         }) => {
-            tracing::info!(%python, %executable, "Python module host ready");
+            tracing::info!(%python, %executable, %synapse, "Python module host ready");
             // The stall clock starts now, not at spawn: imports may be slow.
             let age = conn.born.elapsed().as_millis() as u64;
             conn.last_pong.store(age, Ordering::Relaxed);

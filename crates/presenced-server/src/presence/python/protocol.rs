@@ -12,7 +12,7 @@ use std::sync::Arc;
 use presenced_engine::{Presence, PresenceState, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// Started as `python -c BOOT HOST_SOURCE`: checks the version in syntax
+/// Started as `python -c BOOT HOST_SOURCE HOST_PARTS...`: checks the version in syntax
 /// every Python parses (so an old interpreter gets a message, not a
 /// `SyntaxError`), then runs the host.
 pub const BOOT: &str = "import sys\nif sys.version_info < (3, 10):\n    sys.stderr.write(\"presenced: Python 3.10 or newer is needed; %s is %s\\n\" % (sys.executable, sys.version.split()[0]))\n    sys.exit(3)\nexec(compile(sys.argv[1], \"<presenced-host>\", \"exec\"))\n";
@@ -22,6 +22,15 @@ pub const EXIT_TOO_OLD: i32 = 3;
 
 /// The host program, shipped inside the binary.
 pub const HOST_SOURCE: &str = include_str!("../../../python/presenced_host.py");
+
+/// The host's other files, passed after [`HOST_SOURCE`] in the order of the
+/// host's `PARTS`: the ModuleApi presenced answers, the stand-in `synapse`
+/// package, and the adapter to the interpreter's own Synapse.
+pub const HOST_PARTS: [&str; 3] = [
+    include_str!("../../../python/presenced_module_api.py"),
+    include_str!("../../../python/presenced_standin.py"),
+    include_str!("../../../python/presenced_real_synapse.py"),
+];
 
 /// Frames larger than this are a broken host, not an answer.
 const MAX_FRAME: usize = 256 << 20;
@@ -114,6 +123,9 @@ pub enum FromHost {
     Ready {
         python: String,
         executable: String,
+        /// The `synapse` the modules import: the interpreter's own (its
+        /// version and folder) or presenced's stand-in.
+        synapse: String,
         modules: Vec<ReadyModule>,
     },
     /// A module could not be loaded; the host exits.
