@@ -352,7 +352,7 @@ for w in $WORKLOADS; do
       log "$w: the run against $label failed (see $dir)"
     if [ "$server" = companion ]; then
       "$VENV/bin/python" tests/companion/forwarding_latency.py "http://127.0.0.1:$port" \
-        "$UPSTREAM_URL" "$USER_TOKEN" 1000 --json companion | tee -a "$RESULTS" ||
+        "$UPSTREAM_URL" "$USER_TOKEN" 1000 20 --json companion | tee -a "$RESULTS" ||
         log "the forwarding latency run failed (see $dir)"
     fi
     stop_server
@@ -516,8 +516,11 @@ if ("companion", "rooms") in steps and ("synapse", "rooms") in steps:
     co_lines.append(f"| deliveries seen/expected at {rate:.0f} PUT/s | {c0['deliveries_seen']}/{c0['deliveries_expected']} | {s0['deliveries_seen']}/{s0['deliveries_expected']} | |")
     co_lines.append("")
     if forwarding:
+        first = next(iter(forwarding.values()))
         co_lines += ["**The latency presenced adds to a request it forwards** "
-                     f"(interleaved, {next(iter(forwarding.values()))['rounds']} of each, one kept-alive connection each)", "",
+                     f"(interleaved, {first['rounds']} of each, one kept-alive connection each, "
+                     f"{first.get('pause_ms', 0):.0f} ms between requests so that the application-service "
+                     "push a message send causes is over before the next request)", "",
                      "| request | straight to Synapse p50 / p99 ms | through presenced p50 / p99 ms | added p50 / p99 ms |",
                      "|---|---:|---:|---:|"]
         for name, f in forwarding.items():

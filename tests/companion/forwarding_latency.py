@@ -6,7 +6,14 @@ send into a fresh room), and the p50/p99 of each are printed with what
 presenced adds. Used by scripts/companion-check (a short run) and
 scripts/bench-vs-synapse.sh (BENCHMARKS.md's figures).
 
-Usage: forwarding_latency.py PRESENCED_URL SYNAPSE_URL TOKEN [ROUNDS] [--json LABEL]
+Three kinds: `whoami` (a GET), an account-data PUT (a body, nothing
+pushed to presenced afterwards) and a message send (a room event, which
+Synapse then pushes to presenced as an application-service transaction, a
+few ms later, while the next request runs). A pause after each pair
+(PAUSE_MS, default 0) lets that push finish first, to see the forwarding
+alone.
+
+Usage: forwarding_latency.py PRESENCED_URL SYNAPSE_URL TOKEN [ROUNDS] [PAUSE_MS] [--json LABEL]
 With --json, one JSON line per request kind goes to stdout as well.
 """
 
@@ -47,21 +54,30 @@ def main():
         del args[at : at + 2]
     presenced, synapse, token = args[:3]
     rounds = int(args[3]) if len(args) > 3 else 300
+    pause = (int(args[4]) if len(args) > 4 else 0) / 1000
     req = urllib.request.Request(
         presenced + "/_matrix/client/v3/createRoom", data=b"{}", method="POST",
         headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
     room = json.load(urllib.request.urlopen(req))["room_id"]
     send = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room)}/send/m.room.message/"
     direct, through = connection(synapse), connection(presenced)
+    whoami = json.load(urllib.request.urlopen(urllib.request.Request(
+        presenced + "/_matrix/client/v3/account/whoami",
+        headers={"Authorization": "Bearer " + token})))["user_id"]
+    account_data = f"/_matrix/client/v3/user/{urllib.parse.quote(whoami)}/account_data/org.example.latency"
     for name, path, body in [("whoami", "/_matrix/client/v3/account/whoami", None),
+                             ("account data PUT", account_data, {"n": 1}),
                              ("message send", send, {"msgtype": "m.text", "body": "x"})]:
         method = "GET" if body is None else "PUT"
+        fresh = path == send  # a message send needs a new transaction id each time
         d, t = [], []
         for _ in range(rounds):
-            suffix = "" if body is None else f"lat{time.time_ns()}"
+            suffix = f"lat{time.time_ns()}" if fresh else ""
             d.append(timed(direct, token, method, path + suffix, body))
-            suffix = "" if body is None else f"lat{time.time_ns()}"
+            time.sleep(pause)
+            suffix = f"lat{time.time_ns()}" if fresh else ""
             t.append(timed(through, token, method, path + suffix, body))
+            time.sleep(pause)
         figures = {
             "direct_p50_ms": percentile(d, .5), "direct_p99_ms": percentile(d, .99),
             "through_p50_ms": percentile(t, .5), "through_p99_ms": percentile(t, .99),
@@ -73,7 +89,7 @@ def main():
               f"{figures['through_p99_ms'] - figures['direct_p99_ms']:.2f} ms)", file=sys.stderr)
         if label:
             print(json.dumps({"label": label, "kind": "forwarding", "request": name,
-                              "rounds": rounds, **figures}), flush=True)
+                              "rounds": rounds, "pause_ms": pause * 1000, **figures}), flush=True)
 
 
 if __name__ == "__main__":
