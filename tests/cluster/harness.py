@@ -92,6 +92,11 @@ class Cluster:
         )
         self.pg_admin = pg
         self.dbname = f"presenced_cluster_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+        # JetStream's durability settings, for measuring what each costs
+        # (scripts/bench-cluster --nats-sync / --unreplicated): every test
+        # keeps the production ones, an fsync per write and 3 replicas.
+        self.nats_sync = "always"
+        self.unreplicated = False
 
     # ---- parts ----------------------------------------------------------
 
@@ -158,7 +163,7 @@ class Cluster:
             conf.write_text(
                 f"server_name: n{i}\nlisten: {self.bind}:{clients[i]}\n"
                 f"http: 127.0.0.1:{self.nats_monitor[i]}\n"
-                f'jetstream {{\n  store_dir: "{self.tmp / f"nats{i}"}"\n  sync_interval: always\n}}\n'
+                f'jetstream {{\n  store_dir: "{self.tmp / f"nats{i}"}"\n  sync_interval: {self.nats_sync}\n}}\n'
                 f"cluster {{\n  name: presenced_harness\n  listen: 127.0.0.1:{routes[i]}\n"
                 f"  routes: [{', '.join(f'nats://127.0.0.1:{p}' for p in routes)}]\n}}\n"
             )
@@ -215,6 +220,7 @@ class Cluster:
             + f'signing_key_path: "{self.tmp / "signing.key"}"\n'
             + f'database:\n  url: "{self._db_url()}"\n'
             + f"cluster:\n  node_name: node{i}\n  nats_servers: [{servers}]\n"
+            + ("  allow_unreplicated: true\n" if self.unreplicated else "")
         )
         return conf
 
