@@ -74,6 +74,8 @@ struct State {
     rng: SplitMix64,
     /// Extra delay on every call, for "lag" faults.
     lag: Duration,
+    /// Requests sent, per subject (what a test counts).
+    requests: BTreeMap<String, u64>,
 }
 
 struct Log {
@@ -137,6 +139,7 @@ impl MemBus {
                 endpoints: BTreeMap::new(),
                 rng,
                 lag: Duration::ZERO,
+                requests: BTreeMap::new(),
             }),
         });
         Self {
@@ -181,6 +184,15 @@ impl MemBus {
     /// Extra delay on every call from now on.
     pub fn set_lag(&self, lag: Duration) {
         self.state().lag = lag;
+    }
+
+    /// How many requests were sent on subjects starting with `prefix`.
+    pub fn requests_sent(&self, prefix: &str) -> u64 {
+        (self.state().requests)
+            .iter()
+            .filter(|(subject, _)| subject.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Every entry ever written to a partition log, superseded ones included.
@@ -471,6 +483,7 @@ impl Bus for MemBus {
         let (answer, answered) = oneshot::channel();
         let delivered = {
             let mut state = self.state();
+            *state.requests.entry(subject.to_owned()).or_default() += 1;
             let cut: Vec<Arc<str>> = state
                 .endpoints
                 .iter()

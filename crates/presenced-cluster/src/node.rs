@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::bus::{Bus, BusError, LeaseBucket, Seq};
+use crate::bus::{Bus, BusError, LeaseBucket, Request, Responder, Seq};
 use crate::driver::{PresenceDriver, Verbatim};
 use crate::owner::{self, command_subject};
 use crate::partition::{partition_of, PARTITIONS};
@@ -70,6 +70,11 @@ pub(crate) struct NodeInner<B> {
     /// Per partition: states the driver computed on its own (timeouts,
     /// sync ends) waiting for the owner loop to write them.
     pub(crate) locals: Vec<mpsc::UnboundedSender<LocalChange>>,
+    /// Per partition: commands from this node's own front door while it
+    /// owns the partition, handed to the owner loop in process instead of
+    /// through the bus (the same batch, append and answer; see
+    /// `NodeHandle::write_command`).
+    pub(crate) direct: Vec<mpsc::UnboundedSender<Request>>,
     owned: Mutex<BTreeMap<u16, u64>>,
     commands: AtomicU64,
     /// Turns false when the node is stopped: its in-flight writes then end
@@ -137,6 +142,8 @@ impl<B: Bus> Node<B> {
     pub fn start_with(name: &str, bus: B, timing: Timing, driver: Arc<dyn PresenceDriver>) -> Self {
         let (locals, receivers): (Vec<_>, Vec<_>) =
             (0..PARTITIONS).map(|_| mpsc::unbounded_channel()).unzip();
+        let (direct, direct_receivers): (Vec<_>, Vec<_>) =
+            (0..PARTITIONS).map(|_| mpsc::unbounded_channel()).unzip();
         let inner = Arc::new(NodeInner {
             name: name.to_owned(),
             bus,
@@ -144,6 +151,7 @@ impl<B: Bus> Node<B> {
             timing,
             driver,
             locals,
+            direct,
             owned: Mutex::new(BTreeMap::new()),
             commands: AtomicU64::new(0),
             running: Watched::new(true),
@@ -152,14 +160,14 @@ impl<B: Bus> Node<B> {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(heartbeat(inner.clone()));
-        for (partition, local) in (0..PARTITIONS).zip(receivers) {
+        for ((partition, local), direct) in (0..PARTITIONS).zip(receivers).zip(direct_receivers) {
             tasks.spawn(replica::follow(
                 inner.bus.clone(),
                 inner.replica.clone(),
                 inner.driver.clone(),
                 partition,
             ));
-            tasks.spawn(owner::run(inner.clone(), partition, local));
+            tasks.spawn(owner::run(inner.clone(), partition, local, direct));
         }
         Self { inner, tasks }
     }
@@ -273,6 +281,28 @@ impl<B: Bus> NodeHandle<B> {
         }
     }
 
+    /// A command to this node's own owner loop of `partition`, answered as
+    /// a bus request would be.
+    async fn request_direct(&self, partition: u16, payload: Bytes) -> Result<Bytes, BusError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let request = Request {
+            payload,
+            responder: Responder::Mem(answer),
+        };
+        if self.inner.direct[usize::from(partition)]
+            .send(request)
+            .is_err()
+        {
+            return Err(BusError::NoResponders(command_subject(partition)));
+        }
+        match tokio::time::timeout(self.inner.timing.request_timeout, answered).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            // Dropped unanswered (an unreadable command, a stopped loop).
+            Ok(Err(_)) => Err(BusError::NoResponders(command_subject(partition))),
+            Err(_) => Err(BusError::TimedOut),
+        }
+    }
+
     async fn write_command(&self, command: Command) -> Result<(u16, Seq), WriteError> {
         let timing = &self.inner.timing;
         let partition = partition_of(&command.user);
@@ -280,11 +310,18 @@ impl<B: Bus> NodeHandle<B> {
         let subject = command_subject(partition);
         let deadline = tokio::time::Instant::now() + timing.write_deadline;
         loop {
-            let answer = self
-                .inner
-                .bus
-                .request(&subject, payload.clone(), timing.request_timeout)
-                .await;
+            // The owner's fast path: this node owns the partition, so its
+            // owner loop takes the command in process, with no bus round
+            // trip. If ownership ends meanwhile the loop answers "not
+            // owner" and the next try goes through the bus.
+            let answer = if self.owns(partition) {
+                self.request_direct(partition, payload.clone()).await
+            } else {
+                self.inner
+                    .bus
+                    .request(&subject, payload.clone(), timing.request_timeout)
+                    .await
+            };
             match answer.map(|bytes| serde_json::from_slice::<CommandReply>(&bytes)) {
                 Ok(Ok(CommandReply::Written { partition, seq })) => {
                     let caught_up = self

@@ -36,12 +36,14 @@ pub(crate) async fn run<B: Bus>(
     node: Arc<NodeInner<B>>,
     partition: u16,
     mut local: mpsc::UnboundedReceiver<LocalChange>,
+    mut direct: mpsc::UnboundedReceiver<Request>,
 ) {
     loop {
         match try_acquire(&node, partition).await {
             Some(revision) => {
-                let handed_over = serve(&node, partition, revision, &mut local).await;
+                let handed_over = serve(&node, partition, revision, &mut local, &mut direct).await;
                 node.set_owned(partition, None);
+                refuse_direct(&mut direct).await;
                 if handed_over {
                     // Leave the free lease to the preferred node (it polls
                     // every `owner_poll`) instead of racing it for it.
@@ -52,7 +54,19 @@ pub(crate) async fn run<B: Bus>(
                 // Not the owner: whatever the driver computed for this
                 // partition is stale; the owner's timers compute it.
                 while local.try_recv().is_ok() {}
-                tokio::time::sleep(node.timing.owner_poll).await;
+                refuse_direct(&mut direct).await;
+                // A command that raced the end of ownership is refused at
+                // once, not after the poll.
+                let poll = tokio::time::sleep(node.timing.owner_poll);
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        _ = &mut poll => break,
+                        Some(request) = direct.recv() => {
+                            request.respond(to_bytes(&CommandReply::NotOwner)).await;
+                        }
+                    }
+                }
             }
         }
     }
@@ -95,6 +109,7 @@ async fn serve<B: Bus>(
     partition: u16,
     revision: u64,
     local: &mut mpsc::UnboundedReceiver<LocalChange>,
+    direct: &mut mpsc::UnboundedReceiver<Request>,
 ) -> bool {
     let epoch = revision;
     let key = owner_key(partition);
@@ -148,13 +163,16 @@ async fn serve<B: Bus>(
             }
             request = requests.next() => {
                 let Some(first) = request else { break };
-                let mut batch = vec![first];
-                while batch.len() < node.timing.max_batch {
-                    match requests.next().now_or_never() {
-                        Some(Some(request)) => batch.push(request),
-                        _ => break,
-                    }
+                let batch = gather(first, &mut requests, direct, node.timing.max_batch);
+                let changes = drain(local, node.timing.max_batch);
+                match write_batch(node, partition, epoch, last, batch, changes).await {
+                    Some(new_last) => last = new_last,
+                    None => break,
                 }
+            }
+            request = direct.recv() => {
+                let Some(first) = request else { break };
+                let batch = gather(first, &mut requests, direct, node.timing.max_batch);
                 let changes = drain(local, node.timing.max_batch);
                 match write_batch(node, partition, epoch, last, batch, changes).await {
                     Some(new_last) => last = new_last,
@@ -267,6 +285,39 @@ async fn write_marker<B: Bus>(node: &NodeInner<B>, partition: u16, epoch: u64) -
         }
     }
     None
+}
+
+/// A batch: `first`, then whatever else is waiting, from the bus and from
+/// this node's own front door alike, up to `max`.
+fn gather<S: futures::Stream<Item = Request> + Unpin>(
+    first: Request,
+    requests: &mut S,
+    direct: &mut mpsc::UnboundedReceiver<Request>,
+    max: usize,
+) -> Vec<Request> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match direct.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+    while batch.len() < max {
+        match requests.next().now_or_never() {
+            Some(Some(request)) => batch.push(request),
+            _ => break,
+        }
+    }
+    batch
+}
+
+/// Answers "not owner" to what this node's front door sent while the
+/// partition was (or seemed) its own: the front door then goes through
+/// the bus to whoever owns it now.
+async fn refuse_direct(direct: &mut mpsc::UnboundedReceiver<Request>) {
+    while let Ok(request) = direct.try_recv() {
+        request.respond(to_bytes(&CommandReply::NotOwner)).await;
+    }
 }
 
 fn drain(local: &mut mpsc::UnboundedReceiver<LocalChange>, max: usize) -> Vec<LocalChange> {
