@@ -99,6 +99,12 @@ impl<B> NodeInner<B> {
     }
 }
 
+/// The subject node `name` listens on for `topic` (node names are letters,
+/// digits, `-` and `_`: valid subject tokens).
+fn node_subject(name: &str, topic: &str) -> String {
+    format!("pres.node.{name}.{topic}")
+}
+
 /// A state the driver computed on its own, for its partition's log.
 #[derive(Debug)]
 pub(crate) struct LocalChange {
@@ -279,6 +285,45 @@ impl<B: Bus> NodeHandle<B> {
             _ = self.inner.running.wait_for(|running| !running) => Err(WriteError::Stopped),
             result = self.write_command(command) => result.map(|(p, seq)| (p, seq, id)),
         }
+    }
+
+    /// Requests other nodes send this node on `topic` with
+    /// [`NodeHandle::tell_others`], until the stream is dropped.
+    pub async fn listen(&self, topic: &str) -> Result<B::Requests, BusError> {
+        self.inner
+            .bus
+            .serve(&node_subject(&self.inner.name, topic))
+            .await
+    }
+
+    /// Sends `payload` on `topic` to every other live node (the nodes
+    /// bucket) at once and waits until each has answered or `timeout`
+    /// passed. Returns the nodes that did not answer; an error when the
+    /// live nodes could not be read.
+    pub async fn tell_others(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Vec<String>, BusError> {
+        let live = self.inner.bus.lease_list(LeaseBucket::Nodes).await?;
+        let asks = live
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| *name != self.inner.name)
+            .map(|name| {
+                let (bus, subject) = (self.inner.bus.clone(), node_subject(&name, topic));
+                let payload = payload.clone();
+                async move {
+                    let answer = bus.request(&subject, payload, timeout).await;
+                    (name, answer)
+                }
+            });
+        let answers = futures::future::join_all(asks).await;
+        Ok(answers
+            .into_iter()
+            .filter_map(|(name, answer)| answer.is_err().then_some(name))
+            .collect())
     }
 
     /// A command to this node's own owner loop of `partition`, answered as

@@ -38,7 +38,7 @@ pub mod uia;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ruma_common::{OwnedServerName, OwnedUserId, UserId};
+use ruma_common::{DeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -68,8 +68,10 @@ pub struct Homeserver {
     pub room_stream: RoomStream,
     /// The thread that runs room writes ([`Homeserver::room_write`]).
     room_writer: RoomWriter,
-    /// Live access tokens by hash.
-    pub tokens: TokenCache,
+    /// Live access tokens by hash. Drop dead ones with
+    /// [`Homeserver::tokens_died`], which also tells a cluster's other
+    /// nodes.
+    pub tokens: Arc<TokenCache>,
     /// Where accounts and tokens come from (presenced's own, or Synapse's
     /// in companion mode); chosen once at start-up.
     pub identity: identity::Identity,
@@ -139,9 +141,19 @@ impl Homeserver {
             room_stream: RoomStream::with_following(stored_max, rooms.members, following),
             room_writer: rooms.writer,
             tokens: if following {
-                TokenCache::off()
+                // A cluster node: see token_cache.rs.
+                let asked = presence.clone();
+                let cache = Arc::new(TokenCache::trusting_while(move || {
+                    asked.token_cache_trusted()
+                }));
+                let forget = Arc::clone(&cache);
+                presence.on_tokens_revoked(Arc::new(move |which| match which {
+                    Some((user, device)) => forget.forget(user, device),
+                    None => forget.forget_all(),
+                }));
+                cache
             } else {
-                TokenCache::default()
+                Arc::default()
             },
             identity: identity::Identity::Own,
             filters: Mutex::default(),
@@ -217,6 +229,15 @@ impl Homeserver {
             .map_err(Error::internal)??;
         self.presence.wake_syncs(woken.iter().map(|u| &**u));
         Ok(result)
+    }
+
+    /// Drops tokens that died (one device's, or every device's of `user`)
+    /// after the store deleted them: from this process's cache, and on a
+    /// cluster node from every other node's before this returns, so the
+    /// dead token is refused everywhere once the caller answers.
+    pub async fn tokens_died(&self, user: &UserId, device: Option<&DeviceId>) {
+        self.tokens.forget(user, device);
+        self.presence.tokens_revoked(user, device).await;
     }
 
     /// Cluster mode: applies the room writes of every node (this one's

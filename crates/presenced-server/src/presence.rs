@@ -61,7 +61,7 @@ use ruma_common::{
 use tokio::sync::{mpsc, Notify};
 
 use self::backend::Backend;
-pub use self::backend::{BackendHealth, FederationShards, ShardNews};
+pub use self::backend::{BackendHealth, FederationShards, ForgetTokens, ShardNews};
 use crate::store::presence::PresenceStore;
 
 pub use crate::util::clock::now;
@@ -421,6 +421,24 @@ impl PresenceService {
     /// A counted sync ended (its [`SyncingDevice`] was dropped).
     fn end_sync(&self, user: &UserId, device: Option<&DeviceId>) {
         self.inner.backend.end_sync(self, user, device);
+    }
+
+    /// Tokens that died here (logout, deactivation, a device's token
+    /// replaced): on a cluster node, returns once every other node has
+    /// dropped them from its cache; a single node has nobody to tell.
+    pub async fn tokens_revoked(&self, user: &UserId, device: Option<&DeviceId>) {
+        self.inner.backend.tokens_revoked(user, device).await;
+    }
+
+    /// What to call when another process reports tokens dead (cluster
+    /// mode; a single node never calls it).
+    pub fn on_tokens_revoked(&self, forget: ForgetTokens) {
+        self.inner.backend.on_tokens_revoked(forget);
+    }
+
+    /// Whether a process-local token cache may be used now.
+    pub fn token_cache_trusted(&self) -> bool {
+        self.inner.backend.token_cache_trusted()
     }
 
     /// Which destinations this process sends federation presence to.

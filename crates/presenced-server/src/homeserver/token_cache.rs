@@ -12,9 +12,13 @@
 //! Another process that deletes tokens (none does today: `presenced
 //! register-user` only adds) would not be seen until restart.
 //!
-//! A cluster node keeps no cache ([`TokenCache::off`]): a logout on another
-//! node must end the token here at once, and every lookup reads PostgreSQL
-//! (an invalidation broadcast that logout waits for would bring it back).
+//! A cluster node keeps a cache too ([`TokenCache::trusting_while`]): a
+//! token that dies on another node is dropped here before that node's
+//! logout answers (it tells every live node and waits for each,
+//! `presence/cluster/tokens.rs`), and the cache is used only while this
+//! node hears the cluster's bus: a node cut off long enough that a
+//! revocation could have missed it empties its cache and reads PostgreSQL
+//! until it hears the bus again.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -27,8 +31,9 @@ use crate::store::TokenOwner;
 #[derive(Default)]
 pub struct TokenCache {
     inner: Mutex<Inner>,
-    /// Set on a cluster node: nothing is kept, every lookup misses.
-    off: bool,
+    /// A cluster node's "may the cache be used now" (it hears the bus);
+    /// none on a single node.
+    trusted: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -41,12 +46,17 @@ struct Inner {
 }
 
 impl TokenCache {
-    /// A cache that keeps nothing (cluster mode).
-    pub fn off() -> Self {
+    /// A cache used only while `trusted` says so (cluster mode); when it
+    /// does not, the cache empties itself and every lookup misses.
+    pub fn trusting_while(trusted: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         Self {
             inner: Mutex::default(),
-            off: true,
+            trusted: Some(Box::new(trusted)),
         }
+    }
+
+    fn usable(&self) -> bool {
+        self.trusted.as_ref().is_none_or(|trusted| trusted())
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -56,7 +66,11 @@ impl TokenCache {
     /// The owner of a cached token, and the generation to hand to
     /// [`TokenCache::fill`] after a database lookup.
     pub fn get(&self, token_hash: &str) -> Result<TokenOwner, u64> {
-        let inner = self.inner();
+        let mut inner = self.inner();
+        if !self.usable() {
+            inner.drop_all();
+            return Err(inner.generation);
+        }
         inner
             .by_hash
             .get(token_hash)
@@ -68,7 +82,7 @@ impl TokenCache {
     /// the lookup began (`generation` from [`TokenCache::get`]).
     pub fn fill(&self, token_hash: String, owner: TokenOwner, generation: u64) {
         let mut inner = self.inner();
-        if self.off || inner.generation != generation {
+        if inner.generation != generation || !self.usable() {
             return;
         }
         inner
@@ -77,6 +91,11 @@ impl TokenCache {
             .or_default()
             .push(token_hash.clone());
         inner.by_hash.insert(token_hash, owner);
+    }
+
+    /// Drops every token (a cluster node that may have missed a revocation).
+    pub fn forget_all(&self) {
+        self.inner().drop_all();
     }
 
     /// Drops the tokens of one device (`Some`) or of every device of a user.
@@ -99,6 +118,14 @@ impl TokenCache {
         if !hashes.is_empty() {
             inner.by_user.insert(user.to_owned(), hashes);
         }
+    }
+}
+
+impl Inner {
+    fn drop_all(&mut self) {
+        self.generation += 1;
+        self.by_hash.clear();
+        self.by_user.clear();
     }
 }
 
@@ -129,6 +156,25 @@ mod tests {
         cache.forget(&alice, None);
         assert!(cache.get("a2").is_err());
         assert!(cache.get("b1").is_ok());
+    }
+
+    #[test]
+    fn an_untrusted_cache_empties_itself_and_misses() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let trusted = Arc::new(AtomicBool::new(true));
+        let flag = trusted.clone();
+        let cache = TokenCache::trusting_while(move || flag.load(Ordering::SeqCst));
+        let g = cache.get("a1").unwrap_err();
+        cache.fill("a1".into(), owner("alice", "D1"), g);
+        assert!(cache.get("a1").is_ok());
+        trusted.store(false, Ordering::SeqCst);
+        let g = cache.get("a1").unwrap_err();
+        cache.fill("a1".into(), owner("alice", "D1"), g);
+        assert!(cache.get("a1").is_err(), "filled while untrusted");
+        // Trusted again: what was held before is gone for good.
+        trusted.store(true, Ordering::SeqCst);
+        assert!(cache.get("a1").is_err());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cluster::link::ClusterLink;
 pub use super::cluster::link::ShardNews;
+pub use super::cluster::tokens::ForgetTokens;
 use super::cluster::ClusterBackend;
 use super::single::SingleNode;
 use super::token::PresenceToken;
@@ -204,6 +205,37 @@ impl Backend {
         match self {
             Self::Single(single) => single.shut_down(service),
             Self::Cluster(cluster) => cluster.shut_down(),
+        }
+    }
+
+    /// Tokens that died on this process: a cluster node tells the others
+    /// (and waits for them) to drop them from their caches.
+    pub(super) async fn tokens_revoked(&self, user: &UserId, device: Option<&DeviceId>) {
+        if let Self::Cluster(cluster) = self {
+            if let Some(link) = cluster.link() {
+                super::cluster::tokens::revoke(link, user, device).await;
+            }
+        }
+    }
+
+    /// Where a cluster node drops the tokens other nodes report dead.
+    pub(super) fn on_tokens_revoked(&self, forget: ForgetTokens) {
+        if let Self::Cluster(cluster) = self {
+            match cluster.link() {
+                Some(link) => super::cluster::tokens::listen(link.clone(), forget),
+                None => tracing::error!("token revocations cannot be heard before the node starts"),
+            }
+        }
+    }
+
+    /// Whether a process-local token cache may be used now: always on a
+    /// single node; on a cluster node, while it hears the bus.
+    pub(super) fn token_cache_trusted(&self) -> bool {
+        match self {
+            Self::Single(_) => true,
+            Self::Cluster(cluster) => cluster
+                .link()
+                .is_some_and(|link| super::cluster::tokens::cache_trusted(link)),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod join;
 pub mod link;
 pub mod room_marks;
 mod sync;
+pub mod tokens;
 
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -33,7 +33,7 @@ pub(crate) async fn post_deactivate(
     uia::require_password(&state.homeserver, &auth.user_id, req.auth).await?;
     let user = auth.user_id.clone();
     state.db(move |s| s.deactivate_user(&user)).await?;
-    state.homeserver.tokens.forget(&auth.user_id, None);
+    state.homeserver.tokens_died(&auth.user_id, None).await;
     state.presence.deactivate(&auth.user_id);
     tracing::info!(user_id = %auth.user_id, "account deactivated");
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))

@@ -124,10 +124,9 @@ pub(crate) async fn post_login(
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
     // A login on an existing device replaced that device's token.
-    state
-        .homeserver
-        .tokens
-        .forget(&user_id, Some(&session.device_id));
+    (state.homeserver)
+        .tokens_died(&user_id, Some(&session.device_id))
+        .await;
     tracing::info!(user_id = %user_id, device_id = %session.device_id, "logged in");
     Ok(Json(json!({
         "user_id": user_id,

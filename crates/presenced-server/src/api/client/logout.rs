@@ -19,10 +19,9 @@ pub(crate) async fn post_logout(
 ) -> Result<Json<Value>, ApiError> {
     let (user, device) = (auth.user_id.clone(), auth.device_id.clone());
     state.db(move |s| s.delete_device(&user, &device)).await?;
-    state
-        .homeserver
-        .tokens
-        .forget(&auth.user_id, Some(&auth.device_id));
+    (state.homeserver)
+        .tokens_died(&auth.user_id, Some(&auth.device_id))
+        .await;
     tracing::info!(user_id = %auth.user_id, device_id = %auth.device_id, "logged out");
     Ok(Json(json!({})))
 }
@@ -36,7 +35,7 @@ pub(crate) async fn post_logout_all(
 ) -> Result<Json<Value>, ApiError> {
     let user = auth.user_id.clone();
     let devices = state.db(move |s| s.delete_all_devices(&user)).await?;
-    state.homeserver.tokens.forget(&auth.user_id, None);
+    state.homeserver.tokens_died(&auth.user_id, None).await;
     tracing::info!(user_id = %auth.user_id, devices = devices.len(), "logged out everywhere");
     Ok(Json(json!({})))
 }

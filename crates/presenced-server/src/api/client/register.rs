@@ -118,10 +118,9 @@ pub(crate) async fn post_register(
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
     // A login on an existing device replaced that device's token.
-    state
-        .homeserver
-        .tokens
-        .forget(&user_id, Some(&session.device_id));
+    (state.homeserver)
+        .tokens_died(&user_id, Some(&session.device_id))
+        .await;
     Ok(Json(json!({
         "user_id": user_id,
         "access_token": session.access_token,

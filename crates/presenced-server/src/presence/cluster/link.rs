@@ -105,6 +105,39 @@ impl ClusterLink {
         self.handle.bus_silent_for()
     }
 
+    /// How often this node's heartbeat asks the bus.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.handle.timing().heartbeat_every
+    }
+
+    /// Whether the node was stopped (shutdown).
+    pub fn stopped(&self) -> bool {
+        self.node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// What other nodes tell this one on `topic` (see [`Self::tell_others`]).
+    pub async fn listen(
+        &self,
+        topic: &str,
+    ) -> Result<<JetStreamBus as presenced_cluster::Bus>::Requests, presenced_cluster::BusError>
+    {
+        self.handle.listen(topic).await
+    }
+
+    /// Tells every other live node on `topic` and waits for their answers
+    /// (at most `timeout`); the nodes that did not answer.
+    pub async fn tell_others(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<Vec<String>, presenced_cluster::BusError> {
+        self.handle.tell_others(topic, payload, timeout).await
+    }
+
     /// The owner lease: how long a silent bus may last before this node
     /// counts as cut off.
     pub fn lease(&self) -> Duration {
