@@ -72,6 +72,25 @@ pub(crate) struct SyncTarget {
     auth: http::HeaderValue,
 }
 
+impl SyncTarget {
+    /// The request's path (origin form) from `since` with `timeout_ms`.
+    pub(crate) fn path(&self, since: Option<&str>, timeout_ms: u64) -> String {
+        let mut path = format!("{}{timeout_ms}", self.path_prefix);
+        if let Some(s) = since {
+            path.push_str("&since=");
+            path.push_str(&segment(s));
+        }
+        path
+    }
+
+    /// The `Authorization` header's value (for presenced-longpoll-bench's
+    /// hand-written requests).
+    #[allow(dead_code)]
+    pub(crate) fn auth(&self) -> &http::HeaderValue {
+        &self.auth
+    }
+}
+
 /// A sender's presence PUT, prepared once: path and authorization header.
 pub(crate) struct PresenceTarget {
     path: http::Uri,
@@ -418,12 +437,10 @@ impl Homeserver {
         since: Option<&str>,
         timeout_ms: u64,
     ) -> Result<SyncBody, Error> {
-        let mut path = format!("{}{timeout_ms}", target.path_prefix);
-        if let Some(s) = since {
-            path.push_str("&since=");
-            path.push_str(&segment(s));
-        }
-        let path: http::Uri = path.parse().map_err(|e| format!("sync: {e}"))?;
+        let path: http::Uri = target
+            .path(since, timeout_ms)
+            .parse()
+            .map_err(|e| format!("sync: {e}"))?;
         let timeout = Duration::from_millis(timeout_ms) + Duration::from_secs(30);
         let (status, bytes) = self
             .load

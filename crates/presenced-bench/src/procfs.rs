@@ -84,8 +84,21 @@ pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
     parse_hwm(&status)
 }
 
+/// Resident set size now (`VmRSS`) in bytes (presenced-longpoll-bench's
+/// figure; the load tool reports the peak).
+#[allow(dead_code)]
+pub(crate) fn rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_field(&status, "VmRSS:")
+}
+
 fn parse_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    status_field(status, "VmHWM:")
+}
+
+/// A `kB` line of `/proc/PID/status`, in bytes.
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(name))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -135,8 +148,17 @@ mod tests {
     }
 
     #[test]
+    fn rss_in_bytes() {
+        assert_eq!(
+            status_field("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t 1 kB\n", "VmRSS:"),
+            Some(1024)
+        );
+    }
+
+    #[test]
     fn own_process_is_readable() {
         assert!(cpu_time("self").is_some());
         assert!(peak_rss("self").unwrap() > 0);
+        assert!(rss("self").unwrap() > 0);
     }
 }

@@ -93,7 +93,7 @@ pub fn router_for(state: Arc<AppState>, names: &[&str]) -> Router {
         // Around every route and both fallbacks, so preflights never reach
         // routing (a known path would answer 405) and errors carry the
         // headers too.
-        .layer(axum::middleware::from_fn(cors::cors))
+        .layer(cors::CorsLayer)
         // axum's own limit (not tower-http's) so an oversized body is
         // refused by the extractor, through ApiError, as M_TOO_LARGE.
         .layer(DefaultBodyLimit::max(max_body))
@@ -135,7 +135,7 @@ fn companion_router(state: Arc<AppState>, names: &[&str]) -> Router {
         .route("/_presenced/health", get(health::get_health))
         // Only presenced's own answers get presenced's CORS headers: a
         // forwarded answer carries Synapse's.
-        .route_layer(axum::middleware::from_fn(cors::cors))
+        .route_layer(cors::CorsLayer)
         .route_layer(DefaultBodyLimit::max(max_body))
         .fallback(forward::to_synapse)
         .method_not_allowed_fallback(forward::to_synapse)

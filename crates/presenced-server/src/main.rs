@@ -108,6 +108,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    presenced_server::process::memory::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::GenerateConfig { output }) => generate_config(output),

@@ -105,10 +105,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(filter::get_filter),
         ),
         (PRESENCE_STATUS, presence_status()),
-        (
-            "/sync",
-            get(sync::get_sync).layer(axum::middleware::from_fn(filter::check_inline_sync_filter)),
-        ),
+        ("/sync", get(sync::get_sync)),
         ("/capabilities", get(capabilities::get_capabilities)),
         ("/pushrules/", get(push_rules::get_push_rules)),
         ("/pushrules", get(push_rules::get_push_rules)),

@@ -19,6 +19,7 @@ use presenced_engine::Presence;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::filter::InlineSyncFilterChecked;
 use crate::api::error::ApiError;
 use crate::api::extract::{AuthUser, MatrixQuery};
 use crate::api::state::AppState;
@@ -44,6 +45,7 @@ pub(crate) struct SyncQuery {
 
 /// GET /_matrix/client/v3/sync
 pub(crate) async fn get_sync(
+    _inline_filter: InlineSyncFilterChecked,
     State(state): State<Arc<AppState>>,
     auth: AuthUser,
     MatrixQuery(query): MatrixQuery<SyncQuery>,
@@ -57,13 +59,17 @@ pub(crate) async fn get_sync(
     let timeout = Duration::from_millis(query.timeout.unwrap_or(0))
         .min(state.config.max_sync_timeout.unwrap_or(FOREVER))
         .min(FOREVER);
+    let full_state = query.full_state.unwrap_or(false);
+    // The query's text (an inline filter, the token) is parsed by now: a
+    // long-poll need not keep it for its whole wait.
+    drop(query);
     let answer = state
         .sync
         .serve(SyncRequest {
             user: &auth.user_id,
             device: &auth.device_id,
             since,
-            full_state: query.full_state.unwrap_or(false),
+            full_state,
             set_presence,
             presence_filter,
             room_filter,
