@@ -195,21 +195,10 @@ impl Homeserver {
     pub(crate) async fn metrics(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::with_capacity(self.bases.len());
         for base in self.bases.iter() {
-            let url = format!("{base}/metrics");
-            let resp = self
-                .http
-                .get(&url)
-                .timeout(Duration::from_secs(10))
-                .send()
+            let text = self
+                .get_text(&format!("{base}/metrics"))
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
-            let status = resp.status();
-            let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
-            if !status.is_success() {
-                return Err(format!(
-                    "GET {url}: {status} (does the server have enable_metrics: true?)"
-                ));
-            }
+                .map_err(|e| format!("{e} (does the server have enable_metrics: true?)"))?;
             out.push(text);
         }
         Ok(out)
