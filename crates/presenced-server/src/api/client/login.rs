@@ -115,6 +115,7 @@ pub(crate) async fn post_login(
         .login_account
         .take(&user_id, Instant::now())
         .map_err(limited)?;
+    let reused_device = req.device_id.is_some();
     let (uid, device, name) = (
         user_id.clone(),
         req.device_id,
@@ -123,10 +124,13 @@ pub(crate) async fn post_login(
     let session = state
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
-    // A login on an existing device replaced that device's token.
-    (state.homeserver)
-        .tokens_died(&user_id, Some(&session.device_id))
-        .await;
+    // A login on an existing device replaced that device's token (a
+    // device ID the server made up is new: it had none).
+    if reused_device {
+        (state.homeserver)
+            .tokens_died(&user_id, Some(&session.device_id))
+            .await;
+    }
     tracing::info!(user_id = %user_id, device_id = %session.device_id, "logged in");
     Ok(Json(json!({
         "user_id": user_id,

@@ -109,6 +109,7 @@ pub(crate) async fn post_register(
             Json(json!({ "user_id": user_id, "home_server": state.server_name })).into_response(),
         );
     }
+    let reused_device = req.device_id.is_some();
     let (uid, device, name) = (
         user_id.clone(),
         req.device_id,
@@ -117,10 +118,13 @@ pub(crate) async fn post_register(
     let session = state
         .db(move |s| accounts::start_session(s, &uid, device, name.as_deref()))
         .await?;
-    // A login on an existing device replaced that device's token.
-    (state.homeserver)
-        .tokens_died(&user_id, Some(&session.device_id))
-        .await;
+    // A login on an existing device replaced that device's token (a
+    // device ID the server made up is new: it had none).
+    if reused_device {
+        (state.homeserver)
+            .tokens_died(&user_id, Some(&session.device_id))
+            .await;
+    }
     Ok(Json(json!({
         "user_id": user_id,
         "access_token": session.access_token,
