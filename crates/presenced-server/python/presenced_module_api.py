@@ -18,6 +18,31 @@ import inspect
 import logging
 import time
 
+# Synapse's UserPresenceState fields, in the order of the protocol's
+# STATE arrays (both `synapse` packages build their states from it).
+STATE_FIELDS = (
+    "user_id",
+    "state",
+    "last_active_ts",
+    "last_federation_update_ts",
+    "last_user_sync_ts",
+    "status_msg",
+    "currently_active",
+)
+
+
+async def run_logged(desc, func, args, kwargs, logger):
+    """What a background process runs: func's value (awaited if it is
+    awaitable), or None when it raised, logged to `logger`."""
+    try:
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except Exception:
+        logger.exception("background process %s failed", desc)
+        return None
+
 # What presenced's ModuleApi answers; the README lists the same.
 PROVIDED = (
     "server_name",
@@ -148,18 +173,7 @@ class PresencedModuleApi:
         """As in Synapse: the result is awaitable (a Deferred with Synapse)
         and gives func's value, or None when func raised (logged)."""
         logger = logging.getLogger(self._presenced_name)
-
-        async def run():
-            try:
-                result = func(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-            except Exception:
-                logger.exception("background process %s failed", desc)
-                return None
-
-        return self._presenced_driver.spawn(run())
+        return self._presenced_driver.spawn(run_logged(desc, func, args, kwargs, logger))
 
     def looping_background_call(self, f, msec, *args, desc=None, run_on_all_instances=False, **kwargs):
         """As in Synapse: waits msec, calls f, waits for its result, and

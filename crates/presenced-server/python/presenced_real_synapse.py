@@ -23,16 +23,7 @@ import traceback
 
 import presenced_module_api
 
-# Synapse's UserPresenceState fields, in the STATE array's order.
-STATE_FIELDS = (
-    "user_id",
-    "state",
-    "last_active_ts",
-    "last_federation_update_ts",
-    "last_user_sync_ts",
-    "status_msg",
-    "currently_active",
-)
+STATE_FIELDS = presenced_module_api.STATE_FIELDS
 
 
 def find():

@@ -27,15 +27,7 @@ PRESENCE_ALL_USERS = "ALL"
 # ---------------------------------------------------------------------------
 # Presence state
 
-STATE_FIELDS = (
-    "user_id",
-    "state",
-    "last_active_ts",
-    "last_federation_update_ts",
-    "last_user_sync_ts",
-    "status_msg",
-    "currently_active",
-)
+STATE_FIELDS = presenced_module_api.STATE_FIELDS
 _StateTuple = collections.namedtuple("_StateTuple", STATE_FIELDS)
 
 
@@ -333,18 +325,9 @@ def make_deferred_yieldable(awaitable):
 def run_as_background_process(desc, func, *args, bg_start_span=True, **kwargs):
     """Runs func in the background; awaitable, gives its value or None
     when it raised (logged)."""
-
-    async def run():
-        try:
-            result = func(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except Exception:
-            logging.getLogger("synapse.module_api").exception("background process %s failed", desc)
-            return None
-
-    return _keep(asyncio.ensure_future(run()))
+    logger = logging.getLogger("synapse.module_api")
+    run = presenced_module_api.run_logged(desc, func, args, kwargs, logger)
+    return _keep(asyncio.ensure_future(run))
 
 
 class AsyncioDriver:
